@@ -1,0 +1,147 @@
+/**
+ * Every error the project reports carries a stable code from this table. The
+ * HTTP status is what the coordinator answers with when the error reaches an
+ * API caller; `retryable` tells the scheduler whether another attempt can help.
+ *
+ * Add codes here, never inline strings elsewhere. `errors.test.ts` keeps this
+ * table, the README's error table and the `ErrorCode` type in step.
+ */
+export const ERRORS = {
+  // Requests (HTTP API)
+  BAD_JSON: { status: 400, retryable: false, message: 'The request body is not valid JSON.' },
+  SCHEMA_VIOLATION: { status: 400, retryable: false, message: 'The request does not match the schema.' },
+  BODY_TOO_LARGE: { status: 413, retryable: false, message: 'The request body is larger than the limit.' },
+  BATCH_TOO_LARGE: { status: 413, retryable: false, message: 'The batch holds more tasks than the limit.' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, retryable: false, message: 'The content type is not accepted here.' },
+  NOT_FOUND: { status: 404, retryable: false, message: 'No such resource.' },
+  TASK_NOT_FOUND: { status: 404, retryable: false, message: 'No task has this id.' },
+  IDEMPOTENCY_CONFLICT: { status: 409, retryable: false, message: 'This idempotency key was used for a different task.' },
+  INVALID_ID: { status: 400, retryable: false, message: 'The id is not well formed.' },
+  RATE_LIMITED: { status: 429, retryable: true, message: 'Too many requests; retry later.' },
+  SHUTTING_DOWN: { status: 503, retryable: true, message: 'The coordinator is shutting down; retry on another.' },
+
+  // Agent registry
+  AGENT_NOT_FOUND: { status: 404, retryable: false, message: 'No agent has this name.' },
+  AGENT_VERSION_NOT_FOUND: { status: 404, retryable: false, message: 'The agent has no such version.' },
+  AGENT_VERSION_EXISTS: { status: 409, retryable: false, message: 'This agent version exists with different content.' },
+  WASM_INVALID: { status: 422, retryable: false, message: 'The file is not a valid WebAssembly module.' },
+  WASM_FORBIDDEN_IMPORT: { status: 422, retryable: false, message: 'The module imports something other than wasi_snapshot_preview1.' },
+  WASM_MISSING_EXPORT: { status: 422, retryable: false, message: 'The module must export _start and memory.' },
+  WASM_TOO_LARGE: { status: 413, retryable: false, message: 'The module is larger than the limit.' },
+
+  // Agent runs
+  AGENT_TRAP: { status: 500, retryable: false, message: 'The agent trapped.' },
+  AGENT_EXIT_NONZERO: { status: 500, retryable: false, message: 'The agent exited with a non-zero code.' },
+  AGENT_FUEL_EXHAUSTED: { status: 500, retryable: false, message: 'The agent ran out of fuel.' },
+  AGENT_MEMORY_LIMIT: { status: 500, retryable: false, message: 'The agent hit its memory limit.' },
+  AGENT_TIMEOUT: { status: 504, retryable: false, message: 'The agent ran past its wall-clock deadline.' },
+  AGENT_OUTPUT_LIMIT: { status: 500, retryable: false, message: 'The agent wrote more output than its cap.' },
+  AGENT_BAD_OUTPUT: { status: 500, retryable: false, message: 'The agent did not write one JSON value on stdout.' },
+  AGENT_BAD_ARGS: { status: 400, retryable: false, message: 'Agent args and env must be printable ASCII.' },
+  AGENT_STOPPED: { status: 500, retryable: true, message: 'The agent was stopped before it finished.' },
+  WORKER_CRASHED: { status: 500, retryable: true, message: 'The worker running the task died.' },
+
+  // Scheduling and nodes
+  NO_CAPABLE_NODE: { status: 503, retryable: true, message: 'No connected node can run this task.' },
+  LEASE_EXPIRED: { status: 500, retryable: true, message: 'The node did not finish the task within its lease.' },
+  NODE_LOST: { status: 500, retryable: true, message: 'The node running the task disconnected.' },
+  DEADLINE_EXCEEDED: { status: 504, retryable: false, message: 'The task passed its deadline.' },
+  CANCELLED: { status: 409, retryable: false, message: 'The task was cancelled.' },
+  ATTEMPTS_EXHAUSTED: { status: 500, retryable: false, message: 'The task failed on every attempt.' },
+  PROTOCOL_ERROR: { status: 400, retryable: false, message: 'A message broke the node protocol.' },
+  TASK_KIND_UNSUPPORTED: { status: 501, retryable: false, message: 'This node cannot run tasks of this kind.' },
+
+  // Models, weights, GPU
+  MODEL_NOT_FOUND: { status: 404, retryable: false, message: 'No model folder has this name.' },
+  MODEL_FILE_MISSING: { status: 422, retryable: false, message: 'A file the model needs is missing.' },
+  MODEL_CORRUPT: { status: 422, retryable: false, message: 'A model file does not match its digest or format.' },
+  MODEL_UNSUPPORTED: { status: 422, retryable: false, message: 'The model architecture or dtype is not supported.' },
+  MODEL_TOO_LARGE: { status: 507, retryable: false, message: 'The model does not fit the device limits.' },
+  SAFETENSORS_INVALID: { status: 422, retryable: false, message: 'The safetensors header does not match the file.' },
+  DTYPE_UNSUPPORTED: { status: 422, retryable: false, message: 'The tensor dtype is not one the engine reads.' },
+  SHAPE_MISMATCH: { status: 422, retryable: false, message: 'Tensor shapes do not agree.' },
+  ADAPTER_MISMATCH: { status: 422, retryable: false, message: 'The adapter was made for another base model.' },
+  ADAPTER_INVALID: { status: 422, retryable: false, message: 'The adapter files are not a valid PEFT LoRA adapter.' },
+  DATASET_INVALID: { status: 422, retryable: false, message: 'A dataset line is not a conversation.' },
+  WEBGPU_UNAVAILABLE: {
+    status: 503,
+    retryable: false,
+    message: 'No WebGPU adapter. In Chromium pass --enable-unsafe-webgpu; in Node set VK_ICD_FILENAMES to a Vulkan driver.',
+  },
+  GPU_DEVICE_LOST: { status: 503, retryable: true, message: 'The GPU device was lost; the engine reset itself.' },
+  GPU_OUT_OF_MEMORY: { status: 507, retryable: true, message: 'The GPU ran out of memory.' },
+  STORAGE_QUOTA: { status: 507, retryable: false, message: 'The weight store is over its budget.' },
+
+  // Catch-all
+  INTERNAL: { status: 500, retryable: true, message: 'An unexpected internal error.' },
+} as const satisfies Record<string, { status: number; retryable: boolean; message: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.prototype.hasOwnProperty.call(ERRORS, value);
+}
+
+/** The form an error takes on the wire (HTTP bodies, socket messages, worker calls). */
+export interface ErrorInfo {
+  code: ErrorCode;
+  name: string;
+  message: string;
+  stack?: string;
+  details?: Record<string, unknown>;
+}
+
+/** The project's error: a stable code, a message that says what to do, optional details. */
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message?: string, details?: Record<string, unknown>, options?: { cause?: unknown }) {
+    super(message ?? ERRORS[code].message, options);
+    this.name = 'AppError';
+    this.code = code;
+    this.details = details;
+  }
+
+  get status(): number {
+    return ERRORS[this.code].status;
+  }
+
+  get retryable(): boolean {
+    return ERRORS[this.code].retryable;
+  }
+
+  toJSON(): ErrorInfo {
+    return serializeError(this);
+  }
+}
+
+/** Turns any thrown value into the wire form; unknown errors become INTERNAL. */
+export function serializeError(err: unknown, withStack = false): ErrorInfo {
+  if (err instanceof AppError) {
+    const info: ErrorInfo = { code: err.code, name: err.name, message: err.message };
+    if (err.details) info.details = err.details;
+    if (withStack && err.stack) info.stack = err.stack;
+    return info;
+  }
+  if (err && typeof err === 'object' && 'code' in err && isErrorCode((err as { code: unknown }).code)) {
+    const e = err as { code: ErrorCode; name?: string; message?: string; stack?: string; details?: Record<string, unknown> };
+    const info: ErrorInfo = { code: e.code, name: e.name ?? 'AppError', message: e.message ?? ERRORS[e.code].message };
+    if (e.details) info.details = e.details;
+    if (withStack && e.stack) info.stack = e.stack;
+    return info;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  const info: ErrorInfo = { code: 'INTERNAL', name: err instanceof Error ? err.name : 'Error', message };
+  if (withStack && err instanceof Error && err.stack) info.stack = err.stack;
+  return info;
+}
+
+/** Rebuilds an AppError from its wire form, keeping code, message and the remote stack. */
+export function deserializeError(info: ErrorInfo): AppError {
+  const err = new AppError(isErrorCode(info.code) ? info.code : 'INTERNAL', info.message, info.details);
+  if (info.stack) err.stack = info.stack;
+  return err;
+}

@@ -1,0 +1,356 @@
+/**
+ * The wire contract: task schemas for the HTTP API and the messages between the
+ * coordinator and browser nodes over WebSocket. One TypeBox definition gives both
+ * the runtime check (server and browser) and the static type.
+ *
+ * Messages are a discriminated union on `type`; handlers switch on it and end in
+ * `assertNever`, so a new message cannot be ignored by accident.
+ */
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { AppError, type ErrorCode, type ErrorInfo } from './errors';
+import type { LeaseId, NodeId, TaskId } from './ids';
+import { LIMITS, MAX_AGENT_LIMITS } from './limits';
+
+export const PROTOCOL_VERSION = 1;
+
+// ---------------------------------------------------------------- task specs
+
+const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' });
+const Ascii = Type.String({ pattern: '^[\\x20-\\x7e]*$', maxLength: 4096 });
+
+export const AgentLimitsSchema = Type.Object(
+  {
+    memoryMB: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_AGENT_LIMITS.memoryMB })),
+    fuel: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_AGENT_LIMITS.fuel })),
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_AGENT_LIMITS.timeoutMs })),
+    maxStdoutBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_AGENT_LIMITS.maxStdoutBytes })),
+    maxStderrBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_AGENT_LIMITS.maxStderrBytes })),
+  },
+  { additionalProperties: false },
+);
+
+export const AgentPayloadSchema = Type.Object(
+  {
+    agent: Name,
+    /** Omitted: the newest version. */
+    version: Type.Optional(Name),
+    /** Written to the agent's stdin as JSON. */
+    input: Type.Optional(Type.Unknown()),
+    /** Extra argv after the agent name; printable ASCII only. */
+    args: Type.Optional(Type.Array(Ascii, { maxItems: 64 })),
+    env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,63}$' }), Ascii)),
+    /** Files in the preopened directory `/input`, name → UTF-8 text. */
+    files: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9._-]{1,128}$' }), Type.String())),
+    limits: Type.Optional(AgentLimitsSchema),
+  },
+  { additionalProperties: false },
+);
+
+export const ChatMessageSchema = Type.Object(
+  {
+    role: Type.Union([Type.Literal('system'), Type.Literal('user'), Type.Literal('assistant')]),
+    content: Type.String(),
+  },
+  { additionalProperties: false },
+);
+
+export const GeneratePayloadSchema = Type.Object(
+  {
+    model: Name,
+    adapter: Type.Optional(Name),
+    prompt: Type.Optional(Type.String()),
+    messages: Type.Optional(Type.Array(ChatMessageSchema, { minItems: 1, maxItems: 256 })),
+    maxNewTokens: Type.Optional(Type.Integer({ minimum: 1, maximum: 4096 })),
+    temperature: Type.Optional(Type.Number({ minimum: 0, maximum: 10 })),
+    topK: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000 })),
+    topP: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+    seed: Type.Optional(Type.Integer({ minimum: 0 })),
+    stream: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+);
+
+export const LoraConfigSchema = Type.Object(
+  {
+    rank: Type.Integer({ minimum: 1, maximum: 256 }),
+    alpha: Type.Number({ exclusiveMinimum: 0 }),
+    dropout: Type.Optional(Type.Number({ minimum: 0, maximum: 0.9 })),
+    targetModules: Type.Array(
+      Type.Union([
+        Type.Literal('q_proj'), Type.Literal('k_proj'), Type.Literal('v_proj'), Type.Literal('o_proj'),
+        Type.Literal('gate_proj'), Type.Literal('up_proj'), Type.Literal('down_proj'),
+      ]),
+      { minItems: 1, uniqueItems: true },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const TrainPayloadSchema = Type.Object(
+  {
+    model: Name,
+    /** Name under which the trained adapter is stored. */
+    adapterName: Name,
+    /** JSON lines of `{ "messages": [...] }`, inline. */
+    dataset: Type.String({ minLength: 1 }),
+    lora: LoraConfigSchema,
+    steps: Type.Integer({ minimum: 1, maximum: 100_000 }),
+    learningRate: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
+    batchSize: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
+    gradAccumulation: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
+    evalFraction: Type.Optional(Type.Number({ minimum: 0, maximum: 0.5 })),
+    seed: Type.Optional(Type.Integer({ minimum: 0 })),
+  },
+  { additionalProperties: false },
+);
+
+const Common = {
+  /** Higher runs first; 0..9, default 5. */
+  priority: Type.Optional(Type.Integer({ minimum: 0, maximum: 9 })),
+  idempotencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: LIMITS.maxAttempts })),
+  /** Epoch milliseconds after which the task is not started (and fails DEADLINE_EXCEEDED). */
+  deadline: Type.Optional(Type.Integer({ minimum: 0 })),
+  tenant: Type.Optional(Name),
+  /** POSTed the final task record when it ends. */
+  webhook: Type.Optional(Type.String({ pattern: '^https?://', maxLength: 2048 })),
+  labels: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 256 }))),
+};
+
+export const AgentTaskSpecSchema = Type.Object(
+  { kind: Type.Literal('agent'), payload: AgentPayloadSchema, ...Common },
+  { additionalProperties: false },
+);
+export const GenerateTaskSpecSchema = Type.Object(
+  { kind: Type.Literal('generate'), payload: GeneratePayloadSchema, ...Common },
+  { additionalProperties: false },
+);
+export const TrainTaskSpecSchema = Type.Object(
+  { kind: Type.Literal('train'), payload: TrainPayloadSchema, ...Common },
+  { additionalProperties: false },
+);
+export const TaskSpecSchema = Type.Union([AgentTaskSpecSchema, GenerateTaskSpecSchema, TrainTaskSpecSchema]);
+
+/** `POST /v1/tasks` takes one spec or `{ tasks: [...] }`. */
+export const TaskBatchSchema = Type.Object(
+  { tasks: Type.Array(TaskSpecSchema, { minItems: 1 }) },
+  { additionalProperties: false },
+);
+
+export type AgentPayload = Static<typeof AgentPayloadSchema>;
+export type GeneratePayload = Static<typeof GeneratePayloadSchema>;
+export type TrainPayload = Static<typeof TrainPayloadSchema>;
+export type LoraConfig = Static<typeof LoraConfigSchema>;
+export type ChatMessage = Static<typeof ChatMessageSchema>;
+export type TaskSpec = Static<typeof TaskSpecSchema>;
+export type TaskKind = TaskSpec['kind'];
+export const TASK_KINDS: readonly TaskKind[] = ['agent', 'generate', 'train'];
+
+// ---------------------------------------------------------------- task records
+
+export type TaskState = 'queued' | 'leased' | 'succeeded' | 'failed' | 'dead' | 'cancelled';
+export const TERMINAL_STATES: readonly TaskState[] = ['succeeded', 'failed', 'dead', 'cancelled'];
+
+/** What an agent run returns. */
+export interface AgentResult {
+  exitCode: number;
+  /** stdout parsed as JSON. */
+  output: unknown;
+  /** stderr as text, cut at the cap. */
+  stderr: string;
+  fuelUsed: number;
+  durationMs: number;
+  memoryBytes: number;
+}
+
+export interface GenerateResult {
+  text: string;
+  tokens: number;
+  finishReason: 'stop' | 'length';
+  durationMs: number;
+  tokensPerSec: number;
+}
+
+export interface TrainResult {
+  adapterName: string;
+  steps: number;
+  trainLoss: number[];
+  evalLoss: number | null;
+  durationMs: number;
+  tokensPerSec: number;
+}
+
+export type TaskResult = AgentResult | GenerateResult | TrainResult;
+
+/** What `GET /v1/tasks/:id` answers. */
+export interface TaskRecord {
+  id: TaskId;
+  kind: TaskKind;
+  state: TaskState;
+  priority: number;
+  attempts: number;
+  maxAttempts: number;
+  idempotencyKey: string | null;
+  tenant: string | null;
+  nodeId: NodeId | null;
+  createdAt: number;
+  updatedAt: number;
+  /** Not before this time (backoff after a failed attempt). */
+  runAfter: number;
+  deadline: number | null;
+  payload: TaskSpec['payload'];
+  result: TaskResult | null;
+  error: ErrorInfo | null;
+}
+
+// ---------------------------------------------------------------- node capabilities
+
+export const WebGpuInfoSchema = Type.Object({
+  vendor: Type.String(),
+  architecture: Type.String(),
+  description: Type.String(),
+  isFallbackAdapter: Type.Boolean(),
+  features: Type.Array(Type.String()),
+  maxBufferSize: Type.Number(),
+  maxStorageBufferBindingSize: Type.Number(),
+});
+
+export const CapabilitiesSchema = Type.Object({
+  kinds: Type.Array(Type.Union([Type.Literal('agent'), Type.Literal('generate'), Type.Literal('train')])),
+  /** Agent runs the node takes at once (its worker pool size). */
+  maxConcurrent: Type.Integer({ minimum: 1, maximum: 1024 }),
+  webgpu: Type.Union([WebGpuInfoSchema, Type.Null()]),
+  /** Models whose weights are in the node's store. */
+  models: Type.Array(Type.String()),
+  adapters: Type.Array(Type.String()),
+  /** Module hashes the node has compiled. */
+  modules: Type.Optional(Type.Array(Type.String())),
+  userAgent: Type.Optional(Type.String()),
+});
+export type Capabilities = Static<typeof CapabilitiesSchema>;
+export type WebGpuInfo = Static<typeof WebGpuInfoSchema>;
+
+export const NodeMetricsSchema = Type.Object({
+  running: Type.Integer({ minimum: 0 }),
+  workers: Type.Integer({ minimum: 0 }),
+  tasksDone: Type.Integer({ minimum: 0 }),
+  tasksFailed: Type.Integer({ minimum: 0 }),
+  spawnP50Ms: Type.Optional(Type.Number()),
+  spawnP99Ms: Type.Optional(Type.Number()),
+  memoryBytes: Type.Optional(Type.Number()),
+  gpuMemoryBytes: Type.Optional(Type.Number()),
+  tokensPerSec: Type.Optional(Type.Number()),
+});
+export type NodeMetrics = Static<typeof NodeMetricsSchema>;
+
+// ---------------------------------------------------------------- messages: node → coordinator
+
+const ErrorInfoSchema = Type.Object({
+  code: Type.String(),
+  name: Type.String(),
+  message: Type.String(),
+  stack: Type.Optional(Type.String()),
+  details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+});
+
+const Id = Type.String({ minLength: 1, maxLength: 64 });
+
+export const HelloSchema = Type.Object({
+  type: Type.Literal('hello'),
+  protocol: Type.Literal(PROTOCOL_VERSION),
+  /** Set when reconnecting, so the coordinator keeps the node's leases. */
+  nodeId: Type.Optional(Id),
+  name: Type.String({ maxLength: 128 }),
+  capabilities: CapabilitiesSchema,
+});
+
+export const HeartbeatSchema = Type.Object({
+  type: Type.Literal('heartbeat'),
+  /** Leases the node still holds; each is renewed. */
+  leases: Type.Array(Id),
+  metrics: NodeMetricsSchema,
+  capabilities: Type.Optional(CapabilitiesSchema),
+});
+
+export const ProgressSchema = Type.Object({
+  type: Type.Literal('task.progress'),
+  taskId: Id,
+  leaseId: Id,
+  progress: Type.Union([
+    Type.Object({ kind: Type.Literal('tokens'), text: Type.String(), tokens: Type.Integer() }),
+    Type.Object({ kind: Type.Literal('loss'), step: Type.Integer(), loss: Type.Number(), evalLoss: Type.Optional(Type.Number()) }),
+    Type.Object({ kind: Type.Literal('log'), line: Type.String() }),
+  ]),
+});
+
+export const ResultItemSchema = Type.Union([
+  Type.Object({ taskId: Id, leaseId: Id, ok: Type.Literal(true), result: Type.Unknown() }),
+  Type.Object({ taskId: Id, leaseId: Id, ok: Type.Literal(false), error: ErrorInfoSchema }),
+]);
+
+/** Results travel in batches: one socket message can end many tasks. */
+export const ResultSchema = Type.Object({
+  type: Type.Literal('task.result'),
+  results: Type.Array(ResultItemSchema, { minItems: 1, maxItems: 4096 }),
+});
+
+export const NodeMessageSchema = Type.Union([HelloSchema, HeartbeatSchema, ProgressSchema, ResultSchema]);
+export type HelloMessage = Static<typeof HelloSchema>;
+export type HeartbeatMessage = Static<typeof HeartbeatSchema>;
+export type ProgressMessage = Static<typeof ProgressSchema>;
+export type ResultMessage = Static<typeof ResultSchema>;
+export type NodeMessage = Static<typeof NodeMessageSchema>;
+export type ResultItem = {
+  taskId: TaskId;
+  leaseId: LeaseId;
+} & ({ ok: true; result: TaskResult } | { ok: false; error: ErrorInfo });
+
+// ---------------------------------------------------------------- messages: coordinator → node
+
+export interface Assignment {
+  taskId: TaskId;
+  leaseId: LeaseId;
+  attempt: number;
+  kind: TaskKind;
+  payload: TaskSpec['payload'];
+  /** For agent tasks: the module to run, fetched from `/v1/modules/:sha256` and cached by hash. */
+  module?: { sha256: string; size: number };
+  /** Epoch ms; the node should give up after this. */
+  deadline: number | null;
+}
+
+export type CoordinatorMessage =
+  | { type: 'welcome'; nodeId: NodeId; heartbeatIntervalMs: number; leaseMs: number; serverTime: number }
+  | { type: 'task.assign'; tasks: Assignment[] }
+  | { type: 'task.cancel'; taskId: TaskId; reason: string }
+  | { type: 'drain'; reason: string }
+  | { type: 'error'; error: ErrorInfo };
+
+// ---------------------------------------------------------------- helpers
+
+export function assertNever(x: never, what = 'value'): never {
+  throw new AppError('PROTOCOL_ERROR', `Unexpected ${what}: ${JSON.stringify(x)?.slice(0, 200)}`);
+}
+
+/**
+ * Checks `value` against `schema`; throws AppError with `code` and the first
+ * few violations (path and message) in `details.errors`.
+ */
+export function check<S extends TSchema>(schema: S, value: unknown, code: ErrorCode = 'SCHEMA_VIOLATION'): Static<S> {
+  if (Value.Check(schema, value)) return value as Static<S>;
+  const errors = [...Value.Errors(schema, value)].slice(0, 5).map((e) => ({ path: e.path || '/', message: e.message }));
+  const first = errors[0];
+  throw new AppError(code, first ? `${first.path}: ${first.message}` : 'Value does not match the schema.', { errors });
+}
+
+/** Parses and checks one socket message from a node. */
+export function parseNodeMessage(raw: string): NodeMessage {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    throw new AppError('PROTOCOL_ERROR', 'A node message was not JSON.');
+  }
+  return check(NodeMessageSchema, value, 'PROTOCOL_ERROR');
+}

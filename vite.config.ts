@@ -1,0 +1,16 @@
+import { defineConfig } from 'vite';
+
+// The page and its workers. Cross-origin isolation gives SharedArrayBuffer
+// (multi-threaded onnxruntime-web); the coordinator sends the same headers in production.
+const isolation = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+};
+
+export default defineConfig({
+  root: '.',
+  build: { outDir: 'dist', target: 'es2022', sourcemap: true },
+  worker: { format: 'es' },
+  server: { headers: isolation },
+  preview: { headers: isolation },
+});
