@@ -17,6 +17,8 @@ export const ERRORS = {
   TASK_NOT_FOUND: { status: 404, retryable: false, message: 'No task has this id.' },
   IDEMPOTENCY_CONFLICT: { status: 409, retryable: false, message: 'This idempotency key was used for a different task.' },
   INVALID_ID: { status: 400, retryable: false, message: 'The id is not well formed.' },
+  TASK_NOT_TERMINAL: { status: 409, retryable: false, message: 'The task has not ended yet.' },
+  NODE_NOT_FOUND: { status: 404, retryable: false, message: 'No connected node has this id.' },
   RATE_LIMITED: { status: 429, retryable: true, message: 'Too many requests; retry later.' },
   SHUTTING_DOWN: { status: 503, retryable: true, message: 'The coordinator is shutting down; retry on another.' },
 
@@ -40,6 +42,8 @@ export const ERRORS = {
   AGENT_BAD_ARGS: { status: 400, retryable: false, message: 'Agent args and env must be printable ASCII.' },
   AGENT_STOPPED: { status: 500, retryable: true, message: 'The agent was stopped before it finished.' },
   WORKER_CRASHED: { status: 500, retryable: true, message: 'The worker running the task died.' },
+  AGENT_MODULE_MISSING: { status: 500, retryable: true, message: 'The node has not loaded this agent module; hand it to the runtime (addModule) first.' },
+  WASM_HASH_MISMATCH: { status: 422, retryable: false, message: 'The module bytes do not match their SHA-256; fetch the module again.' },
 
   // Scheduling and nodes
   NO_CAPABLE_NODE: { status: 503, retryable: true, message: 'No connected node can run this task.' },
@@ -50,6 +54,7 @@ export const ERRORS = {
   ATTEMPTS_EXHAUSTED: { status: 500, retryable: false, message: 'The task failed on every attempt.' },
   PROTOCOL_ERROR: { status: 400, retryable: false, message: 'A message broke the node protocol.' },
   TASK_KIND_UNSUPPORTED: { status: 501, retryable: false, message: 'This node cannot run tasks of this kind.' },
+  NODE_DRAINING: { status: 503, retryable: true, message: 'The node is draining and takes no new tasks; the task goes to another node.' },
 
   // Models, weights, GPU
   MODEL_NOT_FOUND: { status: 404, retryable: false, message: 'No model folder has this name.' },

@@ -2,3 +2,4 @@ export * from './errors';
 export * from './ids';
 export * from './limits';
 export * from './protocol';
+export * from './wasm';

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Rebuilds every sample agent from source into agents/dist/NAME.wasm.
+#
+#   bash agents/build.sh           build into agents/dist/
+#   bash agents/build.sh --check   build into a temporary folder and compare with the
+#                                  committed agents/dist/*.wasm; exit 1 naming each that differs
+#
+# The output is deterministic: every compiler gets paths relative to the project root,
+# symbols and debug info are stripped, and nothing records a time. Building twice gives
+# byte-identical files. Toolchains (see ../../shared/DESIGN.md, "Agents"):
+#   C      clang-19 --target=wasm32-wasi (Debian: clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32)
+#   Rust   /usr/bin/rustc 1.63 --target wasm32-wasi, std only (Debian: rustc libstd-rust-dev-wasm32 lld-14)
+#   AS     npm assemblyscript + @assemblyscript/wasi-shim (in package.json)
+#   WAT    npm wabt (in package.json)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+mode=build
+case "${1:-}" in
+  "") ;;
+  --check) mode=check ;;
+  *)
+    echo "usage: bash agents/build.sh [--check]" >&2
+    exit 2
+    ;;
+esac
+
+# ------------------------------------------------------------------ toolchains
+CLANG=clang-19
+RUSTC=/usr/bin/rustc
+ASC=node_modules/assemblyscript/bin/asc.js
+WASI_SHIM=node_modules/@assemblyscript/wasi-shim/asconfig.json
+
+missing=()
+command -v "$CLANG" >/dev/null 2>&1 || missing+=("clang-19 (Debian packages: clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32)")
+command -v wasm-ld-19 >/dev/null 2>&1 || missing+=("wasm-ld-19 (Debian package: lld-19)")
+[[ -f /usr/lib/wasm32-wasi/libc.a ]] || missing+=("the wasm32-wasi C library (Debian package: wasi-libc)")
+[[ -x $RUSTC ]] || missing+=("/usr/bin/rustc (Debian package: rustc)")
+compgen -G "/usr/lib/rustlib/wasm32-wasi/lib/libstd-*.rlib" >/dev/null ||
+  missing+=("Rust std for wasm32-wasi (Debian package: libstd-rust-dev-wasm32)")
+command -v rust-lld >/dev/null 2>&1 || missing+=("rust-lld, the Rust wasm linker (Debian packages: rustc lld-14)")
+[[ -f $ASC && -f $WASI_SHIM ]] ||
+  missing+=("AssemblyScript (npm packages assemblyscript and @assemblyscript/wasi-shim: flock /tmp/npm.lock npm ci)")
+[[ -f node_modules/wabt/index.js ]] || missing+=("wabt (npm package wabt: flock /tmp/npm.lock npm ci)")
+if ((${#missing[@]})); then
+  echo "agents/build.sh: cannot build the agents; missing:" >&2
+  printf '  - %s\n' "${missing[@]}" >&2
+  echo "Install with: apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32 rustc libstd-rust-dev-wasm32 lld-14" >&2
+  exit 1
+fi
+
+OUT=$(mktemp -d "${TMPDIR:-/tmp}/agents-build.XXXXXX")
+trap 'rm -rf "$OUT"' EXIT
+
+# -------------------------------------------------------------------------- C
+# Compile and link apart: a link step that sees -O runs whatever `wasm-opt` is first on
+# PATH (npm puts binaryen's there), which would make the output depend on the caller's PATH.
+# (clang-19's --no-wasm-opt skips the link step altogether.)
+"$CLANG" --target=wasm32-wasi --sysroot=/usr -O2 -c -Wall -Wextra -Werror \
+  -ffile-prefix-map="$ROOT"=. agents/text-stats/text_stats.c -o "$OUT/text_stats.o"
+"$CLANG" --target=wasm32-wasi --sysroot=/usr -Wl,--strip-all "$OUT/text_stats.o" -o "$OUT/text-stats.wasm"
+rm "$OUT/text_stats.o"
+
+# ----------------------------------------------------------------------- Rust
+# std only; LTO drops most of std's unused code; panics abort. The slowest step, so it
+# runs in the background while the others build; `wait` below collects its status.
+"$RUSTC" --edition 2021 --target wasm32-wasi --crate-name json_transform \
+  -C opt-level=s -C lto=fat -C codegen-units=1 -C panic=abort \
+  -C strip=symbols -C debuginfo=0 --remap-path-prefix="$ROOT"=. \
+  -D warnings \
+  agents/json-transform/main.rs -o "$OUT/json-transform.wasm" &
+rust_pid=$!
+
+# -------------------------------------------------------------- AssemblyScript
+node "$ASC" agents/digest/assembly/index.ts --config "$WASI_SHIM" \
+  -O3 --noAssert --runtime stub -o "$OUT/digest.wasm"
+
+# ------------------------------------------------------------------------ WAT
+# One node process for every .wat file (wabt's JavaScript build, pinned by package-lock).
+node --input-type=module - "$OUT" agents/wat/*.wat <<'JS'
+import { readFileSync, writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import initWabt from 'wabt';
+const [out, ...files] = process.argv.slice(2);
+const wabt = await initWabt();
+for (const file of files) {
+  try {
+    const mod = wabt.parseWat(file, readFileSync(file, 'utf8'), {});
+    mod.validate();
+    writeFileSync(`${out}/${basename(file, '.wat')}.wasm`, mod.toBinary({ write_debug_names: false }).buffer);
+    mod.destroy();
+  } catch (err) {
+    console.error(`agents/build.sh: ${file} does not assemble:\n${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  }
+}
+JS
+
+wait "$rust_pid" || { echo "agents/build.sh: rustc failed on agents/json-transform/main.rs" >&2; exit 1; }
+
+# ------------------------------------------------------------- install / check
+expected=(text-stats json-transform digest)
+for f in agents/wat/*.wat; do expected+=("$(basename "$f" .wat)"); done
+for name in "${expected[@]}"; do
+  if [[ ! -s "$OUT/$name.wasm" ]]; then
+    echo "agents/build.sh: the build wrote no $name.wasm although its compiler succeeded" >&2
+    exit 1
+  fi
+done
+built=("$OUT"/*.wasm)
+if [[ $mode == build ]]; then
+  mkdir -p agents/dist
+  for f in "${built[@]}"; do cp "$f" "agents/dist/$(basename "$f")"; done
+  for f in agents/dist/*.wasm; do
+    [[ -f "$OUT/$(basename "$f")" ]] || echo "agents/build.sh: note: $f has no source any more; remove it" >&2
+  done
+  for f in "${built[@]}"; do printf '%8d  agents/dist/%s\n' "$(wc -c <"$f")" "$(basename "$f")"; done
+  exit 0
+fi
+
+status=0
+for f in "${built[@]}"; do
+  name=agents/dist/$(basename "$f")
+  if [[ ! -f $name ]]; then
+    echo "agents/build.sh --check: $name is missing; run bash agents/build.sh and commit it" >&2
+    status=1
+  elif ! cmp -s "$f" "$name"; then
+    echo "agents/build.sh --check: $name differs from a fresh build of its source; run bash agents/build.sh and commit it" >&2
+    status=1
+  fi
+done
+for f in agents/dist/*.wasm; do
+  [[ -f $f ]] || continue
+  if [[ ! -f "$OUT/$(basename "$f")" ]]; then
+    echo "agents/build.sh --check: $f has no source; remove it" >&2
+    status=1
+  fi
+done
+((status == 0)) && echo "agents/build.sh --check: all ${#built[@]} agents match their sources"
+exit "$status"

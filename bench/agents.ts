@@ -1,0 +1,225 @@
+/**
+ * `npm run bench -- agents [--tasks N] [--workers W] [--nodes 2]`
+ *
+ * Agent spawn latency and throughput, measured for real: the built page in
+ * headless Chromium, the coordinator in this process (temp SQLite file), the
+ * `trivial` agent. Figures:
+ * - spawnWarmP50Ms / spawnWarmP99Ms: run() → `_start` in a warm worker with a compiled module (measured in the page);
+ * - spawnColdP50Ms: the same for a new runtime with one new worker;
+ * - rawTasksPerMin: the trivial agent through the page's pool directly (no coordinator);
+ * - e2eTasksPerMin: submitted in batches over HTTP, journaled, routed to two nodes, results journaled;
+ * - memoryPerAgentMB: see web/node/pool-bench.ts (memoryMethod says how).
+ * Also where the time went: CPU seconds of this process (coordinator + driver) and of the browsers.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { readAgent } from '../agents';
+import { createCoordinator } from '../server';
+import { launchNodes } from '../scripts/nodes';
+import { DIST, ensurePageBuilt } from '../scripts/page-build';
+import { registerAgent } from '../scripts/register-agents';
+import type { PoolBenchResult } from '../web';
+
+const GOALS = { spawnWarmP50Ms: 2, spawnWarmP99Ms: 10, e2eTasksPerMin: 60_000, ratio: 0.5, memoryPerAgentMB: 16 };
+const BATCH = 1000;
+
+/** CPU seconds (user + system) of every live process below `root` (here: the headless browsers). */
+function descendantsCpuSeconds(root = process.pid): number {
+  const children = new Map<number, number[]>();
+  const cpu = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    // Fields after the command (which may hold spaces) start at state; ppid is the 2nd, utime/stime the 12th/13th.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const pid = Number(name);
+    const ppid = Number(f[1]);
+    cpu.set(pid, (Number(f[11]) + Number(f[12])) / 100);
+    children.set(ppid, [...(children.get(ppid) ?? []), pid]);
+  }
+  let total = 0;
+  const stack = [...(children.get(root) ?? [])];
+  while (stack.length) {
+    const pid = stack.pop()!;
+    total += cpu.get(pid) ?? 0;
+    stack.push(...(children.get(pid) ?? []));
+  }
+  return total;
+}
+
+async function post(url: string, body: unknown): Promise<{ ids: string[] }> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  if (!res.ok) throw new Error(`POST ${url} answered ${res.status}: ${(await res.text()).slice(0, 300)}`);
+  return (await res.json()) as { ids: string[] };
+}
+
+export async function run(args: string[]): Promise<Record<string, unknown>> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      tasks: { type: 'string', default: '30000' },
+      workers: { type: 'string' },
+      nodes: { type: 'string', default: '2' },
+      'budget-s': { type: 'string', default: '60' },
+      'per-worker': { type: 'string' },
+    },
+  });
+  const total = Number(values.tasks);
+  const budgetMs = Number(values['budget-s']) * 1000;
+  const started = performance.now();
+  const log = (l: string): void => void process.stderr.write(`[${((performance.now() - started) / 1000).toFixed(1)} s] ${l}\n`);
+
+  await ensurePageBuilt(log);
+  const dir = mkdtempSync(join(tmpdir(), 'bench-agents-'));
+  const coordinator = await createCoordinator({ dbPath: join(dir, 'bench.db'), port: 0, staticDir: DIST });
+  const url = coordinator.url.replace(/\/$/, '');
+  let nodes: Awaited<ReturnType<typeof launchNodes>> | null = null;
+  try {
+    const reg = await registerAgent(url, 'trivial', readAgent('trivial'));
+    if (reg.code) throw new Error(`The coordinator refused the trivial agent: ${reg.code} ${reg.message}`);
+    nodes = await launchNodes({
+      url,
+      count: Number(values.nodes),
+      workers: values.workers ? Number(values.workers) : undefined,
+      // Makes measureUserAgentSpecificMemory answer at once instead of at the next GC.
+      args: ['--enable-blink-features=ForceEagerMeasureMemory'],
+      query: values['per-worker'] ? { perWorker: values['per-worker'] } : undefined,
+      log,
+    });
+    const pages = nodes.pages;
+    log(`${pages.length} nodes connected: ${nodes.nodeIds.join(', ')}`);
+
+    // In-page: spawn latency, cold start, raw throughput, memory.
+    log('Measuring the pool in the page…');
+    const pool: PoolBenchResult = await pages[0]!.evaluate(
+      (req) => window.__execNode!.benchmark(req),
+      { agentName: 'trivial', moduleHash: reg.sha256, input: {}, warmRuns: 500, rawTasks: 5000, coldRuns: 5, memoryWorkers: 4 },
+    );
+
+    const done = async (): Promise<number> => {
+      let n = 0;
+      for (const p of pages) n += await p.evaluate(() => { const s = window.__execNode!.stats(); return s.tasksDone + s.tasksFailed; });
+      return n;
+    };
+    const spec = { kind: 'agent', payload: { agent: 'trivial', input: {} }, maxAttempts: 1 };
+    const submit = async (n: number): Promise<string[]> => {
+      const ids: string[] = [];
+      for (let i = 0; i < n; i += BATCH) {
+        const k = Math.min(BATCH, n - i);
+        ids.push(...(await post(`${url}/v1/tasks`, { tasks: Array.from({ length: k }, () => spec) })).ids);
+      }
+      return ids;
+    };
+
+    // Warm-up through the coordinator (module fetch, JIT), then the measured run.
+    log('Warm-up through the coordinator…');
+    const base0 = await done();
+    await submit(1000);
+    await waitUntil(async () => (await done()) - base0 >= 1000, 30_000);
+
+    log(`E2E: ${total} tasks in batches of ${BATCH}…`);
+    const base = await done();
+    const cpu0 = process.cpuUsage();
+    const b0 = descendantsCpuSeconds();
+    const t0 = performance.now();
+    let submitMs = 0;
+    const submitting = (async () => {
+      const s0 = performance.now();
+      // Keep the coordinator's queue fed without flooding it: at most 5 batches ahead of the nodes.
+      let sent = 0;
+      while (sent < total && performance.now() - t0 < budgetMs) {
+        if (sent - ((await done()) - base) > 5 * BATCH) {
+          await new Promise((r) => setTimeout(r, 20));
+          continue;
+        }
+        const k = Math.min(BATCH, total - sent);
+        await submit(k);
+        sent += k;
+      }
+      submitMs = performance.now() - s0;
+      return sent;
+    })();
+    let finished = 0;
+    let sent = 0;
+    let submitted = false;
+    void submitting.then((n) => {
+      sent = n;
+      submitted = true;
+    });
+    await waitUntil(async () => {
+      finished = (await done()) - base;
+      return (submitted && finished >= sent) || performance.now() - t0 > budgetMs + 15_000;
+    }, budgetMs + 20_000, 25);
+    const e2eMs = performance.now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    const browsersCpu = descendantsCpuSeconds() - b0;
+
+    const stats = await Promise.all(pages.map((p) => p.evaluate(() => window.__execNode!.stats())));
+    const e2eTasksPerMin = (finished * 60_000) / e2eMs;
+    const ratio = e2eTasksPerMin / pool.rawTasksPerMin;
+    const coordinatorCpuS = (cpu.user + cpu.system) / 1e6;
+    const r2 = (x: number | null): number | null => (x === null || !Number.isFinite(x) ? null : Math.round(x * 100) / 100);
+    return {
+      bench: 'agents',
+      spawnWarmP50Ms: r2(pool.spawnWarmP50Ms),
+      spawnWarmP99Ms: r2(pool.spawnWarmP99Ms),
+      spawnColdP50Ms: r2(pool.spawnColdP50Ms),
+      coldFirstRunP50Ms: r2(pool.coldFirstRunP50Ms),
+      e2eTasksPerMin: Math.round(e2eTasksPerMin),
+      rawTasksPerMin: Math.round(pool.rawTasksPerMin),
+      ratio: r2(ratio),
+      memoryPerAgentMB: r2(pool.memoryPerAgentMB),
+      memoryMethod: pool.memoryMethod,
+      goals: {
+        spawnWarmP50Ms: `<= ${GOALS.spawnWarmP50Ms}`,
+        spawnWarmP99Ms: `<= ${GOALS.spawnWarmP99Ms}`,
+        e2eTasksPerMin: `>= ${GOALS.e2eTasksPerMin}`,
+        ratio: `>= ${GOALS.ratio}`,
+        memoryPerAgentMB: `<= ${GOALS.memoryPerAgentMB}`,
+      },
+      pass: {
+        spawnWarmP50Ms: pool.spawnWarmP50Ms <= GOALS.spawnWarmP50Ms,
+        spawnWarmP99Ms: pool.spawnWarmP99Ms <= GOALS.spawnWarmP99Ms,
+        e2eTasksPerMin: e2eTasksPerMin >= GOALS.e2eTasksPerMin,
+        ratio: ratio >= GOALS.ratio,
+        memoryPerAgentMB: pool.memoryPerAgentMB !== null && pool.memoryPerAgentMB <= GOALS.memoryPerAgentMB,
+      },
+      e2e: {
+        tasks: finished,
+        submitted: sent,
+        seconds: r2(e2eMs / 1000),
+        submitSeconds: r2(submitMs / 1000),
+        nodes: pages.length,
+        workersPerNode: stats[0]?.pool.workers,
+        resultMessages: stats.reduce((a, s) => a + s.resultBatches, 0),
+        resultsPerMessage: r2(stats.reduce((a, s) => a + s.resultsSent, 0) / Math.max(1, stats.reduce((a, s) => a + s.resultBatches, 0))),
+        failures: stats.reduce<Record<string, number>>((acc, s) => {
+          for (const [c, n] of Object.entries(s.byCode)) if (c !== 'OK') acc[c] = (acc[c] ?? 0) + n;
+          return acc;
+        }, {}),
+        cpuSeconds: { coordinatorAndDriver: r2(coordinatorCpuS), browsers: r2(browsersCpu) },
+      },
+      rawFailures: pool.failures,
+      pagePhaseMs: Object.fromEntries(Object.entries(pool.phaseMs).map(([k, v]) => [k, Math.round(v)])),
+    };
+  } finally {
+    await nodes?.close();
+    await coordinator.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function waitUntil(cond: () => Promise<boolean>, timeoutMs: number, everyMs = 50): Promise<void> {
+  const end = performance.now() + timeoutMs;
+  while (!(await cond())) {
+    if (performance.now() > end) throw new Error(`Timed out after ${timeoutMs} ms.`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

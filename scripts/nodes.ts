@@ -1,0 +1,172 @@
+/**
+ * Headless nodes: Chromium pages (driven by playwright-core) that load the
+ * node page from a coordinator and join its pool, so a server without a
+ * display can run tasks too.
+ *
+ *   tsx scripts/nodes.ts --url http://127.0.0.1:8080 --count 2 [--workers 4]
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { ExecNodeHandle } from '../web';
+
+/** Flags measured to work on machines without a GPU or a display (DESIGN.md, "Browser"). */
+export const CHROMIUM_ARGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--enable-unsafe-webgpu',
+  // Background pages must not be throttled: every page is a node.
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+];
+
+export interface LaunchNodesOptions {
+  /** The coordinator that serves the page: `http://host:port`. */
+  url: string;
+  count: number;
+  /** Where the fresh user data directory is made (default: the OS temp dir); removed on close. */
+  userDataRoot?: string;
+  /** Agent workers per page (`?workers=`); default: the page's choice. */
+  workers?: number;
+  /** More query parameters for the page (see web/main.ts), e.g. `{ perWorker: '8' }`. */
+  query?: Record<string, string>;
+  /** Node names are `${namePrefix}-${i}`. */
+  namePrefix?: string;
+  /** More Chromium flags. */
+  args?: string[];
+  /** How long each page may take to report `connected`. */
+  timeoutMs?: number;
+  /** Page console errors and crashes go here (default: stderr). */
+  log?: (line: string) => void;
+}
+
+export interface LaunchedNodes {
+  pages: Page[];
+  context: BrowserContext;
+  /** Node ids, in page order. */
+  nodeIds: string[];
+  /** Closes every page and the browser, and removes the user data directory. */
+  close(): Promise<void>;
+}
+
+const DEFAULT_CHROMIUM = '/usr/bin/chromium';
+
+/** The Chromium to drive: CHROMIUM_PATH, else /usr/bin/chromium (installed with apt-get when root). */
+export function chromiumPath(log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): string {
+  const fromEnv = process.env.CHROMIUM_PATH;
+  if (fromEnv) {
+    if (!existsSync(fromEnv)) throw new Error(`CHROMIUM_PATH=${fromEnv} does not exist. Point it at a Chromium binary.`);
+    return fromEnv;
+  }
+  if (existsSync(DEFAULT_CHROMIUM)) return DEFAULT_CHROMIUM;
+  const root = process.getuid?.() === 0;
+  if (root && existsSync('/usr/bin/apt-get')) {
+    log(`${DEFAULT_CHROMIUM} is missing: running "apt-get install -y chromium"…`);
+    const res = spawnSync('apt-get', ['install', '-y', 'chromium'], { stdio: ['ignore', 2, 2] });
+    if (res.status === 0 && existsSync(DEFAULT_CHROMIUM)) return DEFAULT_CHROMIUM;
+    throw new Error('"apt-get install -y chromium" failed; install Chromium (Debian package chromium) or set CHROMIUM_PATH.');
+  }
+  throw new Error(
+    `No Chromium at ${DEFAULT_CHROMIUM}. Install it with "sudo apt-get install -y chromium" or set CHROMIUM_PATH to a Chromium binary.`,
+  );
+}
+
+/** Opens `count` headless node pages on `url` and waits until each one reports `connected`. */
+export async function launchNodes(opts: LaunchNodesOptions): Promise<LaunchedNodes> {
+  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const executablePath = chromiumPath(log);
+  const root = resolve(opts.userDataRoot ?? tmpdir());
+  mkdirSync(root, { recursive: true });
+  const userDataDir = mkdtempSync(join(root, 'exec-node-'));
+  let context: BrowserContext;
+  try {
+    context = await chromium.launchPersistentContext(userDataDir, {
+      executablePath,
+      headless: true,
+      args: [...CHROMIUM_ARGS, ...(opts.args ?? [])],
+      // The callers own the signals and close the nodes in order (Playwright would kill the browser first).
+      handleSIGINT: false,
+      handleSIGTERM: false,
+      handleSIGHUP: false,
+    });
+  } catch (err) {
+    rmSync(userDataDir, { recursive: true, force: true });
+    throw err;
+  }
+  const close = async (): Promise<void> => {
+    await context.close().catch(() => undefined);
+    rmSync(userDataDir, { recursive: true, force: true });
+  };
+  try {
+    const base = opts.url.replace(/\/$/, '');
+    const pages: Page[] = [];
+    for (let i = 0; i < opts.count; i++) {
+      const page = i === 0 && context.pages().length > 0 ? context.pages()[0]! : await context.newPage();
+      const name = `${opts.namePrefix ?? 'headless'}-${i + 1}`;
+      page.on('pageerror', (err) => log(`[${name}] page error: ${err.message}`));
+      page.on('crash', () => log(`[${name}] page crashed`));
+      page.on('console', (msg) => {
+        if (msg.type() === 'error') log(`[${name}] ${msg.text()}`);
+      });
+      const q = new URLSearchParams({ ...opts.query, name });
+      if (opts.workers) q.set('workers', String(opts.workers));
+      await page.goto(`${base}/?${q}`);
+      pages.push(page);
+    }
+    const timeout = opts.timeoutMs ?? 30_000;
+    const nodeIds = await Promise.all(pages.map((p) => waitConnected(p, timeout)));
+    return { pages, context, nodeIds, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+/** Waits until the page's node reports `connected`; returns its node id. */
+export async function waitConnected(page: Page, timeoutMs = 30_000): Promise<string> {
+  await page.waitForFunction(() => window.__execNode?.state === 'connected', undefined, { timeout: timeoutMs, polling: 50 });
+  return page.evaluate(() => (window.__execNode as ExecNodeHandle).nodeId ?? '');
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      url: { type: 'string' },
+      count: { type: 'string', default: '1' },
+      workers: { type: 'string' },
+      'user-data-root': { type: 'string' },
+    },
+  });
+  if (!values.url) throw new Error('Usage: tsx scripts/nodes.ts --url http://127.0.0.1:8080 [--count N] [--workers W]');
+  const count = Number(values.count);
+  if (!Number.isInteger(count) || count < 1 || count > 64) throw new Error('--count must be an integer from 1 to 64.');
+  const nodes = await launchNodes({
+    url: values.url,
+    count,
+    workers: values.workers ? Number(values.workers) : undefined,
+    userDataRoot: values['user-data-root'],
+  });
+  for (const [i, id] of nodes.nodeIds.entries()) console.log(`node ${i + 1}: ${id} connected to ${values.url}`);
+  console.log('Press Ctrl-C to stop.');
+  await new Promise<void>((done) => {
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
+  });
+  await nodes.close();
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('scripts/nodes.ts')) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}

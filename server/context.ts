@@ -1,0 +1,22 @@
+/** What the routes share: the coordinator's parts. */
+import type { Hub } from './hub';
+import type { Clock, Journal } from './journal';
+import type { Metrics } from './metrics';
+import type { Registry } from './registry';
+import type { Scheduler } from './scheduler';
+import type { TaskWatch } from './watch';
+import type { Webhooks } from './webhook';
+
+export interface Context {
+  journal: Journal;
+  registry: Registry;
+  scheduler: Scheduler;
+  hub: Hub;
+  metrics: Metrics;
+  watch: TaskWatch;
+  webhooks: Webhooks;
+  clock: Clock;
+  heartbeatIntervalMs: number;
+  /** True once close() began: new tasks are refused with SHUTTING_DOWN. */
+  shuttingDown(): boolean;
+}

@@ -1,0 +1,74 @@
+/**
+ * Durability for real: a coordinator process killed with SIGKILL after it
+ * answered 202 loses nothing; a new one on the same file requeues the tasks the
+ * dead one had leased and runs them.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, test } from 'node:test';
+import { createCoordinator } from './index';
+import { HELLO_WAT, TestNode, apiClient, tempDir, until, wat } from './testing';
+
+const tmp = tempDir();
+after(() => tmp.cleanup());
+
+test('SIGKILL after 202: every accepted task survives; leased ones are requeued and run', async () => {
+  const db = join(tmp.dir, 'crash.db');
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'main.ts'), '--port', '0', '--db', db], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      const rl = createInterface({ input: child.stdout! });
+      rl.on('line', (line) => {
+        const m = /listening on (\S+)/.exec(line);
+        if (m) resolve(m[1]!);
+      });
+      child.once('exit', (code) => reject(new Error(`coordinator exited early (${code})`)));
+    });
+    const api = apiClient(url);
+    const put = await api('/v1/agents/hello/versions/1', { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: await wat(HELLO_WAT) });
+    assert.equal(put.status, 201);
+    const batch = await api('/v1/tasks', { method: 'POST', json: { tasks: Array.from({ length: 200 }, (_, i) => ({ kind: 'agent', payload: { agent: 'hello', input: i } })) } });
+    assert.equal(batch.status, 202);
+    const one = await api('/v1/tasks', { method: 'POST', json: { kind: 'agent', payload: { agent: 'hello' }, idempotencyKey: 'crash-1' } });
+    assert.equal(one.status, 202);
+    const node = await TestNode.connect(url, { maxConcurrent: 5 });
+    const leased = await node.assignments(10);
+    child.kill('SIGKILL');
+    await exited;
+    await node.closed;
+
+    const c = await createCoordinator({ dbPath: db, nodeGraceMs: 0 });
+    try {
+      const api2 = apiClient(c.url);
+      assert.equal(c.journal.requeuedOnOpen, 10);
+      const ids: string[] = [...batch.body.ids, one.body.id];
+      for (const id of ids) assert.equal((await api2(`/v1/tasks/${id}`)).status, 200, `task ${id} survived`);
+      const first = (await api2(`/v1/tasks/${leased[0]!.taskId}`)).body;
+      assert.equal(first.state, 'queued');
+      assert.equal(first.error.code, 'LEASE_EXPIRED');
+      // The idempotency key still answers the same task.
+      const again = await api2('/v1/tasks', { method: 'POST', json: { kind: 'agent', payload: { agent: 'hello' }, idempotencyKey: 'crash-1' } });
+      assert.equal(again.status, 200);
+      assert.equal(again.body.id, one.body.id);
+      // The agent registry survived too: a node runs everything.
+      const n2 = await TestNode.connect(c.url, { maxConcurrent: 64 });
+      let done = 0;
+      while (done < ids.length) {
+        const msg = await n2.next('task.assign');
+        n2.succeed(msg.tasks);
+        done += msg.tasks.length;
+      }
+      await until(() => c.journal.countsByState().succeeded === ids.length, 5_000, 'all succeeded');
+      await n2.close();
+    } finally {
+      await c.close();
+    }
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
+});

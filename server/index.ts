@@ -1,0 +1,173 @@
+/**
+ * The coordinator: HTTP API for Layer 2 and the other layers, WebSocket hub for
+ * browser nodes, scheduler, journal. `createCoordinator` builds and starts one.
+ */
+import fastifyStatic from '@fastify/static';
+import fastifyWebsocket from '@fastify/websocket';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { AddressInfo } from 'node:net';
+import { LIMITS } from '../shared';
+import type { Context } from './context';
+import { installErrorHandling } from './http';
+import { Hub } from './hub';
+import { Journal, systemClock, type Clock } from './journal';
+import { Metrics } from './metrics';
+import { ModelStore } from './models';
+import { Registry } from './registry';
+import { agentRoutes } from './routes/agents';
+import { opsRoutes } from './routes/ops';
+import { taskRoutes } from './routes/tasks';
+import { Scheduler } from './scheduler';
+import { TaskWatch } from './watch';
+import { Webhooks, type WebhookOptions } from './webhook';
+
+export { Journal, systemClock, type Clock, type StoredTask, type Ended, type Completion } from './journal';
+export { Hub } from './hub';
+export { Scheduler } from './scheduler';
+export { Registry, effectiveLimits, type AgentVersion, type Quota } from './registry';
+export { Metrics, type Kpi } from './metrics';
+export { TaskWatch, type TaskEvent } from './watch';
+export { NodeSession, Circuit, INFRA_CODES, type CircuitState } from './node';
+export { ModelStore, type ModelManifest, type ModelFile } from './models';
+export { parseNodeMessage, parseSubmission, checkSpec } from './validate';
+
+export interface CoordinatorOptions {
+  /** SQLite file; ':memory:' for unit tests. Default ./data/coordinator.db. */
+  dbPath?: string;
+  /** 0 = any free port. Default 0. */
+  port?: number;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** The built page (dist/), served at / with cross-origin isolation headers. */
+  staticDir?: string;
+  /** Model folders (Hugging Face layout), served at /models/ with manifests at /v1/models. */
+  modelsDir?: string;
+  clock?: Clock;
+  leaseMs?: number;
+  heartbeatIntervalMs?: number;
+  /** How long a disconnected node's leases wait for it to reconnect (0 = fail them at once). Default heartbeatIntervalMs. */
+  nodeGraceMs?: number;
+  /** Agent tasks a node may hold per worker (maxConcurrent × prefetch), queued on the node. Default 8. */
+  prefetch?: number;
+  /** Period of the lease/backoff tick. Default 50 ms. */
+  tickMs?: number;
+  /** Retry backoff base. Default LIMITS.retryBaseMs. */
+  retryBaseMs?: number;
+  /** Consecutive infrastructure failures that open a node's circuit. Default 3. */
+  circuitThreshold?: number;
+  circuitCooldownMs?: number;
+  webhook?: Partial<WebhookOptions>;
+  /** How long close() waits for leased tasks to finish. Default 5000 ms. */
+  drainTimeoutMs?: number;
+  logger?: boolean;
+}
+
+export interface Coordinator {
+  url: string;
+  app: FastifyInstance;
+  journal: Journal;
+  hub: Hub;
+  scheduler: Scheduler;
+  registry: Registry;
+  metrics: Metrics;
+  /** Long-poll and event-stream listeners per task. */
+  watch: TaskWatch;
+  /** Graceful: refuse new tasks (SHUTTING_DOWN), drain nodes, wait for leases, close. */
+  close(): Promise<void>;
+}
+
+export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<Coordinator> {
+  const clock = opts.clock ?? systemClock;
+  const heartbeatIntervalMs = opts.heartbeatIntervalMs ?? LIMITS.heartbeatIntervalMs;
+  const leaseMs = opts.leaseMs ?? LIMITS.leaseMs;
+  const journal = new Journal(opts.dbPath ?? './data/coordinator.db', clock);
+  if (opts.retryBaseMs !== undefined) journal.retryBaseMs = opts.retryBaseMs;
+  const registry = new Registry(journal);
+  const metrics = new Metrics(clock.now());
+  const watch = new TaskWatch();
+  const webhooks = new Webhooks(journal, opts.webhook);
+  const scheduler = new Scheduler(journal, metrics, watch, webhooks, {
+    clock,
+    leaseMs,
+    heartbeatIntervalMs,
+    nodeGraceMs: opts.nodeGraceMs ?? heartbeatIntervalMs,
+    prefetch: opts.prefetch ?? 8,
+    tickMs: opts.tickMs ?? 50,
+  });
+  const hub = new Hub(scheduler, journal, {
+    clock,
+    heartbeatIntervalMs,
+    leaseMs,
+    circuit: { threshold: opts.circuitThreshold ?? 3, cooldownMs: opts.circuitCooldownMs ?? 10_000 },
+    maxProtocolErrors: 20,
+  });
+  let shuttingDown = false;
+  const ctx: Context = {
+    journal,
+    registry,
+    scheduler,
+    hub,
+    metrics,
+    watch,
+    webhooks,
+    clock,
+    heartbeatIntervalMs,
+    shuttingDown: () => shuttingDown,
+  };
+
+  const app = Fastify({ logger: opts.logger ?? false, bodyLimit: LIMITS.maxBodyBytes });
+  installErrorHandling(app, metrics);
+  await app.register(fastifyWebsocket, { options: { maxPayload: LIMITS.maxSocketMessageBytes } });
+  taskRoutes(app, ctx);
+  agentRoutes(app, ctx);
+  opsRoutes(app, ctx);
+  if (opts.modelsDir) {
+    const models = new ModelStore(opts.modelsDir);
+    app.get('/v1/models', async () => ({ models: await models.list() }));
+    app.get('/v1/models/:name', async (req) => models.manifest((req.params as { name: string }).name));
+    await app.register(fastifyStatic, { root: opts.modelsDir, prefix: '/models/', decorateReply: false, setHeaders: staticHeaders });
+  }
+  if (opts.staticDir) {
+    await app.register(fastifyStatic, { root: opts.staticDir, prefix: '/', decorateReply: false, setHeaders: staticHeaders });
+  }
+
+  await app.listen({ port: opts.port ?? 0, host: opts.host ?? '127.0.0.1' });
+  const addr = app.server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  const url = `http://${host}:${addr.port}`;
+  scheduler.start();
+  if (journal.requeuedOnOpen) journal.event('coordinator_started', null, null, { requeued: journal.requeuedOnOpen });
+
+  let closing: Promise<void> | null = null;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      shuttingDown = true;
+      hub.drainAll('The coordinator is shutting down; finish running tasks and take no new ones.');
+      if (scheduler.leases.size > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, opts.drainTimeoutMs ?? 5_000);
+          scheduler.onIdle = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+      scheduler.stop();
+      watch.closeAll();
+      hub.closeAll();
+      await app.close();
+      await webhooks.settle();
+      journal.close();
+    })();
+    return closing;
+  };
+
+  return { url, app, journal, hub, scheduler, registry, metrics, watch, close };
+}
+
+/** The page needs cross-origin isolation (MIME types are fixed in the onSend hook of http.ts). */
+function staticHeaders(res: { setHeader(name: string, value: string): unknown }): void {
+  res.setHeader('cross-origin-opener-policy', 'same-origin');
+  res.setHeader('cross-origin-embedder-policy', 'require-corp');
+  res.setHeader('cross-origin-resource-policy', 'cross-origin');
+}

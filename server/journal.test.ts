@@ -1,0 +1,168 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { AppError, newLeaseId, newNodeId, newTaskId, type TaskId } from '../shared';
+import { Journal, errorInfo, type NewTask } from './journal';
+import { ManualClock, tempDir } from './testing';
+
+const tmp = tempDir();
+after(() => tmp.cleanup());
+let n = 0;
+const file = () => join(tmp.dir, `j${n++}.db`);
+
+function task(extra: Partial<NewTask> = {}): NewTask {
+  return {
+    id: newTaskId(),
+    kind: 'agent',
+    priority: 5,
+    maxAttempts: 3,
+    deadline: null,
+    idempotencyKey: null,
+    specHash: null,
+    tenant: null,
+    webhook: null,
+    moduleHash: 'a'.repeat(64),
+    moduleSize: 10,
+    model: null,
+    payload: { agent: 'x' },
+    labels: null,
+    ...extra,
+  };
+}
+
+test('WAL with synchronous=FULL', () => {
+  const j = new Journal(file());
+  assert.equal(j.db.pragma('journal_mode', { simple: true }), 'wal');
+  assert.equal(j.db.pragma('synchronous', { simple: true }), 2);
+  j.close();
+});
+
+test('a journal reopened without a clean close has every task; leased ones are queued again', () => {
+  const path = file();
+  const a = new Journal(path);
+  const tasks = Array.from({ length: 100 }, () => task());
+  a.insertTasks(tasks);
+  const node = newNodeId();
+  const leases = tasks.slice(0, 10).map((t) => ({ taskId: t.id, leaseId: newLeaseId(), nodeId: node }));
+  assert.equal(a.leaseBatch(leases, []).leased.size, 10);
+  // `a` is never closed: a second process opening the file sees what `a` committed.
+  const b = new Journal(path);
+  assert.equal(b.requeuedOnOpen, 10);
+  const counts = b.countsByState();
+  assert.equal(counts.queued, 100);
+  assert.equal(counts.leased, 0);
+  const rec = b.getTask(tasks[0]!.id)!;
+  assert.equal(rec.error?.code, 'LEASE_EXPIRED');
+  assert.equal(rec.attempts, 1);
+  // The old lease is gone: its result is a late duplicate.
+  const late = b.complete([{ taskId: tasks[0]!.id, leaseId: leases[0]!.leaseId, outcome: { ok: true, result: 1 } }]);
+  assert.deepEqual(late, [null]);
+  assert.equal(b.duplicatesDropped, 1);
+  b.close();
+  a.close();
+});
+
+test('a result is written once; other leases and repeats are dropped and counted', () => {
+  const j = new Journal(file());
+  const t = task();
+  j.insertTasks([t]);
+  const leaseId = newLeaseId();
+  j.leaseBatch([{ taskId: t.id, leaseId, nodeId: newNodeId() }], []);
+  const wrong = j.complete([{ taskId: t.id, leaseId: newLeaseId(), outcome: { ok: true, result: 'wrong' } }]);
+  assert.deepEqual(wrong, [null]);
+  const [ok] = j.complete([{ taskId: t.id, leaseId, outcome: { ok: true, result: { v: 1 } } }]);
+  assert.equal(ok?.state, 'succeeded');
+  const again = j.complete([{ taskId: t.id, leaseId, outcome: { ok: false, error: errorInfo('INTERNAL', 'x') } }]);
+  assert.deepEqual(again, [null]);
+  assert.equal(j.duplicatesDropped, 2);
+  assert.deepEqual(j.getTask(t.id)!.result, { v: 1 });
+  j.close();
+});
+
+test('failures: retryable → queued with capped full-jitter backoff, then dead; others → failed', () => {
+  const clock = new ManualClock();
+  const j = new Journal(file(), clock);
+  j.retryBaseMs = 100;
+  const t = task({ maxAttempts: 3 });
+  const f = task();
+  j.insertTasks([t, f]);
+  const runAfters: number[] = [];
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const leaseId = newLeaseId();
+    assert.equal(j.leaseBatch([{ taskId: t.id, leaseId, nodeId: newNodeId() }], []).leased.size, 1);
+    const [e] = j.complete([{ taskId: t.id, leaseId, outcome: { ok: false, error: errorInfo('WORKER_CRASHED', `c${attempt}`) } }], () => 0.999);
+    assert.equal(e?.state, attempt < 3 ? 'queued' : 'dead');
+    runAfters.push(j.getTask(t.id)!.runAfter - clock.now());
+  }
+  assert.deepEqual(runAfters.slice(0, 2), [99, 199], 'base·2^(attempt−1)·jitter');
+  const dead = j.getTask(t.id)!;
+  assert.equal(dead.error?.message, 'c3');
+  assert.equal(dead.attempts, 3);
+
+  const leaseId = newLeaseId();
+  j.leaseBatch([{ taskId: f.id, leaseId, nodeId: newNodeId() }], []);
+  const [e] = j.complete([{ taskId: f.id, leaseId, outcome: { ok: false, error: errorInfo('AGENT_FUEL_EXHAUSTED', 'fuel') } }]);
+  assert.equal(e?.state, 'failed');
+  j.close();
+});
+
+test('ready: priority then age, backoff respected; deadline expiry and lease in one batch', () => {
+  const clock = new ManualClock();
+  const j = new Journal(file(), clock);
+  const low = task({ priority: 1 });
+  const high = task({ priority: 8 });
+  const old = task({ priority: 5 });
+  const young = task({ priority: 5 });
+  j.insertTasks([low, high, old, young]);
+  assert.deepEqual(j.ready('agent', clock.now(), 10).map((r) => r.id), [high.id, old.id, young.id, low.id]);
+  const { leased, expired } = j.leaseBatch([{ taskId: high.id, leaseId: newLeaseId(), nodeId: newNodeId() }], [low.id]);
+  assert.deepEqual([...leased], [high.id]);
+  assert.equal(expired[0]?.state, 'failed');
+  assert.equal(j.getTask(low.id)!.error?.code, 'DEADLINE_EXCEEDED');
+  // Leasing a task no longer queued is skipped.
+  assert.equal(j.leaseBatch([{ taskId: high.id, leaseId: newLeaseId(), nodeId: newNodeId() }], []).leased.size, 0);
+  j.close();
+});
+
+test('batch insert is one transaction: an idempotency conflict writes nothing', () => {
+  const j = new Journal(file());
+  j.insertTasks([task({ idempotencyKey: 'k', specHash: 'h1' })]);
+  const fresh = task();
+  assert.throws(
+    () => j.insertTasks([fresh, task({ idempotencyKey: 'k', specHash: 'h2' })]),
+    (e: unknown) => e instanceof AppError && e.code === 'IDEMPOTENCY_CONFLICT',
+  );
+  assert.equal(j.getTask(fresh.id), null);
+  const [same] = j.insertTasks([task({ idempotencyKey: 'k', specHash: 'h1' })]);
+  assert.equal(same?.created, false);
+  j.close();
+});
+
+test('cancel answers the lease a leased task held', () => {
+  const j = new Journal(file());
+  const t = task();
+  j.insertTasks([t]);
+  const leaseId = newLeaseId();
+  const nodeId = newNodeId();
+  j.leaseBatch([{ taskId: t.id, leaseId, nodeId }], []);
+  assert.deepEqual(j.cancel(t.id, 'stop'), { leaseId, nodeId });
+  assert.equal(j.cancel(t.id, 'again'), undefined);
+  assert.equal(j.cancel(newTaskId() as TaskId, 'none'), undefined);
+  j.close();
+});
+
+test('queued tasks past their deadline fail without a node', () => {
+  const clock = new ManualClock();
+  const j = new Journal(file(), clock);
+  const soon = task({ deadline: clock.now() + 10 });
+  const later = task({ deadline: clock.now() + 10_000 });
+  const none = task();
+  j.insertTasks([soon, later, none]);
+  assert.deepEqual(j.expireDeadlines(), []);
+  clock.advance(11);
+  const ended = j.expireDeadlines();
+  assert.deepEqual(ended.map((e) => e.taskId), [soon.id]);
+  assert.equal(j.getTask(soon.id)!.error?.code, 'DEADLINE_EXCEEDED');
+  assert.equal(j.getTask(later.id)!.state, 'queued');
+  j.close();
+});

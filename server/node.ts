@@ -1,0 +1,187 @@
+/**
+ * One connected browser node as the coordinator sees it: what it can run, the
+ * leases it holds, its health, its circuit breaker and its reputation.
+ */
+import type { WebSocket } from 'ws';
+import type { Capabilities, CoordinatorMessage, NodeId, NodeMetrics, TaskId, TaskKind } from '../shared';
+import type { Clock } from './journal';
+
+const NO_SLOTS = { total: 0, heavy: 0 } as const;
+
+export type CircuitState = 'closed' | 'open' | 'half-open';
+
+/** Errors that say the node (not the agent) failed; they count against its circuit. */
+export const INFRA_CODES: ReadonlySet<string> = new Set([
+  'LEASE_EXPIRED',
+  'NODE_LOST',
+  'WORKER_CRASHED',
+  'PROTOCOL_ERROR',
+  'INTERNAL',
+  'GPU_DEVICE_LOST',
+  'GPU_OUT_OF_MEMORY',
+]);
+
+export interface CircuitOptions {
+  /** Consecutive infrastructure failures that open the circuit. */
+  threshold: number;
+  /** How long it stays open before one trial task is let through. */
+  cooldownMs: number;
+}
+
+/**
+ * Closed → (threshold consecutive infrastructure failures) → open → (cool-down)
+ * → half-open: one task; success closes it, another failure opens it again.
+ */
+export class Circuit {
+  #state: CircuitState = 'closed';
+  #failures = 0;
+  #openedAt = 0;
+  readonly #opts: CircuitOptions;
+  opens = 0;
+
+  constructor(opts: CircuitOptions) {
+    this.#opts = opts;
+  }
+
+  state(now: number): CircuitState {
+    if (this.#state === 'open' && now - this.#openedAt >= this.#opts.cooldownMs) this.#state = 'half-open';
+    return this.#state;
+  }
+
+  get failures(): number {
+    return this.#failures;
+  }
+
+  success(): void {
+    this.#state = 'closed';
+    this.#failures = 0;
+  }
+
+  /** Answers true when this failure opened the circuit. */
+  failure(now: number): boolean {
+    this.#failures++;
+    const state = this.state(now);
+    if (state === 'half-open' || (state === 'closed' && this.#failures >= this.#opts.threshold)) {
+      this.#state = 'open';
+      this.#openedAt = now;
+      this.opens++;
+      return true;
+    }
+    return false;
+  }
+}
+
+export interface LeaseInfo {
+  leaseId: string;
+  taskId: TaskId;
+  node: NodeSession;
+  attempt: number;
+  kind: TaskKind;
+  expiresAt: number;
+}
+
+export class NodeSession {
+  readonly id: NodeId;
+  name: string;
+  capabilities: Capabilities;
+  metrics: NodeMetrics | null = null;
+  socket: WebSocket | null;
+  readonly connectedAt: number;
+  lastSeen: number;
+  /** When the socket closed; null while connected. */
+  disconnectedAt: number | null = null;
+  draining = false;
+  /** Leases held, by lease id. Change them through hold() and release(). */
+  readonly leases: ReadonlyMap<string, LeaseInfo> = new Map<string, LeaseInfo>();
+  /** Leases of generate/train tasks (GPU work, never prefetched). */
+  #heavy = 0;
+  readonly circuit: Circuit;
+  protocolErrors = 0;
+  reputation = { pass: 0, fail: 0 };
+  done = 0;
+  failed = 0;
+
+  constructor(id: NodeId, name: string, capabilities: Capabilities, socket: WebSocket, clock: Clock, circuit: CircuitOptions) {
+    this.id = id;
+    this.name = name;
+    this.capabilities = capabilities;
+    this.socket = socket;
+    this.connectedAt = clock.now();
+    this.lastSeen = this.connectedAt;
+    this.circuit = new Circuit(circuit);
+  }
+
+  get connected(): boolean {
+    return this.socket !== null;
+  }
+
+  healthy(now: number, heartbeatIntervalMs: number): boolean {
+    return this.connected && now - this.lastSeen <= 3 * heartbeatIntervalMs;
+  }
+
+  hold(lease: LeaseInfo): void {
+    (this.leases as Map<string, LeaseInfo>).set(lease.leaseId, lease);
+    if (lease.kind !== 'agent') this.#heavy++;
+  }
+
+  release(leaseId: string): LeaseInfo | undefined {
+    const lease = this.leases.get(leaseId);
+    if (lease) {
+      (this.leases as Map<string, LeaseInfo>).delete(leaseId);
+      if (lease.kind !== 'agent') this.#heavy--;
+    }
+    return lease;
+  }
+
+  /**
+   * How many more tasks the node can take now: `total` of any kind (agent tasks
+   * are prefetched up to maxConcurrent × prefetch so the pool never waits for the
+   * next batch) and `heavy` of generate/train (at most maxConcurrent, no
+   * prefetch). Both 0 when draining, unhealthy or the circuit is open; one
+   * trial task when it is half-open.
+   */
+  freeSlots(now: number, heartbeatIntervalMs: number, prefetch: number): { total: number; heavy: number } {
+    if (this.draining || !this.healthy(now, heartbeatIntervalMs)) return NO_SLOTS;
+    const circuit = this.circuit.state(now);
+    if (circuit === 'open') return NO_SLOTS;
+    if (circuit === 'half-open') return this.leases.size === 0 ? { total: 1, heavy: 1 } : NO_SLOTS;
+    const max = this.capabilities.maxConcurrent;
+    const total = Math.max(0, max * prefetch - this.leases.size);
+    return { total, heavy: Math.min(total, Math.max(0, max - this.#heavy)) };
+  }
+
+  fits(kind: TaskKind): boolean {
+    if (!this.capabilities.kinds.includes(kind)) return false;
+    if (kind === 'train' && !this.capabilities.webgpu) return false;
+    return true;
+  }
+
+  send(msg: CoordinatorMessage): void {
+    this.sendRaw(JSON.stringify(msg));
+  }
+
+  sendRaw(text: string): void {
+    const s = this.socket;
+    if (s && s.readyState === s.OPEN) s.send(text);
+  }
+
+  view(now: number, heartbeatIntervalMs: number) {
+    return {
+      id: this.id,
+      name: this.name,
+      connected: this.connected,
+      healthy: this.healthy(now, heartbeatIntervalMs),
+      draining: this.draining,
+      connectedAt: this.connectedAt,
+      lastSeen: this.lastSeen,
+      capabilities: this.capabilities,
+      running: this.leases.size,
+      load: this.leases.size / this.capabilities.maxConcurrent,
+      metrics: this.metrics,
+      circuit: { state: this.circuit.state(now), consecutiveFailures: this.circuit.failures, opens: this.circuit.opens },
+      reputation: this.reputation,
+      tasksDone: this.done,
+      tasksFailed: this.failed,
+    };
+  }
+}

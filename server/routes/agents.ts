@@ -1,0 +1,88 @@
+/**
+ * Agent registry routes (Layer 7 publishes versions), module downloads for the
+ * nodes (immutable, by content hash) and Layer 8's tenant quotas.
+ */
+import type { FastifyInstance } from 'fastify';
+import { AppError, LIMITS, parseModuleHash, parseName } from '../../shared';
+import type { Context } from '../context';
+import type { AgentVersion } from '../registry';
+import { AgentConfigSchema, QuotaSchema, checkCompiled, type AgentConfig } from '../validate';
+
+function view(v: AgentVersion) {
+  return {
+    name: v.name,
+    version: v.version,
+    sha256: v.moduleHash,
+    size: v.size,
+    config: v.config,
+    createdAt: v.createdAt,
+    moduleUrl: `/v1/modules/${v.moduleHash}`,
+  };
+}
+
+function parseConfig(raw: string | undefined): AgentConfig {
+  if (raw === undefined || raw === '') return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    throw new AppError('BAD_JSON', 'The agent config (query "config" or header x-agent-config) is not valid JSON.');
+  }
+  return checkCompiled(AgentConfigSchema, value, 'SCHEMA_VIOLATION', '/config');
+}
+
+export function agentRoutes(app: FastifyInstance, ctx: Context): void {
+  app.addContentTypeParser(
+    ['application/wasm', 'application/octet-stream'],
+    { parseAs: 'buffer', bodyLimit: LIMITS.maxWasmBytes },
+    (_req, body, done) => done(null, body),
+  );
+
+  app.put('/v1/agents/:name/versions/:version', { bodyLimit: LIMITS.maxWasmBytes }, async (req, reply) => {
+    const params = req.params as { name: string; version: string };
+    const name = parseName(params.name);
+    const version = parseName(params.version);
+    if (!Buffer.isBuffer(req.body)) {
+      throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'Upload the module bytes with content-type application/wasm (or application/octet-stream).');
+    }
+    const q = req.query as { config?: string };
+    const header = req.headers['x-agent-config'];
+    const config = parseConfig(q.config ?? (Array.isArray(header) ? header[0] : header));
+    const bytes = new Uint8Array(req.body.buffer, req.body.byteOffset, req.body.byteLength);
+    const { created, agent } = ctx.registry.publish(name, version, bytes, config);
+    void reply.code(created ? 201 : 200);
+    return view(agent);
+  });
+
+  app.get('/v1/agents', async () => ({
+    agents: ctx.registry.agents().map((a) => ({ name: a.name, latest: a.latest, versions: a.versions.map(view) })),
+  }));
+
+  app.get('/v1/agents/:name', async (req) => {
+    const name = parseName((req.params as { name: string }).name);
+    const a = ctx.registry.agent(name);
+    if (!a) throw new AppError('AGENT_NOT_FOUND', `No agent is named ${name}; GET /v1/agents lists them.`, { agent: name });
+    return { name: a.name, latest: a.latest, versions: a.versions.map(view) };
+  });
+
+  app.get('/v1/modules/:sha256', async (req, reply) => {
+    const hash = parseModuleHash((req.params as { sha256: string }).sha256);
+    const etag = `"${hash}"`;
+    void reply.header('cache-control', 'public, max-age=31536000, immutable').header('etag', etag);
+    if (req.headers['if-none-match'] === etag) return reply.code(304).send();
+    const bytes = ctx.journal.getModule(hash);
+    if (!bytes) throw new AppError('NOT_FOUND', `No module has SHA-256 ${hash}; publish it with PUT /v1/agents/:name/versions/:version.`, { sha256: hash });
+    return reply.type('application/wasm').send(bytes);
+  });
+
+  app.put('/v1/quotas/:tenant', async (req) => {
+    const tenant = parseName((req.params as { tenant: string }).tenant);
+    const body = checkCompiled(QuotaSchema, req.body ?? {});
+    const quota = { maxQueued: body.maxQueued ?? null, agentLimits: body.agentLimits ?? null };
+    ctx.registry.setQuota(tenant, quota);
+    ctx.journal.event('quota_set', null, null, { tenant, ...quota });
+    return { tenant, ...quota };
+  });
+
+  app.get('/v1/quotas', async () => ({ quotas: ctx.registry.quotas() }));
+}

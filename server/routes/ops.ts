@@ -1,0 +1,67 @@
+/**
+ * Nodes, health, metrics and KPIs, and the node socket.
+ */
+import type { FastifyInstance } from 'fastify';
+import { AppError, parseNodeId } from '../../shared';
+import type { Context } from '../context';
+
+export function opsRoutes(app: FastifyInstance, ctx: Context): void {
+  app.get('/v1/nodes/ws', { websocket: true }, (socket) => {
+    ctx.hub.attach(socket);
+  });
+
+  app.get('/v1/nodes', async (req) => {
+    const all = (req.query as { all?: string }).all === '1';
+    const now = ctx.clock.now();
+    const nodes = [...ctx.scheduler.nodes.values()].filter((n) => all || n.connected);
+    return { nodes: nodes.map((n) => n.view(now, ctx.heartbeatIntervalMs)) };
+  });
+
+  app.post('/v1/nodes/:id/drain', async (req) => {
+    const id = parseNodeId((req.params as { id: string }).id);
+    const node = ctx.scheduler.nodes.get(id);
+    if (!node || !node.connected) throw new AppError('NODE_NOT_FOUND', `No connected node has id ${id}; GET /v1/nodes lists them.`, { id });
+    const body = req.body as { reason?: unknown } | undefined;
+    ctx.scheduler.drain(node, typeof body?.reason === 'string' ? body.reason.slice(0, 500) : 'Drain requested by an operator.');
+    return node.view(ctx.clock.now(), ctx.heartbeatIntervalMs);
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok', uptimeMs: ctx.clock.now() - ctx.metrics.startedAt }));
+
+  app.get('/readyz', async (_req, reply) => {
+    const ready = !ctx.shuttingDown() && ctx.journal.db.open;
+    const body = {
+      status: ready ? 'ready' : 'shutting-down',
+      nodes: ctx.hub.connected().length,
+      duplicatesDropped: ctx.journal.duplicatesDropped,
+    };
+    if (!ready) {
+      throw new AppError('SHUTTING_DOWN', 'The coordinator is shutting down; send work elsewhere.', body);
+    }
+    void reply.code(200);
+    return body;
+  });
+
+  app.get('/metrics', async (_req, reply) => {
+    const now = ctx.clock.now();
+    const text = ctx.metrics.render(now, ctx.journal.countsByState(), [...ctx.scheduler.nodes.values()], {
+      duplicates: ctx.journal.duplicatesDropped,
+      webhooksDelivered: ctx.webhooks.delivered,
+      webhooksFailed: ctx.webhooks.failed,
+      heartbeatIntervalMs: ctx.heartbeatIntervalMs,
+    });
+    return reply.type('text/plain; version=0.0.4; charset=utf-8').send(text);
+  });
+
+  app.get('/v1/kpis', async () => {
+    const now = ctx.clock.now();
+    const kpis = ctx.metrics.kpis(now, ctx.hub.connected());
+    const values = Object.values(kpis);
+    return {
+      at: now,
+      uptimeMs: now - ctx.metrics.startedAt,
+      pass: values.every((k) => k.pass !== false),
+      kpis,
+    };
+  });
+}

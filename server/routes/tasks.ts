@@ -1,0 +1,252 @@
+/**
+ * Task routes: submit (one or a batch), read, long-poll, server-sent events,
+ * cancel, list, and Layer 3's verdicts.
+ */
+import { createHash } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import {
+  AppError,
+  LIMITS,
+  TERMINAL_STATES,
+  newTaskId,
+  parseTaskId,
+  type TaskId,
+  type TaskSpec,
+  type TaskState,
+} from '../../shared';
+import type { Context } from '../context';
+import type { NewTask, StoredTask } from '../journal';
+import { effectiveLimits } from '../registry';
+import type { TaskEvent } from '../watch';
+import { VerdictSchema, checkCompiled, parseSubmission } from '../validate';
+
+const STATES: readonly TaskState[] = ['queued', 'leased', 'succeeded', 'failed', 'dead', 'cancelled'];
+const MAX_WAIT_MS = 120_000;
+const SSE_KEEPALIVE_MS = 15_000;
+
+export function taskRoutes(app: FastifyInstance, ctx: Context): void {
+  app.post('/v1/tasks', async (req, reply) => {
+    if (ctx.shuttingDown()) throw new AppError('SHUTTING_DOWN', 'The coordinator is shutting down; submit to another one or retry after it restarts.');
+    const { specs, batch } = parseSubmission(req.body);
+    checkTenantQuotas(ctx, specs);
+    const tasks = specs.map((spec, i) => toNewTask(ctx, spec, batch ? `/tasks/${i}` : ''));
+    const outcomes = ctx.journal.insertTasks(tasks);
+    let created = 0;
+    for (let i = 0; i < outcomes.length; i++) {
+      if (outcomes[i]!.created) {
+        created++;
+        ctx.metrics.submittedTasks(tasks[i]!.kind, 1);
+      }
+    }
+    if (created) ctx.scheduler.requestDispatch();
+    void reply.code(created ? 202 : 200);
+    return batch ? { ids: outcomes.map((o) => o.id) } : { id: outcomes[0]!.id };
+  });
+
+  app.get('/v1/tasks', async (req) => {
+    const q = req.query as { state?: string; limit?: string; tenant?: string };
+    if (q.state !== undefined && !STATES.includes(q.state as TaskState)) {
+      throw new AppError('SCHEMA_VIOLATION', `state must be one of ${STATES.join(', ')}.`, { errors: [{ path: '/state', message: 'Unknown state' }] });
+    }
+    const limit = q.limit === undefined ? 100 : Number(q.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+      throw new AppError('SCHEMA_VIOLATION', 'limit must be an integer from 1 to 1000.', { errors: [{ path: '/limit', message: 'Out of range' }] });
+    }
+    const opts: { state?: TaskState; tenant?: string; limit: number } = { limit };
+    if (q.state) opts.state = q.state as TaskState;
+    if (q.tenant) opts.tenant = q.tenant;
+    return { tasks: ctx.journal.listTasks(opts) };
+  });
+
+  app.get('/v1/tasks/:id', async (req) => getTask(ctx, req));
+
+  app.get('/v1/tasks/:id/wait', async (req) => {
+    const task = getTask(ctx, req);
+    if (isTerminal(task.state)) return task;
+    const raw = (req.query as { timeoutMs?: string }).timeoutMs;
+    const timeoutMs = raw === undefined ? 30_000 : Number(raw);
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_WAIT_MS) {
+      throw new AppError('SCHEMA_VIOLATION', `timeoutMs must be a number from 0 to ${MAX_WAIT_MS}.`, { errors: [{ path: '/timeoutMs', message: 'Out of range' }] });
+    }
+    return new Promise<StoredTask>((resolve) => {
+      let done = false;
+      const finish = (record: StoredTask | null): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        off();
+        req.raw.off('close', onClose);
+        resolve(record ?? ctx.journal.getTask(task.id) ?? task);
+      };
+      const off = ctx.watch.on(task.id, (e) => {
+        if (e.type === 'record') finish(e.record);
+        else if (e.type === 'closing') finish(null);
+      });
+      const timer = setTimeout(() => finish(null), timeoutMs);
+      const onClose = (): void => finish(task);
+      req.raw.on('close', onClose);
+    });
+  });
+
+  app.get('/v1/tasks/:id/events', async (req, reply) => {
+    const task = getTask(ctx, req);
+    streamEvents(ctx, task, req, reply);
+  });
+
+  app.post('/v1/tasks/:id/cancel', async (req) => {
+    const task = getTask(ctx, req);
+    const body = req.body as { reason?: unknown } | undefined;
+    const reason = typeof body?.reason === 'string' ? body.reason.slice(0, 1000) : 'Cancelled by the caller.';
+    ctx.scheduler.cancel(task.id, reason);
+    return ctx.journal.getTask(task.id);
+  });
+
+  app.post('/v1/tasks/:id/verdict', async (req) => {
+    const task = getTask(ctx, req);
+    const body = checkCompiled(VerdictSchema, req.body);
+    if (!isTerminal(task.state)) {
+      throw new AppError('TASK_NOT_TERMINAL', `Task ${task.id} is ${task.state}; post a verdict once it has ended (GET /v1/tasks/${task.id}/wait).`, { state: task.state });
+    }
+    const node = task.nodeId ? ctx.scheduler.nodes.get(task.nodeId) : undefined;
+    if (task.verdict) {
+      ctx.metrics.verdicts[task.verdict.verdict]--;
+      if (node) node.reputation[task.verdict.verdict]--;
+    }
+    ctx.metrics.verdicts[body.verdict]++;
+    if (node) node.reputation[body.verdict]++;
+    ctx.journal.setVerdict(task.id, body.verdict, body.reason ?? null);
+    ctx.journal.event('verdict', task.id, task.nodeId, { verdict: body.verdict, reason: body.reason ?? null });
+    return ctx.journal.getTask(task.id);
+  });
+}
+
+function isTerminal(state: TaskState): boolean {
+  return TERMINAL_STATES.includes(state);
+}
+
+function getTask(ctx: Context, req: FastifyRequest): StoredTask {
+  const id = parseTaskId((req.params as { id: string }).id);
+  const task = ctx.journal.getTask(id);
+  if (!task) throw new AppError('TASK_NOT_FOUND', `No task has id ${id}; check the id the submit answered.`, { id });
+  return task;
+}
+
+/** Layer 8 quotas: a tenant with too many tasks queued or leased gets RATE_LIMITED for the whole batch. */
+function checkTenantQuotas(ctx: Context, specs: readonly TaskSpec[]): void {
+  let perTenant: Map<string, number> | null = null;
+  for (const spec of specs) {
+    if (!spec.tenant) continue;
+    const quota = ctx.registry.quota(spec.tenant);
+    if (quota?.maxQueued == null) continue;
+    perTenant ??= new Map();
+    perTenant.set(spec.tenant, (perTenant.get(spec.tenant) ?? 0) + 1);
+  }
+  if (!perTenant) return;
+  for (const [tenant, n] of perTenant) {
+    const max = ctx.registry.quota(tenant)!.maxQueued!;
+    const pending = ctx.journal.pendingForTenant(tenant);
+    if (pending + n > max) {
+      throw new AppError('RATE_LIMITED', `Tenant ${tenant} has ${pending} tasks pending and may have ${max}; retry when some have finished.`, {
+        tenant,
+        pending,
+        maxQueued: max,
+        submitted: n,
+      });
+    }
+  }
+}
+
+function toNewTask(ctx: Context, spec: TaskSpec, path: string): NewTask {
+  const quota = ctx.registry.quota(spec.tenant);
+  let payload: TaskSpec['payload'] = spec.payload;
+  let moduleHash: string | null = null;
+  let moduleSize: number | null = null;
+  let model: string | null = null;
+  if (spec.kind === 'agent') {
+    const p = spec.payload;
+    const version = ctx.registry.resolve(p.agent, p.version);
+    moduleHash = version.moduleHash;
+    moduleSize = version.size;
+    payload = { ...p, version: version.version, limits: effectiveLimits(version, p.limits, quota?.agentLimits) };
+    if (p.input !== undefined || p.files) {
+      let bytes = p.input === undefined ? 0 : Buffer.byteLength(JSON.stringify(p.input));
+      for (const text of Object.values(p.files ?? {})) bytes += Buffer.byteLength(text);
+      if (bytes > LIMITS.maxAgentInputBytes) {
+        throw new AppError('SCHEMA_VIOLATION', `${path}/payload: input and files hold ${bytes} bytes; the limit is ${LIMITS.maxAgentInputBytes}.`, {
+          errors: [{ path: `${path}/payload/input`, message: 'Too large' }],
+        });
+      }
+    }
+  } else {
+    model = spec.payload.model;
+  }
+  const key = spec.idempotencyKey ?? null;
+  return {
+    id: newTaskId(),
+    kind: spec.kind,
+    priority: spec.priority ?? 5,
+    maxAttempts: spec.maxAttempts ?? LIMITS.defaultMaxAttempts,
+    deadline: spec.deadline ?? null,
+    idempotencyKey: key,
+    specHash: key === null ? null : createHash('sha256').update(canonicalJson(spec)).digest('hex'),
+    tenant: spec.tenant ?? null,
+    webhook: spec.webhook ?? null,
+    moduleHash,
+    moduleSize,
+    model,
+    payload,
+    labels: spec.labels ?? null,
+  };
+}
+
+/** JSON with object keys sorted, so equal specs give equal digests whatever their key order. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const obj = value as Record<string, unknown>;
+  const keys = Object.keys(obj).filter((k) => obj[k] !== undefined).sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(',')}}`;
+}
+
+/** Server-sent events: the current state, then state changes and progress, then the final record. */
+function streamEvents(ctx: Context, task: StoredTask, req: FastifyRequest, reply: FastifyReply): void {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+    'cross-origin-resource-policy': 'cross-origin',
+  });
+  const write = (event: string, data: unknown): void => {
+    res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  };
+  write('state', { state: task.state, attempts: task.attempts, nodeId: task.nodeId, at: task.updatedAt });
+  if (isTerminal(task.state)) {
+    write('record', task);
+    res.end();
+    return;
+  }
+  let closed = false;
+  const close = (): void => {
+    if (closed) return;
+    closed = true;
+    off();
+    clearInterval(keepAlive);
+    res.end();
+  };
+  const off = ctx.watch.on(task.id as TaskId, (e: TaskEvent) => {
+    if (e.type === 'record') {
+      write('record', e.record);
+      close();
+    } else if (e.type === 'closing') {
+      close();
+    } else {
+      write(e.type, e.type === 'state' ? { state: e.state, attempts: e.attempts, nodeId: e.nodeId, at: e.at, error: e.error ?? null } : e);
+    }
+  });
+  const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);
+  keepAlive.unref();
+  req.raw.on('close', close);
+}

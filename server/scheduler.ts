@@ -1,0 +1,403 @@
+/**
+ * The scheduler and router: takes ready tasks (highest priority, then oldest),
+ * picks for each a capable, healthy node with a closed circuit and the most
+ * room, leases them in one transaction and sends one `task.assign` per node.
+ * It also owns the leases: renewal by heartbeat, expiry, node loss, results.
+ *
+ * No per-task timers: one bounded periodic tick expires leases and picks up
+ * tasks whose backoff has passed; submits and results trigger a dispatch too.
+ */
+import {
+  AppError,
+  LIMITS,
+  TASK_KINDS,
+  newLeaseId,
+  type ErrorCode,
+  type HeartbeatMessage,
+  type NodeId,
+  type ProgressMessage,
+  type ResultMessage,
+  type TaskId,
+  type TaskKind,
+} from '../shared';
+import { errorInfo, type Clock, type Completion, type Ended, type Journal, type Lease, type ReadyRow } from './journal';
+import type { Metrics } from './metrics';
+import { INFRA_CODES, type LeaseInfo, type NodeSession } from './node';
+import type { TaskWatch } from './watch';
+import type { Webhooks } from './webhook';
+
+export interface SchedulerOptions {
+  clock: Clock;
+  leaseMs: number;
+  heartbeatIntervalMs: number;
+  /** How long a disconnected node's leases wait for it to reconnect before they fail NODE_LOST. */
+  nodeGraceMs: number;
+  /** Tasks a node may hold per worker (maxConcurrent × prefetch), so its pool never idles between batches. */
+  prefetch: number;
+  /** Period of the lease/backoff tick. */
+  tickMs: number;
+}
+
+interface Slots {
+  total: number;
+  heavy: number;
+}
+
+/** How often queued tasks are checked for a passed deadline (also checked whenever one is about to be assigned). */
+const DEADLINE_SWEEP_MS = 1_000;
+/** Most tasks taken from the journal in one dispatch round. */
+const MAX_DISPATCH = 4096;
+/** Keep each `task.assign` message well below the socket limit. */
+const MAX_ASSIGN_CHARS = LIMITS.maxSocketMessageBytes / 4;
+
+export class Scheduler {
+  readonly nodes = new Map<NodeId, NodeSession>();
+  readonly leases = new Map<string, LeaseInfo>();
+  readonly #journal: Journal;
+  readonly #metrics: Metrics;
+  readonly #watch: TaskWatch;
+  readonly #webhooks: Webhooks;
+  readonly #opts: SchedulerOptions;
+  #dispatchPending = false;
+  #timer: NodeJS.Timeout | null = null;
+  #stopped = false;
+  #lastSweep = 0;
+  #pending: Array<{ node: NodeSession; item: ResultMessage['results'][number] }> = [];
+  #flushPending = false;
+  /** Called after leases are released; shutdown waits on it. */
+  onIdle: (() => void) | null = null;
+
+  constructor(journal: Journal, metrics: Metrics, watch: TaskWatch, webhooks: Webhooks, opts: SchedulerOptions) {
+    this.#journal = journal;
+    this.#metrics = metrics;
+    this.#watch = watch;
+    this.#webhooks = webhooks;
+    this.#opts = opts;
+  }
+
+  get options(): Readonly<SchedulerOptions> {
+    return this.#opts;
+  }
+
+  start(): void {
+    this.#timer = setInterval(() => this.tick(), this.#opts.tickMs);
+    this.#timer.unref();
+    this.requestDispatch();
+  }
+
+  stop(): void {
+    this.flushResults();
+    this.#stopped = true;
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+  }
+
+  /** Coalesces dispatch requests into one round on the next turn of the event loop. */
+  requestDispatch(): void {
+    if (this.#dispatchPending || this.#stopped) return;
+    this.#dispatchPending = true;
+    setImmediate(() => {
+      this.#dispatchPending = false;
+      if (!this.#stopped && this.#journal.db.open) this.dispatch();
+    });
+  }
+
+  /** One periodic round: expire leases, forget long-gone nodes, dispatch. */
+  tick(): void {
+    if (this.#stopped || !this.#journal.db.open) return;
+    this.expireLeases();
+    const now = this.#opts.clock.now();
+    if (now - this.#lastSweep >= DEADLINE_SWEEP_MS || now < this.#lastSweep) {
+      this.#lastSweep = now;
+      for (const e of this.#journal.expireDeadlines()) this.#ended(e, now);
+    }
+    for (const node of this.nodes.values()) {
+      if (!node.connected && node.leases.size === 0 && node.disconnectedAt !== null && now - node.disconnectedAt > 10 * 60_000) {
+        this.nodes.delete(node.id);
+      }
+    }
+    this.dispatch();
+  }
+
+  /** Assigns as many ready tasks as the nodes have room for; answers how many were leased. */
+  dispatch(): number {
+    const now = this.#opts.clock.now();
+    const free = new Map<NodeSession, Slots>();
+    for (const node of this.nodes.values()) {
+      const slots = node.freeSlots(now, this.#opts.heartbeatIntervalMs, this.#opts.prefetch);
+      if (slots.total > 0) free.set(node, { ...slots });
+    }
+    if (free.size === 0) return 0;
+
+    let rows: ReadyRow[] = [];
+    let kindsWithRows = 0;
+    for (const kind of TASK_KINDS) {
+      let capacity = 0;
+      for (const [node, slots] of free) if (node.fits(kind)) capacity += kind === 'agent' ? slots.total : slots.heavy;
+      if (capacity === 0) continue;
+      const got = this.#journal.ready(kind, now, Math.min(capacity, MAX_DISPATCH));
+      if (got.length) {
+        kindsWithRows++;
+        rows = rows.length ? rows.concat(got) : got;
+      }
+    }
+    if (rows.length === 0) return 0;
+    if (kindsWithRows > 1) rows.sort((a, b) => b.priority - a.priority || a.seq - b.seq);
+
+    const plan = new Map<NodeSession, Array<{ row: ReadyRow; leaseId: string }>>();
+    const leases: Lease[] = [];
+    const pastDeadline: TaskId[] = [];
+    for (const row of rows) {
+      if (row.deadline !== null && row.deadline < now) {
+        pastDeadline.push(row.id);
+        continue;
+      }
+      const node = pickNode(row.kind, row.model, free);
+      if (!node) continue;
+      const slots = free.get(node)!;
+      slots.total--;
+      if (row.kind !== 'agent') slots.heavy--;
+      const leaseId = newLeaseId();
+      leases.push({ taskId: row.id, leaseId, nodeId: node.id });
+      let list = plan.get(node);
+      if (!list) plan.set(node, (list = []));
+      list.push({ row, leaseId });
+    }
+
+    const { leased, expired } = this.#journal.leaseBatch(leases, pastDeadline);
+    for (const e of expired) this.#ended(e, now);
+
+    const expiresAt = now + this.#opts.leaseMs;
+    for (const [node, list] of plan) {
+      let parts: string[] = [];
+      let chars = 0;
+      for (const { row, leaseId } of list) {
+        if (!leased.has(row.id)) continue;
+        const info: LeaseInfo = { leaseId, taskId: row.id, node, attempt: row.attempts + 1, kind: row.kind, expiresAt };
+        this.leases.set(leaseId, info);
+        node.hold(info);
+        const part = assignmentJson(row, leaseId);
+        parts.push(part);
+        chars += part.length;
+        if (chars > MAX_ASSIGN_CHARS) {
+          node.sendRaw(`{"type":"task.assign","tasks":[${parts.join(',')}]}`);
+          parts = [];
+          chars = 0;
+        }
+        if (this.#watch.has(row.id)) {
+          this.#watch.emit(row.id, { type: 'state', state: 'leased', attempts: row.attempts + 1, nodeId: node.id, at: now });
+        }
+      }
+      if (parts.length) node.sendRaw(`{"type":"task.assign","tasks":[${parts.join(',')}]}`);
+    }
+    return leased.size;
+  }
+
+  heartbeat(node: NodeSession, msg: HeartbeatMessage): void {
+    const now = this.#opts.clock.now();
+    node.lastSeen = now;
+    node.metrics = msg.metrics;
+    if (msg.capabilities) node.capabilities = msg.capabilities;
+    const until = now + this.#opts.leaseMs;
+    for (const id of msg.leases) {
+      const lease = node.leases.get(id);
+      if (lease) lease.expiresAt = until;
+    }
+    this.requestDispatch();
+  }
+
+  progress(node: NodeSession, msg: ProgressMessage): void {
+    node.lastSeen = this.#opts.clock.now();
+    const lease = node.leases.get(msg.leaseId);
+    if (!lease || lease.taskId !== msg.taskId) return;
+    lease.expiresAt = Math.max(lease.expiresAt, node.lastSeen + this.#opts.leaseMs);
+    if (this.#watch.has(msg.taskId)) {
+      this.#watch.emit(msg.taskId, { type: 'progress', at: node.lastSeen, progress: msg.progress });
+    }
+  }
+
+  /**
+   * A `task.result` batch. Items are released from their leases at once and
+   * journaled on the next turn of the event loop together with every other
+   * result that arrived meanwhile: one transaction (one fsync) for all of them.
+   */
+  results(node: NodeSession, results: ResultMessage['results']): void {
+    if (!this.#journal.db.open) throw new AppError('SHUTTING_DOWN', 'The coordinator is closing; the results will be retried by the next one.');
+    node.lastSeen = this.#opts.clock.now();
+    for (const item of results) {
+      const lease = node.leases.get(item.leaseId);
+      if (lease && lease.taskId === item.taskId) {
+        node.release(item.leaseId);
+        this.leases.delete(item.leaseId);
+      }
+      this.#pending.push({ node, item });
+    }
+    if (!this.#flushPending) {
+      this.#flushPending = true;
+      setImmediate(() => this.flushResults());
+    }
+  }
+
+  /** Journals every result received since the last flush, in one transaction. */
+  flushResults(): void {
+    this.#flushPending = false;
+    const pending = this.#pending;
+    if (pending.length === 0 || !this.#journal.db.open) return;
+    this.#pending = [];
+    const now = this.#opts.clock.now();
+    const completions: Completion[] = new Array(pending.length);
+    for (let i = 0; i < pending.length; i++) {
+      const item = pending[i]!.item;
+      completions[i] = {
+        taskId: item.taskId as TaskId,
+        leaseId: item.leaseId,
+        outcome: item.ok ? { ok: true, result: item.result } : { ok: false, error: { ...item.error, code: item.error.code as ErrorCode } },
+      };
+    }
+    const ended = this.#journal.complete(completions);
+    for (let i = 0; i < ended.length; i++) {
+      const e = ended[i];
+      if (!e) continue;
+      const { node, item } = pending[i]!;
+      if (item.ok) {
+        node.done++;
+        node.circuit.success();
+      } else {
+        node.failed++;
+        if (INFRA_CODES.has(item.error.code)) this.#infraFailure(node, item.error.code, now);
+        else node.circuit.success();
+      }
+      this.#ended(e, now);
+    }
+    this.requestDispatch();
+    this.#maybeIdle();
+  }
+
+  /** Fails every lease past its time: LEASE_EXPIRED, or NODE_LOST when its node is gone. */
+  expireLeases(): number {
+    const now = this.#opts.clock.now();
+    const expired: LeaseInfo[] = [];
+    for (const lease of this.leases.values()) if (lease.expiresAt <= now) expired.push(lease);
+    if (expired.length) this.#failLeases(expired, now);
+    return expired.length;
+  }
+
+  #failLeases(leases: readonly LeaseInfo[], now: number): void {
+    const completions: Completion[] = leases.map((l) => {
+      this.leases.delete(l.leaseId);
+      l.node.release(l.leaseId);
+      const code: ErrorCode = l.node.connected ? 'LEASE_EXPIRED' : 'NODE_LOST';
+      if (l.node.connected) l.node.send({ type: 'task.cancel', taskId: l.taskId, reason: 'The lease expired; the task was given back to the queue.' });
+      this.#infraFailure(l.node, code, now);
+      const message =
+        code === 'LEASE_EXPIRED'
+          ? `Node ${l.node.id} did not renew lease ${l.leaseId} within ${this.#opts.leaseMs} ms.`
+          : `Node ${l.node.id} disconnected while running the task.`;
+      return { taskId: l.taskId, leaseId: l.leaseId, outcome: { ok: false, error: errorInfo(code, message, { nodeId: l.node.id, attempt: l.attempt }) } };
+    });
+    const ended = this.#journal.complete(completions);
+    for (const e of ended) if (e) this.#ended(e, now);
+    this.requestDispatch();
+    this.#maybeIdle();
+  }
+
+  #infraFailure(node: NodeSession, code: string, now: number): void {
+    if (node.circuit.failure(now)) {
+      this.#journal.event('circuit_open', null, node.id, { code, opens: node.circuit.opens });
+    }
+  }
+
+  /** The socket closed: leases wait nodeGraceMs for a reconnect, then fail NODE_LOST. */
+  disconnected(node: NodeSession): void {
+    const now = this.#opts.clock.now();
+    node.socket = null;
+    node.disconnectedAt = now;
+    // After stop() the journal may be closed; the leases stay in it and are requeued on the next start.
+    if (this.#stopped) return;
+    this.#journal.event('node_disconnected', null, node.id, { leases: node.leases.size });
+    if (this.#opts.nodeGraceMs <= 0) {
+      if (node.leases.size) this.#failLeases([...node.leases.values()], now);
+      return;
+    }
+    const until = now + this.#opts.nodeGraceMs;
+    for (const l of node.leases.values()) l.expiresAt = Math.min(l.expiresAt, until);
+  }
+
+  /** Cancels a task; a leased one is told to its node. Answers false if the task was not queued or leased. */
+  cancel(taskId: TaskId, reason: string): boolean {
+    const res = this.#journal.cancel(taskId, reason);
+    if (!res) return false;
+    const now = this.#opts.clock.now();
+    if (res.leaseId) {
+      const lease = this.leases.get(res.leaseId);
+      if (lease) {
+        this.leases.delete(res.leaseId);
+        lease.node.release(res.leaseId);
+        lease.node.send({ type: 'task.cancel', taskId, reason });
+      }
+    }
+    const record = this.#journal.getTask(taskId);
+    if (record) {
+      this.#ended(
+        { taskId, state: 'cancelled', kind: record.kind, attempts: record.attempts, createdAt: record.createdAt, nodeId: record.nodeId, webhook: record.webhook, errorCode: null },
+        now,
+      );
+    }
+    this.#maybeIdle();
+    return true;
+  }
+
+  drain(node: NodeSession, reason: string): void {
+    node.draining = true;
+    node.send({ type: 'drain', reason });
+    this.#journal.event('node_drain', null, node.id, { reason });
+  }
+
+  #ended(e: Ended, now: number): void {
+    this.#metrics.ended(e, now);
+    const terminal = e.state !== 'queued' && e.state !== 'leased';
+    const watched = this.#watch.has(e.taskId);
+    if (watched) {
+      this.#watch.emit(e.taskId, { type: 'state', state: e.state, attempts: e.attempts, nodeId: e.nodeId, at: now, error: e.errorCode });
+    }
+    if (!terminal) return;
+    if (e.state === 'dead') this.#journal.event('dead_letter', e.taskId, e.nodeId, { code: e.errorCode, attempts: e.attempts });
+    if (!watched && !e.webhook) return;
+    const record = this.#journal.getTask(e.taskId);
+    if (!record) return;
+    if (watched) this.#watch.emit(e.taskId, { type: 'record', record });
+    if (e.webhook) this.#webhooks.send(e.webhook, record);
+  }
+
+  #maybeIdle(): void {
+    if (this.leases.size === 0 && this.#pending.length === 0 && this.onIdle) this.onIdle();
+  }
+}
+
+/**
+ * The router: among nodes with room that can run the kind, prefer one that has
+ * the model cached (generate/train), then the most free slots, then the best
+ * reputation.
+ */
+function pickNode(kind: TaskKind, model: string | null, free: Map<NodeSession, Slots>): NodeSession | null {
+  let best: NodeSession | null = null;
+  let bestScore = -Infinity;
+  for (const [node, s] of free) {
+    const slots = kind === 'agent' ? s.total : Math.min(s.total, s.heavy);
+    if (slots <= 0 || !node.fits(kind)) continue;
+    const cached = model !== null && node.capabilities.models.includes(model) ? 1 : 0;
+    const rep = node.reputation.pass + node.reputation.fail ? node.reputation.pass / (node.reputation.pass + node.reputation.fail) : 1;
+    const score = cached * 1e9 + slots * 10 + rep;
+    if (score > bestScore) {
+      bestScore = score;
+      best = node;
+    }
+  }
+  return best;
+}
+
+/** The Assignment as JSON, with the stored payload text spliced in rather than parsed and printed again. */
+function assignmentJson(row: ReadyRow, leaseId: string): string {
+  const module = row.module_hash ? `,"module":{"sha256":"${row.module_hash}","size":${row.module_size ?? 0}}` : '';
+  return `{"taskId":"${row.id}","leaseId":"${leaseId}","attempt":${row.attempts + 1},"kind":"${row.kind}","payload":${row.payload}${module},"deadline":${row.deadline ?? 'null'}}`;
+}

@@ -1,0 +1,313 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { createCoordinator, type Coordinator, type CoordinatorOptions } from './index';
+import { HELLO_WAT, ManualClock, TestNode, apiClient, tempDir, until, wat } from './testing';
+
+const tmp = tempDir();
+let hello: Uint8Array<ArrayBuffer>;
+const open: Array<{ c: Coordinator; nodes: TestNode[] }> = [];
+
+before(async () => {
+  hello = await wat(HELLO_WAT);
+});
+after(async () => {
+  for (const o of open) {
+    for (const n of o.nodes) await n.close();
+    await o.c.close();
+  }
+  tmp.cleanup();
+});
+
+let dbN = 0;
+async function start(opts: CoordinatorOptions = {}) {
+  const c = await createCoordinator({ dbPath: join(tmp.dir, `s${dbN++}.db`), drainTimeoutMs: 200, ...opts });
+  const entry = { c, nodes: [] as TestNode[] };
+  open.push(entry);
+  const api = apiClient(c.url);
+  const put = await api('/v1/agents/hello/versions/1', { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: hello });
+  assert.equal(put.status, 201);
+  const connect = async (o: Parameters<typeof TestNode.connect>[1] = {}) => {
+    const n = await TestNode.connect(c.url, o);
+    entry.nodes.push(n);
+    return n;
+  };
+  const submit = async (spec: Record<string, unknown> = {}): Promise<string> => {
+    const res = await api('/v1/tasks', { method: 'POST', json: { kind: 'agent', payload: { agent: 'hello' }, ...spec } });
+    assert.equal(res.status, 202, JSON.stringify(res.body));
+    return res.body.id;
+  };
+  const task = async (id: string) => (await api(`/v1/tasks/${id}`)).body;
+  return { c, api, connect, submit, task };
+}
+
+test('highest priority first, then oldest', async () => {
+  const { connect, submit } = await start({ prefetch: 1 });
+  const low = await submit({ priority: 1 });
+  const high = await submit({ priority: 9 });
+  const midOld = await submit({ priority: 5 });
+  const midNew = await submit({ priority: 5 });
+  const node = await connect({ maxConcurrent: 1 });
+  const order: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const [a] = await node.assignments(1);
+    order.push(a!.taskId);
+    node.succeed([a!]);
+  }
+  assert.deepEqual(order, [high, midOld, midNew, low]);
+});
+
+test('retryable failures back off and end dead after maxAttempts; agent faults fail at once', async () => {
+  const { connect, submit, task } = await start({ retryBaseMs: 20, circuitThreshold: 100 });
+  const node = await connect();
+  const id = await submit({ maxAttempts: 3 });
+  const attempts: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const [a] = await node.assignments(1);
+    attempts.push(a!.attempt);
+    node.fail([a!], 'WORKER_CRASHED', `crash ${i + 1}`);
+    if (i === 0) {
+      const rec = await until(async () => {
+        const r = await task(id);
+        return r.error ? r : undefined;
+      });
+      if (rec.state === 'queued') assert.ok(rec.runAfter >= rec.updatedAt, 'backoff sets runAfter');
+    }
+  }
+  assert.deepEqual(attempts, [1, 2, 3]);
+  const dead = await until(async () => {
+    const r = await task(id);
+    return r.state === 'dead' ? r : undefined;
+  });
+  assert.equal(dead.attempts, 3);
+  assert.equal(dead.error.code, 'WORKER_CRASHED');
+  assert.equal(dead.error.message, 'crash 3');
+
+  const trap = await submit({ maxAttempts: 3 });
+  const [a] = await node.assignments(1);
+  assert.equal(a!.taskId, trap);
+  node.fail([a!], 'AGENT_TRAP', 'unreachable');
+  const failed = await until(async () => {
+    const r = await task(trap);
+    return r.state === 'failed' ? r : undefined;
+  });
+  assert.equal(failed.attempts, 1);
+  assert.equal(failed.error.code, 'AGENT_TRAP');
+});
+
+test('a lease lives while heartbeats list it, expires when they stop; the late result is dropped', async () => {
+  const clock = new ManualClock();
+  const { c, connect, submit, task } = await start({ clock, leaseMs: 1_000, heartbeatIntervalMs: 500, retryBaseMs: 1, tickMs: 10 });
+  const a = await connect({ name: 'a' });
+  const id = await submit();
+  const [first] = await a.assignments(1);
+  for (let i = 0; i < 3; i++) {
+    clock.advance(600);
+    a.heartbeat([first!.leaseId]);
+    await until(() => c.scheduler.nodes.get(a.id)!.lastSeen === clock.now(), 2_000, 'heartbeat seen');
+  }
+  c.scheduler.expireLeases();
+  assert.equal((await task(id)).state, 'leased', 'renewed by heartbeats past leaseMs');
+
+  clock.advance(2_000); // past the lease, and long enough without a heartbeat that node a is unhealthy
+  const cancel = await a.next('task.cancel');
+  assert.equal(cancel.taskId, id);
+  const requeued = await until(async () => {
+    const r = await task(id);
+    return r.state === 'queued' ? r : undefined;
+  });
+  assert.equal(requeued.error.code, 'LEASE_EXPIRED');
+
+  const b = await connect({ name: 'b' });
+  clock.advance(10);
+  const [second] = await b.assignments(1);
+  assert.equal(second!.taskId, id);
+  assert.equal(second!.attempt, 2);
+
+  a.succeed([first!], () => ({ exitCode: 0, output: 'late' }));
+  await until(() => c.journal.duplicatesDropped === 1, 2_000, 'late duplicate dropped');
+  b.succeed([second!], () => ({ exitCode: 0, output: 'on time' }));
+  const done = await until(async () => {
+    const r = await task(id);
+    return r.state === 'succeeded' ? r : undefined;
+  });
+  assert.equal(done.result.output, 'on time');
+  b.succeed([second!], () => ({ exitCode: 0, output: 'again' }));
+  await until(() => c.journal.duplicatesDropped === 2, 2_000, 'repeat dropped');
+  assert.equal((await task(id)).result.output, 'on time');
+});
+
+test('a node that disconnects mid-task loses it to another node (NODE_LOST)', async () => {
+  const { connect, submit, task } = await start({ nodeGraceMs: 0, retryBaseMs: 1 });
+  const a = await connect({ name: 'a' });
+  const id = await submit();
+  const [first] = await a.assignments(1);
+  await a.close();
+  const lost = await until(async () => {
+    const r = await task(id);
+    return r.error?.code === 'NODE_LOST' ? r : undefined;
+  });
+  assert.equal(lost.state, 'queued');
+  const b = await connect({ name: 'b' });
+  const [second] = await b.assignments(1);
+  assert.equal(second!.taskId, first!.taskId);
+  b.succeed([second!]);
+  const done = await until(async () => {
+    const r = await task(id);
+    return r.state === 'succeeded' ? r : undefined;
+  });
+  assert.equal(done.nodeId, b.id);
+});
+
+test('a node reconnecting with its id keeps the id and its leases', async () => {
+  const { connect, submit, task } = await start({ nodeGraceMs: 5_000 });
+  const a = await connect({ name: 'a' });
+  const id = await submit();
+  const [lease] = await a.assignments(1);
+  await a.close();
+  const again = await connect({ name: 'a', nodeId: a.id });
+  assert.equal(again.id, a.id);
+  again.succeed([lease!]);
+  const done = await until(async () => {
+    const r = await task(id);
+    return r.state === 'succeeded' ? r : undefined;
+  });
+  assert.equal(done.attempts, 1);
+});
+
+test('the circuit opens after repeated infrastructure failures, then lets one task through', async () => {
+  const clock = new ManualClock();
+  const { c, api, connect, submit } = await start({ clock, circuitThreshold: 2, circuitCooldownMs: 5_000, retryBaseMs: 1, heartbeatIntervalMs: 60_000, leaseMs: 120_000 });
+  const a = await connect({ name: 'a', maxConcurrent: 1 });
+  for (let i = 0; i < 2; i++) {
+    await submit({ maxAttempts: 1 });
+    const [t] = await a.assignments(1);
+    a.fail([t!], i === 0 ? 'WORKER_CRASHED' : 'INTERNAL');
+  }
+  const view = await until(async () => {
+    const n = (await api('/v1/nodes')).body.nodes.find((x: any) => x.id === a.id);
+    return n.circuit.state === 'open' ? n : undefined;
+  });
+  assert.equal(view.circuit.opens, 1);
+  const b = await connect({ name: 'b', maxConcurrent: 1 });
+  const t3 = await submit();
+  const [onB] = await b.assignments(1);
+  assert.equal(onB!.taskId, t3);
+  assert.equal(a.inbox.length, 0, 'nothing sent to the open circuit');
+
+  clock.advance(5_001);
+  const t4 = await submit();
+  const [trial] = await a.assignments(1);
+  assert.equal(trial!.taskId, t4);
+  assert.equal(c.scheduler.nodes.get(a.id)!.circuit.state(clock.now()), 'half-open');
+  a.succeed([trial!]);
+  await until(() => c.scheduler.nodes.get(a.id)!.circuit.state(clock.now()) === 'closed', 2_000, 'circuit closed');
+
+  // An agent fault is not the node's fault: it does not count against the circuit.
+  for (let i = 0; i < 3; i++) {
+    await submit({ maxAttempts: 1 });
+    const got = await Promise.race([a.assignments(1), b.assignments(1).then((x) => ({ b: x }))]);
+    if (Array.isArray(got)) a.fail(got, 'AGENT_TRAP');
+    else b.succeed(got.b);
+  }
+  assert.equal(c.scheduler.nodes.get(a.id)!.circuit.state(clock.now()), 'closed');
+});
+
+test('routing: capable node first, model cached preferred, then most free slots', async () => {
+  const { connect, submit } = await start();
+  const small = await connect({ name: 'small', kinds: ['agent'], maxConcurrent: 1 });
+  const big = await connect({ name: 'big', kinds: ['agent', 'generate'], maxConcurrent: 8 });
+  const cached = await connect({ name: 'cached', kinds: ['generate', 'train'], maxConcurrent: 1, models: ['tiny'], webgpu: true });
+
+  const agentTask = await submit();
+  const [onBig] = await big.assignments(1);
+  assert.equal(onBig!.taskId, agentTask, 'the node with the most room');
+
+  const gen = await submit({ kind: 'generate', payload: { model: 'tiny', prompt: 'hi' } });
+  const [onCached] = await cached.assignments(1);
+  assert.equal(onCached!.taskId, gen, 'the node that has the model');
+  assert.equal(onCached!.kind, 'generate');
+
+  const train = await submit({ kind: 'train', payload: { model: 'other', adapterName: 'x', dataset: '{}', lora: { rank: 1, alpha: 1, targetModules: ['q_proj'] }, steps: 1 } });
+  cached.succeed([onCached!]);
+  const [t] = await cached.assignments(1);
+  assert.equal(t!.taskId, train, 'only a WebGPU node trains');
+  assert.equal(small.inbox.length, 0);
+});
+
+test('deadline passed: failed DEADLINE_EXCEEDED, never started', async () => {
+  const clock = new ManualClock();
+  const { connect, submit, task } = await start({ clock });
+  const id = await submit({ deadline: clock.now() + 100 });
+  clock.advance(200);
+  const node = await connect();
+  const rec = await until(async () => {
+    const r = await task(id);
+    return r.state === 'failed' ? r : undefined;
+  });
+  assert.equal(rec.error.code, 'DEADLINE_EXCEEDED');
+  assert.equal(rec.attempts, 0);
+  assert.equal(node.inbox.filter((m) => m.type === 'task.assign').length, 0);
+});
+
+test('protocol: hello first, bad messages answered and the socket stays open, many bad ones close it', async () => {
+  const { c, connect } = await start();
+  const raw = await TestNode.open(c.url);
+  raw.send({ type: 'heartbeat', leases: [], metrics: { running: 0, workers: 0, tasksDone: 0, tasksFailed: 0 } });
+  const err = await raw.next('error');
+  assert.equal(err.error.code, 'PROTOCOL_ERROR');
+  assert.equal((await raw.closed).code, 1008);
+
+  const node = await connect();
+  node.send('not json');
+  assert.equal((await node.next('error')).error.code, 'PROTOCOL_ERROR');
+  node.send({ type: 'task.result', results: [] });
+  assert.equal((await node.next('error')).error.code, 'PROTOCOL_ERROR');
+  node.send({ type: 'hello', protocol: 1, name: 'again', capabilities: { kinds: ['agent'], maxConcurrent: 1, webgpu: null, models: [], adapters: [] } });
+  assert.equal((await node.next('error')).error.code, 'PROTOCOL_ERROR');
+  node.heartbeat([], { spawnP50Ms: 3 });
+  await until(() => c.scheduler.nodes.get(node.id)!.metrics?.spawnP50Ms === 3, 2_000, 'heartbeat after errors');
+  for (let i = 0; i < 25; i++) node.send('{');
+  assert.equal((await node.closed).code, 1008);
+});
+
+test('drain stops new work for a node; close() refuses tasks, drains and waits for leases', async () => {
+  const { c, api, connect, submit, task } = await start({ drainTimeoutMs: 5_000 });
+  const a = await connect({ name: 'a', maxConcurrent: 1 });
+  const drained = await api(`/v1/nodes/${a.id}/drain`, { method: 'POST', json: { reason: 'maintenance' } });
+  assert.equal(drained.body.draining, true);
+  assert.equal((await a.next('drain')).reason, 'maintenance');
+  assert.equal((await api(`/v1/nodes/${crypto.randomUUID()}/drain`, { method: 'POST' })).body.error.code, 'NODE_NOT_FOUND');
+  const b = await connect({ name: 'b', maxConcurrent: 1 });
+  const id = await submit();
+  const [lease] = await b.assignments(1);
+  assert.equal(lease!.taskId, id);
+
+  const closing = c.close();
+  const refused = await api('/v1/tasks', { method: 'POST', json: { kind: 'agent', payload: { agent: 'hello' } } });
+  assert.equal(refused.status, 503);
+  assert.equal(refused.body.error.code, 'SHUTTING_DOWN');
+  assert.equal((await api('/readyz')).status, 503);
+  await b.next('drain');
+  assert.equal((await task(id)).state, 'leased');
+  b.succeed([lease!]);
+  await closing;
+  const { Journal } = await import('./journal');
+  const j = new Journal(c.journal.db.name);
+  assert.equal(j.getTask(id as never)?.state, 'succeeded');
+  j.close();
+});
+
+test('close() ends long-polls and event streams at once', async () => {
+  const { c, api, submit } = await start();
+  const id = await submit();
+  const waiting = api(`/v1/tasks/${id}/wait?timeoutMs=60000`);
+  const stream = fetch(`${c.url}/v1/tasks/${id}/events`).then((r) => r.text());
+  await until(() => c.watch.listeners() === 2, 5_000, 'both listening');
+  const t0 = Date.now();
+  await c.close();
+  const waited = await waiting;
+  assert.equal(waited.body.state, 'queued');
+  assert.match(await stream, /event: state/);
+  assert.ok(Date.now() - t0 < 5_000, 'closed without waiting for the long-poll timeout');
+});

@@ -1,0 +1,229 @@
+/**
+ * Test kit for the coordinator's tests: a node that speaks the real WebSocket
+ * protocol (the `ws` package, as a browser node would), WASM modules built from
+ * WAT, and a temp directory per test file.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import wabtInit from 'wabt';
+import { WebSocket } from 'ws';
+import type { Assignment, Capabilities, CoordinatorMessage, NodeId, NodeMetrics } from '../shared';
+
+export function tempDir(prefix = 'coord-'): { dir: string; cleanup(): void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+let wabt: Awaited<ReturnType<typeof wabtInit>> | null = null;
+export async function wat(source: string): Promise<Uint8Array<ArrayBuffer>> {
+  wabt ??= await wabtInit();
+  const mod = wabt.parseWat('agent.wat', source);
+  try {
+    return Uint8Array.from(mod.toBinary({}).buffer);
+  } finally {
+    mod.destroy();
+  }
+}
+
+/** A minimal WASI command: exports memory and _start, imports one WASI function. */
+export const HELLO_WAT = `(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")))`;
+
+export const FORBIDDEN_WAT = `(module
+  (import "env" "fetch" (func $f))
+  (memory (export "memory") 1)
+  (func (export "_start")))`;
+
+export const NO_START_WAT = `(module (memory (export "memory") 1))`;
+
+export interface NodeOptions {
+  name?: string;
+  kinds?: Capabilities['kinds'];
+  maxConcurrent?: number;
+  models?: string[];
+  webgpu?: boolean;
+  nodeId?: string;
+}
+
+export const IDLE_METRICS: NodeMetrics = { running: 0, workers: 1, tasksDone: 0, tasksFailed: 0 };
+
+/** A node over a real socket. Messages are queued; `next` waits for one of a type. */
+export class TestNode {
+  readonly ws: WebSocket;
+  id = '' as NodeId;
+  readonly inbox: CoordinatorMessage[] = [];
+  readonly #waiters: Array<{ type: string; resolve(m: CoordinatorMessage): void }> = [];
+  readonly closed: Promise<{ code: number; reason: string }>;
+
+  private constructor(ws: WebSocket) {
+    this.ws = ws;
+    ws.on('message', (data) => {
+      const msg = JSON.parse(String(data)) as CoordinatorMessage;
+      const i = this.#waiters.findIndex((w) => w.type === msg.type);
+      if (i >= 0) this.#waiters.splice(i, 1)[0]!.resolve(msg);
+      else this.inbox.push(msg);
+    });
+    this.closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: String(reason) })));
+  }
+
+  static async open(baseUrl: string): Promise<TestNode> {
+    const ws = new WebSocket(`${baseUrl.replace(/^http/, 'ws')}/v1/nodes/ws`);
+    const node = new TestNode(ws);
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    return node;
+  }
+
+  static async connect(baseUrl: string, opts: NodeOptions = {}): Promise<TestNode> {
+    const node = await TestNode.open(baseUrl);
+    node.send({
+      type: 'hello',
+      protocol: 1,
+      ...(opts.nodeId ? { nodeId: opts.nodeId } : {}),
+      name: opts.name ?? 'test-node',
+      capabilities: capabilities(opts),
+    });
+    const welcome = await node.next('welcome');
+    if (welcome.type !== 'welcome') throw new Error('expected welcome');
+    node.id = welcome.nodeId;
+    return node;
+  }
+
+  send(msg: unknown): void {
+    this.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+  }
+
+  /** The next message of this type (already received or still to come), or an error after timeoutMs. */
+  next<T extends CoordinatorMessage['type']>(type: T, timeoutMs = 5_000): Promise<Extract<CoordinatorMessage, { type: T }>> {
+    const i = this.inbox.findIndex((m) => m.type === type);
+    if (i >= 0) return Promise.resolve(this.inbox.splice(i, 1)[0] as Extract<CoordinatorMessage, { type: T }>);
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        type,
+        resolve: (m: CoordinatorMessage) => {
+          clearTimeout(timer);
+          resolve(m as Extract<CoordinatorMessage, { type: T }>);
+        },
+      };
+      const timer = setTimeout(() => {
+        const k = this.#waiters.indexOf(waiter);
+        if (k >= 0) this.#waiters.splice(k, 1);
+        reject(new Error(`no ${type} message within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /** Collects assignments until there are `n` of them. */
+  async assignments(n: number, timeoutMs = 5_000): Promise<Assignment[]> {
+    const out: Assignment[] = [];
+    const until = Date.now() + timeoutMs;
+    while (out.length < n) {
+      const left = until - Date.now();
+      if (left <= 0) throw new Error(`got ${out.length} of ${n} assignments within ${timeoutMs} ms`);
+      const msg = await this.next('task.assign', left);
+      out.push(...msg.tasks);
+    }
+    return out;
+  }
+
+  succeed(tasks: readonly Assignment[], result: (a: Assignment) => unknown = () => ({ exitCode: 0, output: 'ok' })): void {
+    this.send({ type: 'task.result', results: tasks.map((a) => ({ taskId: a.taskId, leaseId: a.leaseId, ok: true, result: result(a) })) });
+  }
+
+  fail(tasks: readonly Assignment[], code: string, message = 'failed in test'): void {
+    this.send({
+      type: 'task.result',
+      results: tasks.map((a) => ({ taskId: a.taskId, leaseId: a.leaseId, ok: false, error: { code, name: 'AppError', message } })),
+    });
+  }
+
+  heartbeat(leases: readonly string[], metrics: Partial<NodeMetrics> = {}): void {
+    this.send({ type: 'heartbeat', leases, metrics: { ...IDLE_METRICS, ...metrics } });
+  }
+
+  async close(): Promise<void> {
+    if (this.ws.readyState === this.ws.CLOSED) return;
+    this.ws.close();
+    await this.closed;
+  }
+}
+
+export function capabilities(opts: NodeOptions = {}): Capabilities {
+  return {
+    kinds: opts.kinds ?? ['agent'],
+    maxConcurrent: opts.maxConcurrent ?? 4,
+    webgpu: opts.webgpu
+      ? {
+          vendor: 'test',
+          architecture: 'swiftshader',
+          description: 'test adapter',
+          isFallbackAdapter: true,
+          features: [],
+          maxBufferSize: 1 << 30,
+          maxStorageBufferBindingSize: 1 << 30,
+        }
+      : null,
+    models: opts.models ?? [],
+    adapters: [],
+  };
+}
+
+/** Polls `check` until it answers a value other than undefined/false (bounded). */
+export async function until<T>(check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 5_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+export interface ApiAnswer {
+  status: number;
+  // Tests read answers loosely.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  body: any;
+  headers: Headers;
+}
+
+/** A small fetch wrapper for tests: JSON in (`json`), JSON out when the body parses. */
+export function apiClient(baseUrl: string): (path: string, init?: RequestInit & { json?: unknown }) => Promise<ApiAnswer> {
+  return async (path, init = {}) => {
+    const headers = new Headers(init.headers);
+    let body = init.body;
+    if (init.json !== undefined) {
+      headers.set('content-type', 'application/json');
+      body = JSON.stringify(init.json);
+    }
+    const res = await fetch(baseUrl + path, { ...init, headers, body });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      // not JSON
+    }
+    return { status: res.status, body: parsed, headers: res.headers };
+  };
+}
+
+/** A clock tests move by hand. */
+export class ManualClock {
+  t: number;
+  constructor(start = 1_700_000_000_000) {
+    this.t = start;
+  }
+  now(): number {
+    return this.t;
+  }
+  advance(ms: number): void {
+    this.t += ms;
+  }
+}

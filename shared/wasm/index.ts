@@ -1,0 +1,14 @@
+export { ByteReader, readSections, findSection, SectionId, type Section } from './reader';
+export { readStructure, type ExternKind, type WasmImport, type WasmExport, type MemoryLimits, type ModuleStructure } from './module';
+export {
+  validateAgentModule,
+  WASI_MODULE,
+  WASI_PREVIEW1_FUNCTIONS,
+  FUEL_EXPORT,
+  GROW_EXPORT,
+  WASM_PAGE_BYTES,
+  type AgentModuleInfo,
+} from './validate';
+export { capMemory, memoryMaximumPages, pagesForMB } from './memory';
+export { instrumentFuel, type FuelOptions } from './fuel';
+export { readInstruction } from './opcodes';

@@ -1,0 +1,144 @@
+/** Reads the parts of a module's structure the agent runtime cares about. */
+import { ByteReader, SectionId, findSection, type Section } from './reader';
+
+export type ExternKind = 'func' | 'table' | 'memory' | 'global' | 'tag';
+const KINDS: readonly ExternKind[] = ['func', 'table', 'memory', 'global', 'tag'];
+
+export interface WasmImport {
+  module: string;
+  name: string;
+  kind: ExternKind;
+}
+
+export interface WasmExport {
+  name: string;
+  kind: ExternKind;
+  index: number;
+}
+
+export interface MemoryLimits {
+  initialPages: number;
+  /** null: the module sets no maximum. */
+  maximumPages: number | null;
+  shared: boolean;
+  memory64: boolean;
+}
+
+export interface ModuleStructure {
+  sections: Section[];
+  imports: WasmImport[];
+  exports: WasmExport[];
+  /** Memories defined by the module (not imported), in index order. */
+  memories: MemoryLimits[];
+  /** Globals defined by the module (not imported). */
+  definedGlobals: number;
+  definedFunctions: number;
+}
+
+function readKind(r: ByteReader): ExternKind {
+  const k = r.u8();
+  const kind = KINDS[k];
+  if (!kind) r.fail(`unknown extern kind ${k}`);
+  return kind;
+}
+
+/** Limits of a memory or table: flags, min, max?. */
+export function readLimits(r: ByteReader): MemoryLimits {
+  const flags = r.u8();
+  if (flags > 7) r.fail(`unknown limits flags ${flags}`);
+  const memory64 = (flags & 4) !== 0;
+  const initialPages = memory64 ? r.u64() : r.u32();
+  const maximumPages = flags & 1 ? (memory64 ? r.u64() : r.u32()) : null;
+  return { initialPages, maximumPages, shared: (flags & 2) !== 0, memory64 };
+}
+
+function skipValType(r: ByteReader): void {
+  const b = r.u8();
+  if (b === 0x63 || b === 0x64) r.s33();
+}
+
+function readImportDesc(r: ByteReader, kind: ExternKind): void {
+  switch (kind) {
+    case 'func':
+      r.u32();
+      return;
+    case 'table':
+      skipValType(r);
+      readLimits(r);
+      return;
+    case 'memory':
+      readLimits(r);
+      return;
+    case 'global':
+      skipValType(r);
+      r.u8();
+      return;
+    case 'tag':
+      r.u8();
+      r.u32();
+      return;
+  }
+}
+
+function readerFor(bytes: Uint8Array, s: Section): ByteReader {
+  return new ByteReader(bytes, s.start, s.end);
+}
+
+function expectEnd(r: ByteReader, what: string): void {
+  if (r.pos !== r.end) r.fail(`the ${what} section has trailing bytes`);
+}
+
+/** Parses imports, exports, memories and counts; `sections` from readSections. */
+export function readStructure(bytes: Uint8Array, sections: Section[]): ModuleStructure {
+  const imports: WasmImport[] = [];
+  const importSection = findSection(sections, SectionId.import);
+  if (importSection) {
+    const r = readerFor(bytes, importSection);
+    const n = r.u32();
+    for (let i = 0; i < n; i++) {
+      const module = r.name();
+      const name = r.name();
+      const kind = readKind(r);
+      readImportDesc(r, kind);
+      imports.push({ module, name, kind });
+    }
+    expectEnd(r, 'import');
+  }
+
+  const exports: WasmExport[] = [];
+  const exportSection = findSection(sections, SectionId.export);
+  if (exportSection) {
+    const r = readerFor(bytes, exportSection);
+    const n = r.u32();
+    for (let i = 0; i < n; i++) {
+      const name = r.name();
+      const kind = readKind(r);
+      const index = r.u32();
+      exports.push({ name, kind, index });
+    }
+    expectEnd(r, 'export');
+  }
+
+  const memories: MemoryLimits[] = [];
+  const memorySection = findSection(sections, SectionId.memory);
+  if (memorySection) {
+    const r = readerFor(bytes, memorySection);
+    const n = r.u32();
+    for (let i = 0; i < n; i++) memories.push(readLimits(r));
+    expectEnd(r, 'memory');
+  }
+
+  const countOf = (id: number): number => {
+    const s = findSection(sections, id);
+    return s ? readerFor(bytes, s).u32() : 0;
+  };
+
+  return {
+    sections,
+    imports,
+    exports,
+    memories,
+    definedGlobals: countOf(SectionId.global),
+    definedFunctions: countOf(SectionId.function),
+  };
+}

@@ -1,0 +1,148 @@
+/**
+ * The tiny model, built in memory from a seed: config, tokenizer, weights in
+ * safetensors and the same weights in an fp32 ONNX decoder. Pure (no file
+ * access), so the same bytes come out in Node and in a browser.
+ */
+import {
+  CHATML_TEMPLATE,
+  llamaWeightShapes,
+  mulberry32,
+  parseLlamaConfig,
+  writeSafetensors,
+  type LlamaConfig,
+  type LlamaWeights,
+} from '../../worker/model';
+import { trainBpe, tokenizerJson } from './bpe';
+import { CORPUS } from './corpus';
+import { buildLlamaOnnx } from './onnx-llama';
+import { encodeModel } from './onnx-proto';
+
+export interface TinySizes {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  maxPositions: number;
+}
+
+export const DEFAULT_TINY_SIZES: TinySizes = {
+  vocabSize: 384,
+  hiddenSize: 64,
+  intermediateSize: 128,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 16,
+  maxPositions: 256,
+};
+
+/** Std of the normal init; norm weights are 1 + this · N(0, 1). Large enough that attention is not uniform. */
+export const INIT_STD = 0.08;
+
+export const SPECIAL_TOKENS = ['<pad>', '<s>', '</s>', '<|im_start|>', '<|im_end|>'] as const;
+export const PAD_ID = 0;
+export const BOS_ID = 1;
+export const EOS_ID = 2;
+export const IM_START_ID = 3;
+export const IM_END_ID = 4;
+
+export interface TinyModelOptions {
+  seed: number;
+  arch?: 'llama';
+  sizes?: Partial<TinySizes>;
+}
+
+export interface TinyModel {
+  config: LlamaConfig;
+  weights: LlamaWeights;
+  /** File name (relative to the model folder) → bytes, in the Hugging Face layout. */
+  files: Map<string, Uint8Array>;
+}
+
+const json = (value: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(value, null, 2) + '\n');
+
+export function buildTinyModel(options: TinyModelOptions): TinyModel {
+  if (options.arch !== undefined && options.arch !== 'llama') throw new Error(`Unknown tiny-model arch ${String(options.arch)}`);
+  if (!Number.isSafeInteger(options.seed)) throw new Error(`The seed must be an integer (got ${options.seed})`);
+  const sizes = { ...DEFAULT_TINY_SIZES, ...options.sizes };
+  const numMerges = sizes.vocabSize - SPECIAL_TOKENS.length - 256;
+  if (numMerges < 0) throw new Error(`vocabSize must be at least ${SPECIAL_TOKENS.length + 256}`);
+  const bpe = trainBpe(CORPUS, numMerges);
+  if (bpe.merges.length !== numMerges) throw new Error(`The corpus yields only ${bpe.merges.length} merges; lower vocabSize`);
+
+  const configJson = {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    vocab_size: sizes.vocabSize,
+    hidden_size: sizes.hiddenSize,
+    intermediate_size: sizes.intermediateSize,
+    num_hidden_layers: sizes.numLayers,
+    num_attention_heads: sizes.numHeads,
+    num_key_value_heads: sizes.numKvHeads,
+    head_dim: sizes.headDim,
+    hidden_act: 'silu',
+    max_position_embeddings: sizes.maxPositions,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    rope_scaling: null,
+    attention_bias: false,
+    attention_dropout: 0,
+    mlp_bias: false,
+    tie_word_embeddings: false,
+    initializer_range: INIT_STD,
+    bos_token_id: BOS_ID,
+    eos_token_id: IM_END_ID,
+    pad_token_id: PAD_ID,
+    torch_dtype: 'float32',
+    use_cache: true,
+    transformers_version: '4.46.0',
+  };
+  const config = parseLlamaConfig(configJson);
+
+  const rng = mulberry32(options.seed);
+  const weights: LlamaWeights = new Map();
+  for (const [name, shape] of llamaWeightShapes(config)) {
+    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    const isNorm = name.endsWith('norm.weight');
+    for (let i = 0; i < data.length; i++) data[i] = (isNorm ? 1 : 0) + INIT_STD * rng.normal();
+    weights.set(name, { shape, data });
+  }
+
+  const specials = SPECIAL_TOKENS.map((content, id) => ({ id, content }));
+  const tokenizerConfig = {
+    add_bos_token: false,
+    add_eos_token: false,
+    added_tokens_decoder: Object.fromEntries(
+      specials.map((s) => [String(s.id), { content: s.content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true }]),
+    ),
+    bos_token: '<s>',
+    eos_token: '<|im_end|>',
+    pad_token: '<pad>',
+    unk_token: null,
+    chat_template: CHATML_TEMPLATE,
+    clean_up_tokenization_spaces: false,
+    model_max_length: sizes.maxPositions,
+    tokenizer_class: 'PreTrainedTokenizerFast',
+  };
+  const generationConfig = {
+    bos_token_id: BOS_ID,
+    eos_token_id: [IM_END_ID, EOS_ID],
+    pad_token_id: PAD_ID,
+    do_sample: false,
+    transformers_version: '4.46.0',
+  };
+  const tensors = [...weights.entries()].map(([name, w]) => ({ name, dtype: 'F32' as const, shape: w.shape, data: w.data }));
+  const doc = `Tiny Llama for tests, seed ${options.seed}. Not a trained model.`;
+  const files = new Map<string, Uint8Array>([
+    ['config.json', json(configJson)],
+    ['generation_config.json', json(generationConfig)],
+    ['tokenizer.json', json(tokenizerJson(bpe, specials))],
+    ['tokenizer_config.json', json(tokenizerConfig)],
+    ['model.safetensors', writeSafetensors(tensors, { format: 'pt', seed: String(options.seed) })],
+    ['onnx/model.onnx', encodeModel(buildLlamaOnnx(config, weights, doc))],
+  ]);
+  return { config, weights, files };
+}

@@ -1,0 +1,82 @@
+import { LitElement, css, html } from 'lit';
+import { customElement, property } from 'lit/decorators.js';
+import type { NodeClient } from '../node';
+import { NodeController } from '../node-controller';
+import './gpu-adapter';
+import './node-connection';
+import './node-counters';
+import './task-list';
+import './worker-pool';
+
+/** The whole page: one browser node of the execution pool. */
+@customElement('exec-node-app')
+export class ExecNodeApp extends LitElement {
+  static override styles = css`
+    :host {
+      display: block;
+      max-width: 1100px;
+      margin: 0 auto;
+      padding: 16px;
+      font: 14px/1.4 system-ui, sans-serif;
+    }
+    header {
+      display: flex;
+      align-items: baseline;
+      gap: 12px;
+      margin-bottom: 16px;
+    }
+    h1 {
+      font-size: 20px;
+      margin: 0;
+    }
+    .grid {
+      display: grid;
+      grid-template-columns: repeat(auto-fit, minmax(300px, 1fr));
+      gap: 16px;
+    }
+    .card {
+      background: #fff;
+      border: 1px solid #e3e7ef;
+      border-radius: 8px;
+      padding: 12px 14px;
+    }
+    .wide {
+      grid-column: 1 / -1;
+    }
+  `;
+
+  readonly #node = new NodeController(this);
+
+  @property({ attribute: false })
+  get client(): NodeClient | null {
+    return this.#node.client;
+  }
+  set client(c: NodeClient | null) {
+    this.#node.client = c;
+    this.requestUpdate('client');
+  }
+
+  override render() {
+    const v = this.#node.view;
+    const client = this.#node.client;
+    return html`
+      <header>
+        <h1>Execution node</h1>
+        <span class="muted">${v ? `${v.stats.state} · ${v.stats.nodeId ?? 'no id yet'}` : 'starting'}</span>
+      </header>
+      <div class="grid">
+        <node-connection class="card" .stats=${v?.stats ?? null}></node-connection>
+        <gpu-adapter class="card" .probe=${client?.gpu ?? null}></gpu-adapter>
+        <worker-pool class="card" .pool=${v?.stats.pool ?? null}></worker-pool>
+        <node-counters class="card" .stats=${v?.stats ?? null} .rate=${v?.rate ?? []}></node-counters>
+        <task-list class="card wide" .running=${v?.running ?? []} .recent=${v?.recent ?? []}></task-list>
+      </div>
+    `;
+  }
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    'exec-node-app': ExecNodeApp;
+  }
+}

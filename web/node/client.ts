@@ -1,0 +1,621 @@
+/**
+ * The browser node: joins the coordinator over WebSocket, runs the tasks it is
+ * assigned in the agent runtime, and sends results back in batches.
+ *
+ * Plain TypeScript with no DOM beyond WebSocket/fetch/sessionStorage (all
+ * injectable), so Node tests drive it with the `ws` package and a real runtime.
+ */
+import {
+  AppError,
+  DEFAULT_AGENT_LIMITS,
+  PROTOCOL_VERSION,
+  assertNever,
+  serializeError,
+  type AgentLimits,
+  type AgentPayload,
+  type Assignment,
+  type Capabilities,
+  type CoordinatorMessage,
+  type ErrorCode,
+  type ErrorInfo,
+  type LeaseId,
+  type NodeId,
+  type NodeMessage,
+  type NodeMetrics,
+  type ResultItem,
+  type TaskId,
+
+} from '../../shared';
+import type { AgentRunOutcome, AgentRunRequest, AgentRuntime, AgentRuntimeStats } from '../../worker';
+import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff';
+import type { ConnectionState, NodeEvent, NodeListener, RunningTask, TaskEntry } from './events';
+import type { GpuProbe } from './gpu';
+import { ModuleLoader, type FetchLike } from './modules';
+import { ResultBatcher } from './result-batcher';
+import { coordinatorUrls } from './url';
+
+/** The part of a WebSocket the client uses; the browser's and the `ws` package's both fit. */
+export interface SocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+}
+
+type StorageLike = Pick<Storage, 'getItem' | 'setItem'>;
+
+export interface NodeClientOptions {
+  /** The coordinator: `http(s)://host:port` (or ws(s)://, or host:port). */
+  url: string;
+  runtime: AgentRuntime;
+  /** Shown in the coordinator's node list. */
+  name?: string;
+  /**
+   * Tasks the node asks the coordinator to lease it at once (its `maxConcurrent`).
+   * Default: workers × tasksPerWorker, so the pool's own queue keeps every worker
+   * busy while results and new assignments cross the socket.
+   */
+  maxConcurrent?: number;
+  /** See maxConcurrent; default 16 (measured: 4 → 53k, 8 → 77k, 16 → 96k tasks/min end to end). */
+  tasksPerWorker?: number;
+  /** Keeps the NodeId across reloads of the page (sessionStorage in the browser); null: none. */
+  storage?: StorageLike | null;
+  createSocket?: (url: string) => SocketLike;
+  fetch?: FetchLike;
+  /** WebGPU found by `probeWebGpu`, or a function that finds it. */
+  gpu?: GpuProbe | (() => Promise<GpuProbe>);
+  backoff?: BackoffOptions;
+  /** See ResultBatcher. */
+  resultDelayMs?: number;
+  /** How many finished tasks the page can list. */
+  recentSize?: number;
+  userAgent?: string;
+}
+
+/** A read-only snapshot for the page, the e2e tests and the benchmark. */
+export interface NodeStats {
+  state: ConnectionState;
+  nodeId: NodeId | null;
+  coordinator: string;
+  connects: number;
+  /** Tasks held: running in a worker or waiting in the node's queue. */
+  running: number;
+  /** Of those, waiting for a worker. */
+  queued: number;
+  tasksDone: number;
+  tasksFailed: number;
+  /** Finished tasks by outcome code (`OK` or an error code). */
+  byCode: Record<string, number>;
+  resultBatches: number;
+  resultsSent: number;
+  moduleFetches: number;
+  pool: AgentRuntimeStats;
+  lastError: ErrorInfo | null;
+}
+
+const NODE_ID_KEY = 'exec-node.nodeId';
+const STDERR_TAIL = 1024;
+const OPEN = 1;
+const EMPTY = new Uint8Array(0);
+
+interface Lease extends RunningTask {
+  leaseId: LeaseId;
+  cancelled: string | null;
+  /** Handed to the runtime (not waiting in the node's queue). */
+  running: boolean;
+}
+
+/** A leased agent task waiting for a free worker. */
+interface Pending {
+  a: Assignment;
+  lease: Lease;
+  hash: string;
+}
+
+export class NodeClient {
+  readonly #runtime: AgentRuntime;
+  readonly #urls: { httpBase: string; wsUrl: string };
+  readonly #name: string;
+  readonly #maxConcurrent: number | undefined;
+  readonly #tasksPerWorker: number;
+  readonly #storage: StorageLike | null;
+  readonly #createSocket: (url: string) => SocketLike;
+  readonly #gpuSource: GpuProbe | (() => Promise<GpuProbe>) | undefined;
+  readonly #backoff: BackoffOptions;
+  readonly #loader: ModuleLoader;
+  readonly #batcher: ResultBatcher;
+  readonly #recent: TaskEntry[] = [];
+  readonly #recentSize: number;
+  readonly #userAgent: string | undefined;
+  readonly #listeners = new Set<NodeListener>();
+  readonly #leases = new Map<string, Lease>();
+  readonly #byCode: Record<string, number> = {};
+  readonly #encoder = new TextEncoder();
+  /** Runs handed to the runtime at once: one per worker, so its spawn times are not queue waits. */
+  readonly #slots: number;
+  #queue: Pending[] = [];
+  #queueHead = 0;
+  #inFlight = 0;
+
+  #gpu: GpuProbe | null = null;
+  #socket: SocketLike | null = null;
+  #state: ConnectionState = 'idle';
+  #nodeId: NodeId | null = null;
+  #attempt = 0;
+  #connects = 0;
+  #heartbeatTimer: ReturnType<typeof setInterval> | null = null;
+  #reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  #draining = false;
+  #closed = false;
+  #tasksDone = 0;
+  #tasksFailed = 0;
+  #lastError: ErrorInfo | null = null;
+  #recentNext = 0;
+
+  constructor(opts: NodeClientOptions) {
+    this.#runtime = opts.runtime;
+    this.#urls = coordinatorUrls(opts.url);
+    this.#name = (opts.name ?? 'exec-node').slice(0, 128);
+    this.#maxConcurrent = opts.maxConcurrent;
+    this.#tasksPerWorker = Math.max(1, opts.tasksPerWorker ?? 16);
+    this.#slots = Math.max(1, opts.runtime.stats().workers);
+    this.#storage = opts.storage === undefined ? defaultStorage() : opts.storage;
+    this.#createSocket = opts.createSocket ?? ((url) => new WebSocket(url) as unknown as SocketLike);
+    this.#gpuSource = opts.gpu;
+    this.#backoff = opts.backoff ?? DEFAULT_BACKOFF;
+    this.#loader = new ModuleLoader(opts.runtime, this.#urls.httpBase, opts.fetch);
+    this.#batcher = new ResultBatcher({ send: (items) => this.#sendResults(items), delayMs: opts.resultDelayMs });
+    this.#recentSize = opts.recentSize ?? 50;
+    this.#userAgent = opts.userAgent ?? globalThis.navigator?.userAgent;
+    this.#nodeId = (this.#storage?.getItem(NODE_ID_KEY) as NodeId | null) ?? null;
+  }
+
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  get nodeId(): NodeId | null {
+    return this.#nodeId;
+  }
+
+  get coordinator(): string {
+    return this.#urls.httpBase;
+  }
+
+  get gpu(): GpuProbe | null {
+    return this.#gpu;
+  }
+
+  /** Subscribes to events; returns the unsubscribe function. */
+  on(listener: NodeListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Tasks running now, oldest first. */
+  running(): RunningTask[] {
+    const out: RunningTask[] = [];
+    for (const l of this.#leases.values()) out.push({ taskId: l.taskId, kind: l.kind, name: l.name, startedAt: l.startedAt });
+    return out;
+  }
+
+  /** The last finished tasks, newest first. */
+  recent(): TaskEntry[] {
+    const n = this.#recent.length;
+    const out: TaskEntry[] = [];
+    for (let i = 1; i <= n; i++) out.push(this.#recent[(this.#recentNext - i + n) % n]!);
+    return out;
+  }
+
+  stats(): NodeStats {
+    const counts = this.#batcher.counts;
+    return {
+      state: this.#state,
+      nodeId: this.#nodeId,
+      coordinator: this.#urls.httpBase,
+      connects: this.#connects,
+      running: this.#leases.size,
+      queued: this.#queue.length - this.#queueHead,
+      tasksDone: this.#tasksDone,
+      tasksFailed: this.#tasksFailed,
+      byCode: { ...this.#byCode },
+      resultBatches: counts.batches,
+      resultsSent: counts.results,
+      moduleFetches: this.#loader.fetches,
+      pool: this.#runtime.stats(),
+      lastError: this.#lastError,
+    };
+  }
+
+  /** Probes WebGPU (once) and connects; reconnects on its own until `close()`. */
+  async start(): Promise<void> {
+    if (this.#state !== 'idle') return;
+    this.#setState('connecting');
+    const src = this.#gpuSource;
+    this.#gpu = src === undefined ? null : typeof src === 'function' ? await src() : src;
+    if (this.#closed) return;
+    this.#connect();
+  }
+
+  /** Leaves the pool: closes the socket and stops reconnecting. Running agents are not stopped. */
+  close(): void {
+    this.#closed = true;
+    this.#stopTimers();
+    this.#batcher.flush();
+    this.#batcher.close();
+    const s = this.#socket;
+    this.#socket = null;
+    if (s) {
+      s.onclose = s.onmessage = s.onerror = s.onopen = null;
+      s.close(1000, 'node closing');
+    }
+    this.#setState('closed');
+  }
+
+  // ------------------------------------------------------------ connection
+
+  #connect(): void {
+    let socket: SocketLike;
+    try {
+      socket = this.#createSocket(this.#urls.wsUrl);
+    } catch (err) {
+      this.#lastError = serializeError(err);
+      this.#scheduleReconnect();
+      return;
+    }
+    this.#socket = socket;
+    socket.onopen = () => this.#send(this.#hello());
+    socket.onmessage = (ev) => this.#onMessage(typeof ev.data === 'string' ? ev.data : String(ev.data));
+    socket.onerror = () => {
+      // The close event follows and carries the reconnect.
+    };
+    socket.onclose = (ev) => {
+      if (this.#socket !== socket) return;
+      this.#socket = null;
+      this.#stopHeartbeat();
+      if (ev.code !== 1000 && ev.code !== 1005) {
+        this.#lastError = { code: 'NODE_LOST', name: 'AppError', message: `Socket closed (${ev.code}) ${ev.reason}`.trim() };
+      }
+      if (!this.#closed) this.#scheduleReconnect();
+    };
+  }
+
+  #scheduleReconnect(): void {
+    this.#attempt++;
+    const delayMs = backoffDelay(this.#attempt, this.#backoff);
+    this.#state = 'reconnecting';
+    this.#emit({ type: 'state', state: 'reconnecting', attempt: this.#attempt, delayMs });
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = null;
+      if (!this.#closed) this.#connect();
+    }, delayMs);
+  }
+
+  #hello(): NodeMessage {
+    return {
+      type: 'hello',
+      protocol: PROTOCOL_VERSION,
+      ...(this.#nodeId ? { nodeId: this.#nodeId } : {}),
+      name: this.#name,
+      capabilities: this.#capabilities(),
+    };
+  }
+
+  #capabilities(): Capabilities {
+    const caps: Capabilities = {
+      kinds: this.#draining ? [] : ['agent'],
+      maxConcurrent: Math.max(1, Math.min(1024, this.#maxConcurrent ?? this.#runtime.stats().workers * this.#tasksPerWorker)),
+      webgpu: this.#gpu?.info ?? null,
+      models: [],
+      adapters: [],
+      modules: this.#loader.hashes,
+    };
+    if (this.#userAgent) caps.userAgent = this.#userAgent.slice(0, 512);
+    return caps;
+  }
+
+  #send(msg: NodeMessage): boolean {
+    const s = this.#socket;
+    if (!s || s.readyState !== OPEN) return false;
+    s.send(JSON.stringify(msg));
+    return true;
+  }
+
+  #onMessage(raw: string): void {
+    let msg: CoordinatorMessage;
+    try {
+      msg = JSON.parse(raw) as CoordinatorMessage;
+    } catch {
+      this.#reportError(new AppError('PROTOCOL_ERROR', 'The coordinator sent a message that is not JSON.'));
+      return;
+    }
+    try {
+      this.#handle(msg);
+    } catch (err) {
+      this.#reportError(err);
+    }
+  }
+
+  #handle(msg: CoordinatorMessage): void {
+    switch (msg.type) {
+      case 'welcome':
+        this.#onWelcome(msg.nodeId, msg.heartbeatIntervalMs, msg.leaseMs);
+        return;
+      case 'task.assign':
+        for (const a of msg.tasks) this.#accept(a);
+        return;
+      case 'task.cancel':
+        this.#cancel(msg.taskId, msg.reason);
+        return;
+      case 'drain':
+        this.#drain(msg.reason);
+        return;
+      case 'error':
+        this.#lastError = msg.error;
+        this.#emit({ type: 'error', error: msg.error });
+        return;
+      default:
+        assertNever(msg, 'coordinator message');
+    }
+  }
+
+  #onWelcome(nodeId: NodeId, heartbeatIntervalMs: number, leaseMs: number): void {
+    this.#nodeId = nodeId;
+    try {
+      this.#storage?.setItem(NODE_ID_KEY, nodeId);
+    } catch {
+      // storage full or blocked: the node just gets a new id next time
+    }
+    this.#attempt = 0;
+    this.#connects++;
+    this.#stopHeartbeat();
+    const every = Math.max(100, heartbeatIntervalMs || 2000);
+    this.#heartbeatTimer = setInterval(() => this.#heartbeat(), every);
+    this.#emit({ type: 'welcome', nodeId, heartbeatIntervalMs: every, leaseMs });
+    this.#setState(this.#draining ? 'draining' : 'connected');
+    this.#batcher.flush();
+  }
+
+  #heartbeat(withCapabilities = false): void {
+    const leases: string[] = [];
+    for (const l of this.#leases.values()) leases.push(l.leaseId);
+    this.#batcher.pendingLeases(leases);
+    this.#send({
+      type: 'heartbeat',
+      leases,
+      metrics: this.#metrics(),
+      ...(withCapabilities ? { capabilities: this.#capabilities() } : {}),
+    });
+  }
+
+  #metrics(): NodeMetrics {
+    const pool = this.#runtime.stats();
+    const m: NodeMetrics = {
+      running: this.#leases.size,
+      workers: pool.workers,
+      tasksDone: this.#tasksDone,
+      tasksFailed: this.#tasksFailed,
+    };
+    if (Number.isFinite(pool.spawnP50Ms)) m.spawnP50Ms = pool.spawnP50Ms;
+    if (Number.isFinite(pool.spawnP99Ms)) m.spawnP99Ms = pool.spawnP99Ms;
+    const mem = (globalThis.performance as Performance & { memory?: { usedJSHeapSize: number } }).memory;
+    if (mem) m.memoryBytes = mem.usedJSHeapSize;
+    return m;
+  }
+
+  #drain(reason: string): void {
+    this.#draining = true;
+    this.#setState('draining');
+    this.#emit({ type: 'drain', reason });
+    // Say so at once: no kinds means the router has nothing to send here.
+    this.#heartbeat(true);
+  }
+
+  #stopHeartbeat(): void {
+    if (this.#heartbeatTimer !== null) clearInterval(this.#heartbeatTimer);
+    this.#heartbeatTimer = null;
+  }
+
+  #stopTimers(): void {
+    this.#stopHeartbeat();
+    if (this.#reconnectTimer !== null) clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+  }
+
+  // ------------------------------------------------------------ tasks
+
+  #accept(a: Assignment): void {
+    if (this.#leases.has(a.taskId)) return; // a repeated assignment of a task already running
+    const name = taskName(a);
+    const lease: Lease = { taskId: a.taskId, leaseId: a.leaseId, kind: a.kind, name, startedAt: Date.now(), cancelled: null, running: false };
+    this.#leases.set(a.taskId, lease);
+    this.#emit({ type: 'task.start', task: lease });
+
+    if (this.#draining) return this.#fail(lease, 'NODE_DRAINING', 'This node is draining; the task goes to another node.');
+    if (a.kind !== 'agent') {
+      return this.#fail(lease, 'TASK_KIND_UNSUPPORTED', `This node runs agent tasks only, not ${a.kind}.`);
+    }
+    if (a.deadline !== null && a.deadline <= lease.startedAt) {
+      return this.#fail(lease, 'DEADLINE_EXCEEDED', 'The task reached the node after its deadline.');
+    }
+    const hash = a.module?.sha256;
+    if (!hash) return this.#fail(lease, 'PROTOCOL_ERROR', 'An agent assignment came without its module hash.');
+
+    if (this.#loader.has(hash)) {
+      this.#enqueue({ a, lease, hash });
+    } else {
+      this.#loader.ensure(hash).then(
+        () => this.#enqueue({ a, lease, hash }),
+        (err: unknown) => this.#finish(lease, { ok: false, error: serializeError(err) }),
+      );
+    }
+  }
+
+  #enqueue(p: Pending): void {
+    this.#queue.push(p);
+    this.#pump();
+  }
+
+  /** Starts queued runs while a worker is free. */
+  #pump(): void {
+    while (this.#inFlight < this.#slots && this.#queueHead < this.#queue.length) {
+      const p = this.#queue[this.#queueHead]!;
+      this.#queue[this.#queueHead++] = undefined as unknown as Pending;
+      if (this.#leases.get(p.lease.taskId) !== p.lease) continue; // cancelled while it waited
+      this.#start(p);
+    }
+    if (this.#queueHead === this.#queue.length) {
+      this.#queue = [];
+      this.#queueHead = 0;
+    } else if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#queueHead);
+      this.#queueHead = 0;
+    }
+  }
+
+  #start({ a, lease, hash }: Pending): void {
+    if (a.deadline !== null && a.deadline <= Date.now()) {
+      return this.#fail(lease, 'DEADLINE_EXCEEDED', 'The task passed its deadline while it waited for a worker.');
+    }
+    let req: AgentRunRequest;
+    try {
+      req = this.#request(a, hash);
+    } catch (err) {
+      return this.#finish(lease, { ok: false, error: serializeError(err) });
+    }
+    lease.running = true;
+    this.#inFlight++;
+    this.#runtime.run(req).then(
+      (outcome) => this.#ran(lease, outcome),
+      (err: unknown) => this.#ran(lease, { ok: false, error: serializeError(err) }),
+    );
+  }
+
+  #ran(lease: Lease, outcome: AgentRunOutcome): void {
+    this.#inFlight--;
+    this.#pump();
+    this.#finish(lease, outcome);
+  }
+
+  #request(a: Assignment, hash: string): AgentRunRequest {
+    const p = a.payload as AgentPayload;
+    let files: Record<string, Uint8Array> = {};
+    if (p.files) {
+      files = {};
+      for (const k of Object.keys(p.files)) files[k] = this.#encoder.encode(p.files[k]);
+    }
+    const limits: AgentLimits = p.limits ? { ...DEFAULT_AGENT_LIMITS, ...p.limits } : DEFAULT_AGENT_LIMITS;
+    return {
+      taskId: a.taskId,
+      agentName: p.agent,
+      moduleHash: hash,
+      stdin: p.input === undefined ? EMPTY : this.#encoder.encode(JSON.stringify(p.input)),
+      args: p.args ?? [],
+      env: p.env ?? {},
+      files,
+      limits,
+    };
+  }
+
+  #cancel(taskId: TaskId, reason: string): void {
+    const lease = this.#leases.get(taskId);
+    if (!lease) return;
+    lease.cancelled = reason || 'cancelled by the coordinator';
+    if (lease.running) this.#runtime.stop(taskId, lease.cancelled);
+    else this.#fail(lease, 'CANCELLED', lease.cancelled); // still queued (or fetching its module): end it now
+  }
+
+  #fail(lease: Lease, code: ErrorCode, message: string): void {
+    this.#finish(lease, { ok: false, error: { code, name: 'AppError', message } });
+  }
+
+  #finish(lease: Lease, outcome: AgentRunOutcome): void {
+    if (this.#leases.get(lease.taskId) !== lease) return;
+    this.#leases.delete(lease.taskId);
+    const end = Date.now();
+    let item: ResultItem;
+    let code: TaskEntry['code'];
+    if (outcome.ok) {
+      item = { taskId: lease.taskId as TaskId, leaseId: lease.leaseId, ok: true, result: outcome.result };
+      code = 'OK';
+      this.#tasksDone++;
+    } else {
+      const error = failureInfo(outcome, lease.cancelled);
+      item = { taskId: lease.taskId as TaskId, leaseId: lease.leaseId, ok: false, error };
+      code = error.code;
+      this.#tasksFailed++;
+    }
+    this.#byCode[code] = (this.#byCode[code] ?? 0) + 1;
+    this.#batcher.push(item);
+    const entry: TaskEntry = {
+      taskId: lease.taskId,
+      kind: lease.kind,
+      name: lease.name,
+      startedAt: lease.startedAt,
+      durationMs: outcome.ok ? outcome.result.durationMs : end - lease.startedAt,
+      code,
+    };
+    if (this.#recent.length < this.#recentSize) this.#recent.push(entry);
+    else this.#recent[this.#recentNext] = entry;
+    this.#recentNext = (this.#recentNext + 1) % this.#recentSize;
+    this.#emit({ type: 'task.end', entry });
+  }
+
+  #sendResults(results: ResultItem[]): boolean {
+    return this.#send({ type: 'task.result', results });
+  }
+
+  // ------------------------------------------------------------ events
+
+  #setState(state: ConnectionState): void {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.#emit({ type: 'state', state, attempt: this.#attempt });
+  }
+
+  #reportError(err: unknown): void {
+    this.#lastError = serializeError(err);
+    this.#emit({ type: 'error', error: this.#lastError });
+  }
+
+  #emit(e: NodeEvent): void {
+    for (const l of this.#listeners) {
+      try {
+        l(e);
+      } catch {
+        // a listener's fault is not the node's
+      }
+    }
+  }
+}
+
+function taskName(a: Assignment): string {
+  const p = a.payload as { agent?: unknown; model?: unknown };
+  const n = typeof p.agent === 'string' ? p.agent : typeof p.model === 'string' ? p.model : '';
+  return n.slice(0, 128);
+}
+
+function failureInfo(outcome: Extract<AgentRunOutcome, { ok: false }>, cancelled: string | null): ErrorInfo {
+  const base = cancelled !== null ? { code: 'CANCELLED' as const, name: 'AppError', message: cancelled } : outcome.error;
+  const details: Record<string, unknown> = { ...(outcome.error.details ?? {}) };
+  if (cancelled !== null) details.cause = outcome.error.code;
+  if (outcome.stderr) details.stderrTail = outcome.stderr.slice(-STDERR_TAIL);
+  if (outcome.fuelUsed !== undefined) details.fuelUsed = outcome.fuelUsed;
+  if (outcome.durationMs !== undefined) details.durationMs = outcome.durationMs;
+  const info: ErrorInfo = { code: base.code, name: base.name, message: base.message };
+  if (Object.keys(details).length > 0) info.details = details;
+  return info;
+}
+
+function defaultStorage(): StorageLike | null {
+  try {
+    return globalThis.sessionStorage ?? null;
+  } catch {
+    return null;
+  }
+}
+
+

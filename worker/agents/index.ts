@@ -1,0 +1,6 @@
+export type { AgentRunRequest, AgentRunOutcome, AgentEvent, AgentRuntime, AgentRuntimeStats } from './types';
+export { runAgentInThread, wallClock, type RunOptions } from './run';
+export { ModuleCache, prepareAgentModule, sha256Hex, moduleKey, type PreparedModule } from './module-cache';
+export { AgentPool, type AgentPoolOptions, type WorkerLike } from './pool';
+export { createAgentWorkerApi, exposeAgentWorker, isAgentStartNotice, type AgentWorkerApi, type AgentStartNotice } from './worker-api';
+export { CappedOutput } from './output';

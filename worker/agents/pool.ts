@@ -1,0 +1,372 @@
+/**
+ * AgentPool: the page's agent runtime. A warm pool of Web Workers, each running
+ * one agent at a time; a queue when all are busy; a wall-clock deadline per run
+ * (the worker is terminated and replaced); stop(taskId); crash recovery;
+ * lifecycle events; spawn-time percentiles.
+ */
+import { wrap, type Endpoint, type Remote } from 'comlink';
+import { AppError, serializeError, type ErrorCode } from '../../shared';
+import { isAgentStartNotice, type AgentWorkerApi } from './worker-api';
+import { ModuleCache, type PreparedModule } from './module-cache';
+import { wallClock } from './run';
+import type { AgentEvent, AgentRunOutcome, AgentRunRequest, AgentRuntime, AgentRuntimeStats } from './types';
+
+/**
+ * What the pool needs of a worker: a DOM `Worker` fits; tests pass worker-like
+ * objects. It must dispatch an `error` event when the worker dies.
+ */
+export interface WorkerLike extends Endpoint {
+  terminate(): void;
+}
+
+export interface AgentPoolOptions {
+  /** Workers kept warm (default: hardware threads - 1, between 1 and 4). */
+  size?: number;
+  /** Makes one worker (default: a module Web Worker on ./agent-worker.ts). */
+  createWorker?: () => WorkerLike;
+}
+
+const SPAWN_SAMPLES = 1024;
+/** Consecutive workers that may die before answering their first ping before the pool gives up. */
+const MAX_START_FAILURES = 5;
+
+type SlotState = 'starting' | 'idle' | 'busy' | 'dead';
+
+interface Slot {
+  id: number;
+  worker: WorkerLike;
+  api: Remote<AgentWorkerApi>;
+  state: SlotState;
+  modules: Set<string>;
+  job: Job | null;
+  createdAt: number;
+  onMessage: (ev: MessageEvent) => void;
+  onError: (ev: Event) => void;
+}
+
+interface Job {
+  req: AgentRunRequest;
+  requestedAt: number;
+  resolve: (outcome: AgentRunOutcome) => void;
+  slot: Slot | null;
+  dispatchedAt: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  warm: boolean;
+  done: boolean;
+}
+
+function defaultCreateWorker(): WorkerLike {
+  return new Worker(new URL('./agent-worker.ts', import.meta.url), { type: 'module', name: 'agent' });
+}
+
+function defaultSize(): number {
+  const threads = typeof navigator !== 'undefined' && navigator.hardwareConcurrency ? navigator.hardwareConcurrency : 2;
+  return Math.max(1, Math.min(4, threads - 1));
+}
+
+function failure(code: ErrorCode, message: string, extra: { durationMs?: number } = {}): AgentRunOutcome {
+  return { ok: false, error: serializeError(new AppError(code, message)), ...extra };
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+export class AgentPool implements AgentRuntime {
+  readonly #size: number;
+  readonly #createWorker: () => WorkerLike;
+  readonly #cache = new ModuleCache();
+  readonly #slots = new Map<number, Slot>();
+  readonly #queue: Job[] = [];
+  readonly #running = new Map<string, Job>();
+  readonly #listeners = new Set<(e: AgentEvent) => void>();
+  readonly #spawn = new Float64Array(SPAWN_SAMPLES);
+  #spawnCount = 0;
+  #nextWorkerId = 1;
+  #startFailures = 0;
+  #closed = false;
+  #readyWaiters: (() => void)[] = [];
+
+  constructor(options: AgentPoolOptions = {}) {
+    this.#size = Math.max(1, Math.floor(options.size ?? defaultSize()));
+    this.#createWorker = options.createWorker ?? defaultCreateWorker;
+    for (let i = 0; i < this.#size; i++) this.#startWorker();
+  }
+
+  /** Resolves once every worker of the pool has started (answered its first ping). */
+  ready(): Promise<void> {
+    if (this.#allStarted()) return Promise.resolve();
+    return new Promise((resolve) => this.#readyWaiters.push(resolve));
+  }
+
+  hasModule(hash: string): boolean {
+    return this.#cache.has(hash);
+  }
+
+  async addModule(hash: string, bytes: Uint8Array): Promise<void> {
+    await this.#cache.add(hash, bytes);
+  }
+
+  on(listener: (e: AgentEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  run(req: AgentRunRequest): Promise<AgentRunOutcome> {
+    const requestedAt = wallClock();
+    if (this.#closed) return Promise.resolve(failure('AGENT_STOPPED', 'The agent runtime is closed; create a new AgentPool.'));
+    if (!this.#cache.has(req.moduleHash)) {
+      return Promise.resolve(
+        failure('AGENT_MODULE_MISSING', `No module with hash ${req.moduleHash} was added; call addModule(hash, bytes) before run().`),
+      );
+    }
+    if (this.#running.has(req.taskId) || this.#queue.some((j) => j.req.taskId === req.taskId)) {
+      return Promise.resolve(failure('INTERNAL', `Task ${req.taskId} is already running in this runtime; task ids must be unique.`));
+    }
+    return new Promise((resolve) => {
+      const job: Job = { req, requestedAt, resolve, slot: null, dispatchedAt: 0, timer: undefined, warm: true, done: false };
+      this.#queue.push(job);
+      this.#pump();
+    });
+  }
+
+  stop(taskId: string, reason = 'stopped by request'): boolean {
+    const queued = this.#queue.findIndex((j) => j.req.taskId === taskId);
+    if (queued >= 0) {
+      const [job] = this.#queue.splice(queued, 1);
+      this.#emit({ type: 'stop', taskId, workerId: 0, reason });
+      this.#finish(job, failure('AGENT_STOPPED', `The agent was stopped before it started: ${reason}.`));
+      return true;
+    }
+    const job = this.#running.get(taskId);
+    if (!job) return false;
+    this.#kill(job, 'AGENT_STOPPED', `The agent was stopped: ${reason}.`, reason);
+    return true;
+  }
+
+  stats(): AgentRuntimeStats {
+    let idle = 0;
+    let running = 0;
+    for (const s of this.#slots.values()) {
+      if (s.state === 'idle') idle++;
+      else if (s.state === 'busy') running++;
+    }
+    const n = Math.min(this.#spawnCount, SPAWN_SAMPLES);
+    const sorted = this.#spawn.slice(0, n).sort();
+    return {
+      workers: this.#slots.size,
+      idle,
+      running,
+      queued: this.#queue.length,
+      compiledModules: this.#cache.compiledCount,
+      spawnP50Ms: percentile(sorted, 50),
+      spawnP99Ms: percentile(sorted, 99),
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const job of this.#queue.splice(0)) this.#finish(job, failure('AGENT_STOPPED', 'The agent runtime closed before the agent started.'));
+    for (const job of [...this.#running.values()]) this.#finish(job, failure('AGENT_STOPPED', 'The agent runtime closed while the agent ran.'));
+    for (const slot of [...this.#slots.values()]) this.#retire(slot, 'runtime closed', false);
+    this.#wakeReady();
+  }
+
+  // ------------------------------------------------------------------ workers
+
+  #startWorker(): void {
+    const id = this.#nextWorkerId++;
+    const createdAt = performance.now();
+    let worker: WorkerLike;
+    try {
+      worker = this.#createWorker();
+    } catch (err) {
+      this.#startFailed(`the worker could not be created: ${err instanceof Error ? err.message : String(err)}`);
+      return;
+    }
+    const slot: Slot = {
+      id,
+      worker,
+      api: wrap<AgentWorkerApi>(worker),
+      state: 'starting',
+      modules: new Set(),
+      job: null,
+      createdAt,
+      onMessage: (ev) => {
+        if (isAgentStartNotice(ev.data)) this.#started(slot, ev.data.taskId, ev.data.spawnMs);
+      },
+      onError: (ev) => this.#crashed(slot, (ev as ErrorEvent).message || 'the worker raised an error'),
+    };
+    worker.addEventListener('message', slot.onMessage as EventListener);
+    worker.addEventListener('error', slot.onError);
+    worker.addEventListener('messageerror', slot.onError);
+    this.#slots.set(id, slot);
+    slot.api.ping().then(
+      () => {
+        if (slot.state !== 'starting') return;
+        slot.state = 'idle';
+        this.#startFailures = 0;
+        this.#emit({ type: 'worker.start', workerId: id, startMs: performance.now() - createdAt });
+        if (this.#allStarted()) this.#wakeReady();
+        this.#pump();
+      },
+      (err: unknown) => this.#crashed(slot, `the worker did not answer: ${err instanceof Error ? err.message : String(err)}`),
+    );
+  }
+
+  #allStarted(): boolean {
+    for (const s of this.#slots.values()) if (s.state === 'starting') return false;
+    return true;
+  }
+
+  #wakeReady(): void {
+    for (const wake of this.#readyWaiters.splice(0)) wake();
+  }
+
+  #startFailed(reason: string): void {
+    this.#startFailures++;
+    if (this.#startFailures >= MAX_START_FAILURES && ![...this.#slots.values()].some((s) => s.state !== 'starting')) {
+      // Workers die before they start: the script is broken; answer the queue instead of looping.
+      for (const job of this.#queue.splice(0)) {
+        this.#finish(job, failure('WORKER_CRASHED', `Agent workers fail to start (${reason}); check that agent-worker.ts is served and loads.`));
+      }
+      this.#wakeReady();
+      return;
+    }
+    this.#startWorker();
+  }
+
+  /** Terminates a worker and, unless closing, starts its replacement. */
+  #retire(slot: Slot, reason: string, replace = true): void {
+    if (slot.state === 'dead') return;
+    const wasStarting = slot.state === 'starting';
+    slot.state = 'dead';
+    slot.worker.removeEventListener('message', slot.onMessage as EventListener);
+    slot.worker.removeEventListener('error', slot.onError);
+    slot.worker.removeEventListener('messageerror', slot.onError);
+    slot.worker.terminate();
+    this.#slots.delete(slot.id);
+    if (!replace || this.#closed) return;
+    this.#emit({ type: 'replace', workerId: slot.id, reason });
+    if (wasStarting) this.#startFailed(reason);
+    else this.#startWorker();
+  }
+
+  #crashed(slot: Slot, reason: string): void {
+    if (slot.state === 'dead') return;
+    const job = slot.job;
+    if (job) this.#kill(job, 'WORKER_CRASHED', `The worker running the agent died (${reason}); the task can be retried.`, `crash: ${reason}`);
+    else this.#retire(slot, `crash: ${reason}`);
+  }
+
+  // ------------------------------------------------------------------ runs
+
+  #pump(): void {
+    while (this.#queue.length > 0) {
+      const slot = this.#idleSlot();
+      if (!slot) return;
+      const job = this.#queue.shift() as Job;
+      this.#dispatch(slot, job);
+    }
+  }
+
+  #idleSlot(): Slot | undefined {
+    for (const s of this.#slots.values()) if (s.state === 'idle') return s;
+    return undefined;
+  }
+
+  #dispatch(slot: Slot, job: Job): void {
+    slot.state = 'busy';
+    slot.job = job;
+    job.slot = slot;
+    this.#running.set(job.req.taskId, job);
+    const ready = this.#cache.peek(job.req.moduleHash, job.req.limits.memoryMB);
+    if (ready) {
+      this.#send(slot, job, ready);
+      return;
+    }
+    job.warm = false;
+    this.#cache.get(job.req.moduleHash, job.req.limits.memoryMB).then(
+      (prepared) => {
+        if (!job.done) this.#send(slot, job, prepared);
+      },
+      (err: unknown) => {
+        this.#release(slot, job);
+        this.#finish(job, { ok: false, error: serializeError(err) });
+      },
+    );
+  }
+
+  #send(slot: Slot, job: Job, prepared: PreparedModule): void {
+    if (!slot.modules.has(prepared.key)) {
+      // Same port, so the worker handles loadModule before run: no round trip to wait for.
+      void slot.api.loadModule(prepared.key, prepared.module, prepared.capPages);
+      slot.modules.add(prepared.key);
+      job.warm = false;
+    }
+    job.dispatchedAt = performance.now();
+    job.timer = setTimeout(
+      () => this.#kill(job, 'AGENT_TIMEOUT', `The agent ran past its ${job.req.limits.timeoutMs} ms deadline; raise limits.timeoutMs or give it less work.`, 'timeout'),
+      job.req.limits.timeoutMs,
+    );
+    slot.api.run(prepared.key, job.req, job.requestedAt).then(
+      (outcome) => {
+        this.#release(slot, job);
+        this.#finish(job, outcome);
+      },
+      (err: unknown) => {
+        this.#release(slot, job);
+        this.#finish(job, { ok: false, error: serializeError(err) });
+      },
+    );
+  }
+
+  #started(slot: Slot, taskId: string, spawnMs: number): void {
+    const job = slot.job;
+    if (!job || job.req.taskId !== taskId) return;
+    this.#spawn[this.#spawnCount++ % SPAWN_SAMPLES] = spawnMs;
+    this.#emit({ type: 'spawn', taskId, agentName: job.req.agentName, workerId: slot.id, warm: job.warm, spawnMs });
+  }
+
+  /** Gives a worker back after its run (unless it was retired meanwhile). */
+  #release(slot: Slot, job: Job): void {
+    if (slot.job !== job) return;
+    slot.job = null;
+    if (slot.state === 'busy') slot.state = 'idle';
+  }
+
+  /** Ends a running job by terminating its worker, then replaces the worker. */
+  #kill(job: Job, code: ErrorCode, message: string, reason: string): void {
+    if (job.done) return;
+    const slot = job.slot;
+    if (code !== 'WORKER_CRASHED') this.#emit({ type: 'stop', taskId: job.req.taskId, workerId: slot?.id ?? 0, reason });
+    const durationMs = job.dispatchedAt ? performance.now() - job.dispatchedAt : 0;
+    if (slot) {
+      slot.job = null;
+      this.#retire(slot, reason);
+    }
+    this.#finish(job, failure(code, message, { durationMs }));
+  }
+
+  #finish(job: Job, outcome: AgentRunOutcome): void {
+    if (job.done) return;
+    job.done = true;
+    clearTimeout(job.timer);
+    if (this.#running.get(job.req.taskId) === job) this.#running.delete(job.req.taskId);
+    this.#emit({ type: 'exit', taskId: job.req.taskId, agentName: job.req.agentName, workerId: job.slot?.id ?? 0, outcome });
+    job.resolve(outcome);
+    this.#pump();
+  }
+
+  #emit(e: AgentEvent): void {
+    for (const l of this.#listeners) {
+      try {
+        l(e);
+      } catch {
+        // A faulty listener must not break the runtime.
+      }
+    }
+  }
+}

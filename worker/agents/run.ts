@@ -1,0 +1,138 @@
+/**
+ * The same-thread agent runtime: one WASI run of a compiled, instrumented
+ * module. Used inside each pooled worker and directly by Node tests.
+ * Never throws for agent faults: every ending maps to an AgentRunOutcome.
+ */
+import { File, OpenFile, PreopenDirectory, WASI, type Inode } from '@bjorn3/browser_wasi_shim';
+import { AppError, FUEL_EXPORT, GROW_EXPORT, WASM_PAGE_BYTES, serializeError, type ErrorCode, type ErrorInfo } from '../../shared';
+import { CappedOutput } from './output';
+import type { AgentRunOutcome, AgentRunRequest } from './types';
+
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const STDERR_TAIL = 2048;
+
+export interface RunOptions {
+  /** Wall-clock start of the run request (performance.timeOrigin + performance.now()), for spawn timing. */
+  requestedAt?: number;
+  /** Called right before `_start` with the spawn time in ms (from requestedAt, else from this call). */
+  onStart?: (spawnMs: number) => void;
+  /** The memory cap in pages the module was compiled with (default: from req.limits.memoryMB). */
+  capPages?: number;
+}
+
+/** Milliseconds on a clock shared by the page and its workers. */
+export const wallClock = (): number => performance.timeOrigin + performance.now();
+
+function refuse(code: ErrorCode, message: string, details?: Record<string, unknown>): AgentRunOutcome {
+  return { ok: false, error: serializeError(new AppError(code, message, details)) };
+}
+
+function checkArgs(req: AgentRunRequest): AgentRunOutcome | null {
+  const bad = (what: string, value: string): AgentRunOutcome =>
+    refuse('AGENT_BAD_ARGS', `${what} ${JSON.stringify(value.slice(0, 40))} is not printable ASCII; percent- or base64-encode it.`, { what });
+  if (!PRINTABLE_ASCII.test(req.agentName)) return bad('The agent name', req.agentName);
+  if (!PRINTABLE_ASCII.test(req.taskId)) return bad('The task id', req.taskId);
+  for (const a of req.args) if (!PRINTABLE_ASCII.test(a)) return bad('An argument', a);
+  for (const [k, v] of Object.entries(req.env)) {
+    if (!ENV_NAME.test(k)) return refuse('AGENT_BAD_ARGS', `The env name ${JSON.stringify(k.slice(0, 40))} must match ${ENV_NAME.source}.`);
+    if (!PRINTABLE_ASCII.test(v)) return bad(`The env value of ${k}`, v);
+  }
+  return null;
+}
+
+function inputDir(files: Record<string, Uint8Array>): PreopenDirectory {
+  const entries = new Map<string, Inode>();
+  for (const [name, data] of Object.entries(files)) entries.set(name, new File(data, { readonly: true }));
+  return new PreopenDirectory('/input', entries);
+}
+
+/** Runs one agent to its end in this thread. */
+export function runAgentInThread(compiled: WebAssembly.Module, req: AgentRunRequest, options: RunOptions = {}): AgentRunOutcome {
+  const requestedAt = options.requestedAt ?? wallClock();
+  const badArgs = checkArgs(req);
+  if (badArgs) return badArgs;
+
+  const { limits } = req;
+  const capPages = options.capPages ?? Math.floor((limits.memoryMB * 1024 * 1024) / WASM_PAGE_BYTES);
+  const stdout = new CappedOutput('stdout', limits.maxStdoutBytes);
+  const stderr = new CappedOutput('stderr', limits.maxStderrBytes);
+  const env = [`AGENT_TASK_ID=${req.taskId}`, `AGENT_NAME=${req.agentName}`, ...Object.entries(req.env).map(([k, v]) => `${k}=${v}`)];
+  const wasi = new WASI([req.agentName, ...req.args], env, [new OpenFile(new File(req.stdin, { readonly: true })), stdout, stderr, inputDir(req.files)], {
+    debug: false,
+  });
+
+  const t0 = performance.now();
+  let instance: WebAssembly.Instance;
+  try {
+    instance = new WebAssembly.Instance(compiled, { wasi_snapshot_preview1: wasi.wasiImport as WebAssembly.ModuleImports });
+  } catch (err) {
+    return refuse('AGENT_TRAP', `The agent could not be instantiated: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  const exports = instance.exports;
+  const memory = exports.memory as WebAssembly.Memory;
+  const fuel = exports[FUEL_EXPORT];
+  const lastGrow = exports[GROW_EXPORT];
+  if (!(fuel instanceof WebAssembly.Global) || !(lastGrow instanceof WebAssembly.Global) || !(memory instanceof WebAssembly.Memory)) {
+    return refuse('INTERNAL', 'The compiled module is not instrumented; compile it through the module cache (prepareAgentModule).');
+  }
+  const fuelLimit = BigInt(limits.fuel);
+  fuel.value = fuelLimit;
+
+  let exitCode: number;
+  let fault: unknown = null;
+  options.onStart?.(wallClock() - requestedAt);
+  try {
+    exitCode = wasi.start(instance as { exports: { memory: WebAssembly.Memory; _start: () => unknown } });
+  } catch (err) {
+    exitCode = -1;
+    fault = err;
+  }
+  const durationMs = performance.now() - t0;
+  const remaining = fuel.value as bigint;
+  const fuelUsed = Number(remaining < 0n ? fuelLimit : fuelLimit - remaining);
+  const stderrText = stderr.text();
+  const fail = (code: ErrorCode, message: string, details?: Record<string, unknown>): AgentRunOutcome => {
+    const error: ErrorInfo = serializeError(new AppError(code, message, details));
+    return { ok: false, error, stderr: stderrText, fuelUsed, durationMs };
+  };
+
+  if (fault !== null) {
+    if (fault instanceof AppError) return { ok: false, error: serializeError(fault), stderr: stderrText, fuelUsed, durationMs };
+    if (remaining < 0n) {
+      return fail('AGENT_FUEL_EXHAUSTED', `The agent used all ${limits.fuel} units of fuel; raise limits.fuel or give it less work.`, { fuel: limits.fuel });
+    }
+    const message = fault instanceof Error ? fault.message : String(fault);
+    if (fault instanceof WebAssembly.RuntimeError) {
+      const atCap = memory.buffer.byteLength >= capPages * WASM_PAGE_BYTES;
+      if (lastGrow.value === -1 || atCap) {
+        return fail(
+          'AGENT_MEMORY_LIMIT',
+          `The agent trapped (${message}) after ${atCap ? 'reaching its memory cap' : 'a refused memory.grow'} of ${limits.memoryMB} MiB; raise limits.memoryMB or make it use less.`,
+          { memoryBytes: memory.buffer.byteLength, capBytes: capPages * WASM_PAGE_BYTES },
+        );
+      }
+    }
+    return fail('AGENT_TRAP', `The agent trapped: ${message}`, { trap: message, stderrTail: stderrText.slice(-STDERR_TAIL) });
+  }
+
+  if (exitCode !== 0) {
+    return fail('AGENT_EXIT_NONZERO', `The agent exited with code ${exitCode}; its stderr tail says why.`, {
+      exitCode,
+      stderrTail: stderrText.slice(-STDERR_TAIL),
+    });
+  }
+  const text = new TextDecoder('utf-8', { fatal: false }).decode(stdout.contents());
+  let output: unknown;
+  try {
+    output = JSON.parse(text);
+  } catch {
+    return fail('AGENT_BAD_OUTPUT', 'The agent exited 0 but its stdout is not one JSON value; print exactly one JSON document.', {
+      stdoutHead: text.slice(0, 200),
+    });
+  }
+  return {
+    ok: true,
+    result: { exitCode: 0, output, stderr: stderrText, fuelUsed, durationMs, memoryBytes: memory.buffer.byteLength },
+  };
+}

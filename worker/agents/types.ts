@@ -1,0 +1,58 @@
+/**
+ * The contract of the agent runtime, shared by its same-thread implementation
+ * (tests, Node) and the pooled Web Worker one (the page).
+ */
+import type { AgentLimits, AgentResult, ErrorInfo } from '../../shared';
+
+export interface AgentRunRequest {
+  /** Carried into argv/env as AGENT_TASK_ID; used by `stop(taskId)`. */
+  taskId: string;
+  agentName: string;
+  /** SHA-256 (hex) of the module bytes as uploaded. */
+  moduleHash: string;
+  /** Written to stdin: usually the task's `input` as JSON text. */
+  stdin: Uint8Array;
+  /** argv after argv[0] (= agentName). Printable ASCII only (AGENT_BAD_ARGS otherwise). */
+  args: string[];
+  /** Added to AGENT_TASK_ID and AGENT_NAME. Printable ASCII only. */
+  env: Record<string, string>;
+  /** Files in the preopened directory `/input`, name → bytes. */
+  files: Record<string, Uint8Array>;
+  limits: AgentLimits;
+}
+
+export type AgentRunOutcome =
+  | { ok: true; result: AgentResult }
+  | { ok: false; error: ErrorInfo; stderr?: string; fuelUsed?: number; durationMs?: number };
+
+/** Lifecycle events the runtime emits; integration code subscribes with `on`. */
+export type AgentEvent =
+  | { type: 'spawn'; taskId: string; agentName: string; workerId: number; warm: boolean; spawnMs: number }
+  | { type: 'exit'; taskId: string; agentName: string; workerId: number; outcome: AgentRunOutcome }
+  | { type: 'stop'; taskId: string; workerId: number; reason: string }
+  | { type: 'replace'; workerId: number; reason: string }
+  | { type: 'worker.start'; workerId: number; startMs: number };
+
+export interface AgentRuntimeStats {
+  workers: number;
+  idle: number;
+  running: number;
+  queued: number;
+  compiledModules: number;
+  spawnP50Ms: number;
+  spawnP99Ms: number;
+}
+
+export interface AgentRuntime {
+  /** Runs one agent; never throws for agent faults: they come back as `{ ok: false }`. */
+  run(req: AgentRunRequest): Promise<AgentRunOutcome>;
+  /** Stops a running agent (its worker is terminated and replaced). */
+  stop(taskId: string, reason?: string): boolean;
+  /** Whether the compiled module for this hash is cached. */
+  hasModule(hash: string): boolean;
+  /** Hands the runtime a module's bytes (verified against the hash). */
+  addModule(hash: string, bytes: Uint8Array): Promise<void>;
+  on(listener: (e: AgentEvent) => void): () => void;
+  stats(): AgentRuntimeStats;
+  close(): Promise<void>;
+}

@@ -1,0 +1,62 @@
+/**
+ * What a pooled agent worker serves over comlink: a thin wrapper over
+ * runAgentInThread that holds the compiled modules the pool posts to it.
+ * The Web Worker entry is ./agent-worker.ts; Node's is ./testing/node-worker-entry.ts.
+ */
+import { expose, type Endpoint } from 'comlink';
+import { AppError, serializeError } from '../../shared';
+import { runAgentInThread, wallClock } from './run';
+import type { AgentRunOutcome, AgentRunRequest } from './types';
+
+/** Posted by the worker, outside comlink's request/response, right before `_start`. */
+export interface AgentStartNotice {
+  type: 'agent.start';
+  taskId: string;
+  spawnMs: number;
+}
+
+export function isAgentStartNotice(data: unknown): data is AgentStartNotice {
+  return typeof data === 'object' && data !== null && (data as { type?: unknown }).type === 'agent.start';
+}
+
+/** What a pooled worker offers (called through comlink). */
+export interface AgentWorkerApi {
+  /** Answers the worker's wall clock once it is up. */
+  ping(): number;
+  /** Keeps a compiled module under `key` (`hash:memoryMB`). */
+  loadModule(key: string, module: WebAssembly.Module, capPages: number): void;
+  /** Runs one agent; `requestedAt` is the caller's wallClock() at run(). */
+  run(key: string, req: AgentRunRequest, requestedAt: number): AgentRunOutcome;
+}
+
+export function createAgentWorkerApi(notify: (notice: AgentStartNotice) => void): AgentWorkerApi {
+  const modules = new Map<string, { module: WebAssembly.Module; capPages: number }>();
+  return {
+    ping: () => wallClock(),
+    loadModule(key, module, capPages) {
+      modules.set(key, { module, capPages });
+    },
+    run(key, req, requestedAt) {
+      const loaded = modules.get(key);
+      if (!loaded) {
+        return {
+          ok: false,
+          error: serializeError(new AppError('AGENT_MODULE_MISSING', `The worker has no module ${key}; the pool must post it before the run.`)),
+        };
+      }
+      return runAgentInThread(loaded.module, req, {
+        requestedAt,
+        capPages: loaded.capPages,
+        onStart: (spawnMs) => notify({ type: 'agent.start', taskId: req.taskId, spawnMs }),
+      });
+    },
+  };
+}
+
+/** Serves the worker API on an endpoint (the worker's global scope, a MessagePort, a Node port). */
+export function exposeAgentWorker(endpoint: Endpoint): void {
+  expose(
+    createAgentWorkerApi((notice) => endpoint.postMessage(notice)),
+    endpoint,
+  );
+}
