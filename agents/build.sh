@@ -37,22 +37,30 @@ missing=()
 command -v "$CLANG" >/dev/null 2>&1 || missing+=("clang-19 (Debian packages: clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32)")
 command -v wasm-ld-19 >/dev/null 2>&1 || missing+=("wasm-ld-19 (Debian package: lld-19)")
 [[ -f /usr/lib/wasm32-wasi/libc.a ]] || missing+=("the wasm32-wasi C library (Debian package: wasi-libc)")
+compgen -G "/usr/lib/llvm-19/lib/clang/19/lib/wasi/libclang_rt.builtins-wasm32.a" >/dev/null ||
+  missing+=("clang's wasm32 builtins (Debian package: libclang-rt-19-dev-wasm32)")
 [[ -x $RUSTC ]] || missing+=("/usr/bin/rustc (Debian package: rustc)")
 compgen -G "/usr/lib/rustlib/wasm32-wasi/lib/libstd-*.rlib" >/dev/null ||
   missing+=("Rust std for wasm32-wasi (Debian package: libstd-rust-dev-wasm32)")
 command -v rust-lld >/dev/null 2>&1 || missing+=("rust-lld, the Rust wasm linker (Debian packages: rustc lld-14)")
 [[ -f $ASC && -f $WASI_SHIM ]] ||
-  missing+=("AssemblyScript (npm packages assemblyscript and @assemblyscript/wasi-shim: flock /tmp/npm.lock npm ci)")
-[[ -f node_modules/wabt/index.js ]] || missing+=("wabt (npm package wabt: flock /tmp/npm.lock npm ci)")
+  missing+=("AssemblyScript (npm packages assemblyscript and @assemblyscript/wasi-shim; run npm ci in the project root)")
+[[ -f node_modules/wabt/index.js ]] || missing+=("wabt (npm package wabt; run npm ci in the project root)")
 if ((${#missing[@]})); then
   echo "agents/build.sh: cannot build the agents; missing:" >&2
   printf '  - %s\n' "${missing[@]}" >&2
-  echo "Install with: apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32 rustc libstd-rust-dev-wasm32 lld-14" >&2
+  echo "Install them all with: bash scripts/install.sh --toolchains" >&2
+  echo "  (Debian: apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32 rustc libstd-rust-dev-wasm32 lld-14)" >&2
   exit 1
 fi
 
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/agents-build.XXXXXX")
-trap 'rm -rf "$OUT"' EXIT
+rust_pid=
+cleanup() {
+  if [[ -n $rust_pid ]] && kill "$rust_pid" 2>/dev/null; then wait "$rust_pid" 2>/dev/null || true; fi
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
 
 # -------------------------------------------------------------------------- C
 # Compile and link apart: a link step that sees -O runs whatever `wasm-opt` is first on
@@ -98,7 +106,10 @@ for (const file of files) {
 }
 JS
 
-wait "$rust_pid" || { echo "agents/build.sh: rustc failed on agents/json-transform/main.rs" >&2; exit 1; }
+rust_status=0
+wait "$rust_pid" || rust_status=$?
+rust_pid=
+((rust_status == 0)) || { echo "agents/build.sh: rustc failed on agents/json-transform/main.rs" >&2; exit 1; }
 
 # ------------------------------------------------------------- install / check
 expected=(text-stats json-transform digest)

@@ -230,7 +230,18 @@ export class Journal {
   readonly #tenantPending: Database.Statement<[string], { n: number }>;
   readonly #event: Database.Statement;
 
-  constructor(path: string, clock: Clock = systemClock) {
+  /**
+   * Sync mode of the commits that record attempts (leases, results, expiries).
+   * 'full' fsyncs each of them; 'normal' leaves them to the next full commit or
+   * checkpoint: a process crash loses nothing either way (WAL), an OS crash may
+   * lose the last ones, which puts those tasks back in the queue to run again.
+   * Submits, cancels, verdicts and registry writes are always 'full'.
+   */
+  readonly attemptSync: 'full' | 'normal';
+  #sync: 'full' | 'normal' = 'full';
+
+  constructor(path: string, clock: Clock = systemClock, opts: { attemptSync?: 'full' | 'normal' } = {}) {
+    this.attemptSync = opts.attemptSync ?? 'normal';
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path);
     this.#clock = clock;
@@ -404,7 +415,17 @@ export class Journal {
       }
       return { leased, expired };
     });
-    return run.immediate();
+    this.#setSync(this.attemptSync);
+    const out = run.immediate();
+    this.#setSync('full');
+    return out;
+  }
+
+  /** Sets the connection's sync mode for the next commits. */
+  #setSync(mode: 'full' | 'normal'): void {
+    if (this.#sync === mode) return;
+    this.db.pragma(`synchronous = ${mode === 'full' ? 'FULL' : 'NORMAL'}`);
+    this.#sync = mode;
   }
 
   /** Fails every queued task past its deadline (DEADLINE_EXCEEDED), whether or not a node could take it. */
@@ -459,7 +480,10 @@ export class Journal {
       }
       return out;
     });
-    return run.immediate();
+    this.#setSync(this.attemptSync);
+    const out = run.immediate();
+    this.#setSync('full');
+    return out;
   }
 
   /** Backoff base; tests lower it. */

@@ -25,7 +25,7 @@ export const LIMITS = {
 export interface AgentLimits {
   /** Cap on linear memory, MiB (written into the module's memory section). */
   memoryMB: number;
-  /** Deterministic fuel: one unit per function entry and loop iteration. */
+  /** Deterministic fuel: one unit per loop iteration and per entry to a function that calls others (leaf functions are free: they cannot run forever on their own). */
   fuel: number;
   /** Wall-clock deadline; the worker is terminated and replaced past it. */
   timeoutMs: number;

@@ -32,7 +32,8 @@ export class WorkerPool extends LitElement {
   override render() {
     const p = this.pool;
     if (!p) return html`<h2>Workers</h2><p class="muted">Starting…</p>`;
-    const busy = Math.max(0, p.workers - p.idle);
+    const busy = p.running;
+    const starting = Math.max(0, p.workers - p.idle - p.running);
     return html`
       <h2>Workers</h2>
       <div class="cells" data-testid="pool-cells">
@@ -42,7 +43,7 @@ export class WorkerPool extends LitElement {
         <dt>Size</dt>
         <dd data-testid="pool-size">${p.workers}</dd>
         <dt>Busy / idle</dt>
-        <dd>${busy} / ${p.idle}</dd>
+        <dd>${busy} / ${p.idle}${starting ? ` (${starting} starting)` : ''}</dd>
         <dt>Queued</dt>
         <dd>${p.queued}</dd>
         <dt>Compiled modules</dt>

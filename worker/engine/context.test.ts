@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AppError } from '../../shared';
 import { GpuContext } from './context';
+import { benchGeneration, benchTraining } from './bench';
 import { add } from './kernels';
 import { LlamaModel } from './llama';
 import { benchMatmul } from './matmul';
@@ -91,6 +92,21 @@ describe('GpuContext', () => {
       const r = await benchMatmul(ctx, 64, 64, 64, 1);
       assert.ok(Object.keys(r).length >= 2);
       for (const v of Object.values(r)) assert.ok(Number.isFinite(v) && v > 0);
+    } finally {
+      ctx.destroy();
+    }
+  });
+});
+
+describe('benchmarks run (no timing assertions)', () => {
+  it('benchTraining and benchGeneration return finite figures', async () => {
+    const ctx = await createNodeGpuContext();
+    try {
+      const t = await benchTraining(ctx, { steps: 1, seqLen: 8 });
+      assert.ok(t.tokensPerSecond > 0 && Number.isFinite(t.firstLoss));
+      const g = await benchGeneration(ctx, { promptLen: 4, newTokens: 3 });
+      assert.ok(g.tokensPerSecond > 0);
+      assert.equal(ctx.liveBuffers, 0, 'the benches free what they allocate');
     } finally {
       ctx.destroy();
     }

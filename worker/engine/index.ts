@@ -39,3 +39,5 @@ export {
 } from './kernels';
 export { LlamaModel, sampleToken, type GenerateOptions, type LoadOptions, type TokenRows } from './llama';
 export { GpuLoraAdapter, LoraTrainer, LoraSaved, type LoraOptions, type TrainerOptions, type TrainStepResult } from './lora';
+export { benchTraining, benchGeneration, type TrainingBenchOptions, type TrainingBenchResult } from './bench';
+export { randomLlamaWeights, tinyLlamaConfig } from './random-weights';
