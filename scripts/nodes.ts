@@ -162,6 +162,7 @@ async function main(): Promise<void> {
     process.once('SIGTERM', done);
   });
   await nodes.close();
+  console.log('Nodes closed.');
 }
 
 if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('scripts/nodes.ts')) {

@@ -45,7 +45,7 @@ test('SIGKILL after 202: every accepted task survives; leased ones are requeued 
     const c = await createCoordinator({ dbPath: db, nodeGraceMs: 0 });
     try {
       const api2 = apiClient(c.url);
-      assert.equal(c.journal.requeuedOnOpen, 10);
+      assert.ok(c.journal.requeuedOnOpen >= leased.length, `${c.journal.requeuedOnOpen} requeued, ${leased.length} seen by the node`);
       const ids: string[] = [...batch.body.ids, one.body.id];
       for (const id of ids) assert.equal((await api2(`/v1/tasks/${id}`)).status, 200, `task ${id} survived`);
       const first = (await api2(`/v1/tasks/${leased[0]!.taskId}`)).body;

@@ -34,6 +34,12 @@ export { parseNodeMessage, parseSubmission, checkSpec } from './validate';
 export interface CoordinatorOptions {
   /** SQLite file; ':memory:' for unit tests. Default ./data/coordinator.db. */
   dbPath?: string;
+  /**
+   * Sync of the commits that record leases and results: 'normal' (default; safe
+   * against a process crash, an OS crash may make the last attempts run again) or
+   * 'full'. Submits are always 'full': on disk before the 202.
+   */
+  attemptSync?: 'full' | 'normal';
   /** 0 = any free port. Default 0. */
   port?: number;
   /** Default 127.0.0.1. */
@@ -80,7 +86,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   const clock = opts.clock ?? systemClock;
   const heartbeatIntervalMs = opts.heartbeatIntervalMs ?? LIMITS.heartbeatIntervalMs;
   const leaseMs = opts.leaseMs ?? LIMITS.leaseMs;
-  const journal = new Journal(opts.dbPath ?? './data/coordinator.db', clock);
+  const journal = new Journal(opts.dbPath ?? './data/coordinator.db', clock, { attemptSync: opts.attemptSync ?? 'normal' });
   if (opts.retryBaseMs !== undefined) journal.retryBaseMs = opts.retryBaseMs;
   const registry = new Registry(journal);
   const metrics = new Metrics(clock.now());

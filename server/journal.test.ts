@@ -30,11 +30,29 @@ function task(extra: Partial<NewTask> = {}): NewTask {
   };
 }
 
-test('WAL with synchronous=FULL', () => {
+test('WAL; submits commit with synchronous=FULL, attempt records with the chosen mode', () => {
   const j = new Journal(file());
   assert.equal(j.db.pragma('journal_mode', { simple: true }), 'wal');
-  assert.equal(j.db.pragma('synchronous', { simple: true }), 2);
+  assert.equal(j.attemptSync, 'normal');
+  const seen: number[] = [];
+  const pragma = j.db.pragma.bind(j.db);
+  j.db.pragma = ((source: string, options?: any) => {
+    const out = pragma(source, options);
+    if (/^synchronous = /.test(source)) seen.push(pragma('synchronous', { simple: true }) as number);
+    return out;
+  }) as typeof j.db.pragma;
+  const t = task();
+  j.insertTasks([t]);
+  assert.equal(j.db.pragma('synchronous', { simple: true }), 2, 'FULL for submits');
+  const leaseId = newLeaseId();
+  j.leaseBatch([{ taskId: t.id, leaseId, nodeId: newNodeId() }], []);
+  j.complete([{ taskId: t.id, leaseId, outcome: { ok: true, result: 1 } }]);
+  assert.deepEqual(seen, [1, 2, 1, 2], 'NORMAL around lease and result commits, FULL again after');
   j.close();
+  const full = new Journal(file(), undefined, { attemptSync: 'full' });
+  full.insertTasks([task()]);
+  assert.equal(full.db.pragma('synchronous', { simple: true }), 2);
+  full.close();
 });
 
 test('a journal reopened without a clean close has every task; leased ones are queued again', () => {

@@ -1,9 +1,11 @@
 /**
  * The journal: every task, agent version, module and notable event, in one
- * SQLite file. WAL mode with `synchronous=FULL`: each commit fsyncs the WAL, so
- * a task is on disk before the HTTP answer, whether the process or the OS dies.
- * The hot path (insert batch, lease batch, complete batch) runs prepared
- * statements inside one transaction per batch.
+ * SQLite file in WAL mode. Submits commit with `synchronous=FULL` (the WAL is
+ * fsynced, so a task is on disk before the 202 whether the process or the OS
+ * dies); attempt records (leases, results) with `attemptSync`, NORMAL by
+ * default: safe against a process crash, and an OS crash only makes the last
+ * attempts run again. The hot path (insert batch, lease batch, complete batch)
+ * runs prepared statements inside one transaction per batch.
  */
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
@@ -366,6 +368,10 @@ export class Journal {
       return out;
     });
     return run.immediate(tasks);
+  }
+
+  now(): number {
+    return this.#clock.now();
   }
 
   getTask(id: TaskId): StoredTask | null {

@@ -1,5 +1,5 @@
 /**
- * CLI: `tsx server/main.ts [--port N] [--host H] [--db PATH] [--static DIR] [--models DIR]`.
+ * CLI: `tsx server/main.ts [--port N] [--host H] [--db PATH] [--static DIR] [--models DIR] [--attempt-sync normal|full]`.
  * Prints `coordinator listening on URL` and closes gracefully on SIGINT/SIGTERM.
  */
 import { parseArgs } from 'node:util';
@@ -13,6 +13,7 @@ const { values } = parseArgs({
     static: { type: 'string' },
     models: { type: 'string' },
     logger: { type: 'boolean', default: false },
+    'attempt-sync': { type: 'string', default: 'normal' },
   },
 });
 
@@ -22,7 +23,14 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
   process.exit(2);
 }
 
+const attemptSync = values['attempt-sync'];
+if (attemptSync !== 'normal' && attemptSync !== 'full') {
+  console.error(`--attempt-sync must be normal or full; got ${attemptSync}`);
+  process.exit(2);
+}
+
 const coordinator = await createCoordinator({
+  attemptSync,
   port,
   host: values.host,
   dbPath: values.db,

@@ -84,7 +84,7 @@ export class Registry {
       journal.putAgentVersion(name, version, moduleHash, config);
       journal.event('agent_published', null, null, { name, version, moduleHash });
     }).immediate();
-    const agent: AgentVersion = { name, version, moduleHash, size: bytes.byteLength, config, createdAt: Date.now() };
+    const agent: AgentVersion = { name, version, moduleHash, size: bytes.byteLength, config, createdAt: journal.now() };
     this.#add(agent);
     return { created: true, agent };
   }

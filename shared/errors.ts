@@ -68,6 +68,7 @@ export const ERRORS = {
   ADAPTER_MISMATCH: { status: 422, retryable: false, message: 'The adapter was made for another base model.' },
   ADAPTER_INVALID: { status: 422, retryable: false, message: 'The adapter files are not a valid PEFT LoRA adapter.' },
   DATASET_INVALID: { status: 422, retryable: false, message: 'A dataset line is not a conversation.' },
+  DATASET_NOT_FOUND: { status: 404, retryable: false, message: 'The dataset file does not exist or cannot be read.' },
   WEBGPU_UNAVAILABLE: {
     status: 503,
     retryable: false,
@@ -76,6 +77,9 @@ export const ERRORS = {
   GPU_DEVICE_LOST: { status: 503, retryable: true, message: 'The GPU device was lost; the engine reset itself.' },
   GPU_OUT_OF_MEMORY: { status: 507, retryable: true, message: 'The GPU ran out of memory.' },
   STORAGE_QUOTA: { status: 507, retryable: false, message: 'The weight store is over its budget.' },
+
+  // Tools (command-line)
+  INVALID_ARGUMENT: { status: 400, retryable: false, message: 'A command-line option is missing or not valid.' },
 
   // Catch-all
   INTERNAL: { status: 500, retryable: true, message: 'An unexpected internal error.' },

@@ -43,7 +43,10 @@ export interface PoolBenchResult {
 
 interface UAMemory {
   bytes: number;
+  breakdown: { bytes: number; types: string[]; attribution: { scope: string; url: string }[] }[];
 }
+
+const MEASURE_TIMEOUT_MS = 10_000;
 
 export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -146,10 +149,12 @@ export async function benchPool(runtime: AgentRuntime, opts: PoolBenchOptions): 
 }
 
 /**
- * Memory one running agent costs: (whole-page memory with K more live workers − before) / K,
- * plus the linear memory one run of the agent reports. Whole-page memory comes from
- * performance.measureUserAgentSpecificMemory (needs cross-origin isolation); without it,
- * only the agent's linear memory is counted and the method says so.
+ * Memory one running agent costs: the JS heap of one agent worker plus the linear memory
+ * one run of the agent reports. Worker heaps come from the breakdown of
+ * performance.measureUserAgentSpecificMemory (needs cross-origin isolation): the entries
+ * attributed to a DedicatedWorkerGlobalScope, averaged over the live workers (the pool's and
+ * K fresh ones). Without it, or if it does not answer in time, only linear memory is counted
+ * and the method says so.
  */
 async function measureMemory(
   opts: PoolBenchOptions,
@@ -159,21 +164,34 @@ async function measureMemory(
   if (!opts.createRuntime) return { mb: null, method: 'skipped: no runtime factory' };
   const k = Math.max(1, opts.memoryWorkers ?? 4);
   const perf = performance as Performance & { measureUserAgentSpecificMemory?: () => Promise<UAMemory> };
-  const measurable = Boolean(globalThis.crossOriginIsolated && perf.measureUserAgentSpecificMemory);
-  const before = measurable ? (await perf.measureUserAgentSpecificMemory!()).bytes : 0;
   const rt = opts.createRuntime(k);
   try {
     await rt.addModule(opts.moduleHash, opts.bytes);
     const outs = await Promise.all(Array.from({ length: k }, () => rt.run(request('mem')).then(count)));
     const linear = Math.max(0, ...outs.map((o) => (o.ok ? o.result.memoryBytes : 0)));
-    if (!measurable) {
-      return { mb: linear / 2 ** 20, method: 'wasm linear memory only (page not cross-origin isolated: no measureUserAgentSpecificMemory)' };
+    const linearOnly = (why: string) => ({ mb: linear / 2 ** 20, method: `agent linear memory only (${why})` });
+    if (!globalThis.crossOriginIsolated || !perf.measureUserAgentSpecificMemory) {
+      return linearOnly('page not cross-origin isolated: no measureUserAgentSpecificMemory');
     }
-    const after = (await perf.measureUserAgentSpecificMemory!()).bytes;
-    const perWorker = Math.max(0, after - before) / k;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const m = await Promise.race([
+      perf.measureUserAgentSpecificMemory(),
+      new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), MEASURE_TIMEOUT_MS))),
+    ]).finally(() => clearTimeout(timer));
+    if (!m) return linearOnly(`measureUserAgentSpecificMemory did not answer within ${MEASURE_TIMEOUT_MS} ms`);
+    let workerBytes = 0;
+    let workers = 0;
+    for (const b of m.breakdown) {
+      if (b.attribution.some((a) => a.scope === 'DedicatedWorkerGlobalScope')) {
+        workerBytes += b.bytes;
+        workers++;
+      }
+    }
+    if (workers === 0) return linearOnly('the memory breakdown listed no worker');
+    const perWorker = workerBytes / workers;
     return {
       mb: (perWorker + linear) / 2 ** 20,
-      method: `measureUserAgentSpecificMemory delta over ${k} live workers / ${k} + agent linear memory (${linear} B)`,
+      method: `measureUserAgentSpecificMemory: mean JS heap of ${workers} live agent workers (${Math.round(perWorker)} B) + the agent's linear memory (${linear} B)`,
     };
   } finally {
     await rt.close();

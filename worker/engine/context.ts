@@ -39,6 +39,8 @@ export interface GpuContextOptions {
   powerPreference?: GPUPowerPreference;
   /** Force a matmul config by name; otherwise chosen per adapter (fallback adapters get a register-blocked one). */
   matmulConfig?: string;
+  /** Row reductions (norms, softmax, loss): 'serial' on CPU adapters, 'workgroup' on GPUs unless forced. */
+  rowMode?: 'workgroup' | 'serial';
 }
 
 export interface GpuInfo {
@@ -52,6 +54,7 @@ export interface GpuInfo {
   maxComputeWorkgroupStorageSize: number;
   maxComputeInvocationsPerWorkgroup: number;
   matmulConfig: string;
+  rowMode: 'workgroup' | 'serial';
 }
 
 /** A GPU buffer with a shape. `release()` gives pooled buffers back for reuse. */
@@ -134,6 +137,8 @@ export class GpuContext {
   #timing: { querySet: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer } | null = null;
   #lock = new Lock();
   #matmul!: MatmulConfig;
+  /** How row kernels reduce; see kernels.ts RowMode. */
+  rowMode: 'workgroup' | 'serial' = 'workgroup';
   #uncaptured: string | null = null;
   #pendingDestroy: GPUBuffer[] = [];
   /** Called when the device is lost (not when destroy() was called): show it, then `reset()` and reload. */
@@ -204,14 +209,17 @@ export class GpuContext {
       this.#uncaptured = ev.error.message;
     };
     const forced = this.#options.matmulConfig ? MATMUL_CONFIGS.find((c) => c.name === this.#options.matmulConfig) : undefined;
-    this.#matmul = forced ?? this.#defaultMatmulConfig();
+    // On CPU adapters register blocking without workgroup memory measured fastest, and barriers are
+    // dear; real GPUs want tiles and workgroup reductions.
+    const cpu = this.isCpuAdapter;
+    this.#matmul = forced ?? MATMUL_CONFIGS[cpu ? 0 : 2]!;
+    this.rowMode = this.#options.rowMode ?? (cpu ? 'serial' : 'workgroup');
   }
 
-  #defaultMatmulConfig(): MatmulConfig {
+  /** SwiftShader, llvmpipe and other software adapters. */
+  get isCpuAdapter(): boolean {
     const info = this.#adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
-    const fallback = info.isFallbackAdapter === true || /swiftshader|llvmpipe|lavapipe/i.test(`${info.description} ${info.vendor} ${info.architecture}`);
-    // On CPU adapters register blocking without workgroup memory measured fastest; real GPUs want tiles.
-    return MATMUL_CONFIGS[fallback ? 0 : 2]!;
+    return info.isFallbackAdapter === true || /swiftshader|llvmpipe|lavapipe/i.test(`${info.description} ${info.vendor} ${info.architecture}`);
   }
 
   get device(): GPUDevice {
@@ -258,6 +266,7 @@ export class GpuContext {
       maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
       maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
       matmulConfig: this.#matmul.name,
+      rowMode: this.rowMode,
     };
   }
 

@@ -1,7 +1,15 @@
 /**
  * The WebGPU engine: WGSL kernels (fp32) with backward passes, a Llama-family model with
  * KV-cached generation, and LoRA training. Browser and Node alike; Node acquires its GPU through
- * node-gpu.ts (not exported here, so this folder stays free of node: imports).
+ * `worker/engine/node-gpu.ts` (createNodeGpuContext), which only Node code imports.
+ *
+ *   const ctx = await GpuContext.create();                  // navigator.gpu in a browser
+ *   const model = await LlamaModel.load(ctx, config, weights); // worker/model's parseLlamaConfig + loadLlamaWeights
+ *   const adapter = GpuLoraAdapter.create(ctx, config, { rank: 8, alpha: 16, dropout: 0.05, seed: 1 });
+ *   const trainer = new LoraTrainer(model, adapter, { lr: 1e-3, accumulationSteps: 4, maxGradNorm: 1 });
+ *   for (const batch of makeBatches(...)) await trainer.step(batch);  // { loss, tokens, updated, step, gradNorm? }
+ *   saveAdapter({ settings: adapter.settings, baseModel, baseFingerprint, weights: await adapter.toPairs() }, config);
+ *   await model.generate(promptIds, { maxNewTokens: 64, temperature: 0.7, topP: 0.9, seed: 1 });
  */
 export { GpuContext, Tensor, MATMUL_CONFIGS, type DType, type GpuContextOptions, type GpuInfo, type MatmulConfig } from './context';
 export { matmul, benchMatmul, autotuneMatmul, matmulShader, type MatmulOptions } from './matmul';

@@ -113,7 +113,9 @@ describe('element-wise and norms', () => {
     close(await read(yt), Array.from(x, (v, i) => 0.5 * v + y[i]!), 1e-6, 'accumulate');
   });
 
-  it('rmsnorm forward, dx and dw match the reference and finite differences', async () => {
+  for (const mode of ['serial', 'workgroup'] as const)
+  it(`rmsnorm forward, dx and dw match the reference and finite differences (${mode} rows)`, async () => {
+    ctx.rowMode = mode;
     const [rows, H, eps] = [5, 70, 1e-6];
     const x = rand(rows * H, 7);
     const w = rand(H, 8);
@@ -177,7 +179,9 @@ describe('attention', () => {
   const v = rand(s.B * s.T * s.nkv * s.hd, 19);
   const refShape = { B: s.B, T: s.T, nh: s.nh, nkv: s.nkv, hd: s.hd };
 
-  it('stable softmax with and without the causal mask', async () => {
+  for (const mode of ['serial', 'workgroup'] as const)
+  it(`stable softmax with and without the causal mask (${mode} rows)`, async () => {
+    ctx.rowMode = mode;
     const x = Float32Array.from([1000, 1001, 999, 3, 0.5, -2, 7, 7.5, 1, 2, 3, 4]);
     const t = softmax(ctx, up(x, [3, 4]), 3, 4, 0, false);
     const want = [0, 1, 2].flatMap((r) => softmaxRef(Array.from(x.slice(r * 4, r * 4 + 4))));
@@ -187,7 +191,9 @@ describe('attention', () => {
     close(await read(c), wantC, 1e-6, 'causal softmax');
   });
 
-  it('causal GQA forward and backward (dq, dk, dv) match finite differences', async () => {
+  for (const mode of ['serial', 'workgroup'] as const)
+  it(`causal GQA forward and backward (dq, dk, dv) match finite differences (${mode} rows)`, async () => {
+    ctx.rowMode = mode;
     const qt = up(q, [s.B * s.T, s.nh * s.hd]);
     const kt = up(k, [s.B * s.T, s.nkv * s.hd]);
     const vt = up(v, [s.B * s.T, s.nkv * s.hd]);
@@ -202,7 +208,9 @@ describe('attention', () => {
 });
 
 describe('loss, optimizer, dropout', () => {
-  it('masked cross-entropy: mean over masked rows, gradient to logits', async () => {
+  for (const mode of ['serial', 'workgroup'] as const)
+  it(`masked cross-entropy: mean over masked rows, gradient to logits (${mode} rows)`, async () => {
+    ctx.rowMode = mode;
     const [rows, V] = [6, 11];
     const logits = rand(rows * V, 21, 4);
     const targets = [1, 10, 0, 5, 5, 2];

@@ -129,20 +129,43 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let row = wid.x + wid.y * nwg.x;
   let t = lid.x;`;
 
+/**
+ * Row kernels come in two forms: 'workgroup' (a workgroup per row, tree reductions through
+ * workgroup memory — real GPUs) and 'serial' (a thread per row, no barriers — SwiftShader, where
+ * a workgroup barrier costs more than the row's whole arithmetic).
+ */
+export type RowMode = 'workgroup' | 'serial';
+
+const SERIAL_PRELUDE = `fn reduceSum(v: f32, t: u32) -> f32 { return v; }
+fn reduceMax(v: f32, t: u32) -> f32 { return v; }
+@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = gid.x + gid.y * nwg.x * ${ROW_WG}u;
+  let t = 0u;`;
+
+function rowPipeline(ctx: GpuContext, src: string): GPUComputePipeline {
+  const serial = ctx.rowMode === 'serial';
+  const code = src.replace('ROW_PRELUDE', serial ? SERIAL_PRELUDE : `${REDUCE}\n${ROW_MAIN}`).replaceAll('RSTRIDE', serial ? '1u' : `${ROW_WG}u`);
+  return ctx.pipeline(code);
+}
+
+function rowGrid(ctx: GpuContext, rows: number): [number, number] {
+  return ctx.grid(ctx.rowMode === 'serial' ? Math.ceil(rows / ROW_WG) : rows);
+}
+
 const RMS_FWD = `${struct('uuf', ['rows', 'H', 'eps'])}
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> W: array<f32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read_write> R: array<f32>;
-${REDUCE}
-${ROW_MAIN}
+ROW_PRELUDE
   if (row >= p.rows) { return; }
   let base = row * p.H;
   var s = 0.0;
-  for (var c = t; c < p.H; c = c + ${ROW_WG}u) { let v = X[base + c]; s = s + v * v; }
+  for (var c = t; c < p.H; c = c + RSTRIDE) { let v = X[base + c]; s = s + v * v; }
   let ss = reduceSum(s, t);
   let r = inverseSqrt(ss / f32(p.H) + p.eps);
-  for (var c = t; c < p.H; c = c + ${ROW_WG}u) { Y[base + c] = X[base + c] * r * W[c]; }
+  for (var c = t; c < p.H; c = c + RSTRIDE) { Y[base + c] = X[base + c] * r * W[c]; }
   if (t == 0u) { R[row] = r; }
 }`;
 
@@ -152,7 +175,7 @@ export function rmsNorm(ctx: GpuContext, x: Tensor, w: Tensor, eps: number, out?
   const rows = x.size / H;
   const y = out ?? ctx.tensor(x.shape);
   const rstd = ctx.tensor([rows]);
-  ctx.dispatch(ctx.pipeline(RMS_FWD), params('uuf', [rows, H, eps]), [x, w, y, rstd], ctx.grid(rows));
+  ctx.dispatch(rowPipeline(ctx, RMS_FWD), params('uuf', [rows, H, eps]), [x, w, y, rstd], rowGrid(ctx, rows));
   return { y, rstd };
 }
 
@@ -162,15 +185,14 @@ const RMS_BWD = `${struct('uu', ['rows', 'H'])}
 @group(0) @binding(3) var<storage, read> R: array<f32>;
 @group(0) @binding(4) var<storage, read> DY: array<f32>;
 @group(0) @binding(5) var<storage, read_write> DX: array<f32>;
-${REDUCE}
-${ROW_MAIN}
+ROW_PRELUDE
   if (row >= p.rows) { return; }
   let base = row * p.H;
   let r = R[row];
   var s = 0.0;
-  for (var c = t; c < p.H; c = c + ${ROW_WG}u) { s = s + DY[base + c] * W[c] * X[base + c]; }
+  for (var c = t; c < p.H; c = c + RSTRIDE) { s = s + DY[base + c] * W[c] * X[base + c]; }
   let dot = reduceSum(s, t) / f32(p.H);
-  for (var c = t; c < p.H; c = c + ${ROW_WG}u) {
+  for (var c = t; c < p.H; c = c + RSTRIDE) {
     DX[base + c] = r * (DY[base + c] * W[c] - X[base + c] * r * r * dot);
   }
 }`;
@@ -180,7 +202,7 @@ export function rmsNormBackward(ctx: GpuContext, x: Tensor, w: Tensor, rstd: Ten
   const H = w.size;
   const rows = x.size / H;
   const dx = out ?? ctx.tensor(x.shape);
-  ctx.dispatch(ctx.pipeline(RMS_BWD), params('uu', [rows, H]), [x, w, rstd, dy, dx], ctx.grid(rows));
+  ctx.dispatch(rowPipeline(ctx, RMS_BWD), params('uu', [rows, H]), [x, w, rstd, dy, dx], rowGrid(ctx, rows));
   return dx;
 }
 
@@ -322,20 +344,19 @@ export function attnScores(ctx: GpuContext, q: Tensor, k: Tensor, s: AttnShape, 
 
 const SOFTMAX = `${struct('uuuuu', ['rows', 'T', 'Tk', 'past', 'causal'])}
 @group(0) @binding(1) var<storage, read_write> S: array<f32>;
-${REDUCE}
-${ROW_MAIN}
+ROW_PRELUDE
   if (row >= p.rows) { return; }
   let i = row % p.T;
   var L = p.Tk;
   if (p.causal != 0u) { L = min(p.Tk, p.past + i + 1u); }
   let base = row * p.Tk;
   var m = -3.4e38;
-  for (var j = t; j < L; j = j + ${ROW_WG}u) { m = max(m, S[base + j]); }
+  for (var j = t; j < L; j = j + RSTRIDE) { m = max(m, S[base + j]); }
   let mx = reduceMax(m, t);
   var s = 0.0;
-  for (var j = t; j < L; j = j + ${ROW_WG}u) { s = s + exp(S[base + j] - mx); }
+  for (var j = t; j < L; j = j + RSTRIDE) { s = s + exp(S[base + j] - mx); }
   let inv = 1.0 / reduceSum(s, t);
-  for (var j = t; j < p.Tk; j = j + ${ROW_WG}u) {
+  for (var j = t; j < p.Tk; j = j + RSTRIDE) {
     if (j < L) { S[base + j] = exp(S[base + j] - mx) * inv; } else { S[base + j] = 0.0; }
   }
 }`;
@@ -343,27 +364,26 @@ ${ROW_MAIN}
 /** Numerically stable softmax in place over rows of [rows, Tk]; causal rows (row % T = i) see keys ≤ past + i. */
 export function softmax(ctx: GpuContext, s: Tensor, T: number, Tk: number, past = 0, causal = true): Tensor {
   const rows = s.size / Tk;
-  ctx.dispatch(ctx.pipeline(SOFTMAX), params('uuuuu', [rows, T, Tk, past, causal ? 1 : 0]), [s], ctx.grid(rows));
+  ctx.dispatch(rowPipeline(ctx, SOFTMAX), params('uuuuu', [rows, T, Tk, past, causal ? 1 : 0]), [s], rowGrid(ctx, rows));
   return s;
 }
 
 const SOFTMAX_BWD = `${struct('uuf', ['rows', 'Tk', 'alpha'])}
 @group(0) @binding(1) var<storage, read> PR: array<f32>;
 @group(0) @binding(2) var<storage, read_write> D: array<f32>;
-${REDUCE}
-${ROW_MAIN}
+ROW_PRELUDE
   if (row >= p.rows) { return; }
   let base = row * p.Tk;
   var s = 0.0;
-  for (var j = t; j < p.Tk; j = j + ${ROW_WG}u) { s = s + PR[base + j] * D[base + j]; }
+  for (var j = t; j < p.Tk; j = j + RSTRIDE) { s = s + PR[base + j] * D[base + j]; }
   let dot = reduceSum(s, t);
-  for (var j = t; j < p.Tk; j = j + ${ROW_WG}u) { D[base + j] = p.alpha * PR[base + j] * (D[base + j] - dot); }
+  for (var j = t; j < p.Tk; j = j + RSTRIDE) { D[base + j] = p.alpha * PR[base + j] * (D[base + j] - dot); }
 }`;
 
 /** In place: dP → dS = alpha · P ⊙ (dP − Σ P·dP), rows of [rows, Tk]. */
 export function softmaxBackward(ctx: GpuContext, prob: Tensor, dP: Tensor, Tk: number, alpha = 1): Tensor {
   const rows = prob.size / Tk;
-  ctx.dispatch(ctx.pipeline(SOFTMAX_BWD), params('uuf', [rows, Tk, alpha]), [prob, dP], ctx.grid(rows));
+  ctx.dispatch(rowPipeline(ctx, SOFTMAX_BWD), params('uuf', [rows, Tk, alpha]), [prob, dP], rowGrid(ctx, rows));
   return dP;
 }
 
@@ -571,15 +591,14 @@ const CE_FWD = `${struct('uu', ['rows', 'V'])}
 @group(0) @binding(3) var<storage, read> MK: array<f32>;
 @group(0) @binding(4) var<storage, read_write> LOSS: array<f32>;
 @group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
-${REDUCE}
-${ROW_MAIN}
+ROW_PRELUDE
   if (row >= p.rows) { return; }
   let base = row * p.V;
   var m = -3.4e38;
-  for (var j = t; j < p.V; j = j + ${ROW_WG}u) { m = max(m, L[base + j]); }
+  for (var j = t; j < p.V; j = j + RSTRIDE) { m = max(m, L[base + j]); }
   let mx = reduceMax(m, t);
   var s = 0.0;
-  for (var j = t; j < p.V; j = j + ${ROW_WG}u) { s = s + exp(L[base + j] - mx); }
+  for (var j = t; j < p.V; j = j + RSTRIDE) { s = s + exp(L[base + j] - mx); }
   let lse = mx + log(reduceSum(s, t));
   if (t == 0u) {
     LSE[row] = lse;
@@ -598,7 +617,7 @@ export function crossEntropy(ctx: GpuContext, logits: Tensor, targets: Tensor, m
   const rows = logits.size / V;
   const loss = ctx.tensor([rows]);
   const lse = ctx.tensor([rows]);
-  ctx.dispatch(ctx.pipeline(CE_FWD), params('uu', [rows, V]), [logits, targets, mask, loss, lse], ctx.grid(rows));
+  ctx.dispatch(rowPipeline(ctx, CE_FWD), params('uu', [rows, V]), [logits, targets, mask, loss, lse], rowGrid(ctx, rows));
   return { loss, lse };
 }
 

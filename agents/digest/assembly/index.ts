@@ -76,7 +76,7 @@ function sha256Hex(data: Uint8Array, len: i32): string {
 // --------------------------------------------------------------- byte buffer
 
 class Bytes {
-  data: Uint8Array = new Uint8Array(1024);
+  data: Uint8Array = new Uint8Array(64);
   len: i32 = 0;
 
   push(b: u8): void {
@@ -297,9 +297,12 @@ function findText(input: Bytes): Bytes | null {
   if (j.peek() == 0x7d) {
     j.p++;
   } else {
+    // One buffer for every key: the stub runtime never frees, so a fresh one per key
+    // would let an object with many keys exhaust memory.
+    const key = new Bytes();
     for (;;) {
       j.ws();
-      const key = new Bytes();
+      key.len = 0;
       if (!j.str(key)) fail("malformed JSON: expected a string key");
       j.ws();
       if (j.peek() != 0x3a) fail("malformed JSON: expected ':'");
@@ -308,9 +311,10 @@ function findText(input: Bytes): Bytes | null {
       const isText = key.len == 4 && key.data[0] == 0x74 && key.data[1] == 0x65 && key.data[2] == 0x78 && key.data[3] == 0x74;
       if (isText) {
         if (j.peek() != 0x22) fail('"text" must be a string');
-        const t = new Bytes();
+        if (!text) text = new Bytes();
+        const t = changetype<Bytes>(text);
+        t.len = 0; // a repeated key: the last one wins, as in JSON.parse
         if (!j.str(t)) fail('malformed JSON string in "text"');
-        text = t; // a repeated key: the last one wins, as in JSON.parse
       } else if (!j.skip()) {
         fail("malformed JSON value");
       }
