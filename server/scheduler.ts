@@ -164,6 +164,7 @@ export class Scheduler {
       list.push({ row, leaseId });
     }
 
+    if (leases.length === 0 && pastDeadline.length === 0) return 0;
     const { leased, expired } = this.#journal.leaseBatch(leases, pastDeadline);
     for (const e of expired) this.#ended(e, now);
 

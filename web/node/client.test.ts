@@ -76,7 +76,17 @@ test('joins, keeps its node id, runs a burst with one module fetch and batched r
   assert.equal(client.state, 'connected');
   assert.equal(storage.get('exec-node.nodeId'), client.nodeId);
   const ids = await submit(Array.from({ length: 200 }, () => trivial));
-  const recs = await Promise.all(ids.map(wait));
+  // Wait for the node's own signal, then read the records (already terminal, or about to be).
+  await new Promise<void>((resolve) => {
+    const off = client.on(() => {
+      if (client.stats().tasksDone >= 200) {
+        off();
+        resolve();
+      }
+    });
+  });
+  const recs: TaskRecord[] = [];
+  for (const id of ids) recs.push(await wait(id));
   for (const r of recs) {
     assert.equal(r.state, 'succeeded', `${r.error?.code} ${r.error?.message}`);
     assert.equal(r.nodeId, client.nodeId);
@@ -128,10 +138,11 @@ test('drain: the node stops taking tasks and tells the coordinator', async () =>
   assert.deepEqual(kinds, []);
 });
 
-test('kinds it cannot run come back TASK_KIND_UNSUPPORTED; a missing module is fetched once for many tasks', async () => {
+test('kinds it cannot run come back TASK_KIND_UNSUPPORTED; a missing module is fetched once; batches fit the message cap', async () => {
   // One HTTP server on loopback speaks the coordinator's side: the socket (to send what the
   // real router never would) and a module route that has no such module.
   const results: ResultMessage['results'] = [];
+  const sizes: number[] = [];
   let fetches = 0;
   const server = createServer((req, res) => {
     fetches++;
@@ -145,6 +156,7 @@ test('kinds it cannot run come back TASK_KIND_UNSUPPORTED; a missing module is f
   const done = new Promise<void>((resolve) => {
     wss.on('connection', (ws) => {
       ws.on('message', (raw) => {
+        sizes.push(String(raw).length);
         const msg = JSON.parse(String(raw)) as { type: string; results?: ResultMessage['results'] };
         if (msg.type === 'hello') {
           ws.send(JSON.stringify({ type: 'welcome', nodeId: '00000000-0000-4000-8000-000000000001', heartbeatIntervalMs: 5000, leaseMs: 10000, serverTime: Date.now() }));
@@ -168,7 +180,8 @@ test('kinds it cannot run come back TASK_KIND_UNSUPPORTED; a missing module is f
       });
     });
   });
-  const other = new NodeClient({ url: `http://127.0.0.1:${addr.port}`, runtime: pool, storage: null, createSocket });
+  const cap = 800;
+  const other = new NodeClient({ url: `http://127.0.0.1:${addr.port}`, runtime: pool, storage: null, createSocket, maxMessageBytes: cap });
   await other.start();
   await done;
   other.close();
@@ -177,4 +190,5 @@ test('kinds it cannot run come back TASK_KIND_UNSUPPORTED; a missing module is f
   const codes = Object.fromEntries(results.map((r) => [r.taskId.slice(-1), r.ok ? 'OK' : r.error.code]));
   assert.deepEqual(codes, { '1': 'TASK_KIND_UNSUPPORTED', '2': 'NOT_FOUND', '3': 'NOT_FOUND', '4': 'NOT_FOUND' });
   assert.equal(fetches, 1, 'three tasks waiting for one module share one fetch');
+  assert.ok(Math.max(...sizes) <= cap, `a message of ${Math.max(...sizes)} bytes passed the ${cap}-byte cap`);
 });

@@ -8,6 +8,7 @@
 import {
   AppError,
   DEFAULT_AGENT_LIMITS,
+  LIMITS,
   PROTOCOL_VERSION,
   assertNever,
   serializeError,
@@ -70,6 +71,8 @@ export interface NodeClientOptions {
   backoff?: BackoffOptions;
   /** See ResultBatcher. */
   resultDelayMs?: number;
+  /** Largest socket message sent (default LIMITS.maxSocketMessageBytes, the coordinator's cap). */
+  maxMessageBytes?: number;
   /** How many finished tasks the page can list. */
   recentSize?: number;
   userAgent?: string;
@@ -134,6 +137,7 @@ export class NodeClient {
   readonly #leases = new Map<string, Lease>();
   readonly #byCode: Record<string, number> = {};
   readonly #encoder = new TextEncoder();
+  readonly #maxMessageBytes: number;
   /** Runs handed to the runtime at once: one per worker, so its spawn times are not queue waits. */
   readonly #slots: number;
   #queue: Pending[] = [];
@@ -162,6 +166,7 @@ export class NodeClient {
     this.#maxConcurrent = opts.maxConcurrent;
     this.#tasksPerWorker = Math.max(1, opts.tasksPerWorker ?? 16);
     this.#slots = Math.max(1, opts.runtime.stats().workers);
+    this.#maxMessageBytes = opts.maxMessageBytes ?? LIMITS.maxSocketMessageBytes;
     this.#storage = opts.storage === undefined ? defaultStorage() : opts.storage;
     this.#createSocket = opts.createSocket ?? ((url) => new WebSocket(url) as unknown as SocketLike);
     this.#gpuSource = opts.gpu;
@@ -564,8 +569,35 @@ export class NodeClient {
     this.#emit({ type: 'task.end', entry });
   }
 
+  /**
+   * Sends a batch of results; a batch over the socket's message cap is split, and a single
+   * result over it is replaced by an AGENT_OUTPUT_LIMIT error (the coordinator would drop it).
+   */
   #sendResults(results: ResultItem[]): boolean {
-    return this.#send({ type: 'task.result', results });
+    const s = this.#socket;
+    if (!s || s.readyState !== OPEN) return false;
+    const text = JSON.stringify({ type: 'task.result', results });
+    if (text.length * 3 <= this.#maxMessageBytes || this.#encoder.encode(text).length <= this.#maxMessageBytes) {
+      s.send(text);
+      return true;
+    }
+    if (results.length > 1) {
+      const half = results.length >> 1;
+      return this.#sendResults(results.slice(0, half)) && this.#sendResults(results.slice(half));
+    }
+    const r = results[0]!;
+    return this.#sendResults([
+      {
+        taskId: r.taskId,
+        leaseId: r.leaseId,
+        ok: false,
+        error: {
+          code: 'AGENT_OUTPUT_LIMIT',
+          name: 'AppError',
+          message: `The result is larger than the ${this.#maxMessageBytes}-byte socket message cap; lower limits.maxStdoutBytes.`,
+        },
+      },
+    ]);
   }
 
   // ------------------------------------------------------------ events
