@@ -70,9 +70,14 @@ export function chromiumPath(log: (line: string) => void = (l) => process.stderr
   if (existsSync(DEFAULT_CHROMIUM)) return DEFAULT_CHROMIUM;
   const root = process.getuid?.() === 0;
   if (root && existsSync('/usr/bin/apt-get')) {
-    log(`${DEFAULT_CHROMIUM} is missing: running "apt-get install -y chromium"…`);
-    const res = spawnSync('apt-get', ['install', '-y', 'chromium'], { stdio: ['ignore', 2, 2] });
-    if (res.status === 0 && existsSync(DEFAULT_CHROMIUM)) return DEFAULT_CHROMIUM;
+    const apt = (...args: string[]): boolean => {
+      log(`${DEFAULT_CHROMIUM} is missing: running "apt-get ${args.join(' ')}"…`);
+      return spawnSync('apt-get', args, { stdio: ['ignore', 2, 2], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } }).status === 0;
+    };
+    // Package lists may be empty on a fresh machine: update once if the first try fails.
+    if ((apt('install', '-y', 'chromium') || (apt('update') && apt('install', '-y', 'chromium'))) && existsSync(DEFAULT_CHROMIUM)) {
+      return DEFAULT_CHROMIUM;
+    }
     throw new Error('"apt-get install -y chromium" failed; install Chromium (Debian package chromium) or set CHROMIUM_PATH.');
   }
   throw new Error(

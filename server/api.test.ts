@@ -281,6 +281,11 @@ describe('results: wait, events, cancel, verdict, webhook', () => {
     assert.equal(verdict.body.verdict.verdict, 'fail');
     const nodes = await api('/v1/nodes');
     assert.equal(nodes.body.nodes[0].reputation.fail, 1);
+    assert.deepEqual((await api('/v1/agents/hello')).body.versions[0].verdicts, { pass: 0, fail: 1 });
+    await api(`/v1/tasks/${id}/verdict`, { method: 'POST', json: { verdict: 'pass' } });
+    assert.deepEqual((await api('/v1/agents/hello')).body.versions[0].verdicts, { pass: 1, fail: 0 }, 'a new verdict replaces the old');
+    assert.equal((await api('/v1/nodes')).body.nodes[0].reputation.pass, 1);
+    await api(`/v1/tasks/${id}/verdict`, { method: 'POST', json: { verdict: 'fail', reason: 'wrong answer' } });
     assert.equal((await api(`/v1/tasks/${id}/verdict`, { method: 'POST', json: { verdict: 'maybe' } })).body.error.code, 'SCHEMA_VIOLATION');
     await node.close();
   });

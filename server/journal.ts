@@ -194,6 +194,13 @@ CREATE TABLE IF NOT EXISTS agent_versions (
   created_at INTEGER NOT NULL,
   UNIQUE (name, version)
 );
+CREATE TABLE IF NOT EXISTS agent_verdicts (
+  name TEXT NOT NULL,
+  version TEXT NOT NULL,
+  pass INTEGER NOT NULL DEFAULT 0,
+  fail INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (name, version)
+);
 CREATE TABLE IF NOT EXISTS quotas (
   tenant TEXT PRIMARY KEY,
   max_queued INTEGER,
@@ -508,10 +515,35 @@ export class Journal {
       .immediate();
   }
 
-  setVerdict(id: TaskId, verdict: 'pass' | 'fail', reason: string | null): void {
+  /**
+   * Records a Layer 3 verdict on a task and, for agent tasks, on the agent
+   * version's record (a new verdict replaces the task's earlier one).
+   */
+  setVerdict(task: StoredTask, verdict: 'pass' | 'fail', reason: string | null): void {
+    const agent = task.kind === 'agent' ? (task.payload as { agent: string; version?: string }) : null;
     this.db
-      .prepare('UPDATE tasks SET verdict = ?, verdict_reason = ?, updated_at = ? WHERE id = ?')
-      .run(verdict, reason, this.#clock.now(), id);
+      .transaction(() => {
+        this.db
+          .prepare('UPDATE tasks SET verdict = ?, verdict_reason = ?, updated_at = ? WHERE id = ?')
+          .run(verdict, reason, this.#clock.now(), task.id);
+        if (!agent?.version) return;
+        const bump = this.db.prepare(
+          `INSERT INTO agent_verdicts (name, version, pass, fail) VALUES (@name, @version, @pass, @fail)
+           ON CONFLICT (name, version) DO UPDATE SET pass = pass + @pass, fail = fail + @fail`,
+        );
+        const key = { name: agent.agent, version: agent.version };
+        if (task.verdict) bump.run({ ...key, pass: task.verdict.verdict === 'pass' ? -1 : 0, fail: task.verdict.verdict === 'fail' ? -1 : 0 });
+        bump.run({ ...key, pass: verdict === 'pass' ? 1 : 0, fail: verdict === 'fail' ? 1 : 0 });
+      })
+      .immediate();
+  }
+
+  /** Verdict counts per version of one agent. */
+  agentVerdicts(name: string): Map<string, { pass: number; fail: number }> {
+    const rows = this.db
+      .prepare<[string], { version: string; pass: number; fail: number }>('SELECT version, pass, fail FROM agent_verdicts WHERE name = ?')
+      .all(name);
+    return new Map(rows.map((r) => [r.version, { pass: r.pass, fail: r.fail }]));
   }
 
   countsByState(): Record<TaskState, number> {

@@ -8,8 +8,9 @@ import type { Context } from '../context';
 import type { AgentVersion } from '../registry';
 import { AgentConfigSchema, QuotaSchema, checkCompiled, type AgentConfig } from '../validate';
 
-function view(v: AgentVersion) {
+function view(v: AgentVersion, verdicts?: Map<string, { pass: number; fail: number }>) {
   return {
+    verdicts: verdicts?.get(v.version) ?? { pass: 0, fail: 0 },
     name: v.name,
     version: v.version,
     sha256: v.moduleHash,
@@ -51,18 +52,22 @@ export function agentRoutes(app: FastifyInstance, ctx: Context): void {
     const bytes = new Uint8Array(req.body.buffer, req.body.byteOffset, req.body.byteLength);
     const { created, agent } = ctx.registry.publish(name, version, bytes, config);
     void reply.code(created ? 201 : 200);
-    return view(agent);
+    return view(agent, ctx.journal.agentVerdicts(name));
   });
 
   app.get('/v1/agents', async () => ({
-    agents: ctx.registry.agents().map((a) => ({ name: a.name, latest: a.latest, versions: a.versions.map(view) })),
+    agents: ctx.registry.agents().map((a) => {
+      const verdicts = ctx.journal.agentVerdicts(a.name);
+      return { name: a.name, latest: a.latest, versions: a.versions.map((v) => view(v, verdicts)) };
+    }),
   }));
 
   app.get('/v1/agents/:name', async (req) => {
     const name = parseName((req.params as { name: string }).name);
     const a = ctx.registry.agent(name);
     if (!a) throw new AppError('AGENT_NOT_FOUND', `No agent is named ${name}; GET /v1/agents lists them.`, { agent: name });
-    return { name: a.name, latest: a.latest, versions: a.versions.map(view) };
+    const verdicts = ctx.journal.agentVerdicts(name);
+    return { name: a.name, latest: a.latest, versions: a.versions.map((v) => view(v, verdicts)) };
   });
 
   app.get('/v1/modules/:sha256', async (req, reply) => {

@@ -114,7 +114,7 @@ export function taskRoutes(app: FastifyInstance, ctx: Context): void {
     }
     ctx.metrics.verdicts[body.verdict]++;
     if (node) node.reputation[body.verdict]++;
-    ctx.journal.setVerdict(task.id, body.verdict, body.reason ?? null);
+    ctx.journal.setVerdict(task, body.verdict, body.reason ?? null);
     ctx.journal.event('verdict', task.id, task.nodeId, { verdict: body.verdict, reason: body.reason ?? null });
     return ctx.journal.getTask(task.id);
   });

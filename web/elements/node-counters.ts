@@ -36,7 +36,7 @@ export class NodeCounters extends LitElement {
       <h2>Tasks</h2>
       <dl>
         <dt>Held</dt>
-        <dd data-testid="tasks-running">${s.running} (${s.queued} waiting for a worker)</dd>
+        <dd data-testid="tasks-held">${s.held} (${s.running} running, ${s.queued} waiting for a worker)</dd>
         <dt>Done</dt>
         <dd data-testid="tasks-done">${s.tasksDone}</dd>
         <dt>Failed</dt>

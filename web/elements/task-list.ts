@@ -3,7 +3,7 @@ import { customElement, property } from 'lit/decorators.js';
 import type { RunningTask, TaskEntry } from '../node';
 import { panel } from './styles';
 
-/** Tasks running now and the last ones that finished. */
+/** Tasks the node holds (running or waiting for a worker) and the last ones that finished. */
 @customElement('task-list')
 export class TaskList extends LitElement {
   static override styles = [
@@ -41,11 +41,17 @@ export class TaskList extends LitElement {
   override render() {
     const now = Date.now();
     return html`
-      <h2>Running (${this.running.length})</h2>
-      <table>
-        <tr><th>kind</th><th>name</th><th>for</th><th>task</th></tr>
-        ${this.running.slice(0, this.rows).map(
-          (t) => html`<tr><td>${t.kind}</td><td>${t.name}</td><td>${now - t.startedAt} ms</td><td class="muted">${t.taskId.slice(0, 8)}</td></tr>`,
+      <h2>Held (${this.running.length})</h2>
+      <table data-testid="held-tasks">
+        <tr><th>kind</th><th>name</th><th>state</th><th>for</th><th>task</th></tr>
+        ${[...this.running.filter((t) => t.running), ...this.running.filter((t) => !t.running)].slice(0, this.rows).map(
+          (t) => html`<tr>
+            <td>${t.kind}</td>
+            <td>${t.name}</td>
+            <td>${t.running ? 'running' : 'waiting'}</td>
+            <td>${now - t.startedAt} ms</td>
+            <td class="muted">${t.taskId.slice(0, 8)}</td>
+          </tr>`,
         )}
       </table>
       <h2 style="margin-top:12px">Recent</h2>

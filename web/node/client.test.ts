@@ -136,6 +136,14 @@ test('drain: the node stops taking tasks and tells the coordinator', async () =>
     if (kinds?.length !== 0) await new Promise((r) => setTimeout(r, 20));
   }
   assert.deepEqual(kinds, []);
+
+  // The drain lasts for this connection: after a reconnect (a restarted coordinator) it takes tasks again.
+  const back = nextEvent(client, 'welcome');
+  coordinator.hub.closeAll();
+  await back;
+  assert.equal(client.state, 'connected');
+  const [t] = await submit([trivial]);
+  assert.equal((await wait(t!)).state, 'succeeded');
 });
 
 test('kinds it cannot run come back TASK_KIND_UNSUPPORTED; a missing module is fetched once; batches fit the message cap', async () => {

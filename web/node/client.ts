@@ -11,6 +11,7 @@ import {
   LIMITS,
   PROTOCOL_VERSION,
   assertNever,
+  parseNodeId,
   serializeError,
   type AgentLimits,
   type AgentPayload,
@@ -84,9 +85,11 @@ export interface NodeStats {
   nodeId: NodeId | null;
   coordinator: string;
   connects: number;
-  /** Tasks held: running in a worker or waiting in the node's queue. */
+  /** Leased tasks the node holds: running in a worker or waiting in the node's queue. */
+  held: number;
+  /** Running in a worker now. */
   running: number;
-  /** Of those, waiting for a worker. */
+  /** Waiting for a worker. */
   queued: number;
   tasksDone: number;
   tasksFailed: number;
@@ -107,8 +110,6 @@ const EMPTY = new Uint8Array(0);
 interface Lease extends RunningTask {
   leaseId: LeaseId;
   cancelled: string | null;
-  /** Handed to the runtime (not waiting in the node's queue). */
-  running: boolean;
 }
 
 /** A leased agent task waiting for a free worker. */
@@ -175,7 +176,7 @@ export class NodeClient {
     this.#batcher = new ResultBatcher({ send: (items) => this.#sendResults(items), delayMs: opts.resultDelayMs });
     this.#recentSize = opts.recentSize ?? 50;
     this.#userAgent = opts.userAgent ?? globalThis.navigator?.userAgent;
-    this.#nodeId = (this.#storage?.getItem(NODE_ID_KEY) as NodeId | null) ?? null;
+    this.#nodeId = storedNodeId(this.#storage);
   }
 
   get state(): ConnectionState {
@@ -200,10 +201,12 @@ export class NodeClient {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Tasks running now, oldest first. */
+  /** Tasks held now (running or waiting for a worker), oldest first. */
   running(): RunningTask[] {
     const out: RunningTask[] = [];
-    for (const l of this.#leases.values()) out.push({ taskId: l.taskId, kind: l.kind, name: l.name, startedAt: l.startedAt });
+    for (const l of this.#leases.values()) {
+      out.push({ taskId: l.taskId, kind: l.kind, name: l.name, startedAt: l.startedAt, running: l.running });
+    }
     return out;
   }
 
@@ -222,7 +225,8 @@ export class NodeClient {
       nodeId: this.#nodeId,
       coordinator: this.#urls.httpBase,
       connects: this.#connects,
-      running: this.#leases.size,
+      held: this.#leases.size,
+      running: this.#inFlight,
       queued: this.#queue.length - this.#queueHead,
       tasksDone: this.#tasksDone,
       tasksFailed: this.#tasksFailed,
@@ -281,6 +285,9 @@ export class NodeClient {
       if (this.#socket !== socket) return;
       this.#socket = null;
       this.#stopHeartbeat();
+      // A drain holds for one connection (the coordinator forgets it on hello too):
+      // after a restart of the coordinator the node takes tasks again.
+      this.#draining = false;
       if (ev.code !== 1000 && ev.code !== 1005) {
         this.#lastError = { code: 'NODE_LOST', name: 'AppError', message: `Socket closed (${ev.code}) ${ev.reason}`.trim() };
       }
@@ -399,7 +406,7 @@ export class NodeClient {
   #metrics(): NodeMetrics {
     const pool = this.#runtime.stats();
     const m: NodeMetrics = {
-      running: this.#leases.size,
+      running: this.#inFlight,
       workers: pool.workers,
       tasksDone: this.#tasksDone,
       tasksFailed: this.#tasksFailed,
@@ -640,6 +647,15 @@ function failureInfo(outcome: Extract<AgentRunOutcome, { ok: false }>, cancelled
   const info: ErrorInfo = { code: base.code, name: base.name, message: base.message };
   if (Object.keys(details).length > 0) info.details = details;
   return info;
+}
+
+function storedNodeId(storage: StorageLike | null): NodeId | null {
+  try {
+    const v = storage?.getItem(NODE_ID_KEY);
+    return v ? parseNodeId(v) : null;
+  } catch {
+    return null; // unreadable storage or a mangled id: join as a new node
+  }
 }
 
 function defaultStorage(): StorageLike | null {

@@ -15,11 +15,14 @@ export interface TaskEntry {
   code: 'OK' | ErrorCode;
 }
 
+/** A task the node holds: running in a worker, or waiting for one. */
 export interface RunningTask {
   taskId: string;
   kind: TaskKind;
   name: string;
+  /** When the node received it. */
   startedAt: number;
+  running: boolean;
 }
 
 export type NodeEvent =
