@@ -69,6 +69,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       nodes: { type: 'string', default: '2' },
       'budget-s': { type: 'string', default: '60' },
       'per-worker': { type: 'string' },
+      'flush-ms': { type: 'string' },
     },
   });
   const total = Number(values.tasks);
@@ -90,7 +91,10 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       workers: values.workers ? Number(values.workers) : undefined,
       // Makes measureUserAgentSpecificMemory answer at once instead of at the next GC.
       args: ['--enable-blink-features=ForceEagerMeasureMemory'],
-      query: values['per-worker'] ? { perWorker: values['per-worker'] } : undefined,
+      query: {
+        ...(values['per-worker'] ? { perWorker: values['per-worker'] } : {}),
+        ...(values['flush-ms'] ? { flushMs: values['flush-ms'] } : {}),
+      },
       log,
     });
     const pages = nodes.pages;

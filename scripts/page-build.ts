@@ -3,8 +3,8 @@
  * than any source the page is made from. Used by `npm start`, the e2e tests and
  * the benchmark, so each stays fast when nothing changed.
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
 export const ROOT = join(import.meta.dirname, '..');
 export const DIST = join(ROOT, 'dist');
@@ -36,13 +36,36 @@ export function pageIsStale(): boolean {
   return SOURCES.some((s) => newest(join(ROOT, s)) > builtAt);
 }
 
-/** Runs `vite build` in this process if the page is stale; returns whether it built. */
+const LOCK = join(ROOT, '.cache', 'page-build.lock');
+const LOCK_STALE_MS = 120_000;
+
+/**
+ * Runs `vite build` in this process if the page is stale; returns whether it built.
+ * A lock directory keeps two processes (a test and `npm start`, say) from building into dist/ at once.
+ */
 export async function ensurePageBuilt(log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<boolean> {
   if (!pageIsStale()) return false;
-  log('Building the node page (vite build → dist/)…');
-  const t0 = performance.now();
-  const { build } = await import('vite');
-  await build({ root: ROOT, configFile: join(ROOT, 'vite.config.ts'), logLevel: 'warn' });
-  log(`Built the page in ${((performance.now() - t0) / 1000).toFixed(1)} s.`);
-  return true;
+  mkdirSync(dirname(LOCK), { recursive: true });
+  for (let i = 0; ; i++) {
+    try {
+      mkdirSync(LOCK);
+      break;
+    } catch {
+      // Held by another build: wait for it (bounded), taking over a lock left by a crashed one.
+      const age = Date.now() - (statSync(LOCK, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
+      if (age > LOCK_STALE_MS || i > 600) rmSync(LOCK, { recursive: true, force: true });
+      else await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  try {
+    if (!pageIsStale()) return false; // the other process built it
+    log('Building the node page (vite build → dist/)…');
+    const t0 = performance.now();
+    const { build } = await import('vite');
+    await build({ root: ROOT, configFile: join(ROOT, 'vite.config.ts'), logLevel: 'warn' });
+    log(`Built the page in ${((performance.now() - t0) / 1000).toFixed(1)} s.`);
+    return true;
+  } finally {
+    rmSync(LOCK, { recursive: true, force: true });
+  }
 }

@@ -3,7 +3,8 @@
  * served from (or `?coordinator=`), and shows the node.
  *
  * Query parameters: `coordinator` (http(s)://host:port), `workers` (pool size), `name`,
- * `perWorker` (tasks leased per worker; see NodeClientOptions.tasksPerWorker).
+ * `perWorker` (tasks leased per worker; see NodeClientOptions.tasksPerWorker),
+ * `flushMs` (how long results gather before they are sent; see ResultBatcher).
  */
 import { AgentPool } from '../worker';
 import './elements/exec-node-app';
@@ -25,6 +26,7 @@ const client = new NodeClient({
   name: params.get('name') ?? `browser-${navigator.platform || 'node'}`,
   gpu: () => probeWebGpu(),
   tasksPerWorker: Number(params.get('perWorker')) || undefined,
+  resultDelayMs: params.has('flushMs') ? Number(params.get('flushMs')) : undefined,
 });
 
 const app = document.createElement('exec-node-app');

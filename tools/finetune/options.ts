@@ -189,10 +189,9 @@ export function parseFinetuneArgs(argv: readonly string[]): ParsedCommand {
   }
   const given = new Set(Object.keys(values).filter((k) => values[k] !== undefined));
   if (demo) {
-    const camel = (k: string): string => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
     for (const [key, value] of Object.entries(DEMO_DEFAULTS)) {
       const flag = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-      if (!given.has(flag) && camel(flag) === key) Object.assign(options, { [key]: Array.isArray(value) ? [...value] : value });
+      if (!given.has(flag)) Object.assign(options, { [key]: Array.isArray(value) ? [...value] : value });
     }
   }
   return { help, demo, given, options };

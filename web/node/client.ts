@@ -105,7 +105,11 @@ export interface NodeStats {
 const NODE_ID_KEY = 'exec-node.nodeId';
 const STDERR_TAIL = 1024;
 const OPEN = 1;
+// Shared by every request that has none of these (the runtime only reads them).
 const EMPTY = new Uint8Array(0);
+const NO_ARGS: string[] = [];
+const NO_ENV: Record<string, string> = {};
+const NO_FILES: Record<string, Uint8Array> = {};
 
 interface Lease extends RunningTask {
   leaseId: LeaseId;
@@ -514,7 +518,7 @@ export class NodeClient {
 
   #request(a: Assignment, hash: string): AgentRunRequest {
     const p = a.payload as AgentPayload;
-    let files: Record<string, Uint8Array> = {};
+    let files = NO_FILES;
     if (p.files) {
       files = {};
       for (const k of Object.keys(p.files)) files[k] = this.#encoder.encode(p.files[k]);
@@ -525,8 +529,8 @@ export class NodeClient {
       agentName: p.agent,
       moduleHash: hash,
       stdin: p.input === undefined ? EMPTY : this.#encoder.encode(JSON.stringify(p.input)),
-      args: p.args ?? [],
-      env: p.env ?? {},
+      args: p.args ?? NO_ARGS,
+      env: p.env ?? NO_ENV,
       files,
       limits,
     };

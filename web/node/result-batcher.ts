@@ -8,7 +8,8 @@ import type { ResultItem } from '../../shared';
 export interface ResultBatcherOptions {
   /** Sends one batch; returns false when it could not (socket down): the batch is kept. */
   send: (items: ResultItem[]) => boolean;
-  /** Wait this long after the first queued result before sending; 0 = next macrotask. */
+  /** Wait this long after the first queued result before sending; 0 = next macrotask. Default 2 ms
+   * (measured: 1 ms → 5.5 results per message, 4 ms → 13, at the same throughput). */
   delayMs?: number;
   /** Send at once when this many are queued (the protocol allows 4096). */
   maxBatch?: number;
@@ -25,7 +26,7 @@ export class ResultBatcher {
 
   constructor(opts: ResultBatcherOptions) {
     this.#send = opts.send;
-    this.#delayMs = opts.delayMs ?? 1;
+    this.#delayMs = opts.delayMs ?? 2;
     this.#maxBatch = Math.min(opts.maxBatch ?? 1024, 4096);
   }
 
