@@ -9,6 +9,7 @@ interface Bench {
 
 const BENCHES: Record<string, () => Promise<Bench>> = {
   agents: () => import('./agents'),
+  training: () => import('./training'),
 };
 
 async function main(): Promise<void> {

@@ -3,7 +3,7 @@
  * stale (nothing else), starts the coordinator (SQLite in ./data), registers
  * the sample agents, starts one headless node, and runs until Ctrl-C.
  *
- *   npm start -- [--port 8080] [--nodes 1] [--workers N]
+ *   npm start -- [--port 8080] [--nodes 1] [--workers N] [--db FILE] [--models DIR]
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import { launchNodes, type LaunchedNodes } from './nodes';
 import { DIST, ROOT, ensurePageBuilt } from './page-build';
 import { findAgent } from '../agents';
 import { registerSampleAgents } from './register-agents';
+import { makeTinyModel } from '../tools/tiny-model';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -21,6 +22,7 @@ async function main(): Promise<void> {
       nodes: { type: 'string', default: '1' },
       workers: { type: 'string' },
       db: { type: 'string', default: join(ROOT, 'data', 'coordinator.db') },
+      models: { type: 'string', default: join(ROOT, 'data', 'models') },
     },
   });
   const port = Number(values.port);
@@ -30,7 +32,11 @@ async function main(): Promise<void> {
 
   await ensurePageBuilt((l) => console.log(l));
   mkdirSync(join(values.db, '..'), { recursive: true });
-  const coordinator = await createCoordinator({ dbPath: values.db, port, staticDir: DIST });
+  // The built-in tiny model (deterministic from its seed, so rewriting it changes nothing),
+  // served to nodes from the models folder beside any real ones the user puts there.
+  const tiny = await makeTinyModel({ seed: 1, dir: join(values.models, 'tiny-llama') });
+  console.log(`Model tiny-llama: ${tiny.files.length} files in ${join(values.models, 'tiny-llama')}`);
+  const coordinator = await createCoordinator({ dbPath: values.db, port, staticDir: DIST, modelsDir: values.models });
   let nodes: LaunchedNodes | null = null;
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {

@@ -53,7 +53,7 @@ export async function openEnginePage(opts: OpenOptions = {}): Promise<EnginePage
       root: ROOT,
       logLevel: 'warn',
       appType: 'mpa', // a missing file is a 404, not index.html
-      cacheDir: join(ROOT, '.cache', 'vite-e2e-engine'),
+      cacheDir: join(dir, 'vite'), // per run: concurrent runs never share optimized deps
       server: {
         port: 0,
         host: '127.0.0.1',

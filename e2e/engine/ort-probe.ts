@@ -7,6 +7,20 @@ import * as ort from 'onnxruntime-web';
 
 export type OrtEp = 'webgpu' | 'wasm';
 
+export interface OrtMatmulBench {
+  gflops: number;
+  ms: number;
+  ep: OrtEp;
+  /** Why the WebGPU EP was not used. */
+  error?: string;
+  residentMs?: number;
+  residentGflops?: number;
+  residentError?: string;
+  /** GPU time of the MatMul kernel from ORT's WebGPU profiler (timestamp queries), when it reports one. */
+  kernelMs?: number;
+  kernelGflops?: number;
+}
+
 export interface OrtModelInfo {
   numLayers: number;
   numKvHeads: number;
@@ -94,24 +108,70 @@ export class OrtProbe {
     return { ms, tokensPerSec: (ids.length * ids[0]!.length) / (ms / 1000) };
   }
 
-  /** A one-node MatMul model on the WebGPU EP: A, B from the CPU, C read back. */
-  async benchMatmul(onnxUrl: string, size: number, runs = 3): Promise<{ gflops: number; ms: number; ep: OrtEp; error?: string }> {
+  /**
+   * A one-node MatMul model on the WebGPU EP, timed two ways: `ms` with A, B from the CPU and C read
+   * back (wall clock); `residentMs` with A, B already in GPU buffers and C left on the GPU, until the
+   * queue is done (the kernel plus ORT's dispatch overhead). WASM EP when WebGPU fails.
+   */
+  async benchMatmul(onnxUrl: string, size: number, runs = 3): Promise<OrtMatmulBench> {
     const bytes = await fetchBytes(onnxUrl);
-    const a = new ort.Tensor('float32', Float32Array.from({ length: size * size }, (_, i) => ((i * 7) % 13) / 13 - 0.5), [size, size]);
-    const b = new ort.Tensor('float32', Float32Array.from({ length: size * size }, (_, i) => ((i * 5) % 11) / 11 - 0.5), [size, size]);
+    const dataA = Float32Array.from({ length: size * size }, (_, i) => ((i * 7) % 13) / 13 - 0.5);
+    const dataB = Float32Array.from({ length: size * size }, (_, i) => ((i * 5) % 11) / 11 - 0.5);
+    const a = new ort.Tensor('float32', dataA, [size, size]);
+    const b = new ort.Tensor('float32', dataB, [size, size]);
+    const flops = 2 * size ** 3;
     let session: ort.InferenceSession;
-    let ep: OrtEp = 'webgpu';
-    let error: string | undefined;
     try {
       session = await ort.InferenceSession.create(bytes, { executionProviders: ['webgpu'], logSeverityLevel: 3 });
       await session.run({ A: a, B: b });
     } catch (err) {
-      error = err instanceof Error ? err.message : String(err);
-      ep = 'wasm';
+      const error = err instanceof Error ? err.message : String(err);
       session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], logSeverityLevel: 3 });
+      const ms = await bestMs(runs, () => session.run({ A: a, B: b }));
+      await session.release();
+      return { gflops: flops / (ms / 1000) / 1e9, ms, ep: 'wasm', error };
     }
     const ms = await bestMs(runs, () => session.run({ A: a, B: b }));
     await session.release();
-    return { gflops: (2 * size ** 3) / (ms / 1000) / 1e9, ms, ep, ...(error ? { error } : {}) };
+    const result: OrtMatmulBench = { gflops: flops / (ms / 1000) / 1e9, ms, ep: 'webgpu' };
+    try {
+      const resident = await ort.InferenceSession.create(bytes, { executionProviders: ['webgpu'], logSeverityLevel: 3, preferredOutputLocation: 'gpu-buffer' });
+      const device = await ort.env.webgpu.device;
+      const gpuTensor = (data: Float32Array<ArrayBuffer>): { t: ort.Tensor; buf: GPUBuffer } => {
+        const buf = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+        device.queue.writeBuffer(buf, 0, data);
+        return { t: ort.Tensor.fromGpuBuffer(buf, { dataType: 'float32', dims: [size, size] }), buf };
+      };
+      const ga = gpuTensor(dataA);
+      const gb = gpuTensor(dataB);
+      // Kernel time from ORT's own WebGPU profiler (timestamp queries), comparable with ours.
+      const kernelNs: number[] = [];
+      ort.env.webgpu.profiling = { mode: 'default', ondata: (d) => kernelNs.push(Number(d.endTime) - Number(d.startTime)) };
+      let residentMs: number;
+      try {
+        residentMs = await bestMs(runs, async () => {
+          const out = await resident.run({ A: ga.t, B: gb.t });
+          await device.queue.onSubmittedWorkDone();
+          out.C?.dispose();
+        });
+        // The profiler reads its queries back asynchronously: wait (bounded) for one entry per run.
+        for (let i = 0; i < 100 && kernelNs.length < runs + 1; i++) await new Promise((r) => setTimeout(r, 20));
+      } finally {
+        ort.env.webgpu.profiling = { mode: 'off' };
+      }
+      ga.buf.destroy();
+      gb.buf.destroy();
+      await resident.release();
+      result.residentMs = residentMs;
+      result.residentGflops = flops / (residentMs / 1000) / 1e9;
+      const valid = kernelNs.filter((ns) => ns > 0);
+      if (valid.length) {
+        result.kernelMs = Math.min(...valid) / 1e6;
+        result.kernelGflops = flops / (result.kernelMs / 1000) / 1e9;
+      }
+    } catch (err) {
+      result.residentError = err instanceof Error ? err.message : String(err);
+    }
+    return result;
   }
 }

@@ -1,6 +1,6 @@
 /** What e2e/engine/engine.html puts on `window.engineE2E` for the Node side (tests, bench). Types only. */
 import type { MatmulBench, ModelBench, ProbeGpu, TrainReport, TrainRequest } from './engine-probe';
-import type { OrtEp } from './ort-probe';
+import type { OrtEp, OrtMatmulBench } from './ort-probe';
 
 export interface EnginePageApi {
   /** Loads the model folder at `modelUrl` (ending in '/') in the engine worker. */
@@ -13,7 +13,7 @@ export interface EnginePageApi {
   train(req: TrainRequest): Promise<TrainReport>;
   bench(opts: { matmulUrl: string; size: number; rows: number; seqLen: number; runs: number }): Promise<{
     engineMatmul: MatmulBench;
-    ortMatmul: { gflops: number; ms: number; ep: OrtEp; error?: string };
+    ortMatmul: OrtMatmulBench;
     engineModel: ModelBench;
     ortForward: { ms: number; tokensPerSec: number; ep: OrtEp };
   }>;

@@ -50,7 +50,7 @@ export interface FinetuneSummary {
   /** Mean loss of the first and last optimizer step (as trained, dropout included). */
   firstStepLoss: number;
   lastStepLoss: number;
-  /** Token positions processed by training (rows × seq) and their rate. */
+  /** Token positions processed by training (rows × seq) and their rate (eval time left out). */
   trainTokens: number;
   tokensPerSec: number;
   trainSeconds: number;
@@ -170,6 +170,7 @@ export async function finetune(opts: FinetuneOptions, hooks: FinetuneHooks = {})
     let trainTokens = 0;
     let firstStepLoss = Number.NaN;
     let lastStepLoss = Number.NaN;
+    let evalMs = 0;
     for (let step = 1; step <= opts.steps; step++) {
       let lossSum = 0;
       let lossTokens = 0;
@@ -183,18 +184,20 @@ export async function finetune(opts: FinetuneOptions, hooks: FinetuneHooks = {})
       const loss = lossTokens > 0 ? lossSum / lossTokens : 0;
       if (step === 1) firstStepLoss = loss;
       lastStepLoss = loss;
-      const evaluated = hasEval && opts.evalEvery > 0 && step % opts.evalEvery === 0 && step !== opts.steps;
-      if (evaluated) evalLoss = await meanLoss(model, data.heldOut);
+      // The eval loss every evalEvery steps and always after the last one (the summary's evalLossAfter).
+      const evaluated = hasEval && (step === opts.steps || (opts.evalEvery > 0 && step % opts.evalEvery === 0));
+      if (evaluated) {
+        const te = performance.now();
+        evalLoss = await meanLoss(model, data.heldOut);
+        evalMs += performance.now() - te;
+      }
       const elapsedSec = (performance.now() - tStart) / 1000;
-      hooks.onProgress?.({ step, total: opts.steps, loss, evalLoss, evaluated, tokensPerSec: trainTokens / Math.max(elapsedSec, 1e-9), elapsedSec });
+      const trainingSec = elapsedSec - evalMs / 1000;
+      hooks.onProgress?.({ step, total: opts.steps, loss, evalLoss, evaluated, tokensPerSec: trainTokens / Math.max(trainingSec, 1e-9), elapsedSec });
     }
-    const trainSeconds = (performance.now() - tStart) / 1000;
+    const trainSeconds = (performance.now() - tStart - evalMs) / 1000;
     const trainLossAfter = await meanLoss(model, data.train);
-    const evalLossAfter = hasEval ? await meanLoss(model, data.heldOut) : null;
-    if (evalLossAfter !== null) {
-      const elapsedSec = (performance.now() - tStart) / 1000;
-      hooks.onProgress?.({ step: opts.steps, total: opts.steps, loss: lastStepLoss, evalLoss: evalLossAfter, evaluated: true, tokensPerSec: trainTokens / Math.max(elapsedSec, 1e-9), elapsedSec });
-    }
+    const evalLossAfter = hasEval ? (evalLoss ?? null) : null;
 
     const files = saveAdapter({ settings: adapter.settings, baseModel: basename(modelDir), baseFingerprint: loaded.fingerprint, weights: await adapter.toPairs() }, config);
     await mkdir(outDir, { recursive: true });

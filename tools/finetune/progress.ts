@@ -64,7 +64,7 @@ export class ProgressBar {
 
   update(u: ProgressUpdate): void {
     if (this.#sink.isTTY) {
-      const cols = this.#sink.columns ?? 100;
+      const cols = this.#sink.columns && this.#sink.columns > 20 ? this.#sink.columns : 100;
       const line = formatProgress(u, Math.max(0, Math.min(30, cols - 80)));
       this.#sink.write(`\r\x1b[2K${line.slice(0, cols - 1)}`);
       this.#drawn = true;
@@ -79,8 +79,7 @@ export class ProgressBar {
 
   /** A line of its own (above the bar on a terminal). */
   note(text: string): void {
-    if (this.#sink.isTTY && this.#drawn) this.#sink.write('\r\x1b[2K');
-    this.#sink.write(`${text}\n`);
+    this.#sink.write(`${this.#sink.isTTY && this.#drawn ? '\r\x1b[2K' : ''}${text}\n`);
     this.#drawn = false;
   }
 
