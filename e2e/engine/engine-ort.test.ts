@@ -8,7 +8,7 @@ import { after, before, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { buildTinyModel } from '../../tools/tiny-model';
 import { LlamaModel, type GpuContext } from '../../worker/engine';
-import { createNodeGpuContext } from '../../worker/engine/node-gpu';
+import { createNodeGpuContext } from '../../worker/node';
 import { loadModelFolder } from '../../worker/model';
 
 const TOL = 1e-4;

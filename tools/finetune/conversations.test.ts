@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { referenceForward } from '../tiny-model';
 import { GpuLoraAdapter, LlamaModel, type GpuContext } from '../../worker/engine';
-import { createNodeGpuContext } from '../../worker/engine/node-gpu';
+import { createNodeGpuContext } from '../../worker/node';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LINEAR_MODULES, loadAdapter, loadModelFolder, type LoadedModel, type LoraAdapter } from '../../worker/model';
 import { DEMO_QA, qaJsonl } from './demo-data';
 import { writeDemo } from './demo';

@@ -9,7 +9,7 @@ import { basename, join, resolve } from 'node:path';
 import { AppError } from '../../shared';
 import { GpuLoraAdapter, LlamaModel, LoraTrainer, type GpuContext } from '../../worker/engine';
 // Node's WebGPU lives outside the engine's index on purpose (the engine stays free of node: imports).
-import { createNodeGpuContext } from '../../worker/engine/node-gpu';
+import { createNodeGpuContext } from '../../worker/node';
 import {
   ADAPTER_CONFIG_FILE,
   ADAPTER_WEIGHTS_FILE,

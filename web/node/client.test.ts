@@ -16,7 +16,7 @@ import { createCoordinator, type Coordinator } from '../../server';
 import type { ResultMessage, TaskRecord } from '../../shared';
 import { AgentPool } from '../../worker';
 // The worker-thread WorkerLike lives with the runtime's own test helpers.
-import { NodeThreadWorker } from '../../worker/agents/testing/node-workers';
+import { NodeThreadWorker } from '../../worker/node';
 import { NodeClient, type NodeEvent, type SocketLike } from '.';
 
 let dir = '';
