@@ -115,6 +115,7 @@ describe('agent registry', () => {
     assert.equal(mod.status, 200);
     assert.equal(mod.headers.get('content-type'), 'application/wasm');
     assert.match(mod.headers.get('cache-control') ?? '', /immutable/);
+    assert.equal(mod.headers.get('access-control-allow-origin'), '*', 'a page on another origin may fetch modules');
     assert.deepEqual(new Uint8Array(await mod.arrayBuffer()), hello);
     const again = await fetch(`${c.url}/v1/modules/${sha}`, { headers: { 'if-none-match': `"${sha}"` } });
     assert.equal(again.status, 304);

@@ -60,10 +60,15 @@ export function installErrorHandling(app: FastifyInstance, metrics: Metrics): vo
     const err = new AppError('NOT_FOUND', `No route ${req.method} ${req.url.split('?')[0]}; see docs/api.md for the routes.`);
     void reply.code(404).send(errorBody(err));
   });
-  app.addHook('onSend', async (_req, reply, payload) => {
+  app.addHook('onSend', async (req, reply, payload) => {
     reply.header('cross-origin-opener-policy', 'same-origin');
     reply.header('cross-origin-embedder-policy', 'require-corp');
     reply.header('cross-origin-resource-policy', 'cross-origin');
+    // Content-addressed modules and model files are public and immutable: a node page served
+    // from another origin (`?coordinator=`) may fetch them.
+    if (req.method === 'GET' && (req.url.startsWith('/v1/modules/') || req.url.startsWith('/models/'))) {
+      reply.header('access-control-allow-origin', '*');
+    }
     // Static files: module scripts as text/javascript (what onnxruntime-web's loader expects).
     const type = reply.getHeader('content-type');
     if (typeof type === 'string' && type.startsWith('application/javascript')) {
