@@ -4,29 +4,13 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { LIMITS } from '../shared';
 import { createCoordinator, type Coordinator } from './index';
-import { FORBIDDEN_WAT, HELLO_WAT, NO_START_WAT, TestNode, tempDir, wat } from './testing';
+import { FORBIDDEN_WAT, HELLO_WAT, NO_START_WAT, TestNode, apiClient, tempDir, wat } from './testing';
 
 const tmp = tempDir();
 let c: Coordinator;
 let hello: Uint8Array<ArrayBuffer>;
 
-async function api(path: string, init: RequestInit & { json?: unknown } = {}): Promise<{ status: number; body: any; headers: Headers }> {
-  const headers = new Headers(init.headers);
-  let body = init.body;
-  if (init.json !== undefined) {
-    headers.set('content-type', 'application/json');
-    body = JSON.stringify(init.json);
-  }
-  const res = await fetch(c.url + path, { ...init, headers, body });
-  const text = await res.text();
-  let parsed: unknown = text;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    // not JSON
-  }
-  return { status: res.status, body: parsed, headers: res.headers };
-}
+const api = (path: string, init?: RequestInit & { json?: unknown }) => apiClient(c.url)(path, init);
 
 const agentTask = (extra: Record<string, unknown> = {}) => ({ kind: 'agent', payload: { agent: 'hello', input: { n: 1 } }, ...extra });
 

@@ -17,16 +17,11 @@ import { CORPUS } from './corpus';
 import { buildLlamaOnnx } from './onnx-llama';
 import { encodeModel } from './onnx-proto';
 
-export interface TinySizes {
-  vocabSize: number;
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  maxPositions: number;
-}
+/** The shape of a tiny model: the size fields of a LlamaConfig. */
+export type TinySizes = Pick<
+  LlamaConfig,
+  'vocabSize' | 'hiddenSize' | 'intermediateSize' | 'numLayers' | 'numHeads' | 'numKvHeads' | 'headDim' | 'maxPositions'
+>;
 
 export const DEFAULT_TINY_SIZES: TinySizes = {
   vocabSize: 384,

@@ -103,6 +103,13 @@ interface Arena {
   used: number;
 }
 
+/** "kernel < caller < caller's caller" from the stack (profiling only). */
+function callerLabel(): string {
+  const lines = (new Error().stack ?? '').split('\n').slice(3, 7);
+  const names = lines.map((l) => /at (?:async )?([^\s(]+)/.exec(l.trim())?.[1] ?? '?').filter((n) => !n.startsWith('file:') && n !== 'new');
+  return names.slice(0, 3).join(' < ');
+}
+
 /** A promise-chain mutex: one job on the device at a time. */
 class Lock {
   #tail: Promise<void> = Promise.resolve();
@@ -135,6 +142,7 @@ export class GpuContext {
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
   #timing: { querySet: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer } | null = null;
+  #profile: { querySet: GPUQuerySet; capacity: number; labels: string[]; workgroups: number[][] } | null = null;
   #lock = new Lock();
   #matmul!: MatmulConfig;
   /** How row kernels reduce; see kernels.ts RowMode. */
@@ -543,7 +551,15 @@ export class GpuContext {
       entries.push({ binding: i + 1, resource: { buffer } });
     });
     const bindGroup = this.#device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
-    if (!this.#pass) {
+    const prof = this.#profile;
+    if (prof && prof.labels.length < prof.capacity) {
+      // One pass per dispatch, timestamps around it; labelled by the calling functions.
+      this.#endPass();
+      const i = prof.labels.length;
+      prof.labels.push(callerLabel());
+      prof.workgroups.push([...workgroups].map((w) => w ?? 1));
+      this.#pass = this.#enc().beginComputePass({ timestampWrites: { querySet: prof.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+    } else if (!this.#pass) {
       const enc = this.#enc();
       this.#pass = this.#timing
         ? enc.beginComputePass({ timestampWrites: { querySet: this.#timing.querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } })
@@ -553,6 +569,7 @@ export class GpuContext {
     this.#pass.setBindGroup(0, bindGroup);
     const [x, y = 1, z = 1] = workgroups;
     if (x > 0 && y > 0 && z > 0) this.#pass.dispatchWorkgroups(x, y, z);
+    if (prof) this.#endPass();
   }
 
   /** Splits a 1-D workgroup count over x and y so it stays under the per-dimension limit. */
@@ -629,6 +646,39 @@ export class GpuContext {
     resolve.destroy();
     querySet.destroy();
     return ms;
+  }
+
+  /**
+   * Diagnostics: runs `fn` (which may record, submit and await, e.g. a whole training step) with
+   * every dispatch in its own compute pass between two timestamp writes, and returns each dispatch's
+   * GPU time in order, labelled by the functions that recorded it. Separate passes cost a little
+   * extra; use it to see where time goes, not for headline figures. Needs timestamp-query.
+   */
+  async profile(fn: () => Promise<void>, capacity = 2048): Promise<{ label: string; workgroups: number[]; ms: number }[]> {
+    if (!this.hasTimestamps) throw new AppError('WEBGPU_UNAVAILABLE', 'profile() needs the timestamp-query feature.');
+    await this.sync();
+    const querySet = this.#device.createQuerySet({ type: 'timestamp', count: 2 * capacity });
+    const prof = { querySet, capacity, labels: [] as string[], workgroups: [] as number[][] };
+    this.#profile = prof;
+    try {
+      await fn();
+    } finally {
+      this.#endPass();
+      this.#profile = null;
+    }
+    const n = prof.labels.length;
+    const out: { label: string; workgroups: number[]; ms: number }[] = [];
+    if (n > 0) {
+      const resolve = this.#device.createBuffer({ size: 16 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+      const enc = this.#enc();
+      enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
+      const bytes = await this.readBytes(resolve, 0, 16 * n);
+      resolve.destroy();
+      const ts = new BigInt64Array(bytes);
+      for (let i = 0; i < n; i++) out.push({ label: prof.labels[i]!, workgroups: prof.workgroups[i]!, ms: Number(ts[2 * i + 1]! - ts[2 * i]!) / 1e6 });
+    }
+    querySet.destroy();
+    return out;
   }
 
   /** Last uncaptured WebGPU error message, for diagnostics. */
