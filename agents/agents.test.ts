@@ -14,7 +14,6 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConsoleStdout, File, OpenFile, PreopenDirectory, WASI, type Fd } from '@bjorn3/browser_wasi_shim';
 import {
-  AppError,
   capMemory,
   DEFAULT_AGENT_LIMITS,
   FUEL_EXPORT,
@@ -23,9 +22,9 @@ import {
   LIMITS,
   pagesForMB,
   validateAgentModule,
-  type ErrorCode,
 } from '../shared';
 import { AGENTS, HOSTILE_AGENTS, USEFUL_AGENTS, findAgent, readAgent } from './index';
+import { thrownCode } from '../shared/testing';
 
 const ROOT = join(import.meta.dirname, '..');
 const enc = new TextEncoder();
@@ -111,15 +110,6 @@ function runJson(name: string, input: unknown, files?: Record<string, string>): 
   return JSON.parse(r.stdout);
 }
 
-function codeOf(fn: () => unknown): ErrorCode | 'none' {
-  try {
-    fn();
-    return 'none';
-  } catch (e) {
-    assert.ok(e instanceof AppError, `expected an AppError, got ${String(e)}`);
-    return e.code;
-  }
-}
 
 /** A seeded generator, so random cases are the same on every run. */
 function rng(seed: number): () => number {
@@ -233,7 +223,7 @@ describe('catalog', () => {
   });
 
   it('readAgent refuses unknown names with AGENT_NOT_FOUND', () => {
-    assert.equal(codeOf(() => readAgent('no-such-agent')), 'AGENT_NOT_FOUND');
+    assert.equal(thrownCode(() => readAgent('no-such-agent')), 'AGENT_NOT_FOUND');
   });
 
   it('the expected outputs are what the JavaScript references compute', () => {
@@ -252,7 +242,7 @@ describe('catalog', () => {
   it('every module but bad-import and no-start passes the registry check; those two are refused with their codes', () => {
     for (const a of AGENTS) {
       const want = !a.expected.ok && a.expected.stage === 'register' ? a.expected.errorCode : 'none';
-      assert.equal(codeOf(() => validateAgentModule(readAgent(a.name))), want, a.name);
+      assert.equal(thrownCode(() => validateAgentModule(readAgent(a.name))), want, a.name);
     }
   });
 

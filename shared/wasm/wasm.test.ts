@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import wabtInit from 'wabt';
-import { AppError, LIMITS, type ErrorCode } from '..';
+import { AppError, LIMITS } from '..';
 import { capMemory, instrumentFuel, memoryMaximumPages, validateAgentModule, FUEL_EXPORT, GROW_EXPORT } from '.';
+import { thrownCode } from '../testing';
 
 const wabt = await wabtInit();
 const FEATURES = {
@@ -25,15 +26,6 @@ function wat(src: string): Uint8Array {
   }
 }
 
-function code(fn: () => unknown): ErrorCode | 'none' {
-  try {
-    fn();
-    return 'none';
-  } catch (err) {
-    if (err instanceof AppError) return err.code;
-    throw err;
-  }
-}
 
 const WASI = `
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
@@ -58,29 +50,29 @@ test('validateAgentModule accepts a WASI command and reports what it declares', 
 
 test('validateAgentModule refuses what is not an agent, with the code that says why', () => {
   const good = agent('nop');
-  assert.equal(code(() => validateAgentModule(new TextEncoder().encode('#!/bin/sh\necho hi\n'))), 'WASM_INVALID');
-  assert.equal(code(() => validateAgentModule(good.subarray(0, good.length - 3))), 'WASM_INVALID');
-  assert.equal(code(() => validateAgentModule(good.subarray(0, 6))), 'WASM_INVALID');
+  assert.equal(thrownCode(() => validateAgentModule(new TextEncoder().encode('#!/bin/sh\necho hi\n'))), 'WASM_INVALID');
+  assert.equal(thrownCode(() => validateAgentModule(good.subarray(0, good.length - 3))), 'WASM_INVALID');
+  assert.equal(thrownCode(() => validateAgentModule(good.subarray(0, 6))), 'WASM_INVALID');
   const badSection = Uint8Array.from([...good.subarray(0, 8), 0x2a, 0x00]);
-  assert.equal(code(() => validateAgentModule(badSection)), 'WASM_INVALID');
+  assert.equal(thrownCode(() => validateAgentModule(badSection)), 'WASM_INVALID');
 
   const envImport = wat(`(module (import "env" "sneaky" (func)) (memory (export "memory") 1) (func (export "_start")))`);
   assert.throws(() => validateAgentModule(envImport), (e: AppError) => e.code === 'WASM_FORBIDDEN_IMPORT' && e.message.includes('env.sneaky'));
   const importedMemory = wat(`(module (import "wasi_snapshot_preview1" "memory" (memory 1)) (export "memory" (memory 0)) (func (export "_start")))`);
   assert.throws(() => validateAgentModule(importedMemory), (e: AppError) => e.code === 'WASM_FORBIDDEN_IMPORT' && e.message.includes('memory'));
   const importedGlobal = wat(`(module (import "wasi_snapshot_preview1" "g" (global i32)) (memory (export "memory") 1) (func (export "_start")))`);
-  assert.equal(code(() => validateAgentModule(importedGlobal)), 'WASM_FORBIDDEN_IMPORT');
+  assert.equal(thrownCode(() => validateAgentModule(importedGlobal)), 'WASM_FORBIDDEN_IMPORT');
   const importedTable = wat(`(module (import "wasi_snapshot_preview1" "t" (table 1 funcref)) (memory (export "memory") 1) (func (export "_start")))`);
-  assert.equal(code(() => validateAgentModule(importedTable)), 'WASM_FORBIDDEN_IMPORT');
+  assert.equal(thrownCode(() => validateAgentModule(importedTable)), 'WASM_FORBIDDEN_IMPORT');
   const unknownWasi = wat(`(module (import "wasi_snapshot_preview1" "open_socket" (func)) (memory (export "memory") 1) (func (export "_start")))`);
-  assert.equal(code(() => validateAgentModule(unknownWasi)), 'WASM_FORBIDDEN_IMPORT');
+  assert.equal(thrownCode(() => validateAgentModule(unknownWasi)), 'WASM_FORBIDDEN_IMPORT');
 
-  assert.equal(code(() => validateAgentModule(wat(`(module (memory (export "memory") 1) (func (export "main")))`))), 'WASM_MISSING_EXPORT');
-  assert.equal(code(() => validateAgentModule(wat(`(module (memory 1) (func (export "_start")))`))), 'WASM_MISSING_EXPORT');
-  assert.equal(code(() => validateAgentModule(wat(`(module (memory (export "memory") 1) (global (export "_start") i32 (i32.const 0)))`))), 'WASM_MISSING_EXPORT');
-  assert.equal(code(() => validateAgentModule(wat(`(module (memory (export "memory") 1) (func (export "_start")) (global (export "__fuel") i32 (i32.const 0)))`))), 'WASM_INVALID');
+  assert.equal(thrownCode(() => validateAgentModule(wat(`(module (memory (export "memory") 1) (func (export "main")))`))), 'WASM_MISSING_EXPORT');
+  assert.equal(thrownCode(() => validateAgentModule(wat(`(module (memory 1) (func (export "_start")))`))), 'WASM_MISSING_EXPORT');
+  assert.equal(thrownCode(() => validateAgentModule(wat(`(module (memory (export "memory") 1) (global (export "_start") i32 (i32.const 0)))`))), 'WASM_MISSING_EXPORT');
+  assert.equal(thrownCode(() => validateAgentModule(wat(`(module (memory (export "memory") 1) (func (export "_start")) (global (export "__fuel") i32 (i32.const 0)))`))), 'WASM_INVALID');
 
-  assert.equal(code(() => validateAgentModule(wat(`(module (memory (export "memory") 1) (func $s) (start $s) (func (export "_start")))`))), 'WASM_INVALID');
+  assert.equal(thrownCode(() => validateAgentModule(wat(`(module (memory (export "memory") 1) (func $s) (start $s) (func (export "_start")))`))), 'WASM_INVALID');
 
   // Well formed sections, but the engine refuses the code (type error).
   const illTyped = wat(`(module (memory (export "memory") 1) (func (export "_start") (result i32) (i32.const 1)))`);
@@ -88,11 +80,11 @@ test('validateAgentModule refuses what is not an agent, with the code that says 
   // Swap `i32.const 1` (0x41 0x01) for `i64.const 1`: the function now returns the wrong type.
   const at = patched.findIndex((b, i) => b === 0x41 && patched[i + 1] === 0x01 && patched[i + 2] === 0x0b);
   patched[at] = 0x42;
-  assert.equal(code(() => validateAgentModule(patched)), 'WASM_INVALID');
+  assert.equal(thrownCode(() => validateAgentModule(patched)), 'WASM_INVALID');
 
   const huge = new Uint8Array(LIMITS.maxWasmBytes + 1);
   huge.set(good);
-  assert.equal(code(() => validateAgentModule(huge)), 'WASM_TOO_LARGE');
+  assert.equal(thrownCode(() => validateAgentModule(huge)), 'WASM_TOO_LARGE');
 });
 
 const GROWER = `(module
@@ -119,7 +111,7 @@ test('capMemory makes memory.grow past the cap return -1', async () => {
   assert.deepEqual(capMemory(own, 2), capMemory(own, 2));
 
   const big = wat(`(module (memory (export "memory") 10) (func (export "_start")))`);
-  assert.equal(code(() => capMemory(big, 4)), 'AGENT_MEMORY_LIMIT');
+  assert.equal(thrownCode(() => capMemory(big, 4)), 'AGENT_MEMORY_LIMIT');
 });
 
 const LOOPER = `(module
@@ -247,5 +239,5 @@ test('instrumentFuel adds the global and exports to modules that have none', asy
   assert.deepEqual(WebAssembly.Module.exports(mod).map((e) => `${e.name}:${e.kind}`), [`${FUEL_EXPORT}:global`, `${GROW_EXPORT}:global`]);
   // The start function runs at instantiation with fuel 0: it traps at once.
   assert.throws(() => new WebAssembly.Instance(mod), WebAssembly.RuntimeError);
-  assert.equal(code(() => instrumentFuel(out)), 'WASM_INVALID');
+  assert.equal(thrownCode(() => instrumentFuel(out)), 'WASM_INVALID');
 });

@@ -1,19 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AppError } from '../../shared';
 import { buildTinyModel } from '../../tools/tiny-model';
 import { configFingerprint, llamaWeightNames, llamaWeightShapes, loadLlamaWeights, parseLlamaConfig } from './config';
 import { parseSafetensors, writeSafetensors } from './safetensors';
+import { thrownCode } from '../../shared/testing';
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof AppError, `expected AppError, got ${String(err)}`);
-    return err.code;
-  }
-  assert.fail('expected a throw');
-}
 
 const base = {
   architectures: ['LlamaForCausalLM'],
@@ -54,12 +45,12 @@ test('parses Llama, Mistral and Qwen2 configs; Qwen2 has attention bias', () => 
 });
 
 test('other architectures are MODEL_UNSUPPORTED; broken configs MODEL_CORRUPT', () => {
-  assert.equal(code(() => parseLlamaConfig({ ...base, architectures: ['GPT2LMHeadModel'] })), 'MODEL_UNSUPPORTED');
-  assert.equal(code(() => parseLlamaConfig({ ...base, architectures: undefined })), 'MODEL_UNSUPPORTED');
-  assert.equal(code(() => parseLlamaConfig({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } })), 'MODEL_UNSUPPORTED');
-  assert.equal(code(() => parseLlamaConfig({ ...base, hidden_size: -1 })), 'MODEL_CORRUPT');
-  assert.equal(code(() => parseLlamaConfig({ ...base, num_key_value_heads: 3 })), 'MODEL_CORRUPT');
-  assert.equal(code(() => parseLlamaConfig('{not json')), 'MODEL_CORRUPT');
+  assert.equal(thrownCode(() => parseLlamaConfig({ ...base, architectures: ['GPT2LMHeadModel'] })), 'MODEL_UNSUPPORTED');
+  assert.equal(thrownCode(() => parseLlamaConfig({ ...base, architectures: undefined })), 'MODEL_UNSUPPORTED');
+  assert.equal(thrownCode(() => parseLlamaConfig({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } })), 'MODEL_UNSUPPORTED');
+  assert.equal(thrownCode(() => parseLlamaConfig({ ...base, hidden_size: -1 })), 'MODEL_CORRUPT');
+  assert.equal(thrownCode(() => parseLlamaConfig({ ...base, num_key_value_heads: 3 })), 'MODEL_CORRUPT');
+  assert.equal(thrownCode(() => parseLlamaConfig('{not json')), 'MODEL_CORRUPT');
 });
 
 test('loadLlamaWeights reads the tiny model and checks every shape', () => {
@@ -74,10 +65,10 @@ test('loadLlamaWeights reads the tiny model and checks every shape', () => {
   const bad = tensors.map((t) =>
     t.name === 'model.layers.1.self_attn.k_proj.weight' ? { ...t, shape: [t.shape[1] as number, t.shape[0] as number] } : t,
   );
-  assert.equal(code(() => loadLlamaWeights(parseSafetensors(writeSafetensors(bad)), tiny.config)), 'SHAPE_MISMATCH');
+  assert.equal(thrownCode(() => loadLlamaWeights(parseSafetensors(writeSafetensors(bad)), tiny.config)), 'SHAPE_MISMATCH');
   // A config with more layers than the checkpoint has.
   const deeper = { ...tiny.config, numLayers: 3 };
-  assert.equal(code(() => loadLlamaWeights(file, deeper)), 'MODEL_FILE_MISSING');
+  assert.equal(thrownCode(() => loadLlamaWeights(file, deeper)), 'MODEL_FILE_MISSING');
   // Sharded: split across two files.
   const half = Math.floor(tensors.length / 2);
   const shards = [writeSafetensors(tensors.slice(0, half)), writeSafetensors(tensors.slice(half))].map(parseSafetensors);

@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AppError } from '../../shared';
 import { buildTinyModel } from '../../tools/tiny-model';
 import { linearShape, type LinearModule, type LlamaConfig } from './config';
 import { baseModelFingerprint, loadAdapter, loraKey, peftTensorName, saveAdapter, type LoraAdapter, type LoraPair } from './peft';
 import { mulberry32 } from './prng';
 import { parseSafetensors, tensorShape, writeSafetensors } from './safetensors';
+import { thrownCode } from '../../shared/testing';
 
 const tiny = buildTinyModel({ seed: 1 });
 const base = tiny.config;
@@ -26,15 +26,6 @@ function makeAdapter(config: LlamaConfig, r = 4, modules: LinearModule[] = ['q_p
   return { settings: { r, alpha: 8, dropout: 0.05, targetModules: modules }, baseModel: 'tiny-llama', baseFingerprint: fp, weights };
 }
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof AppError, `expected AppError, got ${String(err)}`);
-    return err.code;
-  }
-  assert.fail('expected a throw');
-}
 
 test('PEFT round trip: config fields, key names, shapes, values', () => {
   const adapter = makeAdapter(base);
@@ -67,10 +58,10 @@ test('an adapter for another base is ADAPTER_MISMATCH, a broken one ADAPTER_INVA
   const other = buildTinyModel({ seed: 2 });
   const otherFp = baseModelFingerprint(other.config, parseSafetensors(other.files.get('model.safetensors') as Uint8Array));
   assert.notEqual(otherFp, fp);
-  assert.equal(code(() => loadAdapter(files, other.config, otherFp)), 'ADAPTER_MISMATCH');
+  assert.equal(thrownCode(() => loadAdapter(files, other.config, otherFp)), 'ADAPTER_MISMATCH');
   // Different hidden size / layer count.
-  assert.equal(code(() => loadAdapter(files, { ...base, hiddenSize: 128 })), 'ADAPTER_MISMATCH');
-  assert.equal(code(() => loadAdapter(files, { ...base, numLayers: 1 })), 'ADAPTER_MISMATCH');
+  assert.equal(thrownCode(() => loadAdapter(files, { ...base, hiddenSize: 128 })), 'ADAPTER_MISMATCH');
+  assert.equal(thrownCode(() => loadAdapter(files, { ...base, numLayers: 1 })), 'ADAPTER_MISMATCH');
   // Missing tensor.
   const st = parseSafetensors(files.safetensors);
   const keep = [...st.tensors.keys()].filter((n) => !n.includes('layers.1.self_attn.v_proj.lora_B'));
@@ -84,21 +75,21 @@ test('an adapter for another base is ADAPTER_MISMATCH, a broken one ADAPTER_INVA
       }),
       st.metadata,
     );
-  assert.equal(code(() => loadAdapter({ ...files, safetensors: reWrite(keep) }, base, fp)), 'ADAPTER_INVALID');
+  assert.equal(thrownCode(() => loadAdapter({ ...files, safetensors: reWrite(keep) }, base, fp)), 'ADAPTER_INVALID');
   // Wrong rank in a tensor.
   const all = [...st.tensors.keys()];
   const badRank = reWrite(all, (n, s) => (n.endsWith('layers.0.self_attn.q_proj.lora_A.weight') ? [3, s[1] as number] : s));
-  assert.equal(code(() => loadAdapter({ ...files, safetensors: badRank }, base, fp)), 'ADAPTER_INVALID');
+  assert.equal(thrownCode(() => loadAdapter({ ...files, safetensors: badRank }, base, fp)), 'ADAPTER_INVALID');
   // Wrong in-dimension.
   const badIn = reWrite(all, (n, s) => (n.endsWith('layers.0.self_attn.q_proj.lora_A.weight') ? [s[0] as number, 32] : s));
-  assert.equal(code(() => loadAdapter({ ...files, safetensors: badIn }, base, fp)), 'ADAPTER_MISMATCH');
+  assert.equal(thrownCode(() => loadAdapter({ ...files, safetensors: badIn }, base, fp)), 'ADAPTER_MISMATCH');
   // Bad configs.
   const cfg = JSON.parse(files.configJson);
   for (const patch of [{ peft_type: 'IA3' }, { r: 0 }, { target_modules: ['wq'] }, { task_type: 'SEQ_CLS' }]) {
-    assert.equal(code(() => loadAdapter({ ...files, configJson: JSON.stringify({ ...cfg, ...patch }) }, base, fp)), 'ADAPTER_INVALID');
+    assert.equal(thrownCode(() => loadAdapter({ ...files, configJson: JSON.stringify({ ...cfg, ...patch }) }, base, fp)), 'ADAPTER_INVALID');
   }
-  assert.equal(code(() => loadAdapter({ ...files, configJson: '{' }, base, fp)), 'ADAPTER_INVALID');
-  assert.equal(code(() => loadAdapter({ ...files, safetensors: new Uint8Array(3) }, base, fp)), 'ADAPTER_INVALID');
+  assert.equal(thrownCode(() => loadAdapter({ ...files, configJson: '{' }, base, fp)), 'ADAPTER_INVALID');
+  assert.equal(thrownCode(() => loadAdapter({ ...files, safetensors: new Uint8Array(3) }, base, fp)), 'ADAPTER_INVALID');
   // Saving refuses weights that do not fit.
-  assert.equal(code(() => saveAdapter(makeAdapter(base), { ...base, hiddenSize: 32 })), 'ADAPTER_MISMATCH');
+  assert.equal(thrownCode(() => saveAdapter(makeAdapter(base), { ...base, hiddenSize: 32 })), 'ADAPTER_MISMATCH');
 });

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { AppError } from '../../shared';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './half';
 import { parseSafetensors, tensorAsFloat32, tensorShape, writeSafetensors } from './safetensors';
 import { sha256Hex } from './sha256';
+import { thrownCode } from '../../shared/testing';
 
 const enc = new TextEncoder();
 
@@ -18,15 +18,6 @@ function rawFile(header: unknown, dataLen: number, headerLenOverride?: number): 
   return out;
 }
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof AppError, `expected AppError, got ${String(err)}`);
-    return err.code;
-  }
-  assert.fail('expected a throw');
-}
 
 test('round trip F32/F16/BF16 with metadata, deterministic and 8-byte aligned', () => {
   const a = Float32Array.from([1, -2.5, 3.25, 0, 65504, 1e-3]);
@@ -79,27 +70,27 @@ test('sha256 matches node:crypto', () => {
 test('lying headers are SAFETENSORS_INVALID', () => {
   const t = (shape: number[], offsets: [number, number], dtype = 'F32') => ({ dtype, shape, data_offsets: offsets });
   // byte size disagrees with shape
-  assert.equal(code(() => parseSafetensors(rawFile({ a: t([2, 2], [0, 12]) }, 12))), 'SAFETENSORS_INVALID');
+  assert.equal(thrownCode(() => parseSafetensors(rawFile({ a: t([2, 2], [0, 12]) }, 12))), 'SAFETENSORS_INVALID');
   // offset past the data section
-  assert.equal(code(() => parseSafetensors(rawFile({ a: t([4], [0, 16]) }, 8))), 'SAFETENSORS_INVALID');
+  assert.equal(thrownCode(() => parseSafetensors(rawFile({ a: t([4], [0, 16]) }, 8))), 'SAFETENSORS_INVALID');
   // overlapping tensors
-  assert.equal(code(() => parseSafetensors(rawFile({ a: t([2], [0, 8]), b: t([2], [4, 12]) }, 12))), 'SAFETENSORS_INVALID');
+  assert.equal(thrownCode(() => parseSafetensors(rawFile({ a: t([2], [0, 8]), b: t([2], [4, 12]) }, 12))), 'SAFETENSORS_INVALID');
   // gap (not contiguous)
-  assert.equal(code(() => parseSafetensors(rawFile({ a: t([1], [0, 4]), b: t([1], [8, 12]) }, 12))), 'SAFETENSORS_INVALID');
+  assert.equal(thrownCode(() => parseSafetensors(rawFile({ a: t([1], [0, 4]), b: t([1], [8, 12]) }, 12))), 'SAFETENSORS_INVALID');
   // bytes left over after the last tensor
-  assert.equal(code(() => parseSafetensors(rawFile({ a: t([1], [0, 4]) }, 8))), 'SAFETENSORS_INVALID');
+  assert.equal(thrownCode(() => parseSafetensors(rawFile({ a: t([1], [0, 4]) }, 8))), 'SAFETENSORS_INVALID');
   // header length past EOF
-  assert.equal(code(() => parseSafetensors(rawFile({ a: t([1], [0, 4]) }, 4, 10_000))), 'SAFETENSORS_INVALID');
+  assert.equal(thrownCode(() => parseSafetensors(rawFile({ a: t([1], [0, 4]) }, 4, 10_000))), 'SAFETENSORS_INVALID');
   // absurd header length
-  assert.equal(code(() => parseSafetensors(rawFile({}, 0, 0xffffffff))), 'SAFETENSORS_INVALID');
+  assert.equal(thrownCode(() => parseSafetensors(rawFile({}, 0, 0xffffffff))), 'SAFETENSORS_INVALID');
   // too short, not JSON, begin > end, negative dims
-  assert.equal(code(() => parseSafetensors(new Uint8Array(4))), 'SAFETENSORS_INVALID');
+  assert.equal(thrownCode(() => parseSafetensors(new Uint8Array(4))), 'SAFETENSORS_INVALID');
   const notJson = rawFile({}, 0);
   notJson[8] = 0x7b;
   notJson[9] = 0x7b;
-  assert.equal(code(() => parseSafetensors(notJson)), 'SAFETENSORS_INVALID');
-  assert.equal(code(() => parseSafetensors(rawFile({ a: t([0], [4, 0]) }, 4))), 'SAFETENSORS_INVALID');
-  assert.equal(code(() => parseSafetensors(rawFile({ a: t([-1], [0, 0]) }, 0))), 'SAFETENSORS_INVALID');
+  assert.equal(thrownCode(() => parseSafetensors(notJson)), 'SAFETENSORS_INVALID');
+  assert.equal(thrownCode(() => parseSafetensors(rawFile({ a: t([0], [4, 0]) }, 4))), 'SAFETENSORS_INVALID');
+  assert.equal(thrownCode(() => parseSafetensors(rawFile({ a: t([-1], [0, 0]) }, 0))), 'SAFETENSORS_INVALID');
   // the error says what is wrong
   try {
     parseSafetensors(rawFile({ a: t([2, 2], [0, 12]) }, 12));
@@ -110,7 +101,7 @@ test('lying headers are SAFETENSORS_INVALID', () => {
 
 test('unknown or unconvertible dtype is DTYPE_UNSUPPORTED when read, not when parsed', () => {
   const file = parseSafetensors(rawFile({ a: { dtype: 'I32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'Q4_K', shape: [3], data_offsets: [8, 11] } }, 11));
-  assert.equal(code(() => tensorAsFloat32(file, 'a')), 'DTYPE_UNSUPPORTED');
-  assert.equal(code(() => tensorAsFloat32(file, 'b')), 'DTYPE_UNSUPPORTED');
-  assert.equal(code(() => tensorAsFloat32(file, 'missing')), 'MODEL_FILE_MISSING');
+  assert.equal(thrownCode(() => tensorAsFloat32(file, 'a')), 'DTYPE_UNSUPPORTED');
+  assert.equal(thrownCode(() => tensorAsFloat32(file, 'b')), 'DTYPE_UNSUPPORTED');
+  assert.equal(thrownCode(() => tensorAsFloat32(file, 'missing')), 'MODEL_FILE_MISSING');
 });
