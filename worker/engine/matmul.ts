@@ -24,7 +24,12 @@ export interface MatmulOptions {
 interface Variant {
   transA: boolean;
   transB: boolean;
-  vec4: boolean;
+  /**
+   * vec4 loads on the register kernel: 'nt' = A·Bᵀ with K % 4 = 0 (both along K); 'nn' = A·B with
+   * K % 4 = 0 and N % 4 = 0 (A along K, B along N); 'tn' = Aᵀ·B with M % 4 = 0 and N % 4 = 0 (both
+   * along the row). '' = scalar loads.
+   */
+  vec4: '' | 'nt' | 'nn' | 'tn';
   f16B: boolean;
   config: MatmulConfig;
 }
@@ -62,10 +67,71 @@ function accDecl(tm: number, tn: number): string {
   return l.join('\n');
 }
 
+function vec4Store(tm: number): string {
+  const lines: string[] = [];
+  for (let i = 0; i < tm; i++) {
+    lines.push(`  if (m0 + ${i}u < p.M) {
+    let idx = (b * p.strideC + (m0 + ${i}u) * p.N + n0) / 4u;
+    var v = p.alpha * acc${i};
+    if (p.beta != 0.0) { v = v + p.beta * C[idx]; }
+    C[idx] = v;
+  }`);
+  }
+  return lines.join('\n');
+}
+
+/**
+ * A·B (nn) and Aᵀ·B (tn) with B read as vec4 along N: each thread keeps TM rows × 4 columns in
+ * TM vec4 accumulators (tn = 4; the backward's dx = dy·W and the LoRA weight gradients).
+ */
+function registerVec4NShader(v: Variant): string {
+  const { wgX, wgY, tm } = v.config;
+  const body: string[] = [];
+  if (v.vec4 === 'nn') {
+    for (let i = 0; i < tm; i++) body.push(`    let a${i} = A[aBase${i} + k4];`);
+    body.push(`    let bRow = bBase + k4 * 4u * N4;`);
+    for (let kk = 0; kk < 4; kk++) body.push(`    let b${kk} = B[bRow + ${kk}u * N4];`);
+    for (let i = 0; i < tm; i++) body.push(`    acc${i} = acc${i} + a${i}.x * b0 + a${i}.y * b1 + a${i}.z * b2 + a${i}.w * b3;`);
+  } else {
+    body.push(`    let a = A[aBase + k * M4];`);
+    body.push(`    let bv = B[bBase + k * N4];`);
+    for (let i = 0; i < tm; i++) body.push(`    acc${i} = acc${i} + a[${i % 4}] * bv;`);
+  }
+  const bases: string[] = [];
+  if (v.vec4 === 'nn') {
+    for (let i = 0; i < tm; i++) bases.push(`  let aBase${i} = (b * p.strideA + min(m0 + ${i}u, p.M - 1u) * p.K) / 4u;`);
+  } else {
+    bases.push(`  let aBase = b * p.strideA / 4u + m0 / 4u;`);
+  }
+  bases.push(`  let bBase = b * p.strideB / 4u + n0 / 4u;`);
+  const loop = v.vec4 === 'nn' ? `for (var k4 = 0u; k4 < p.K / 4u; k4 = k4 + 1u)` : `for (var k = 0u; k < p.K; k = k + 1u)`;
+  const acc = Array.from({ length: tm }, (_, i) => `  var acc${i} = vec4<f32>(0.0);`).join('\n');
+  return `${HEADER}
+@group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> B: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> C: array<vec4<f32>>;
+@compute @workgroup_size(${wgX}, ${wgY}, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let b = wid.z;
+  let m0 = (wid.y * ${wgY}u + lid.y) * ${tm}u;
+  let n0 = (wid.x * ${wgX}u + lid.x) * 4u;
+  if (m0 >= p.M || n0 >= p.N) { return; }
+  let N4 = p.N / 4u;
+  let M4 = p.M / 4u;
+${acc}
+${bases.join('\n')}
+  ${loop} {
+${body.join('\n')}
+  }
+${vec4Store(tm)}
+}`;
+}
+
 function registerShader(v: Variant): string {
   const { wgX, wgY, tm, tn } = v.config;
   const bType = v.f16B ? 'f16' : 'f32';
-  if (v.vec4) {
+  if (v.vec4 === 'nn' || v.vec4 === 'tn') return registerVec4NShader(v);
+  if (v.vec4 === 'nt') {
     // A (M×K) and B (N×K) both contiguous along K: vec4 loads, rows clamped and masked at the store.
     const loads: string[] = [];
     for (let i = 0; i < tm; i++) loads.push(`    let a${i} = A[aBase${i} + k4];`);
@@ -83,6 +149,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let b = wid.z;
   let m0 = (wid.y * ${wgY}u + lid.y) * ${tm}u;
   let n0 = (wid.x * ${wgX}u + lid.x) * ${tn}u;
+  if (m0 >= p.M || n0 >= p.N) { return; }
 ${accDecl(tm, tn)}
 ${bases.join('\n')}
   let K4 = p.K / 4u;
@@ -106,6 +173,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let b = wid.z;
   let m0 = (wid.y * ${wgY}u + lid.y) * ${tm}u;
   let n0 = (wid.x * ${wgX}u + lid.x) * ${tn}u;
+  if (m0 >= p.M || n0 >= p.N) { return; }
 ${accDecl(tm, tn)}
   for (var k = 0u; k < p.K; k = k + 1u) {
 ${body.join('\n')}
@@ -202,7 +270,14 @@ export function matmul(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOption
   const config = opts.config ?? ctx.matmulConfig;
   const f16B = b.dtype === 'f16';
   if (a.dtype === 'f16') throw new AppError('INTERNAL', 'matmul: only B may be f16.');
-  const vec4 = config.kind === 'register' && !transA && transB && !f16B && K % 4 === 0;
+  // vec4 variants of the register kernel (tm = tn = 4); offsets must stay multiples of 4 floats.
+  let vec4: Variant['vec4'] = '';
+  if (config.kind === 'register' && !f16B && config.tm === 4 && config.tn === 4) {
+    const aligned = strideA % 4 === 0 && strideB % 4 === 0;
+    if (!transA && transB && K % 4 === 0) vec4 = 'nt';
+    else if (aligned && !transA && !transB && K % 4 === 0 && N % 4 === 0) vec4 = 'nn';
+    else if (aligned && transA && !transB && M % 4 === 0 && N % 4 === 0) vec4 = 'tn';
+  }
   const pipeline = ctx.pipeline(matmulShader({ transA, transB, vec4, f16B, config }));
   const params = new ArrayBuffer(48);
   const u = new Uint32Array(params);
