@@ -8,8 +8,9 @@
  * - ortMatmulGflops: onnxruntime-web WebGPU EP on a one-node MatMul ONNX, inputs and output in GPU
  *   buffers, timed the same way; matmulRatio = matmulGflops / ortMatmulGflops. The *Wall* figures add
  *   the upload of A, B and the read-back of C on both sides. matmulTimestampGflops is benchMatmul's
- *   timestamp-query figure, which on SwiftShader reads 3-4x above wall clock (ORT's own profiler does
- *   not), so the ratio uses wall clock;
+ *   timestamp-query figure (A·Bᵀ). It used to read 3-4x above wall clock because the wall-clock probe
+ *   multiplies A·B, which had only a scalar kernel; A·B now has a vec4 kernel and the figures agree
+ *   within noise. The ratio uses wall clock;
  * - forwardTokensPerSec / ortForwardTokensPerSec: the tiny Llama, rows×seq tokens, logits read back;
  * - trainTokensPerSec, trainStepOverForward: one LoRA step (forward, loss, backward, AdamW) vs the forward.
  * Every figure is the best of `runs` after a warm-up run. Bounded: well under 3 minutes.

@@ -36,8 +36,8 @@ export interface TrainReport {
 
 export interface MatmulBench {
   /**
-   * GPU time (timestamp queries, the engine's benchMatmul) of the best config, GFLOP/s. On SwiftShader
-   * this reads 3–4× above what wall clock allows, even with several matmuls per submission.
+   * GPU time (timestamp queries, the engine's benchMatmul: A·Bᵀ) of the best config, GFLOP/s. It once
+   * read 3–4× above the wall-clock figures below, which time A·B: that layout had only a scalar kernel.
    */
   gflops: number;
   best: string;

@@ -5,7 +5,7 @@ import { GpuContext } from './context';
 import { benchGeneration, benchTraining } from './bench';
 import { add } from './kernels';
 import { LlamaModel } from './llama';
-import { benchMatmul } from './matmul';
+import { benchMatmul, matmul } from './matmul';
 import { createNodeGpuContext } from './node-gpu';
 import { randomLlamaWeights, tinyLlamaConfig } from './random-weights';
 
@@ -92,6 +92,42 @@ describe('GpuContext', () => {
       const r = await benchMatmul(ctx, 64, 64, 64, 1);
       assert.ok(Object.keys(r).length >= 2);
       for (const v of Object.values(r)) assert.ok(Number.isFinite(v) && v > 0);
+    } finally {
+      ctx.destroy();
+    }
+  });
+
+  it('time() spans every pass fn records; profile() times each dispatch with its recording function', async () => {
+    const ctx = await createNodeGpuContext();
+    try {
+      if (!ctx.hasTimestamps) return;
+      const n = 256;
+      const a = ctx.upload(new Float32Array(n * n).fill(0.5), [n, n]);
+      const small = ctx.upload(new Float32Array(4).fill(1), [4]);
+      const out = ctx.tensor([n, n]);
+      const big = (): void => void matmul(ctx, a, a, { transB: true, out });
+      await ctx.time(big); // compile
+      // A copy ends the compute pass: the matmul sits in the first pass, a trivial add in the second.
+      const split = (): void => {
+        big();
+        ctx.copy(small, 0, out, 0, 4);
+        add(ctx, small, small);
+      };
+      let one = Infinity;
+      let both = Infinity;
+      for (let i = 0; i < 3; i++) {
+        one = Math.min(one, await ctx.time(big));
+        both = Math.min(both, await ctx.time(split));
+      }
+      assert.ok(one > 0 && both >= 0.5 * one, `two passes ${both} ms vs the matmul alone ${one} ms`);
+      const prof = await ctx.profile(async () => {
+        split();
+        await ctx.sync();
+      });
+      assert.equal(prof.length, 2);
+      assert.match(prof[0]!.label, /^matmul/);
+      assert.ok(prof.every((p) => p.ms >= 0));
+      for (const t of [a, small, out]) t.release();
     } finally {
       ctx.destroy();
     }

@@ -141,7 +141,7 @@ export class GpuContext {
   #arenaIndex = 0;
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
-  #timing: { querySet: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer } | null = null;
+  #timing: { querySet: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer; begun: boolean } | null = null;
   #profile: { querySet: GPUQuerySet; capacity: number; labels: string[]; workgroups: number[][] } | null = null;
   #lock = new Lock();
   #matmul!: MatmulConfig;
@@ -561,9 +561,13 @@ export class GpuContext {
       this.#pass = this.#enc().beginComputePass({ timestampWrites: { querySet: prof.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
     } else if (!this.#pass) {
       const enc = this.#enc();
-      this.#pass = this.#timing
-        ? enc.beginComputePass({ timestampWrites: { querySet: this.#timing.querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } })
+      const tm = this.#timing;
+      // ctx.time: the first pass writes the start, every pass (over)writes the end, so the span covers
+      // all the passes fn records (copies and clears between dispatches split passes).
+      this.#pass = tm
+        ? enc.beginComputePass({ timestampWrites: tm.begun ? { querySet: tm.querySet, endOfPassWriteIndex: 1 } : { querySet: tm.querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } })
         : enc.beginComputePass();
+      if (tm) tm.begun = true;
     }
     this.#pass.setPipeline(pipeline);
     this.#pass.setBindGroup(0, bindGroup);
@@ -612,8 +616,13 @@ export class GpuContext {
   }
 
   /**
-   * Times the dispatches `fn` records, in milliseconds: with timestamp queries (one pass) where the
-   * device has them, otherwise wall-clock around submit and completion.
+   * Times the dispatches `fn` records, in milliseconds: with timestamp queries where the device has
+   * them (from the start of the first compute pass fn records to the end of the last), otherwise
+   * wall-clock around submit and completion. Timestamps cover GPU execution only: not submission,
+   * uniform uploads or the wait for completion, so on SwiftShader (and for short work anywhere)
+   * wall clock reads lower throughput. Note on the old bench discrepancy (timestamps 2-3 GFLOP/s,
+   * wall clock ~0.6): the two timed different kernels — benchMatmul A·Bᵀ (vec4 loads), the wall-clock
+   * probe A·B, which then had only a scalar kernel; with vec4 A·B both agree within ~10 %.
    */
   async time(fn: () => void): Promise<number> {
     await this.sync();
@@ -627,7 +636,7 @@ export class GpuContext {
     const resolve = this.#device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
     const read = this.#device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     this.#endPass();
-    this.#timing = { querySet, resolve, read };
+    this.#timing = { querySet, resolve, read, begun: false };
     try {
       fn();
     } finally {

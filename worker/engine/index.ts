@@ -39,6 +39,7 @@ export {
   crossEntropy,
   crossEntropyBackward,
   adamw,
+  gradClipFactor,
   dropout,
   sumSquares,
   type AdamWOptions,

@@ -100,6 +100,22 @@ describe('matmul', () => {
     const out = matmul(ctx, up(a, [M, K]), up(b, [N, K]), { transB: true, config: MATMUL_CONFIGS[0] });
     close(await read(out), matmulRef(a, b, M, N, K, false, true), 1e-5, 'vec4');
   });
+  it('vec4 paths A·B (K, N % 4 = 0) and Aᵀ·B (M, N % 4 = 0): batched, broadcast, ragged, alpha/beta', async () => {
+    for (const config of MATMUL_CONFIGS.filter((c) => c.kind === 'register')) {
+      for (const [ta, M, N, K] of [[false, 37, 28, 64], [false, 5, 8, 12], [true, 36, 20, 29], [true, 8, 64, 3]] as const) {
+        const B = 2;
+        const a = rand(B * M * K, 6);
+        const b = rand(K * N, 7);
+        const c0 = rand(B * M * N, 8);
+        const ct = up(c0, [B, M, N]);
+        matmul(ctx, up(a, ta ? [B, K, M] : [B, M, K]), up(b, [K, N]), { transA: ta, alpha: 0.5, beta: 1, out: ct, config });
+        const want = matmulRef(a, b, M, N, K, ta, false, B, M * K, 0).map((v, i) => 0.5 * v + c0[i]!);
+        close(await read(ct), want, 1e-5, `${config.name} ta=${ta} ${M}x${N}x${K}`);
+        const plain = matmul(ctx, up(a.slice(0, M * K), ta ? [K, M] : [M, K]), up(b, [K, N]), { transA: ta, config });
+        close(await read(plain), matmulRef(a, b, M, N, K, ta, false), 1e-5, `${config.name} ta=${ta} ${M}x${N}x${K} unbatched`);
+      }
+    }
+  });
 });
 
 describe('element-wise and norms', () => {
@@ -171,8 +187,9 @@ describe('rotary embeddings', () => {
   });
 });
 
-describe('attention', () => {
-  const s: AttnShape = { B: 2, T: 5, Tk: 5, nh: 4, nkv: 2, hd: 6, kvRows: 5, past: 0 };
+for (const hd of [6, 8])
+describe(`attention (head size ${hd}${hd % 4 === 0 ? ', vec4 kernels' : ''})`, () => {
+  const s: AttnShape = { B: 2, T: 5, Tk: 5, nh: 4, nkv: 2, hd, kvRows: 5, past: 0 };
   const scale = 1 / Math.sqrt(s.hd);
   const q = rand(s.B * s.T * s.nh * s.hd, 17);
   const k = rand(s.B * s.T * s.nkv * s.hd, 18);

@@ -401,15 +401,20 @@ export class LlamaModel {
    * are *accumulated* (scaled by gradScale, e.g. 1/accumulationSteps). Returns the batch's mean loss.
    * Used by LoraTrainer; callers normally go through it.
    */
-  lossAndGrad(batch: Batch, gradScale = 1): Promise<{ loss: number; tokens: number }> {
+  lossAndGrad(batch: Batch, gradScale = 1, afterBackward?: () => Tensor | null): Promise<{ loss: number; tokens: number; extra?: Float32Array }> {
     return this.ctx.withLock(async () => {
       this.#check();
       if (!this.#adapter) throw new AppError('INTERNAL', 'Attach a LoRA adapter before training (setAdapter).');
-      return this.#lossAndGrad(batch, gradScale);
+      return this.#lossAndGrad(batch, gradScale, afterBackward);
     });
   }
 
-  async #lossAndGrad(batch: Batch, gradScale: number): Promise<{ loss: number; tokens: number }> {
+  /**
+   * The whole step is recorded first and submitted once; `afterBackward` records more work behind
+   * the backward (the optimizer) and may return a small tensor that is read back with the loss (as
+   * `extra`) and released.
+   */
+  async #lossAndGrad(batch: Batch, gradScale: number, afterBackward?: () => Tensor | null): Promise<{ loss: number; tokens: number; extra?: Float32Array }> {
     const ctx = this.ctx;
     const B = batch.rows;
     const T = batch.seqLen;
@@ -435,11 +440,23 @@ export class LlamaModel {
     }
     for (const t of [ids, targets, logits, hidden, rstd, lse]) t.release();
     mask.release();
-    const rowLoss = await ctx.read(loss);
-    loss.release();
+    const extraT = afterBackward?.() ?? null;
+    let readT = loss;
+    if (extraT) {
+      // One read-back for both: [row losses…, extra…].
+      readT = ctx.tensor([N + extraT.size]);
+      ctx.copy(loss, 0, readT, 0, N);
+      ctx.copy(extraT, 0, readT, N, extraT.size);
+      extraT.release();
+      loss.release();
+    }
+    const all = await ctx.read(readT);
+    readT.release();
     let total = 0;
-    for (const v of rowLoss) total += v;
-    return { loss: count > 0 ? total / count : 0, tokens: count };
+    for (let i = 0; i < N; i++) total += all[i]!;
+    const out: { loss: number; tokens: number; extra?: Float32Array } = { loss: count > 0 ? total / count : 0, tokens: count };
+    if (extraT) out.extra = all.slice(N);
+    return out;
   }
 
   #linearBackward(layer: number, module: LinearModule, dy: Tensor, saved: LayerSaved, dx: Tensor | null): Tensor {

@@ -77,8 +77,8 @@ describe('LoRA', () => {
     ad.release();
   });
 
-  it('forward with an adapter equals the reference; A/B gradients match finite differences', async () => {
-    const rank = 2;
+  for (const rank of [2, 4])
+  it(`forward with an adapter equals the reference; A/B gradients match finite differences (rank ${rank}${rank % 4 === 0 ? ', vec4 matmuls' : ''})`, async () => {
     const alpha = 4;
     const pairs = randomPairs(rank, 5);
     const model = await LlamaModel.load(ctx, cfg, weights);
@@ -149,6 +149,43 @@ describe('LoRA', () => {
     for (const [key, g] of grads[2]!) {
       const want = Array.from(g.a, (_, i) => 0.5 * (grads[0]!.get(key)!.a[i]! + grads[1]!.get(key)!.a[i]!));
       assert.ok(maxDiff(g.a, want) < 1e-6, key);
+    }
+    model.release();
+  });
+
+  it('a step records the update (GPU-side clipping included) behind the backward: same result as lossAndGrad then flush', async () => {
+    const model = await LlamaModel.load(ctx, cfg, weights);
+    const settings = { r: 2, alpha: 4, dropout: 0, targetModules: ['q_proj', 'v_proj', 'down_proj'] as ('q_proj' | 'v_proj' | 'down_proj')[] };
+    const b1 = batchOf([[1, 5, 6, 7, 8], [1, 9, 3, 4, 2]]);
+    const b2 = batchOf([[1, 40, 41, 42, 43], [1, 12, 13, 14, 15]]);
+    for (const maxGradNorm of [undefined, 1e-3, 1e3]) {
+      const opts = { lr: 1e-2, weightDecay: 0.01, eps: 1e-4, ...(maxGradNorm !== undefined ? { maxGradNorm } : {}) };
+      const fused = GpuLoraAdapter.fromPairs(ctx, cfg, settings, randomPairs(2, 9));
+      const fusedTrainer = new LoraTrainer(model, fused, opts);
+      const fusedSteps = [await fusedTrainer.step(b1), await fusedTrainer.step(b2)];
+      const fusedPairs = await fused.toPairs();
+      const manual = GpuLoraAdapter.fromPairs(ctx, cfg, settings, randomPairs(2, 9));
+      const manualTrainer = new LoraTrainer(model, manual, opts);
+      const norms: (number | undefined)[] = [];
+      const losses: number[] = [];
+      for (const b of [b1, b2]) {
+        losses.push((await model.lossAndGrad(b, 1)).loss);
+        norms.push(await manualTrainer.flush());
+      }
+      const manualPairs = await manual.toPairs();
+      fusedSteps.forEach((r, i) => {
+        assert.ok(r.updated && r.step === i + 1);
+        assert.ok(Math.abs(r.loss - losses[i]!) < 1e-6, `loss ${r.loss} vs ${losses[i]}`);
+        if (maxGradNorm === undefined) assert.equal(r.gradNorm, undefined);
+        else assert.ok(Math.abs(r.gradNorm! - norms[i]!) < 1e-5 * norms[i]!, `norm ${r.gradNorm} vs ${norms[i]}`);
+      });
+      for (const [key, p] of manualPairs) {
+        const f = fusedPairs.get(key)!;
+        assert.ok(maxDiff(f.a, p.a) < 1e-6 && maxDiff(f.b, p.b) < 1e-6, `${key} with maxGradNorm ${maxGradNorm}`);
+      }
+      assert.equal(fused.steps, 2);
+      fused.release();
+      manual.release();
     }
     model.release();
   });

@@ -8,7 +8,7 @@
 import { AppError } from '../../shared';
 import { LINEAR_MODULES, linearShape, loraKey, mulberry32, peftTensorName, type Batch, type LinearModule, type LlamaConfig, type LoraPair, type LoraSettings } from '../model';
 import { GpuContext, Tensor } from './context';
-import { accumulate, adamw, dropout, scaleInPlace, sumSquares, type AdamWOptions } from './kernels';
+import { accumulate, adamw, dropout, gradClipFactor, scaleInPlace, sumSquares, type AdamWOptions } from './kernels';
 import type { LlamaModel } from './llama';
 import { matmul } from './matmul';
 
@@ -248,6 +248,28 @@ export class GpuLoraAdapter {
     this.zeroGrad();
   }
 
+  /**
+   * Records a whole update with no read-back: with maxGradNorm > 0 the global gradient norm and the
+   * clipping factor are computed on the GPU and AdamW scales the gradients by it; then the gradients
+   * are zeroed. Returns a [2] tensor (norm, factor) when clipping — read and release it — else null.
+   */
+  recordUpdate(opts: AdamWOptions, maxGradNorm?: number): Tensor | null {
+    let clip: Tensor | null = null;
+    if (maxGradNorm !== undefined && maxGradNorm > 0) {
+      const params = [...this.#pairs.values()].flatMap((p) => [p.a, p.b]);
+      const slots = this.ctx.tensor([params.length]);
+      params.forEach((q, i) => sumSquares(this.ctx, q.grad, slots, i));
+      clip = gradClipFactor(this.ctx, slots, maxGradNorm, this.ctx.tensor([2]));
+      slots.release();
+    }
+    this.#step++;
+    for (const p of this.#pairs.values()) {
+      for (const q of [p.a, p.b]) adamw(this.ctx, q.value, q.grad, q.m, q.v, this.#step, opts, clip ?? undefined);
+    }
+    this.zeroGrad();
+    return clip;
+  }
+
   /** Current A/B values keyed by `loraKey(layer, module)` — hand to worker/model's saveAdapter. */
   async toPairs(): Promise<Map<string, LoraPair>> {
     return this.ctx.withLock(async () => {
@@ -322,19 +344,20 @@ export class LoraTrainer {
     if (model.adapter !== adapter) model.setAdapter(adapter);
   }
 
-  /** One micro-batch; every `accumulationSteps` calls it updates the adapter. */
+  /**
+   * One micro-batch; every `accumulationSteps` calls it updates the adapter. The update (clipping
+   * included) is recorded behind the backward in the same submission, so a step waits on the GPU
+   * once, for the loss (and the gradient norm).
+   */
   async step(batch: Batch): Promise<TrainStepResult> {
     if (this.model.adapter !== this.adapter) throw new AppError('INTERNAL', 'The trainer\'s adapter is no longer attached to the model.');
     const accum = Math.max(1, Math.floor(this.options.accumulationSteps ?? 1));
-    const { loss, tokens } = await this.model.lossAndGrad(batch, 1 / accum);
+    const update = (this.#micro + 1) % accum === 0;
+    const max = this.options.maxGradNorm;
+    const { loss, tokens, extra } = await this.model.lossAndGrad(batch, 1 / accum, update ? () => this.adapter.recordUpdate(this.options, max) : undefined);
     this.#micro++;
-    const result: TrainStepResult = { loss, tokens, updated: false, step: this.adapter.steps };
-    if (this.#micro % accum === 0) {
-      const norm = await this.flush();
-      result.updated = true;
-      result.step = this.adapter.steps;
-      if (norm !== undefined) result.gradNorm = norm;
-    }
+    const result: TrainStepResult = { loss, tokens, updated: update, step: this.adapter.steps };
+    if (update && extra && max !== undefined && max > 0) result.gradNorm = extra[0]!;
     return result;
   }
 
