@@ -1,6 +1,8 @@
 /**
  * Agent modules by content: bytes verified against their SHA-256, validated and
- * fuel-instrumented once, then compiled once per memory cap.
+ * fuel-instrumented once, then compiled once per memory cap. Bounded: past
+ * `maxModules` hashes or `maxBytes` bytes the least recently used module goes,
+ * bytes and compiled variants together, and `onEvict` names the worker keys to drop.
  */
 import {
   AppError,
@@ -18,6 +20,8 @@ export interface PreparedModule {
   key: string;
   module: WebAssembly.Module;
   capPages: number;
+  /** Size of the (instrumented, capped) bytes it was compiled from: what the cache's byte bound counts. */
+  byteLength: number;
 }
 
 export async function sha256Hex(bytes: Uint8Array): Promise<string> {
@@ -37,19 +41,60 @@ async function compileInstrumented(instrumented: Uint8Array, memoryMB: number, h
   const capPages = pagesForMB(memoryMB);
   const capped = capMemory(instrumented, capPages);
   const module = await WebAssembly.compile(capped as Uint8Array<ArrayBuffer>);
-  return { key: moduleKey(hash, memoryMB), module, capPages };
+  return { key: moduleKey(hash, memoryMB), module, capPages, byteLength: capped.byteLength };
+}
+
+export const DEFAULT_MAX_MODULES = 64;
+export const DEFAULT_MAX_MODULE_BYTES = 256 << 20;
+
+export interface ModuleCacheOptions {
+  /** Most module hashes held, each with all its compiled memory-cap variants (default 64). */
+  maxModules?: number;
+  /**
+   * Most bytes held (default 256 MiB): each module's instrumented bytes plus the bytes each
+   * compiled variant was compiled from. The engine's machine code is not measurable; it grows
+   * with these bytes. The most recently used module stays even when it alone is larger.
+   */
+  maxBytes?: number;
+  /** Called for each module evicted, with the keys (`hash:memoryMB`) of the compiled variants it had. */
+  onEvict?: (hash: string, keys: string[]) => void;
 }
 
 interface Entry {
+  hash: string;
   info: AgentModuleInfo;
   instrumented: Uint8Array;
+  /** memoryMB → compiled variant. */
+  compiled: Map<number, PreparedModule>;
+  compiling: Map<number, Promise<PreparedModule>>;
+  /** instrumented bytes + every compiled variant's bytes. */
+  bytes: number;
+  /** 'adding' until #add puts it in the LRU; 'evicted' once it left it. */
+  state: 'adding' | 'held' | 'evicted';
+}
+
+const bound = (n: number | undefined, fallback: number): number => (n === undefined || !(n >= 1) ? fallback : Math.floor(n));
+
+function missing(hash: string, why: string): AppError {
+  return new AppError('AGENT_MODULE_MISSING', `No module with hash ${hash} is loaded (${why}); call addModule(hash, bytes) before run().`, { hash });
 }
 
 export class ModuleCache {
+  /** hash → entry, least recently used first (a use re-inserts the entry). */
   readonly #entries = new Map<string, Entry>();
-  readonly #compiled = new Map<string, PreparedModule>();
-  readonly #compiling = new Map<string, Promise<PreparedModule>>();
   readonly #adding = new Map<string, Promise<AgentModuleInfo>>();
+  readonly #maxModules: number;
+  readonly #maxBytes: number;
+  readonly #onEvict: ((hash: string, keys: string[]) => void) | undefined;
+  #bytes = 0;
+  #compiledCount = 0;
+  #evictions = 0;
+
+  constructor(options: ModuleCacheOptions = {}) {
+    this.#maxModules = bound(options.maxModules, DEFAULT_MAX_MODULES);
+    this.#maxBytes = bound(options.maxBytes, DEFAULT_MAX_MODULE_BYTES);
+    this.#onEvict = options.onEvict;
+  }
 
   has(hash: string): boolean {
     return this.#entries.has(hash.toLowerCase());
@@ -59,19 +104,33 @@ export class ModuleCache {
     return this.#entries.get(hash.toLowerCase())?.info;
   }
 
+  /** Compiled variants held, over all modules. */
   get compiledCount(): number {
-    return this.#compiled.size;
+    return this.#compiledCount;
+  }
+
+  /** Bytes held, as the byte bound counts them. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Modules evicted so far. */
+  get evictions(): number {
+    return this.#evictions;
   }
 
   /**
    * Verifies the bytes' SHA-256 against `hash` (WASM_HASH_MISMATCH), validates and
    * instruments them, and compiles them for the default memory cap. Adding a hash
-   * twice (even at once) does the work once.
+   * twice (even at once) does the work once. Adding may evict the least recently used modules.
    */
   add(hash: string, bytes: Uint8Array): Promise<AgentModuleInfo> {
     const h = hash.toLowerCase();
     const existing = this.#entries.get(h);
-    if (existing) return Promise.resolve(existing.info);
+    if (existing) {
+      this.#touch(existing);
+      return Promise.resolve(existing.info);
+    }
     let pending = this.#adding.get(h);
     if (!pending) {
       pending = this.#add(h, bytes).finally(() => this.#adding.delete(h));
@@ -89,47 +148,81 @@ export class ModuleCache {
       });
     }
     const info = validateAgentModule(bytes);
-    const entry: Entry = { info, instrumented: instrumentFuel(bytes) };
+    const instrumented = instrumentFuel(bytes);
+    const entry: Entry = { hash, info, instrumented, compiled: new Map(), compiling: new Map(), bytes: instrumented.byteLength, state: 'adding' };
     if (info.initialPages <= pagesForMB(DEFAULT_AGENT_LIMITS.memoryMB)) {
-      await this.#compile(hash, entry, DEFAULT_AGENT_LIMITS.memoryMB);
+      await this.#compile(entry, DEFAULT_AGENT_LIMITS.memoryMB);
     }
+    entry.state = 'held';
     this.#entries.set(hash, entry);
+    this.#bytes += entry.bytes;
+    this.#compiledCount += entry.compiled.size;
+    this.#evict();
     return info;
   }
 
-  /** The compiled module for (hash, memoryMB) if it is ready now; no work done. */
+  /** The compiled module for (hash, memoryMB) if it is ready now; no work done but marking it used. */
   peek(hash: string, memoryMB: number): PreparedModule | undefined {
-    return this.#compiled.get(moduleKey(hash.toLowerCase(), memoryMB));
+    const entry = this.#entries.get(hash.toLowerCase());
+    const ready = entry?.compiled.get(memoryMB);
+    if (ready) this.#touch(entry as Entry);
+    return ready;
   }
 
-  /** The compiled module for (hash, memoryMB), compiling it on first use. */
+  /** The compiled module for (hash, memoryMB), compiling it on first use (AGENT_MODULE_MISSING if not held). */
   async get(hash: string, memoryMB: number): Promise<PreparedModule> {
     const ready = this.peek(hash, memoryMB);
     if (ready) return ready;
     const entry = this.#entries.get(hash.toLowerCase());
-    if (!entry) {
-      throw new AppError('AGENT_MODULE_MISSING', `No module with hash ${hash} was added; call addModule(hash, bytes) before run().`, { hash });
-    }
-    return this.#compile(hash.toLowerCase(), entry, memoryMB);
+    if (!entry) throw missing(hash, 'never added, or evicted as least recently used');
+    return this.#compile(entry, memoryMB);
   }
 
-  #compile(hash: string, entry: Entry, memoryMB: number): Promise<PreparedModule> {
-    const key = moduleKey(hash, memoryMB);
-    let pending = this.#compiling.get(key);
+  #compile(entry: Entry, memoryMB: number): Promise<PreparedModule> {
+    let pending = entry.compiling.get(memoryMB);
     if (!pending) {
-      pending = compileInstrumented(entry.instrumented, memoryMB, hash).then(
+      pending = compileInstrumented(entry.instrumented, memoryMB, entry.hash).then(
         (prepared) => {
-          this.#compiled.set(key, prepared);
-          this.#compiling.delete(key);
+          entry.compiling.delete(memoryMB);
+          if (entry.state === 'evicted') throw missing(entry.hash, 'evicted as least recently used while it compiled');
+          entry.compiled.set(memoryMB, prepared);
+          entry.bytes += prepared.byteLength;
+          if (entry.state === 'held') {
+            this.#bytes += prepared.byteLength;
+            this.#compiledCount++;
+            this.#touch(entry);
+            this.#evict();
+          }
           return prepared;
         },
         (err: unknown) => {
-          this.#compiling.delete(key);
+          entry.compiling.delete(memoryMB);
           throw err;
         },
       );
-      this.#compiling.set(key, pending);
+      entry.compiling.set(memoryMB, pending);
     }
     return pending;
+  }
+
+  /** Marks an entry most recently used: O(1), a Map re-insert. */
+  #touch(entry: Entry): void {
+    this.#entries.delete(entry.hash);
+    this.#entries.set(entry.hash, entry);
+  }
+
+  /** Drops least recently used modules until both bounds hold, keeping at least the newest. */
+  #evict(): void {
+    for (const entry of this.#entries.values()) {
+      if (this.#entries.size <= 1 || (this.#entries.size <= this.#maxModules && this.#bytes <= this.#maxBytes)) return;
+      this.#entries.delete(entry.hash);
+      entry.state = 'evicted';
+      this.#bytes -= entry.bytes;
+      this.#compiledCount -= entry.compiled.size;
+      this.#evictions++;
+      const keys = Array.from(entry.compiled.values(), (p) => p.key);
+      entry.compiled.clear();
+      this.#onEvict?.(entry.hash, keys);
+    }
   }
 }

@@ -3,11 +3,18 @@
  * one agent at a time; a queue when all are busy; a wall-clock deadline per run
  * (the worker is terminated and replaced); stop(taskId); crash recovery;
  * lifecycle events; spawn-time percentiles.
+ *
+ * Modules: the pool's ModuleCache is the one owner, an LRU bounded by
+ * `maxModules`/`maxModuleBytes`. Each slot mirrors the keys its worker holds;
+ * when the cache evicts a module the pool posts `dropModules` to every worker
+ * holding one of its keys, on the same port as runs, so a run already posted
+ * finishes first and a later run re-posts the module (or, if the hash is gone,
+ * ends AGENT_MODULE_MISSING on the pool side). Workers keep no bound of their own.
  */
 import { wrap, type Endpoint, type Remote } from 'comlink';
 import { AppError, serializeError, type ErrorCode } from '../../shared';
 import { isAgentStartNotice, type AgentWorkerApi } from './worker-api';
-import { ModuleCache, type PreparedModule } from './module-cache';
+import { DEFAULT_MAX_MODULE_BYTES, DEFAULT_MAX_MODULES, ModuleCache, type PreparedModule } from './module-cache';
 import { wallClock } from './run';
 import type { AgentEvent, AgentRunOutcome, AgentRunRequest, AgentRuntime, AgentRuntimeStats } from './types';
 
@@ -24,6 +31,16 @@ export interface AgentPoolOptions {
   size?: number;
   /** Makes one worker (default: a module Web Worker on ./agent-worker.ts). */
   createWorker?: () => WorkerLike;
+  /**
+   * Most agent modules (distinct hashes) kept, each with its compiled memory-cap variants;
+   * past it the least recently run or added goes and `hasModule` answers false (default 64).
+   */
+  maxModules?: number;
+  /**
+   * Most module bytes kept: instrumented bytes plus the bytes of each compiled variant
+   * (default 256 MiB). The most recently used module stays even if it alone is larger.
+   */
+  maxModuleBytes?: number;
 }
 
 const SPAWN_SAMPLES = 1024;
@@ -76,7 +93,7 @@ function percentile(sorted: Float64Array, p: number): number {
 export class AgentPool implements AgentRuntime {
   readonly #size: number;
   readonly #createWorker: () => WorkerLike;
-  readonly #cache = new ModuleCache();
+  readonly #cache: ModuleCache;
   readonly #slots = new Map<number, Slot>();
   readonly #queue: Job[] = [];
   readonly #running = new Map<string, Job>();
@@ -91,6 +108,11 @@ export class AgentPool implements AgentRuntime {
   constructor(options: AgentPoolOptions = {}) {
     this.#size = Math.max(1, Math.floor(options.size ?? defaultSize()));
     this.#createWorker = options.createWorker ?? defaultCreateWorker;
+    this.#cache = new ModuleCache({
+      maxModules: options.maxModules ?? DEFAULT_MAX_MODULES,
+      maxBytes: options.maxModuleBytes ?? DEFAULT_MAX_MODULE_BYTES,
+      onEvict: (_hash, keys) => this.#dropEverywhere(keys),
+    });
     for (let i = 0; i < this.#size; i++) this.#startWorker();
   }
 
@@ -118,7 +140,7 @@ export class AgentPool implements AgentRuntime {
     if (this.#closed) return Promise.resolve(failure('AGENT_STOPPED', 'The agent runtime is closed; create a new AgentPool.'));
     if (!this.#cache.has(req.moduleHash)) {
       return Promise.resolve(
-        failure('AGENT_MODULE_MISSING', `No module with hash ${req.moduleHash} was added; call addModule(hash, bytes) before run().`),
+        failure('AGENT_MODULE_MISSING', `No module with hash ${req.moduleHash} is loaded (never added, or evicted as least recently used); call addModule(hash, bytes) before run().`),
       );
     }
     if (this.#running.has(req.taskId) || this.#queue.some((j) => j.req.taskId === req.taskId)) {
@@ -160,6 +182,8 @@ export class AgentPool implements AgentRuntime {
       running,
       queued: this.#queue.length,
       compiledModules: this.#cache.compiledCount,
+      moduleBytes: this.#cache.bytes,
+      evictedModules: this.#cache.evictions,
       spawnP50Ms: percentile(sorted, 50),
       spawnP99Ms: percentile(sorted, 99),
     };
@@ -289,8 +313,19 @@ export class AgentPool implements AgentRuntime {
     }
     job.warm = false;
     this.#cache.get(job.req.moduleHash, job.req.limits.memoryMB).then(
-      (prepared) => {
-        if (!job.done) this.#send(slot, job, prepared);
+      () => {
+        if (job.done) return;
+        // Another compile may have evicted it since: send only what the cache still holds.
+        const held = this.#cache.peek(job.req.moduleHash, job.req.limits.memoryMB);
+        if (held) {
+          this.#send(slot, job, held);
+        } else {
+          this.#release(slot, job);
+          this.#finish(
+            job,
+            failure('AGENT_MODULE_MISSING', `Module ${job.req.moduleHash} was evicted as least recently used before it ran; call addModule(hash, bytes) again.`),
+          );
+        }
       },
       (err: unknown) => {
         this.#release(slot, job);
@@ -321,6 +356,15 @@ export class AgentPool implements AgentRuntime {
         this.#finish(job, { ok: false, error: serializeError(err) });
       },
     );
+  }
+
+  /** Tells every worker holding one of these keys to drop it (the cache evicted them). */
+  #dropEverywhere(keys: string[]): void {
+    if (keys.length === 0) return;
+    for (const slot of this.#slots.values()) {
+      const held = keys.filter((k) => slot.modules.delete(k));
+      if (held.length > 0) slot.api.dropModules(held).catch(() => undefined);
+    }
   }
 
   #started(slot: Slot, taskId: string, spawnMs: number): void {

@@ -38,7 +38,12 @@ export interface AgentRuntimeStats {
   idle: number;
   running: number;
   queued: number;
+  /** Compiled module variants (hash × memory cap) the runtime holds. */
   compiledModules: number;
+  /** Bytes of module code held, as the runtime's byte bound counts them. */
+  moduleBytes: number;
+  /** Modules dropped as least recently used since the runtime started. */
+  evictedModules: number;
   spawnP50Ms: number;
   spawnP99Ms: number;
 }
@@ -48,7 +53,10 @@ export interface AgentRuntime {
   run(req: AgentRunRequest): Promise<AgentRunOutcome>;
   /** Stops a running agent (its worker is terminated and replaced). */
   stop(taskId: string, reason?: string): boolean;
-  /** Whether the compiled module for this hash is cached. */
+  /**
+   * Whether the module for this hash is held. It turns false again when the module is
+   * evicted (least recently used past the runtime's bounds); add it again then.
+   */
   hasModule(hash: string): boolean;
   /** Hands the runtime a module's bytes (verified against the hash). */
   addModule(hash: string, bytes: Uint8Array): Promise<void>;

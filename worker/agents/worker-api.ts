@@ -25,6 +25,8 @@ export interface AgentWorkerApi {
   ping(): number;
   /** Keeps a compiled module under `key` (`hash:memoryMB`). */
   loadModule(key: string, module: WebAssembly.Module, capPages: number): void;
+  /** Forgets modules the pool evicted; a later run of one is AGENT_MODULE_MISSING unless it is posted again. */
+  dropModules(keys: string[]): void;
   /** Runs one agent; `requestedAt` is the caller's wallClock() at run(). */
   run(key: string, req: AgentRunRequest, requestedAt: number): AgentRunOutcome;
 }
@@ -35,6 +37,9 @@ export function createAgentWorkerApi(notify: (notice: AgentStartNotice) => void)
     ping: () => wallClock(),
     loadModule(key, module, capPages) {
       modules.set(key, { module, capPages });
+    },
+    dropModules(keys) {
+      for (const key of keys) modules.delete(key);
     },
     run(key, req, requestedAt) {
       const loaded = modules.get(key);

@@ -100,3 +100,12 @@ export async function buildWatAgents(): Promise<Record<WatAgentName, Uint8Array>
   }
   return out;
 }
+
+/** `bytes` plus a custom section carrying `n`: a module with its own hash that runs the same (for cache tests). */
+export function versioned(bytes: Uint8Array, n: number): Uint8Array {
+  const section = [0x00, 6, 1, 0x76 /* "v" */, n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, (n >>> 24) & 0xff];
+  const out = new Uint8Array(bytes.length + section.length);
+  out.set(bytes);
+  out.set(section, bytes.length);
+  return out;
+}
