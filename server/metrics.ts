@@ -129,7 +129,7 @@ export class Metrics {
   }
 
   /** Prometheus text exposition (version 0.0.4). */
-  render(now: number, counts: Record<TaskState, number>, nodes: readonly NodeSession[], extra: { duplicates: number; webhooksDelivered: number; webhooksFailed: number; heartbeatIntervalMs: number }): string {
+  render(now: number, counts: Record<TaskState, number>, nodes: readonly NodeSession[], extra: { duplicates: number; webhooksDelivered: number; webhooksFailed: number; heartbeatIntervalMs: number; prefetch: number }): string {
     const out: string[] = [];
     const metric = (name: string, type: 'counter' | 'gauge' | 'histogram', help: string) => {
       out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
@@ -170,8 +170,10 @@ export class Metrics {
     out.push(`coordinator_nodes{condition="circuit_open"} ${connected.filter((n) => n.circuit.state(now) !== 'closed').length}`);
 
     const perNode: Array<[string, string, string, (n: NodeSession) => number | undefined]> = [
-      ['coordinator_node_running', 'gauge', 'Leases a node holds.', (n) => n.leases.size],
+      ['coordinator_node_running', 'gauge', 'Leases a node holds (running or queued on the node).', (n) => n.leases.size],
       ['coordinator_node_workers', 'gauge', 'Workers a node reports.', (n) => n.metrics?.workers],
+      ['coordinator_node_max_concurrent', 'gauge', 'Tasks a node runs at once (its advertised maxConcurrent).', (n) => n.capabilities.maxConcurrent],
+      ['coordinator_node_queue_depth', 'gauge', 'Agent tasks a node may hold queued beyond its maxConcurrent.', (n) => n.queueDepth(extra.prefetch)],
       ['coordinator_node_tasks_done', 'gauge', 'Tasks a node reports done.', (n) => n.metrics?.tasksDone],
       ['coordinator_node_tasks_failed', 'gauge', 'Tasks a node reports failed.', (n) => n.metrics?.tasksFailed],
       ['coordinator_node_spawn_p50_ms', 'gauge', 'Agent spawn time, median, reported by the node.', (n) => n.metrics?.spawnP50Ms],

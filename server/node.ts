@@ -6,7 +6,18 @@ import type { WebSocket } from 'ws';
 import type { Capabilities, CoordinatorMessage, NodeId, NodeMetrics, TaskId, TaskKind } from '../shared';
 import type { Clock } from './journal';
 
-const NO_SLOTS = { total: 0, heavy: 0 } as const;
+/**
+ * Room on one node for a dispatch round: `total` tasks of any kind, of which at
+ * most `heavy` generate/train; `idle` of them would start on a free worker at once
+ * (the rest wait in the node's queue).
+ */
+export interface Slots {
+  total: number;
+  heavy: number;
+  idle: number;
+}
+
+const NO_SLOTS: Readonly<Slots> = { total: 0, heavy: 0, idle: 0 };
 
 export type CircuitState = 'closed' | 'open' | 'half-open';
 
@@ -134,20 +145,34 @@ export class NodeSession {
   }
 
   /**
-   * How many more tasks the node can take now: `total` of any kind (agent tasks
-   * are prefetched up to maxConcurrent × prefetch so the pool never waits for the
-   * next batch) and `heavy` of generate/train (at most maxConcurrent, no
-   * prefetch). Both 0 when draining, unhealthy or the circuit is open; one
-   * trial task when it is half-open.
+   * Agent tasks the node may hold at once: its workers plus the queue it asked
+   * for (`queueDepth`); a node that does not say gets `maxConcurrent × (prefetch − 1)`
+   * queued, as before the field existed.
    */
-  freeSlots(now: number, heartbeatIntervalMs: number, prefetch: number): { total: number; heavy: number } {
+  agentWindow(prefetch: number): number {
+    const { maxConcurrent, queueDepth } = this.capabilities;
+    return maxConcurrent + (queueDepth ?? maxConcurrent * Math.max(0, prefetch - 1));
+  }
+
+  /**
+   * How many more tasks the node can take now: `total` of any kind (agent tasks
+   * fill the agentWindow so the pool never waits for the next batch), `heavy` of
+   * generate/train (at most maxConcurrent, never queued) and `idle`, the free
+   * workers (maxConcurrent − leases held). All 0 when draining, unhealthy or the
+   * circuit is open; one trial task when it is half-open.
+   */
+  freeSlots(now: number, heartbeatIntervalMs: number, prefetch: number): Slots {
     if (this.draining || !this.healthy(now, heartbeatIntervalMs)) return NO_SLOTS;
     const circuit = this.circuit.state(now);
     if (circuit === 'open') return NO_SLOTS;
-    if (circuit === 'half-open') return this.leases.size === 0 ? { total: 1, heavy: 1 } : NO_SLOTS;
+    if (circuit === 'half-open') return this.leases.size === 0 ? { total: 1, heavy: 1, idle: 1 } : NO_SLOTS;
     const max = this.capabilities.maxConcurrent;
-    const total = Math.max(0, max * prefetch - this.leases.size);
-    return { total, heavy: Math.min(total, Math.max(0, max - this.#heavy)) };
+    const total = Math.max(0, this.agentWindow(prefetch) - this.leases.size);
+    return {
+      total,
+      heavy: Math.min(total, Math.max(0, max - this.#heavy)),
+      idle: Math.min(total, Math.max(0, max - this.leases.size)),
+    };
   }
 
   fits(kind: TaskKind): boolean {
@@ -165,7 +190,15 @@ export class NodeSession {
     if (s && s.readyState === s.OPEN) s.send(text);
   }
 
-  view(now: number, heartbeatIntervalMs: number) {
+  /** Agent tasks the node may hold queued beyond its workers (advertised, or the old default). */
+  queueDepth(prefetch: number): number {
+    return this.agentWindow(prefetch) - this.capabilities.maxConcurrent;
+  }
+
+  view(now: number, heartbeatIntervalMs: number, prefetch: number) {
+    const max = this.capabilities.maxConcurrent;
+    const held = this.leases.size;
+    const busy = Math.min(held, max);
     return {
       id: this.id,
       name: this.name,
@@ -175,8 +208,15 @@ export class NodeSession {
       connectedAt: this.connectedAt,
       lastSeen: this.lastSeen,
       capabilities: this.capabilities,
-      running: this.leases.size,
-      load: this.leases.size / this.capabilities.maxConcurrent,
+      /** Workers (maxConcurrent) and the agent tasks it may hold queued beyond them. */
+      workers: max,
+      queueDepth: this.queueDepth(prefetch),
+      /** Leases held: running (at most one per worker) plus queued on the node. */
+      held,
+      running: busy,
+      queued: held - busy,
+      /** Share of the workers busy, 0–1. */
+      load: busy / max,
       metrics: this.metrics,
       circuit: { state: this.circuit.state(now), consecutiveFailures: this.circuit.failures, opens: this.circuit.opens },
       reputation: this.reputation,

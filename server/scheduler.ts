@@ -22,7 +22,7 @@ import {
 } from '../shared';
 import { errorInfo, type Clock, type Completion, type Ended, type Journal, type Lease, type ReadyRow } from './journal';
 import type { Metrics } from './metrics';
-import { INFRA_CODES, type LeaseInfo, type NodeSession } from './node';
+import { INFRA_CODES, type LeaseInfo, type NodeSession, type Slots } from './node';
 import type { TaskWatch } from './watch';
 import type { Webhooks } from './webhook';
 
@@ -32,15 +32,13 @@ export interface SchedulerOptions {
   heartbeatIntervalMs: number;
   /** How long a disconnected node's leases wait for it to reconnect before they fail NODE_LOST. */
   nodeGraceMs: number;
-  /** Tasks a node may hold per worker (maxConcurrent × prefetch), so its pool never idles between batches. */
+  /**
+   * For nodes that do not advertise `queueDepth`: agent tasks they may hold per
+   * worker (maxConcurrent × prefetch in all), so their pool never idles between batches.
+   */
   prefetch: number;
   /** Period of the lease/backoff tick. */
   tickMs: number;
-}
-
-interface Slots {
-  total: number;
-  heavy: number;
 }
 
 /** How often queued tasks are checked for a passed deadline (also checked whenever one is about to be assigned). */
@@ -156,6 +154,7 @@ export class Scheduler {
       if (!node) continue;
       const slots = free.get(node)!;
       slots.total--;
+      if (slots.idle > 0) slots.idle--;
       if (row.kind !== 'agent') slots.heavy--;
       const leaseId = newLeaseId();
       leases.push({ taskId: row.id, leaseId, nodeId: node.id });
@@ -377,21 +376,29 @@ export class Scheduler {
 
 /**
  * The router: among nodes with room that can run the kind, prefer one that has
- * the model cached (generate/train), then the most free slots, then the best
- * reputation.
+ * the model cached (generate/train), then the most free workers (a task there
+ * starts at once), then the most free queue space, then the best reputation.
  */
 function pickNode(kind: TaskKind, model: string | null, free: Map<NodeSession, Slots>): NodeSession | null {
   let best: NodeSession | null = null;
-  let bestScore = -Infinity;
+  let bestCached = -1;
+  let bestIdle = -1;
+  let bestRoom = -1;
+  let bestRep = -1;
   for (const [node, s] of free) {
-    const slots = kind === 'agent' ? s.total : Math.min(s.total, s.heavy);
-    if (slots <= 0 || !node.fits(kind)) continue;
+    const room = kind === 'agent' ? s.total : Math.min(s.total, s.heavy);
+    if (room <= 0 || !node.fits(kind)) continue;
     const cached = model !== null && node.capabilities.models.includes(model) ? 1 : 0;
-    const rep = node.reputation.pass + node.reputation.fail ? node.reputation.pass / (node.reputation.pass + node.reputation.fail) : 1;
-    const score = cached * 1e9 + slots * 10 + rep;
-    if (score > bestScore) {
-      bestScore = score;
+    const idle = Math.min(s.idle, room);
+    const { pass, fail } = node.reputation;
+    const rep = pass + fail ? pass / (pass + fail) : 1;
+    // The first criterion that differs decides (called once per task: no allocation here).
+    if ((cached - bestCached || idle - bestIdle || room - bestRoom || rep - bestRep) > 0) {
       best = node;
+      bestCached = cached;
+      bestIdle = idle;
+      bestRoom = room;
+      bestRep = rep;
     }
   }
   return best;

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createCoordinator, type Coordinator, type CoordinatorOptions } from './index';
-import { HELLO_WAT, ManualClock, TestNode, apiClient, tempDir, until, wat } from './testing';
+import { MAX_QUEUE_DEPTH } from '../shared';
+import { HELLO_WAT, ManualClock, TestNode, apiClient, capabilities, tempDir, until, wat } from './testing';
 
 const tmp = tempDir();
 let hello: Uint8Array<ArrayBuffer>;
@@ -325,4 +326,84 @@ test('agent tasks are prefetched up to maxConcurrent × prefetch; generate/train
   node.succeed(gens.slice(0, 1));
   const [third] = await node.assignments(1);
   assert.equal(third!.kind, 'generate', 'the freed slot goes to the oldest ready task: the third generate');
+});
+
+test('a node that advertises queueDepth holds at most maxConcurrent + queueDepth agent tasks; generate/train stay at maxConcurrent', async () => {
+  const { c, api, connect, submit } = await start({ prefetch: 8 });
+  const node = await connect({ kinds: ['agent', 'generate'], maxConcurrent: 2, queueDepth: 3 });
+  const session = c.scheduler.nodes.get(node.id)!;
+  const batch = await api('/v1/tasks', { method: 'POST', json: { tasks: Array.from({ length: 12 }, () => ({ kind: 'agent', payload: { agent: 'hello' } })) } });
+  assert.equal(batch.status, 202);
+  const first = await node.assignments(5);
+  assert.equal(first.length, 5, '2 workers + 3 queued, not 2 × prefetch 8');
+  assert.equal(c.scheduler.dispatch(), 0, 'no room left for the 7 still queued');
+  assert.equal(session.leases.size, 5);
+
+  node.succeed(first.slice(0, 2));
+  const more = await node.assignments(2);
+  assert.equal(more.length, 2, 'each finished task frees one place');
+  await until(() => session.leases.size === 5, 2_000, 'window refilled');
+  assert.equal(c.scheduler.dispatch(), 0);
+
+  // GPU work is never queued: at most maxConcurrent generate tasks, whatever the queueDepth.
+  node.succeed([...first.slice(2), ...more]);
+  const rest = await node.assignments(5);
+  node.succeed(rest);
+  await until(() => session.leases.size === 0, 2_000, 'agent tasks done');
+  for (let i = 0; i < 4; i++) await submit({ kind: 'generate', payload: { model: 'm', prompt: `p${i}` } });
+  const gens = await node.assignments(2);
+  assert.equal(gens.length, 2);
+  assert.equal(c.scheduler.dispatch(), 0, 'two generate tasks wait for a free worker');
+  assert.equal(session.leases.size, 2);
+
+  // queueDepth 0: exactly one task per worker.
+  const strict = await connect({ name: 'strict', maxConcurrent: 1, queueDepth: 0 });
+  for (let i = 0; i < 3; i++) await submit();
+  const [one] = await strict.assignments(1);
+  assert.ok(one);
+  assert.equal(c.scheduler.dispatch(), 0);
+  assert.equal(c.scheduler.nodes.get(strict.id)!.leases.size, 1);
+
+  // The protocol bounds it.
+  const greedy = await TestNode.open(c.url);
+  greedy.send({ type: 'hello', protocol: 1, name: 'greedy', capabilities: capabilities({ queueDepth: MAX_QUEUE_DEPTH + 1 }) });
+  assert.equal((await greedy.next('error')).error.code, 'PROTOCOL_ERROR');
+  assert.equal((await greedy.closed).code, 1008);
+
+  const view = (await api(`/v1/nodes`)).body.nodes.find((x: { id: string }) => x.id === node.id);
+  assert.equal(view.workers, 2);
+  assert.equal(view.queueDepth, 3);
+  assert.match((await api('/metrics')).body, new RegExp(`coordinator_node_queue_depth\\{node="${node.id}",name="test-node"\\} 3`));
+});
+
+test('routing prefers free workers, then free queue space', async () => {
+  const { c, api, connect } = await start();
+  // `deep` has the most room (1 + 100) but one worker; `wide` has two workers and no queue.
+  const deep = await connect({ name: 'deep', maxConcurrent: 1, queueDepth: 100 });
+  const wide = await connect({ name: 'wide', maxConcurrent: 2, queueDepth: 0 });
+  const post = async (n: number) => {
+    const res = await api('/v1/tasks', { method: 'POST', json: { tasks: Array.from({ length: n }, () => ({ kind: 'agent', payload: { agent: 'hello' } })) } });
+    assert.equal(res.status, 202);
+  };
+  await post(3);
+  const onWide = await wide.assignments(2);
+  const onDeep = await deep.assignments(1);
+  assert.equal(onWide.length + onDeep.length, 3, 'each of the three tasks got a free worker');
+  assert.equal(c.scheduler.nodes.get(wide.id)!.leases.size, 2);
+  assert.equal(c.scheduler.nodes.get(deep.id)!.leases.size, 1);
+
+  // Every worker busy: what comes next waits in the only queue there is.
+  await post(2);
+  const queued = await deep.assignments(2);
+  assert.equal(queued.length, 2);
+  assert.equal(c.scheduler.nodes.get(wide.id)!.leases.size, 2);
+  assert.equal(wide.inbox.length, 0);
+
+  // A worker frees up on `wide`: the next task goes there, not to deep's queue.
+  wide.succeed(onWide.slice(0, 1));
+  await until(() => c.scheduler.nodes.get(wide.id)!.leases.size === 1, 2_000, 'result journaled');
+  await post(1);
+  const [next] = await wide.assignments(1);
+  assert.ok(next);
+  assert.equal(c.scheduler.nodes.get(deep.id)!.leases.size, 3);
 });

@@ -43,6 +43,8 @@ export interface NodeOptions {
   name?: string;
   kinds?: Capabilities['kinds'];
   maxConcurrent?: number;
+  /** Advertised `queueDepth`; absent by default (the coordinator's prefetch applies). */
+  queueDepth?: number;
   models?: string[];
   webgpu?: boolean;
   nodeId?: string;
@@ -158,6 +160,7 @@ export function capabilities(opts: NodeOptions = {}): Capabilities {
   return {
     kinds: opts.kinds ?? ['agent'],
     maxConcurrent: opts.maxConcurrent ?? 4,
+    ...(opts.queueDepth !== undefined ? { queueDepth: opts.queueDepth } : {}),
     webgpu: opts.webgpu
       ? {
           vendor: 'test',

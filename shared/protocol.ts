@@ -216,10 +216,22 @@ export const WebGpuInfoSchema = Type.Object({
   maxStorageBufferBindingSize: Type.Number(),
 });
 
+/** Largest `maxConcurrent` a node may advertise (workers in its pool). */
+export const MAX_NODE_CONCURRENCY = 1024;
+/** Largest `queueDepth` a node may advertise (agent tasks held beyond those running). */
+export const MAX_QUEUE_DEPTH = 65_536;
+
 export const CapabilitiesSchema = Type.Object({
   kinds: Type.Array(Type.Union([Type.Literal('agent'), Type.Literal('generate'), Type.Literal('train')])),
   /** Agent runs the node takes at once (its worker pool size). */
-  maxConcurrent: Type.Integer({ minimum: 1, maximum: 1024 }),
+  maxConcurrent: Type.Integer({ minimum: 1, maximum: MAX_NODE_CONCURRENCY }),
+  /**
+   * Agent tasks the node is willing to hold beyond those running, queued on the node
+   * so its workers never wait for the next assignment. The coordinator leases it at
+   * most `maxConcurrent + queueDepth` agent tasks; without it, `maxConcurrent ×
+   * (prefetch − 1)`. Never applies to generate/train (at most `maxConcurrent`).
+   */
+  queueDepth: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_QUEUE_DEPTH })),
   webgpu: Type.Union([WebGpuInfoSchema, Type.Null()]),
   /** Models whose weights are in the node's store. */
   models: Type.Array(Type.String()),

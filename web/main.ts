@@ -3,7 +3,8 @@
  * served from (or `?coordinator=`), and shows the node.
  *
  * Query parameters: `coordinator` (http(s)://host:port), `workers` (pool size), `name`,
- * `perWorker` (tasks leased per worker; see NodeClientOptions.tasksPerWorker),
+ * `perWorker` (agent tasks held per worker, running plus queued; see NodeClientOptions.tasksPerWorker),
+ * `queueDepth` (agent tasks held beyond those running; overrides perWorker),
  * `flushMs` (how long results gather before they are sent; see ResultBatcher).
  */
 import { AgentPool } from '../worker';
@@ -26,6 +27,7 @@ const client = new NodeClient({
   name: params.get('name') ?? `browser-${navigator.platform || 'node'}`,
   gpu: () => probeWebGpu(),
   tasksPerWorker: Number(params.get('perWorker')) || undefined,
+  queueDepth: params.get('queueDepth') ? Number(params.get('queueDepth')) : undefined,
   resultDelayMs: params.has('flushMs') ? Number(params.get('flushMs')) : undefined,
 });
 

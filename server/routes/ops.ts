@@ -14,7 +14,7 @@ export function opsRoutes(app: FastifyInstance, ctx: Context): void {
     const all = (req.query as { all?: string }).all === '1';
     const now = ctx.clock.now();
     const nodes = [...ctx.scheduler.nodes.values()].filter((n) => all || n.connected);
-    return { nodes: nodes.map((n) => n.view(now, ctx.heartbeatIntervalMs)) };
+    return { nodes: nodes.map((n) => n.view(now, ctx.heartbeatIntervalMs, ctx.scheduler.options.prefetch)) };
   });
 
   app.post('/v1/nodes/:id/drain', async (req) => {
@@ -23,7 +23,7 @@ export function opsRoutes(app: FastifyInstance, ctx: Context): void {
     if (!node || !node.connected) throw new AppError('NODE_NOT_FOUND', `No connected node has id ${id}; GET /v1/nodes lists them.`, { id });
     const body = req.body as { reason?: unknown } | undefined;
     ctx.scheduler.drain(node, typeof body?.reason === 'string' ? body.reason.slice(0, 500) : 'Drain requested by an operator.');
-    return node.view(ctx.clock.now(), ctx.heartbeatIntervalMs);
+    return node.view(ctx.clock.now(), ctx.heartbeatIntervalMs, ctx.scheduler.options.prefetch);
   });
 
   app.get('/healthz', async () => ({ status: 'ok', uptimeMs: ctx.clock.now() - ctx.metrics.startedAt }));
@@ -49,6 +49,7 @@ export function opsRoutes(app: FastifyInstance, ctx: Context): void {
       webhooksDelivered: ctx.webhooks.delivered,
       webhooksFailed: ctx.webhooks.failed,
       heartbeatIntervalMs: ctx.heartbeatIntervalMs,
+      prefetch: ctx.scheduler.options.prefetch,
     });
     return reply.type('text/plain; version=0.0.4; charset=utf-8').send(text);
   });

@@ -37,6 +37,10 @@ export class NodeCounters extends LitElement {
       <dl>
         <dt>Held</dt>
         <dd data-testid="tasks-held">${s.held} (${s.running} running, ${s.queued} waiting for a worker)</dd>
+        <dt>Takes</dt>
+        <dd data-testid="node-capacity" title="Advertised to the coordinator: maxConcurrent (workers) and queueDepth">
+          ${s.capacity.maxConcurrent} at once (workers) + ${s.capacity.queueDepth} queued
+        </dd>
         <dt>Done</dt>
         <dd data-testid="tasks-done">${s.tasksDone}</dd>
         <dt>Failed</dt>

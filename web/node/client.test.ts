@@ -13,7 +13,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { readAgent } from '../../agents';
 import { registerAgent, type Registration } from '../../scripts/register-agents';
 import { createCoordinator, type Coordinator } from '../../server';
-import type { ResultMessage, TaskRecord } from '../../shared';
+import { MAX_QUEUE_DEPTH, type ResultMessage, type TaskRecord } from '../../shared';
 import { AgentPool } from '../../worker';
 // The worker-thread WorkerLike lives with the runtime's own test helpers.
 import { NodeThreadWorker } from '../../worker/node';
@@ -97,6 +97,24 @@ test('joins, keeps its node id, runs a burst with one module fetch and batched r
   assert.equal(s.tasksDone, 200);
   assert.ok(s.resultBatches < 200, `200 results took ${s.resultBatches} messages`);
   assert.equal(client.recent()[0]?.code, 'OK');
+});
+
+test('advertises its workers as maxConcurrent and what it queues beyond them as queueDepth', async () => {
+  const nodes = (await (await fetch(`${url}/v1/nodes`)).json()) as {
+    nodes: { id: string; capabilities: { maxConcurrent: number; queueDepth?: number }; workers: number; queueDepth: number }[];
+  };
+  const me = nodes.nodes.find((n) => n.id === client.nodeId)!;
+  assert.equal(me.capabilities.maxConcurrent, 2, 'one per worker of the pool');
+  assert.equal(me.capabilities.queueDepth, 2 * 127, 'the default: 128 held per worker, one of them running');
+  assert.deepEqual([me.workers, me.queueDepth], [2, 254]);
+  assert.deepEqual(client.stats().capacity, { maxConcurrent: 2, queueDepth: 254 });
+
+  const small = new NodeClient({ url, runtime: pool, storage: null, createSocket, tasksPerWorker: 4 });
+  assert.deepEqual(small.stats().capacity, { maxConcurrent: 2, queueDepth: 6 });
+  const explicit = new NodeClient({ url, runtime: pool, storage: null, createSocket, queueDepth: 1e9 });
+  assert.deepEqual(explicit.stats().capacity, { maxConcurrent: 2, queueDepth: MAX_QUEUE_DEPTH }, 'bounded by the protocol');
+  small.close();
+  explicit.close();
 });
 
 test('a cancelled task is stopped in its worker and reported CANCELLED', async () => {

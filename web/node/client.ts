@@ -9,6 +9,8 @@ import {
   AppError,
   DEFAULT_AGENT_LIMITS,
   LIMITS,
+  MAX_NODE_CONCURRENCY,
+  MAX_QUEUE_DEPTH,
   PROTOCOL_VERSION,
   assertNever,
   parseNodeId,
@@ -56,12 +58,18 @@ export interface NodeClientOptions {
   /** Shown in the coordinator's node list. */
   name?: string;
   /**
-   * Tasks the node asks the coordinator to lease it at once (its `maxConcurrent`).
-   * Default: workers × tasksPerWorker, so the pool's own queue keeps every worker
-   * busy while results and new assignments cross the socket.
+   * Agent tasks the node asks the coordinator to lease it beyond those its workers
+   * run (its advertised `queueDepth`), held in the node's own queue so every worker
+   * stays busy while results and new assignments cross the socket.
+   * Default: workers × (tasksPerWorker − 1). The node advertises `maxConcurrent` = workers.
    */
-  maxConcurrent?: number;
-  /** See maxConcurrent; default 16 (measured: 4 → 53k, 8 → 77k, 16 → 96k tasks/min end to end). */
+  queueDepth?: number;
+  /**
+   * Agent tasks held per worker, running plus queued (see queueDepth). Default 128:
+   * the in-flight total nodes had when they advertised workers × 16 as maxConcurrent
+   * and the coordinator prefetched 8 per slot (measured then, per-slot: 4 → 53k,
+   * 8 → 77k, 16 → 96k tasks/min end to end).
+   */
   tasksPerWorker?: number;
   /** Keeps the NodeId across reloads of the page (sessionStorage in the browser); null: none. */
   storage?: StorageLike | null;
@@ -91,6 +99,8 @@ export interface NodeStats {
   running: number;
   /** Waiting for a worker. */
   queued: number;
+  /** What the node advertises: tasks it runs at once (`maxConcurrent`, its workers) and holds beyond them (`queueDepth`). */
+  capacity: { maxConcurrent: number; queueDepth: number };
   tasksDone: number;
   tasksFailed: number;
   /** Finished tasks by outcome code (`OK` or an error code). */
@@ -103,6 +113,8 @@ export interface NodeStats {
 }
 
 const NODE_ID_KEY = 'exec-node.nodeId';
+/** See NodeClientOptions.tasksPerWorker. */
+const DEFAULT_TASKS_PER_WORKER = 128;
 const STDERR_TAIL = 1024;
 const OPEN = 1;
 // Shared by every request that has none of these (the runtime only reads them).
@@ -127,8 +139,9 @@ export class NodeClient {
   readonly #runtime: AgentRuntime;
   readonly #urls: { httpBase: string; wsUrl: string };
   readonly #name: string;
-  readonly #maxConcurrent: number | undefined;
-  readonly #tasksPerWorker: number;
+  /** Advertised: tasks the node runs at once (its workers) and holds queued beyond them. */
+  readonly #maxConcurrent: number;
+  readonly #queueDepth: number;
   readonly #storage: StorageLike | null;
   readonly #createSocket: (url: string) => SocketLike;
   readonly #gpuSource: GpuProbe | (() => Promise<GpuProbe>) | undefined;
@@ -168,9 +181,12 @@ export class NodeClient {
     this.#runtime = opts.runtime;
     this.#urls = coordinatorUrls(opts.url);
     this.#name = (opts.name ?? 'exec-node').slice(0, 128);
-    this.#maxConcurrent = opts.maxConcurrent;
-    this.#tasksPerWorker = Math.max(1, opts.tasksPerWorker ?? 16);
     this.#slots = Math.max(1, opts.runtime.stats().workers);
+    this.#maxConcurrent = Math.min(MAX_NODE_CONCURRENCY, this.#slots);
+    const asked = opts.tasksPerWorker;
+    const perWorker = asked !== undefined && Number.isFinite(asked) ? Math.max(1, Math.floor(asked)) : DEFAULT_TASKS_PER_WORKER;
+    const depth = opts.queueDepth !== undefined && Number.isFinite(opts.queueDepth) ? opts.queueDepth : this.#maxConcurrent * (perWorker - 1);
+    this.#queueDepth = Math.max(0, Math.min(MAX_QUEUE_DEPTH, Math.floor(depth)));
     this.#maxMessageBytes = opts.maxMessageBytes ?? LIMITS.maxSocketMessageBytes;
     this.#storage = opts.storage === undefined ? defaultStorage() : opts.storage;
     this.#createSocket = opts.createSocket ?? ((url) => new WebSocket(url) as unknown as SocketLike);
@@ -232,6 +248,7 @@ export class NodeClient {
       held: this.#leases.size,
       running: this.#inFlight,
       queued: this.#queue.length - this.#queueHead,
+      capacity: { maxConcurrent: this.#maxConcurrent, queueDepth: this.#queueDepth },
       tasksDone: this.#tasksDone,
       tasksFailed: this.#tasksFailed,
       byCode: { ...this.#byCode },
@@ -323,7 +340,8 @@ export class NodeClient {
   #capabilities(): Capabilities {
     const caps: Capabilities = {
       kinds: this.#draining ? [] : ['agent'],
-      maxConcurrent: Math.max(1, Math.min(1024, this.#maxConcurrent ?? this.#runtime.stats().workers * this.#tasksPerWorker)),
+      maxConcurrent: this.#maxConcurrent,
+      queueDepth: this.#queueDepth,
       webgpu: this.#gpu?.info ?? null,
       models: [],
       adapters: [],
