@@ -218,3 +218,37 @@ test('kinds it cannot run come back TASK_KIND_UNSUPPORTED; a missing module is f
   assert.equal(fetches, 1, 'three tasks waiting for one module share one fetch');
   assert.ok(Math.max(...sizes) <= cap, `a message of ${Math.max(...sizes)} bytes passed the ${cap}-byte cap`);
 });
+
+test('a module the bounded runtime evicted while its task waited is fetched again, not failed', async () => {
+  const dir2 = mkdtempSync(join(tmpdir(), 'node-client-evict-'));
+  const c2 = await createCoordinator({ dbPath: join(dir2, 'c.db'), port: 0, heartbeatIntervalMs: 200 });
+  // One worker and room for one module: every switch between the two agents evicts the other.
+  const small = new AgentPool({ size: 1, maxModules: 1, createWorker: () => new NodeThreadWorker() });
+  const node = new NodeClient({ url: c2.url, runtime: small, name: 'evicting-node', storage: storageLike, createSocket });
+  try {
+    await small.ready();
+    for (const name of ['trivial', 'digest']) await registerAgent(c2.url, name, readAgent(name));
+    const welcomed = nextEvent(node, 'welcome');
+    await node.start();
+    await welcomed;
+    const specs = Array.from({ length: 40 }, (_, i) => ({
+      kind: 'agent',
+      payload: i % 2 ? { agent: 'digest', input: { text: `t${i}` } } : { agent: 'trivial', input: { i } },
+      maxAttempts: 1,
+    }));
+    const res = await fetch(`${c2.url}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ tasks: specs }) });
+    const { ids } = (await res.json()) as { ids: string[] };
+    for (const id of ids) {
+      const rec = (await (await fetch(`${c2.url}/v1/tasks/${id}/wait?timeoutMs=20000`)).json()) as TaskRecord;
+      assert.equal(rec.state, 'succeeded', `${rec.id}: ${JSON.stringify(rec.error)}`);
+      assert.equal(rec.attempts, 1);
+    }
+    assert.ok(small.stats().evictedModules > 0, 'the runtime evicted modules');
+    assert.ok(node.stats().tasksDone === 40);
+  } finally {
+    node.close();
+    await small.close();
+    await c2.close();
+    rmSync(dir2, { recursive: true, force: true });
+  }
+});

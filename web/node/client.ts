@@ -133,6 +133,8 @@ interface Pending {
   a: Assignment;
   lease: Lease;
   hash: string;
+  /** Set once the module was fetched again after the runtime evicted it. */
+  refetched?: boolean;
 }
 
 export class NodeClient {
@@ -510,10 +512,13 @@ export class NodeClient {
     }
   }
 
-  #start({ a, lease, hash }: Pending): void {
+  #start(p: Pending): void {
+    const { a, lease, hash } = p;
     if (a.deadline !== null && a.deadline <= Date.now()) {
       return this.#fail(lease, 'DEADLINE_EXCEEDED', 'The task passed its deadline while it waited for a worker.');
     }
+    // The runtime's module cache is bounded: a module can be evicted while its task waits here.
+    if (!this.#loader.has(hash)) return this.#refetch(p);
     let req: AgentRunRequest;
     try {
       req = this.#request(a, hash);
@@ -523,15 +528,29 @@ export class NodeClient {
     lease.running = true;
     this.#inFlight++;
     this.#runtime.run(req).then(
-      (outcome) => this.#ran(lease, outcome),
-      (err: unknown) => this.#ran(lease, { ok: false, error: serializeError(err) }),
+      (outcome) => this.#ran(p, outcome),
+      (err: unknown) => this.#ran(p, { ok: false, error: serializeError(err) }),
     );
   }
 
-  #ran(lease: Lease, outcome: AgentRunOutcome): void {
+  #ran(p: Pending, outcome: AgentRunOutcome): void {
     this.#inFlight--;
+    p.lease.running = false;
+    if (!outcome.ok && outcome.error.code === 'AGENT_MODULE_MISSING' && !p.refetched) {
+      // Evicted between the check in #start and the run: fetch it once more rather than spend an attempt.
+      this.#pump();
+      return this.#refetch(p);
+    }
     this.#pump();
-    this.#finish(lease, outcome);
+    this.#finish(p.lease, outcome);
+  }
+
+  #refetch(p: Pending): void {
+    p.refetched = true;
+    this.#loader.ensure(p.hash).then(
+      () => this.#enqueue(p),
+      (err: unknown) => this.#finish(p.lease, { ok: false, error: serializeError(err) }),
+    );
   }
 
   #request(a: Assignment, hash: string): AgentRunRequest {

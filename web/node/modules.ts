@@ -21,8 +21,9 @@ export class ModuleLoader {
     this.#fetch = fetchImpl ?? ((url) => globalThis.fetch(url));
   }
 
-  /** Hashes handed to the runtime (for the node's capabilities). */
+  /** Hashes the runtime holds now (for the node's capabilities); ones it evicted are forgotten. */
   get hashes(): string[] {
+    for (const h of this.#loaded) if (!this.#runtime.hasModule(h)) this.#loaded.delete(h);
     return [...this.#loaded];
   }
 
