@@ -310,15 +310,20 @@ export class LlamaModel {
     return this.ctx.withLock(async () => {
       this.#check();
       const { ids, B, T } = rowsOf(tokens);
-      const idT = this.ctx.upload(ids, [B * T]);
-      const { logits, hidden, rstd } = this.#forward(idT, { B, T, past: 0, train: false, lastOnly: options.lastOnly ?? false });
-      idT.release();
-      hidden.release();
-      rstd.release();
-      const out = await this.ctx.read(logits);
-      logits.release();
-      return out;
+      return this.#logits(ids, { B, T, past: 0, train: false, lastOnly: options.lastOnly ?? false });
     });
+  }
+
+  /** Runs the forward pass on token ids and reads back only the logits. */
+  async #logits(ids: Uint32Array, st: ForwardState): Promise<Float32Array> {
+    const idT = this.ctx.upload(ids, [ids.length]);
+    const { logits, hidden, rstd } = this.#forward(idT, st);
+    idT.release();
+    hidden.release();
+    rstd.release();
+    const out = await this.ctx.read(logits);
+    logits.release();
+    return out;
   }
 
   // ------------------------------------------------------------------ generation
@@ -334,16 +339,8 @@ export class LlamaModel {
     return { k, v, rows, B };
   }
 
-  async #step(tokens: Uint32Array, cache: KvCache, past: number): Promise<Float32Array> {
-    const T = tokens.length;
-    const idT = this.ctx.upload(tokens, [T]);
-    const { logits, hidden, rstd } = this.#forward(idT, { B: 1, T, past, cache, train: false, lastOnly: true });
-    idT.release();
-    hidden.release();
-    rstd.release();
-    const out = await this.ctx.read(logits);
-    logits.release();
-    return out;
+  #step(tokens: Uint32Array, cache: KvCache, past: number): Promise<Float32Array> {
+    return this.#logits(tokens, { B: 1, T: tokens.length, past, cache, train: false, lastOnly: true });
   }
 
   /**
