@@ -88,45 +88,33 @@ function expectEnd(r: ByteReader, what: string): void {
   if (r.pos !== r.end) r.fail(`the ${what} section has trailing bytes`);
 }
 
+/** Reads a section that is one vector of items (none when the section is absent), checking it ends there. */
+function readVector<T>(bytes: Uint8Array, sections: Section[], id: number, what: string, item: (r: ByteReader) => T): T[] {
+  const section = findSection(sections, id);
+  if (!section) return [];
+  const r = readerFor(bytes, section);
+  const n = r.u32();
+  const out: T[] = [];
+  for (let i = 0; i < n; i++) out.push(item(r));
+  expectEnd(r, what);
+  return out;
+}
+
 /** Parses imports, exports, memories and counts; `sections` from readSections. */
 export function readStructure(bytes: Uint8Array, sections: Section[]): ModuleStructure {
-  const imports: WasmImport[] = [];
-  const importSection = findSection(sections, SectionId.import);
-  if (importSection) {
-    const r = readerFor(bytes, importSection);
-    const n = r.u32();
-    for (let i = 0; i < n; i++) {
-      const module = r.name();
-      const name = r.name();
-      const kind = readKind(r);
-      readImportDesc(r, kind);
-      imports.push({ module, name, kind });
-    }
-    expectEnd(r, 'import');
-  }
-
-  const exports: WasmExport[] = [];
-  const exportSection = findSection(sections, SectionId.export);
-  if (exportSection) {
-    const r = readerFor(bytes, exportSection);
-    const n = r.u32();
-    for (let i = 0; i < n; i++) {
-      const name = r.name();
-      const kind = readKind(r);
-      const index = r.u32();
-      exports.push({ name, kind, index });
-    }
-    expectEnd(r, 'export');
-  }
-
-  const memories: MemoryLimits[] = [];
-  const memorySection = findSection(sections, SectionId.memory);
-  if (memorySection) {
-    const r = readerFor(bytes, memorySection);
-    const n = r.u32();
-    for (let i = 0; i < n; i++) memories.push(readLimits(r));
-    expectEnd(r, 'memory');
-  }
+  const imports = readVector<WasmImport>(bytes, sections, SectionId.import, 'import', (r) => {
+    const module = r.name();
+    const name = r.name();
+    const kind = readKind(r);
+    readImportDesc(r, kind);
+    return { module, name, kind };
+  });
+  const exports = readVector<WasmExport>(bytes, sections, SectionId.export, 'export', (r) => {
+    const name = r.name();
+    const kind = readKind(r);
+    return { name, kind, index: r.u32() };
+  });
+  const memories = readVector(bytes, sections, SectionId.memory, 'memory', readLimits);
 
   const countOf = (id: number): number => {
     const s = findSection(sections, id);
