@@ -32,7 +32,7 @@ before(async () => {
   await ensurePageBuilt();
   dir = mkdtempSync(join(tmpdir(), 'e2e-failover-'));
   // Short heartbeats so a lost node's leases come back within the test's bounds.
-  coordinator = await createCoordinator({ dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST, heartbeatIntervalMs: 500 });
+  coordinator = await createCoordinator({ dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST, heartbeatIntervalMs: 1000 });
   url = coordinator.url.replace(/\/$/, '');
   await registerSampleAgents(url);
   const log = (l: string): void => void process.stderr.write(`${l}\n`);
@@ -82,17 +82,18 @@ test('a node crashed while holding leases: its tasks run on the other node, none
   const page = doomed!.pages[0]!;
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Debugger.enable');
-  // The first batch is leased out at once. Freeze the doomed node's page while it works through
-  // its share (its workers may finish runs, but no result leaves the page), then crash it.
-  await submit(specs.slice(0, 500));
-  for (let i = 0; i < 2000; i++) {
-    if (((await nodesView()).find((n) => n.id === doomedId)?.held ?? 0) > 0) break;
-    await new Promise((r) => setTimeout(r, 1));
-  }
+  // Freeze the doomed node's page first (its timers run often, so the pause lands at once): from
+  // then on it takes leases but sends no result. The first batch goes out to both nodes; crash the
+  // frozen one while it holds its share.
   const paused = new Promise<void>((resolve) => cdp.once('Debugger.paused', () => resolve()));
   await cdp.send('Debugger.pause');
   await paused;
-  const held = (await nodesView()).find((n) => n.id === doomedId)?.held ?? 0;
+  await submit(specs.slice(0, 500));
+  let held = 0;
+  for (let i = 0; i < 2000 && held === 0; i++) {
+    held = (await nodesView()).find((n) => n.id === doomedId)?.held ?? 0;
+    if (held === 0) await new Promise((r) => setTimeout(r, 1));
+  }
   assert.ok(held > 0, 'the doomed node holds leases when it dies');
   const crashed = new Promise<void>((resolve) => page.once('crash', () => resolve()));
   // The call never answers: the renderer it talks to is gone. Wait for the page's crash event instead.
