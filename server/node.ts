@@ -15,9 +15,11 @@ export interface Slots {
   total: number;
   heavy: number;
   idle: number;
+  /** generate tasks: the sequences the node decodes at once (continuous batching), less those it holds. */
+  generate: number;
 }
 
-const NO_SLOTS: Readonly<Slots> = { total: 0, heavy: 0, idle: 0 };
+const NO_SLOTS: Readonly<Slots> = { total: 0, heavy: 0, idle: 0, generate: 0 };
 
 export type CircuitState = 'closed' | 'open' | 'half-open';
 
@@ -104,8 +106,10 @@ export class NodeSession {
   draining = false;
   /** Leases held, by lease id. Change them through hold() and release(). */
   readonly leases: ReadonlyMap<string, LeaseInfo> = new Map<string, LeaseInfo>();
-  /** Leases of generate/train tasks (GPU work, never prefetched). */
+  /** Leases of train tasks (GPU work, never prefetched). */
   #heavy = 0;
+  /** Leases of generate tasks (batched on the node, up to inference.maxSequences). */
+  #generate = 0;
   readonly circuit: Circuit;
   protocolErrors = 0;
   reputation = { pass: 0, fail: 0 };
@@ -132,14 +136,16 @@ export class NodeSession {
 
   hold(lease: LeaseInfo): void {
     (this.leases as Map<string, LeaseInfo>).set(lease.leaseId, lease);
-    if (lease.kind !== 'agent') this.#heavy++;
+    if (lease.kind === 'train') this.#heavy++;
+    else if (lease.kind === 'generate') this.#generate++;
   }
 
   release(leaseId: string): LeaseInfo | undefined {
     const lease = this.leases.get(leaseId);
     if (lease) {
       (this.leases as Map<string, LeaseInfo>).delete(leaseId);
-      if (lease.kind !== 'agent') this.#heavy--;
+      if (lease.kind === 'train') this.#heavy--;
+      else if (lease.kind === 'generate') this.#generate--;
     }
     return lease;
   }
@@ -165,20 +171,31 @@ export class NodeSession {
     if (this.draining || !this.healthy(now, heartbeatIntervalMs)) return NO_SLOTS;
     const circuit = this.circuit.state(now);
     if (circuit === 'open') return NO_SLOTS;
-    if (circuit === 'half-open') return this.leases.size === 0 ? { total: 1, heavy: 1, idle: 1 } : NO_SLOTS;
+    if (circuit === 'half-open') return this.leases.size === 0 ? { total: 1, heavy: 1, idle: 1, generate: 1 } : NO_SLOTS;
     const max = this.capabilities.maxConcurrent;
-    const total = Math.max(0, this.agentWindow(prefetch) - this.leases.size);
+    const sequences = this.capabilities.inference?.maxSequences ?? 0;
+    // generate leases are held by the node's batcher, not its workers: they widen the window by its sequences.
+    const total = Math.max(0, this.agentWindow(prefetch) + sequences - this.leases.size);
     return {
       total,
       heavy: Math.min(total, Math.max(0, max - this.#heavy)),
       idle: Math.min(total, Math.max(0, max - this.leases.size)),
+      generate: Math.min(total, Math.max(0, sequences - this.#generate)),
     };
   }
 
   fits(kind: TaskKind): boolean {
     if (!this.capabilities.kinds.includes(kind)) return false;
     if (kind === 'train' && !this.capabilities.webgpu) return false;
+    if (kind === 'generate' && !this.capabilities.inference) return false;
     return true;
+  }
+
+  /** 2: the model is loaded for inference on this node; 1: its weights are in the node's store; 0: neither. */
+  holds(model: string | null): number {
+    if (model === null) return 0;
+    if (this.capabilities.inference?.models.some((m) => m.name === model && m.loaded)) return 2;
+    return this.capabilities.models.includes(model) ? 1 : 0;
   }
 
   send(msg: CoordinatorMessage): void {

@@ -131,7 +131,7 @@ export class Scheduler {
     let kindsWithRows = 0;
     for (const kind of TASK_KINDS) {
       let capacity = 0;
-      for (const [node, slots] of free) if (node.fits(kind)) capacity += kind === 'agent' ? slots.total : slots.heavy;
+      for (const [node, slots] of free) if (node.fits(kind)) capacity += roomFor(kind, slots);
       if (capacity === 0) continue;
       const got = this.#journal.ready(kind, now, Math.min(capacity, MAX_DISPATCH));
       if (got.length) {
@@ -155,7 +155,8 @@ export class Scheduler {
       const slots = free.get(node)!;
       slots.total--;
       if (slots.idle > 0) slots.idle--;
-      if (row.kind !== 'agent') slots.heavy--;
+      if (row.kind === 'train') slots.heavy--;
+      else if (row.kind === 'generate') slots.generate--;
       const leaseId = newLeaseId();
       leases.push({ taskId: row.id, leaseId, nodeId: node.id });
       let list = plan.get(node);
@@ -376,7 +377,7 @@ export class Scheduler {
 
 /**
  * The router: among nodes with room that can run the kind, prefer one that has
- * the model cached (generate/train), then the most free workers (a task there
+ * the model loaded, then merely stored (generate/train), then the most free workers (a task there
  * starts at once), then the most free queue space, then the best reputation.
  */
 function pickNode(kind: TaskKind, model: string | null, free: Map<NodeSession, Slots>): NodeSession | null {
@@ -386,9 +387,9 @@ function pickNode(kind: TaskKind, model: string | null, free: Map<NodeSession, S
   let bestRoom = -1;
   let bestRep = -1;
   for (const [node, s] of free) {
-    const room = kind === 'agent' ? s.total : Math.min(s.total, s.heavy);
+    const room = roomFor(kind, s);
     if (room <= 0 || !node.fits(kind)) continue;
-    const cached = model !== null && node.capabilities.models.includes(model) ? 1 : 0;
+    const cached = node.holds(model);
     const idle = Math.min(s.idle, room);
     const { pass, fail } = node.reputation;
     const rep = pass + fail ? pass / (pass + fail) : 1;
@@ -402,6 +403,12 @@ function pickNode(kind: TaskKind, model: string | null, free: Map<NodeSession, S
     }
   }
   return best;
+}
+
+/** Tasks of this kind a node's slots take now. */
+function roomFor(kind: TaskKind, s: Slots): number {
+  if (kind === 'agent') return s.total;
+  return Math.min(s.total, kind === 'generate' ? s.generate : s.heavy);
 }
 
 /** The Assignment as JSON, with the stored payload text spliced in rather than parsed and printed again. */

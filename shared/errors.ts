@@ -77,6 +77,11 @@ export const ERRORS = {
   GPU_DEVICE_LOST: { status: 503, retryable: true, message: 'The GPU device was lost; the engine reset itself.' },
   GPU_OUT_OF_MEMORY: { status: 507, retryable: true, message: 'The GPU ran out of memory.' },
   STORAGE_QUOTA: { status: 507, retryable: false, message: 'The weight store is over its budget.' },
+  MODEL_DOWNLOAD_FAILED: { status: 502, retryable: true, message: 'The node could not fetch a model file from the coordinator.' },
+  ADAPTER_NOT_FOUND: { status: 404, retryable: false, message: 'No adapter has this name for this model.' },
+  PROMPT_TOO_LONG: { status: 400, retryable: false, message: "The prompt plus the tokens asked for do not fit the model's context." },
+  RESPONSE_FORMAT_UNSUPPORTED: { status: 400, retryable: false, message: 'The response_format schema uses a JSON Schema feature that constrained decoding does not support.' },
+  INFERENCE_FAILED: { status: 500, retryable: true, message: 'The inference backend failed while generating; the task is retried.' },
 
   // Tools (command-line)
   INVALID_ARGUMENT: { status: 400, retryable: false, message: 'A command-line option is missing or not valid.' },

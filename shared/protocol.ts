@@ -55,6 +55,24 @@ export const ChatMessageSchema = Type.Object(
   { additionalProperties: false },
 );
 
+/** Most alternatives `logprobs` may ask for (OpenAI's `top_logprobs` cap). */
+export const MAX_TOP_LOGPROBS = 20;
+
+export const ResponseFormatSchema = Type.Union([
+  Type.Object({ type: Type.Literal('text') }, { additionalProperties: false }),
+  Type.Object({ type: Type.Literal('json_object') }, { additionalProperties: false }),
+  Type.Object(
+    {
+      type: Type.Literal('json_schema'),
+      /** A JSON Schema (the subset in docs/api.md: type, properties, required, items, enum, const, anyOf, min/max). */
+      schema: Type.Unknown(),
+      name: Type.Optional(Type.String({ maxLength: 64 })),
+    },
+    { additionalProperties: false },
+  ),
+]);
+export type ResponseFormat = Static<typeof ResponseFormatSchema>;
+
 export const GeneratePayloadSchema = Type.Object(
   {
     model: Name,
@@ -65,7 +83,14 @@ export const GeneratePayloadSchema = Type.Object(
     temperature: Type.Optional(Type.Number({ minimum: 0, maximum: 10 })),
     topK: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000 })),
     topP: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
-    seed: Type.Optional(Type.Integer({ minimum: 0 })),
+    seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 0xffffffff })),
+    /** Stop when the text ends with one of these (the stop string is not part of the text). */
+    stop: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 256 }), { maxItems: 16 })),
+    /** Log-probabilities of each generated token, with this many alternatives (0: the chosen token only). */
+    logprobs: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TOP_LOGPROBS })),
+    /** Constrained decoding: the output always parses as JSON (and validates against the schema). */
+    responseFormat: Type.Optional(ResponseFormatSchema),
+    /** Send tokens as `task.progress` while generating (default true). */
     stream: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
@@ -164,10 +189,30 @@ export interface AgentResult {
   memoryBytes: number;
 }
 
+/** One generated token's log-probability, with the most likely alternatives when asked. */
+export interface TokenLogprob {
+  id: number;
+  token: string;
+  logprob: number;
+  top?: { id: number; token: string; logprob: number }[];
+}
+
+/** Which implementation ran a model on a node, and on what. */
+export type InferenceBackendKind = 'engine' | 'transformers';
+export type InferenceDevice = 'webgpu' | 'wasm';
+
 export interface GenerateResult {
   text: string;
-  tokens: number;
+  /** The generated token ids (a stop token included when one ended the text). */
+  tokens: number[];
+  /** `stop`: EOS or a stop string; `length`: maxNewTokens or the context's end. */
   finishReason: 'stop' | 'length';
+  usage: { promptTokens: number; completionTokens: number };
+  logprobs?: TokenLogprob[];
+  backend: InferenceBackendKind;
+  device: InferenceDevice;
+  /** From the run's start on the node to its first token. */
+  ttftMs: number;
   durationMs: number;
   tokensPerSec: number;
 }
@@ -221,6 +266,26 @@ export const MAX_NODE_CONCURRENCY = 1024;
 /** Largest `queueDepth` a node may advertise (agent tasks held beyond those running). */
 export const MAX_QUEUE_DEPTH = 65_536;
 
+/** Largest `inference.maxSequences` a node may advertise. */
+export const MAX_NODE_SEQUENCES = 256;
+
+export const ModelCapabilitySchema = Type.Object({
+  name: Type.String({ maxLength: 128 }),
+  backend: Type.Union([Type.Literal('engine'), Type.Literal('transformers')]),
+  device: Type.Union([Type.Literal('webgpu'), Type.Literal('wasm')]),
+  /** On the GPU (or in the WASM session) now, not only in the weight store. */
+  loaded: Type.Boolean(),
+  /** Measured decode speed of one sequence, when the node has measured it. */
+  tokensPerSec: Type.Optional(Type.Number({ minimum: 0, maximum: 1e7 })),
+});
+export const InferenceCapabilitiesSchema = Type.Object({
+  /** generate tasks the node runs at once (continuous batching across models). */
+  maxSequences: Type.Integer({ minimum: 1, maximum: MAX_NODE_SEQUENCES }),
+  models: Type.Array(ModelCapabilitySchema, { maxItems: 256 }),
+});
+export type ModelCapability = Static<typeof ModelCapabilitySchema>;
+export type InferenceCapabilities = Static<typeof InferenceCapabilitiesSchema>;
+
 export const CapabilitiesSchema = Type.Object({
   kinds: Type.Array(Type.Union([Type.Literal('agent'), Type.Literal('generate'), Type.Literal('train')])),
   /** Agent runs the node takes at once (its worker pool size). */
@@ -235,6 +300,8 @@ export const CapabilitiesSchema = Type.Object({
   webgpu: Type.Union([WebGpuInfoSchema, Type.Null()]),
   /** Models whose weights are in the node's store. */
   models: Type.Array(Type.String()),
+  /** Text generation: sequences the node decodes at once, and per model the backend and device it uses. */
+  inference: Type.Optional(InferenceCapabilitiesSchema),
   adapters: Type.Array(Type.String()),
   /** Module hashes the node has compiled. */
   modules: Type.Optional(Type.Array(Type.String())),
@@ -285,12 +352,30 @@ export const HeartbeatSchema = Type.Object({
   capabilities: Type.Optional(CapabilitiesSchema),
 });
 
+const TokenAltSchema = Type.Object({ id: Type.Integer({ minimum: 0 }), token: Type.String({ maxLength: 1024 }), logprob: Type.Number() });
+const TokenLogprobSchema = Type.Object({
+  id: Type.Integer({ minimum: 0 }),
+  token: Type.String({ maxLength: 1024 }),
+  logprob: Type.Number(),
+  top: Type.Optional(Type.Array(TokenAltSchema, { maxItems: MAX_TOP_LOGPROBS })),
+});
+
 export const ProgressSchema = Type.Object({
   type: Type.Literal('task.progress'),
   taskId: Id,
   leaseId: Id,
   progress: Type.Union([
-    Type.Object({ kind: Type.Literal('tokens'), text: Type.String(), tokens: Type.Integer() }),
+    Type.Object({
+      kind: Type.Literal('tokens'),
+      /** The text added since the last progress message (held back while it may be the start of a stop string). */
+      text: Type.String(),
+      /** Tokens generated so far. */
+      tokens: Type.Integer({ minimum: 0 }),
+      /** The ids added since the last progress message. */
+      ids: Type.Optional(Type.Array(Type.Integer({ minimum: 0 }), { maxItems: 4096 })),
+      logprobs: Type.Optional(Type.Array(TokenLogprobSchema, { maxItems: 4096 })),
+    }),
+    Type.Object({ kind: Type.Literal('download'), model: Type.String({ maxLength: 128 }), loadedBytes: Type.Integer({ minimum: 0 }), totalBytes: Type.Integer({ minimum: 0 }) }),
     Type.Object({ kind: Type.Literal('loss'), step: Type.Integer(), loss: Type.Number(), evalLoss: Type.Optional(Type.Number()) }),
     Type.Object({ kind: Type.Literal('log'), line: Type.String() }),
   ]),

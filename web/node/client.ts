@@ -1,13 +1,13 @@
 /**
- * The browser node: joins the coordinator over WebSocket, runs the tasks it is
- * assigned in the agent runtime, and sends results back in batches.
+ * The browser node's connection: joins the coordinator over WebSocket, holds the
+ * leases it is assigned, hands each to the runner for its kind (agents, generate)
+ * and sends progress and results back (results in batches).
  *
  * Plain TypeScript with no DOM beyond WebSocket/fetch/sessionStorage (all
  * injectable), so Node tests drive it with the `ws` package and a real runtime.
  */
 import {
   AppError,
-  DEFAULT_AGENT_LIMITS,
   LIMITS,
   MAX_NODE_CONCURRENCY,
   MAX_QUEUE_DEPTH,
@@ -15,27 +15,29 @@ import {
   assertNever,
   parseNodeId,
   serializeError,
-  type AgentLimits,
-  type AgentPayload,
   type Assignment,
   type Capabilities,
   type CoordinatorMessage,
   type ErrorCode,
   type ErrorInfo,
-  type LeaseId,
   type NodeId,
   type NodeMessage,
   type NodeMetrics,
+  type ProgressMessage,
   type ResultItem,
   type TaskId,
-
+  type TaskKind,
 } from '../../shared';
-import type { AgentRunOutcome, AgentRunRequest, AgentRuntime, AgentRuntimeStats } from '../../worker';
+import type { AgentRuntime, AgentRuntimeStats } from '../../worker';
+import type { InferenceRuntime, InferenceRuntimeStats } from '../../worker/inference';
+import { AgentRunner } from './agent-runner';
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff';
 import type { ConnectionState, NodeEvent, NodeListener, RunningTask, TaskEntry } from './events';
+import { GenerateRunner } from './generate-runner';
 import type { GpuProbe } from './gpu';
-import { ModuleLoader, type FetchLike } from './modules';
+import type { FetchLike } from './modules';
 import { ResultBatcher } from './result-batcher';
+import type { Lease, RunnerHost, RunOutcome, TaskRunner } from './runner';
 import { coordinatorUrls } from './url';
 
 /** The part of a WebSocket the client uses; the browser's and the `ws` package's both fit. */
@@ -54,7 +56,10 @@ type StorageLike = Pick<Storage, 'getItem' | 'setItem'>;
 export interface NodeClientOptions {
   /** The coordinator: `http(s)://host:port` (or ws(s)://, or host:port). */
   url: string;
+  /** Runs agent tasks. */
   runtime: AgentRuntime;
+  /** Runs generate tasks; without it the node takes agent tasks only. */
+  inference?: InferenceRuntime;
   /** Shown in the coordinator's node list. */
   name?: string;
   /**
@@ -109,36 +114,22 @@ export interface NodeStats {
   resultsSent: number;
   moduleFetches: number;
   pool: AgentRuntimeStats;
+  /** The inference runtime's figures, when the node runs generate tasks. */
+  inference: InferenceRuntimeStats | null;
   lastError: ErrorInfo | null;
 }
 
 const NODE_ID_KEY = 'exec-node.nodeId';
 /** See NodeClientOptions.tasksPerWorker. */
 const DEFAULT_TASKS_PER_WORKER = 128;
-const STDERR_TAIL = 1024;
 const OPEN = 1;
-// Shared by every request that has none of these (the runtime only reads them).
-const EMPTY = new Uint8Array(0);
-const NO_ARGS: string[] = [];
-const NO_ENV: Record<string, string> = {};
-const NO_FILES: Record<string, Uint8Array> = {};
-
-interface Lease extends RunningTask {
-  leaseId: LeaseId;
-  cancelled: string | null;
-}
-
-/** A leased agent task waiting for a free worker. */
-interface Pending {
-  a: Assignment;
-  lease: Lease;
-  hash: string;
-  /** Set once the module was fetched again after the runtime evicted it. */
-  refetched?: boolean;
-}
 
 export class NodeClient {
   readonly #runtime: AgentRuntime;
+  readonly #inference: InferenceRuntime | null;
+  readonly #agents: AgentRunner;
+  readonly #generate: GenerateRunner | null;
+  readonly #runners: Partial<Record<TaskKind, TaskRunner>>;
   readonly #urls: { httpBase: string; wsUrl: string };
   readonly #name: string;
   /** Advertised: tasks the node runs at once (its workers) and holds queued beyond them. */
@@ -148,7 +139,6 @@ export class NodeClient {
   readonly #createSocket: (url: string) => SocketLike;
   readonly #gpuSource: GpuProbe | (() => Promise<GpuProbe>) | undefined;
   readonly #backoff: BackoffOptions;
-  readonly #loader: ModuleLoader;
   readonly #batcher: ResultBatcher;
   readonly #recent: TaskEntry[] = [];
   readonly #recentSize: number;
@@ -158,11 +148,7 @@ export class NodeClient {
   readonly #byCode: Record<string, number> = {};
   readonly #encoder = new TextEncoder();
   readonly #maxMessageBytes: number;
-  /** Runs handed to the runtime at once: one per worker, so its spawn times are not queue waits. */
-  readonly #slots: number;
-  #queue: Pending[] = [];
-  #queueHead = 0;
-  #inFlight = 0;
+  #capsTimer: ReturnType<typeof setTimeout> | null = null;
 
   #gpu: GpuProbe | null = null;
   #socket: SocketLike | null = null;
@@ -181,10 +167,18 @@ export class NodeClient {
 
   constructor(opts: NodeClientOptions) {
     this.#runtime = opts.runtime;
+    this.#inference = opts.inference ?? null;
     this.#urls = coordinatorUrls(opts.url);
     this.#name = (opts.name ?? 'exec-node').slice(0, 128);
-    this.#slots = Math.max(1, opts.runtime.stats().workers);
-    this.#maxConcurrent = Math.min(MAX_NODE_CONCURRENCY, this.#slots);
+    const host: RunnerHost = {
+      finish: (lease, outcome) => this.#finish(lease, outcome),
+      progress: (lease, progress) => this.#progress(lease, progress),
+      capabilitiesChanged: () => this.#capabilitiesChanged(),
+    };
+    this.#agents = new AgentRunner(opts.runtime, host, this.#urls.httpBase, opts.fetch);
+    this.#generate = this.#inference ? new GenerateRunner(this.#inference, host) : null;
+    this.#runners = { agent: this.#agents, ...(this.#generate ? { generate: this.#generate } : {}) };
+    this.#maxConcurrent = Math.min(MAX_NODE_CONCURRENCY, this.#agents.slots);
     const asked = opts.tasksPerWorker;
     const perWorker = asked !== undefined && Number.isFinite(asked) ? Math.max(1, Math.floor(asked)) : DEFAULT_TASKS_PER_WORKER;
     const depth = opts.queueDepth !== undefined && Number.isFinite(opts.queueDepth) ? opts.queueDepth : this.#maxConcurrent * (perWorker - 1);
@@ -194,7 +188,6 @@ export class NodeClient {
     this.#createSocket = opts.createSocket ?? ((url) => new WebSocket(url) as unknown as SocketLike);
     this.#gpuSource = opts.gpu;
     this.#backoff = opts.backoff ?? DEFAULT_BACKOFF;
-    this.#loader = new ModuleLoader(opts.runtime, this.#urls.httpBase, opts.fetch);
     this.#batcher = new ResultBatcher({ send: (items) => this.#sendResults(items), delayMs: opts.resultDelayMs });
     this.#recentSize = opts.recentSize ?? 50;
     this.#userAgent = opts.userAgent ?? globalThis.navigator?.userAgent;
@@ -248,16 +241,17 @@ export class NodeClient {
       coordinator: this.#urls.httpBase,
       connects: this.#connects,
       held: this.#leases.size,
-      running: this.#inFlight,
-      queued: this.#queue.length - this.#queueHead,
+      running: this.#agents.running + (this.#generate?.running ?? 0),
+      queued: this.#agents.waiting,
       capacity: { maxConcurrent: this.#maxConcurrent, queueDepth: this.#queueDepth },
       tasksDone: this.#tasksDone,
       tasksFailed: this.#tasksFailed,
       byCode: { ...this.#byCode },
       resultBatches: counts.batches,
       resultsSent: counts.results,
-      moduleFetches: this.#loader.fetches,
+      moduleFetches: this.#agents.moduleFetches,
       pool: this.#runtime.stats(),
+      inference: this.#inference?.stats() ?? null,
       lastError: this.#lastError,
     };
   }
@@ -268,6 +262,7 @@ export class NodeClient {
     this.#setState('connecting');
     const src = this.#gpuSource;
     this.#gpu = src === undefined ? null : typeof src === 'function' ? await src() : src;
+    await this.#generate?.refresh();
     if (this.#closed) return;
     this.#connect();
   }
@@ -276,6 +271,7 @@ export class NodeClient {
   close(): void {
     this.#closed = true;
     this.#stopTimers();
+    this.#generate?.close();
     this.#batcher.flush();
     this.#batcher.close();
     const s = this.#socket;
@@ -341,14 +337,15 @@ export class NodeClient {
 
   #capabilities(): Capabilities {
     const caps: Capabilities = {
-      kinds: this.#draining ? [] : ['agent'],
+      kinds: this.#draining ? [] : this.#generate ? ['agent', 'generate'] : ['agent'],
       maxConcurrent: this.#maxConcurrent,
       queueDepth: this.#queueDepth,
       webgpu: this.#gpu?.info ?? null,
-      models: [],
+      models: this.#generate?.storedModels() ?? [],
       adapters: [],
-      modules: this.#loader.hashes,
+      modules: this.#agents.moduleHashes,
     };
+    if (this.#generate) caps.inference = this.#generate.capabilities();
     if (this.#userAgent) caps.userAgent = this.#userAgent.slice(0, 512);
     return caps;
   }
@@ -427,10 +424,19 @@ export class NodeClient {
     });
   }
 
+  /** A runner's capabilities changed: tell the coordinator with the next heartbeat, soon. */
+  #capabilitiesChanged(): void {
+    if (this.#capsTimer !== null) return;
+    this.#capsTimer = setTimeout(() => {
+      this.#capsTimer = null;
+      this.#heartbeat(true);
+    }, 50);
+  }
+
   #metrics(): NodeMetrics {
     const pool = this.#runtime.stats();
     const m: NodeMetrics = {
-      running: this.#inFlight,
+      running: this.#agents.running + (this.#generate?.running ?? 0),
       workers: pool.workers,
       tasksDone: this.#tasksDone,
       tasksFailed: this.#tasksFailed,
@@ -439,6 +445,11 @@ export class NodeClient {
     if (Number.isFinite(pool.spawnP99Ms)) m.spawnP99Ms = pool.spawnP99Ms;
     const mem = (globalThis.performance as Performance & { memory?: { usedJSHeapSize: number } }).memory;
     if (mem) m.memoryBytes = mem.usedJSHeapSize;
+    const inf = this.#inference?.stats();
+    if (inf) {
+      m.gpuMemoryBytes = inf.gpuMemoryBytes;
+      m.tokensPerSec = inf.tokensPerSec;
+    }
     return m;
   }
 
@@ -457,6 +468,8 @@ export class NodeClient {
 
   #stopTimers(): void {
     this.#stopHeartbeat();
+    if (this.#capsTimer !== null) clearTimeout(this.#capsTimer);
+    this.#capsTimer = null;
     if (this.#reconnectTimer !== null) clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = null;
   }
@@ -466,127 +479,47 @@ export class NodeClient {
   #accept(a: Assignment): void {
     if (this.#leases.has(a.taskId)) return; // a repeated assignment of a task already running
     const name = taskName(a);
-    const lease: Lease = { taskId: a.taskId, leaseId: a.leaseId, kind: a.kind, name, startedAt: Date.now(), cancelled: null, running: false };
+    const lease: Lease = { taskId: a.taskId, leaseId: a.leaseId, kind: a.kind, name, startedAt: Date.now(), cancelled: null, running: false, ended: false };
     this.#leases.set(a.taskId, lease);
     this.#emit({ type: 'task.start', task: lease });
 
     if (this.#draining) return this.#fail(lease, 'NODE_DRAINING', 'This node is draining; the task goes to another node.');
-    if (a.kind !== 'agent') {
-      return this.#fail(lease, 'TASK_KIND_UNSUPPORTED', `This node runs agent tasks only, not ${a.kind}.`);
+    const runner = this.#runners[a.kind];
+    if (!runner) {
+      const kinds = Object.keys(this.#runners).join(' and ');
+      return this.#fail(lease, 'TASK_KIND_UNSUPPORTED', `This node runs ${kinds} tasks, not ${a.kind}.`);
     }
     if (a.deadline !== null && a.deadline <= lease.startedAt) {
       return this.#fail(lease, 'DEADLINE_EXCEEDED', 'The task reached the node after its deadline.');
     }
-    const hash = a.module?.sha256;
-    if (!hash) return this.#fail(lease, 'PROTOCOL_ERROR', 'An agent assignment came without its module hash.');
-
-    if (this.#loader.has(hash)) {
-      this.#enqueue({ a, lease, hash });
-    } else {
-      this.#loader.ensure(hash).then(
-        () => this.#enqueue({ a, lease, hash }),
-        (err: unknown) => this.#finish(lease, { ok: false, error: serializeError(err) }),
-      );
-    }
-  }
-
-  #enqueue(p: Pending): void {
-    this.#queue.push(p);
-    this.#pump();
-  }
-
-  /** Starts queued runs while a worker is free. */
-  #pump(): void {
-    while (this.#inFlight < this.#slots && this.#queueHead < this.#queue.length) {
-      const p = this.#queue[this.#queueHead]!;
-      this.#queue[this.#queueHead++] = undefined as unknown as Pending;
-      if (this.#leases.get(p.lease.taskId) !== p.lease) continue; // cancelled while it waited
-      this.#start(p);
-    }
-    if (this.#queueHead === this.#queue.length) {
-      this.#queue = [];
-      this.#queueHead = 0;
-    } else if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
-      this.#queue = this.#queue.slice(this.#queueHead);
-      this.#queueHead = 0;
-    }
-  }
-
-  #start(p: Pending): void {
-    const { a, lease, hash } = p;
-    if (a.deadline !== null && a.deadline <= Date.now()) {
-      return this.#fail(lease, 'DEADLINE_EXCEEDED', 'The task passed its deadline while it waited for a worker.');
-    }
-    // The runtime's module cache is bounded: a module can be evicted while its task waits here.
-    if (!this.#loader.has(hash)) return this.#refetch(p);
-    let req: AgentRunRequest;
     try {
-      req = this.#request(a, hash);
+      runner.start(a, lease);
     } catch (err) {
-      return this.#finish(lease, { ok: false, error: serializeError(err) });
+      this.#finish(lease, { ok: false, error: serializeError(err) });
     }
-    lease.running = true;
-    this.#inFlight++;
-    this.#runtime.run(req).then(
-      (outcome) => this.#ran(p, outcome),
-      (err: unknown) => this.#ran(p, { ok: false, error: serializeError(err) }),
-    );
   }
 
-  #ran(p: Pending, outcome: AgentRunOutcome): void {
-    this.#inFlight--;
-    p.lease.running = false;
-    if (!outcome.ok && outcome.error.code === 'AGENT_MODULE_MISSING' && !p.refetched) {
-      // Evicted between the check in #start and the run: fetch it once more rather than spend an attempt.
-      this.#pump();
-      return this.#refetch(p);
-    }
-    this.#pump();
-    this.#finish(p.lease, outcome);
-  }
-
-  #refetch(p: Pending): void {
-    p.refetched = true;
-    this.#loader.ensure(p.hash).then(
-      () => this.#enqueue(p),
-      (err: unknown) => this.#finish(p.lease, { ok: false, error: serializeError(err) }),
-    );
-  }
-
-  #request(a: Assignment, hash: string): AgentRunRequest {
-    const p = a.payload as AgentPayload;
-    let files = NO_FILES;
-    if (p.files) {
-      files = {};
-      for (const k of Object.keys(p.files)) files[k] = this.#encoder.encode(p.files[k]);
-    }
-    const limits: AgentLimits = p.limits ? { ...DEFAULT_AGENT_LIMITS, ...p.limits } : DEFAULT_AGENT_LIMITS;
-    return {
-      taskId: a.taskId,
-      agentName: p.agent,
-      moduleHash: hash,
-      stdin: p.input === undefined ? EMPTY : this.#encoder.encode(JSON.stringify(p.input)),
-      args: p.args ?? NO_ARGS,
-      env: p.env ?? NO_ENV,
-      files,
-      limits,
-    };
+  #progress(lease: Lease, progress: ProgressMessage['progress']): void {
+    if (lease.ended) return;
+    this.#send({ type: 'task.progress', taskId: lease.taskId, leaseId: lease.leaseId, progress });
   }
 
   #cancel(taskId: TaskId, reason: string): void {
     const lease = this.#leases.get(taskId);
     if (!lease) return;
     lease.cancelled = reason || 'cancelled by the coordinator';
-    if (lease.running) this.#runtime.stop(taskId, lease.cancelled);
-    else this.#fail(lease, 'CANCELLED', lease.cancelled); // still queued (or fetching its module): end it now
+    const runner = this.#runners[lease.kind];
+    if (runner) runner.cancel(lease);
+    else this.#fail(lease, 'CANCELLED', lease.cancelled);
   }
 
   #fail(lease: Lease, code: ErrorCode, message: string): void {
     this.#finish(lease, { ok: false, error: { code, name: 'AppError', message } });
   }
 
-  #finish(lease: Lease, outcome: AgentRunOutcome): void {
-    if (this.#leases.get(lease.taskId) !== lease) return;
+  #finish(lease: Lease, outcome: RunOutcome): void {
+    if (lease.ended || this.#leases.get(lease.taskId) !== lease) return;
+    lease.ended = true;
     this.#leases.delete(lease.taskId);
     const end = Date.now();
     let item: ResultItem;
@@ -596,7 +529,9 @@ export class NodeClient {
       code = 'OK';
       this.#tasksDone++;
     } else {
-      const error = failureInfo(outcome, lease.cancelled);
+      const error = lease.cancelled !== null && outcome.error.code !== 'CANCELLED'
+        ? { code: 'CANCELLED' as const, name: 'AppError', message: lease.cancelled, details: { ...(outcome.error.details ?? {}), cause: outcome.error.code } }
+        : outcome.error;
       item = { taskId: lease.taskId as TaskId, leaseId: lease.leaseId, ok: false, error };
       code = error.code;
       this.#tasksFailed++;
@@ -608,7 +543,7 @@ export class NodeClient {
       kind: lease.kind,
       name: lease.name,
       startedAt: lease.startedAt,
-      durationMs: outcome.ok ? outcome.result.durationMs : end - lease.startedAt,
+      durationMs: outcome.ok ? outcome.durationMs : end - lease.startedAt,
       code,
     };
     if (this.#recent.length < this.#recentSize) this.#recent.push(entry);
@@ -676,18 +611,6 @@ function taskName(a: Assignment): string {
   const p = a.payload as { agent?: unknown; model?: unknown };
   const n = typeof p.agent === 'string' ? p.agent : typeof p.model === 'string' ? p.model : '';
   return n.slice(0, 128);
-}
-
-function failureInfo(outcome: Extract<AgentRunOutcome, { ok: false }>, cancelled: string | null): ErrorInfo {
-  const base = cancelled !== null ? { code: 'CANCELLED' as const, name: 'AppError', message: cancelled } : outcome.error;
-  const details: Record<string, unknown> = { ...(outcome.error.details ?? {}) };
-  if (cancelled !== null) details.cause = outcome.error.code;
-  if (outcome.stderr) details.stderrTail = outcome.stderr.slice(-STDERR_TAIL);
-  if (outcome.fuelUsed !== undefined) details.fuelUsed = outcome.fuelUsed;
-  if (outcome.durationMs !== undefined) details.durationMs = outcome.durationMs;
-  const info: ErrorInfo = { code: base.code, name: base.name, message: base.message };
-  if (Object.keys(details).length > 0) info.details = details;
-  return info;
 }
 
 function storedNodeId(storage: StorageLike | null): NodeId | null {

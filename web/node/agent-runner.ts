@@ -1,0 +1,192 @@
+/**
+ * Agent leases: fetch the module once (cached by hash), queue the lease on the node until a worker
+ * is free, run it in the agent runtime, and turn its outcome into the wire result.
+ */
+import {
+  DEFAULT_AGENT_LIMITS,
+  serializeError,
+  type AgentLimits,
+  type AgentPayload,
+  type Assignment,
+  type ErrorCode,
+  type ErrorInfo,
+} from '../../shared';
+import type { AgentRunOutcome, AgentRunRequest, AgentRuntime } from '../../worker';
+import { ModuleLoader, type FetchLike } from './modules';
+import type { Lease, RunnerHost, RunOutcome, TaskRunner } from './runner';
+
+const STDERR_TAIL = 1024;
+// Shared by every request that has none of these (the runtime only reads them).
+const EMPTY = new Uint8Array(0);
+const NO_ARGS: string[] = [];
+const NO_ENV: Record<string, string> = {};
+const NO_FILES: Record<string, Uint8Array> = {};
+
+/** A leased agent task waiting for a free worker. */
+interface Pending {
+  a: Assignment;
+  lease: Lease;
+  hash: string;
+  /** Set once the module was fetched again after the runtime evicted it. */
+  refetched?: boolean;
+}
+
+export class AgentRunner implements TaskRunner {
+  readonly kind = 'agent' as const;
+  readonly #runtime: AgentRuntime;
+  readonly #host: RunnerHost;
+  readonly #loader: ModuleLoader;
+  readonly #encoder = new TextEncoder();
+  /** Runs handed to the runtime at once: one per worker, so its spawn times are not queue waits. */
+  readonly slots: number;
+  #queue: Pending[] = [];
+  #queueHead = 0;
+  #inFlight = 0;
+
+  constructor(runtime: AgentRuntime, host: RunnerHost, httpBase: string, fetch?: FetchLike) {
+    this.#runtime = runtime;
+    this.#host = host;
+    this.#loader = new ModuleLoader(runtime, httpBase, fetch);
+    this.slots = Math.max(1, runtime.stats().workers);
+  }
+
+  get running(): number {
+    return this.#inFlight;
+  }
+
+  get waiting(): number {
+    return this.#queue.length - this.#queueHead;
+  }
+
+  /** Module hashes the runtime still holds (advertised so the router can prefer this node). */
+  get moduleHashes(): string[] {
+    return this.#loader.hashes;
+  }
+
+  get moduleFetches(): number {
+    return this.#loader.fetches;
+  }
+
+  start(a: Assignment, lease: Lease): void {
+    const hash = a.module?.sha256;
+    if (!hash) return this.#fail(lease, 'PROTOCOL_ERROR', 'An agent assignment came without its module hash.');
+    if (this.#loader.has(hash)) {
+      this.#enqueue({ a, lease, hash });
+    } else {
+      this.#loader.ensure(hash).then(
+        () => this.#enqueue({ a, lease, hash }),
+        (err: unknown) => this.#host.finish(lease, { ok: false, error: serializeError(err) }),
+      );
+    }
+  }
+
+  cancel(lease: Lease): void {
+    const reason = lease.cancelled ?? 'cancelled by the coordinator';
+    if (lease.running) this.#runtime.stop(lease.taskId, reason);
+    else this.#fail(lease, 'CANCELLED', reason); // still queued (or fetching its module): end it now
+  }
+
+  #enqueue(p: Pending): void {
+    this.#queue.push(p);
+    this.#pump();
+  }
+
+  /** Starts queued runs while a worker is free. */
+  #pump(): void {
+    while (this.#inFlight < this.slots && this.#queueHead < this.#queue.length) {
+      const p = this.#queue[this.#queueHead]!;
+      this.#queue[this.#queueHead++] = undefined as unknown as Pending;
+      if (p.lease.cancelled !== null || p.lease.ended) continue; // ended while it waited
+      this.#start(p);
+    }
+    if (this.#queueHead === this.#queue.length) {
+      this.#queue = [];
+      this.#queueHead = 0;
+    } else if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#queueHead);
+      this.#queueHead = 0;
+    }
+  }
+
+  #start(p: Pending): void {
+    const { a, lease, hash } = p;
+    if (a.deadline !== null && a.deadline <= Date.now()) {
+      return this.#fail(lease, 'DEADLINE_EXCEEDED', 'The task passed its deadline while it waited for a worker.');
+    }
+    // The runtime's module cache is bounded: a module can be evicted while its task waits here.
+    if (!this.#loader.has(hash)) return this.#refetch(p);
+    let req: AgentRunRequest;
+    try {
+      req = this.#request(a, hash);
+    } catch (err) {
+      return this.#host.finish(lease, { ok: false, error: serializeError(err) });
+    }
+    lease.running = true;
+    this.#inFlight++;
+    this.#runtime.run(req).then(
+      (outcome) => this.#ran(p, outcome),
+      (err: unknown) => this.#ran(p, { ok: false, error: serializeError(err) }),
+    );
+  }
+
+  #ran(p: Pending, outcome: AgentRunOutcome): void {
+    this.#inFlight--;
+    p.lease.running = false;
+    if (!outcome.ok && outcome.error.code === 'AGENT_MODULE_MISSING' && !p.refetched) {
+      // Evicted between the check in #start and the run: fetch it once more rather than spend an attempt.
+      this.#pump();
+      return this.#refetch(p);
+    }
+    this.#pump();
+    this.#host.finish(p.lease, toOutcome(outcome, p.lease));
+  }
+
+  #refetch(p: Pending): void {
+    p.refetched = true;
+    this.#loader.ensure(p.hash).then(
+      () => this.#enqueue(p),
+      (err: unknown) => this.#host.finish(p.lease, { ok: false, error: serializeError(err) }),
+    );
+  }
+
+  #request(a: Assignment, hash: string): AgentRunRequest {
+    const p = a.payload as AgentPayload;
+    let files = NO_FILES;
+    if (p.files) {
+      files = {};
+      for (const k of Object.keys(p.files)) files[k] = this.#encoder.encode(p.files[k]);
+    }
+    const limits: AgentLimits = p.limits ? { ...DEFAULT_AGENT_LIMITS, ...p.limits } : DEFAULT_AGENT_LIMITS;
+    return {
+      taskId: a.taskId,
+      agentName: p.agent,
+      moduleHash: hash,
+      stdin: p.input === undefined ? EMPTY : this.#encoder.encode(JSON.stringify(p.input)),
+      args: p.args ?? NO_ARGS,
+      env: p.env ?? NO_ENV,
+      files,
+      limits,
+    };
+  }
+
+  #fail(lease: Lease, code: ErrorCode, message: string): void {
+    this.#host.finish(lease, { ok: false, error: { code, name: 'AppError', message } });
+  }
+}
+
+function toOutcome(outcome: AgentRunOutcome, lease: Lease): RunOutcome {
+  if (outcome.ok) return { ok: true, result: outcome.result, durationMs: outcome.result.durationMs };
+  return { ok: false, error: failureInfo(outcome, lease.cancelled) };
+}
+
+function failureInfo(outcome: Extract<AgentRunOutcome, { ok: false }>, cancelled: string | null): ErrorInfo {
+  const base = cancelled !== null ? { code: 'CANCELLED' as const, name: 'AppError', message: cancelled } : outcome.error;
+  const details: Record<string, unknown> = { ...(outcome.error.details ?? {}) };
+  if (cancelled !== null) details.cause = outcome.error.code;
+  if (outcome.stderr) details.stderrTail = outcome.stderr.slice(-STDERR_TAIL);
+  if (outcome.fuelUsed !== undefined) details.fuelUsed = outcome.fuelUsed;
+  if (outcome.durationMs !== undefined) details.durationMs = outcome.durationMs;
+  const info: ErrorInfo = { code: base.code, name: base.name, message: base.message };
+  if (Object.keys(details).length > 0) info.details = details;
+  return info;
+}

@@ -1,0 +1,144 @@
+/**
+ * generate leases: handed to the node's inference runtime (continuous batching there), tokens
+ * streamed to the coordinator as `task.progress` (coalesced per lease so a fast decoder does not
+ * send one socket message per token), the result sent when the sequence ends.
+ */
+import { serializeError, type Assignment, type GeneratePayload, type InferenceCapabilities, type ModelCapability, type TokenLogprob } from '../../shared';
+import type { GenerateRunRequest, GenerationProgress, InferenceRuntime } from '../../worker/inference';
+import type { Lease, RunnerHost, TaskRunner } from './runner';
+
+/** Longest a streamed token waits for others to share its message. */
+const FLUSH_MS = 4;
+
+interface Stream {
+  text: string;
+  ids: number[];
+  logprobs: TokenLogprob[];
+  tokens: number;
+  timer: ReturnType<typeof setTimeout> | null;
+}
+
+export class GenerateRunner implements TaskRunner {
+  readonly kind = 'generate' as const;
+  readonly #runtime: InferenceRuntime;
+  readonly #host: RunnerHost;
+  readonly #streams = new Map<string, Stream>();
+  #running = 0;
+  #models: ModelCapability[] = [];
+  readonly #off: () => void;
+
+  constructor(runtime: InferenceRuntime, host: RunnerHost) {
+    this.#runtime = runtime;
+    this.#host = host;
+    this.#off = runtime.on((e) => {
+      if (e.type === 'load' || e.type === 'unload' || (e.type === 'download' && e.loadedBytes === e.totalBytes)) void this.refresh();
+    });
+  }
+
+  get running(): number {
+    return this.#running;
+  }
+
+  get waiting(): number {
+    return this.#runtime.stats().waiting;
+  }
+
+  /** What the node advertises for generate tasks. */
+  capabilities(): InferenceCapabilities {
+    return { maxSequences: Math.max(1, this.#runtime.stats().maxSequences), models: this.#models };
+  }
+
+  /** Model names whose weights the node holds. */
+  storedModels(): string[] {
+    return this.#models.map((m) => m.name);
+  }
+
+  /** Reads the runtime's models again and tells the connection when they changed. */
+  async refresh(): Promise<void> {
+    let next: ModelCapability[];
+    try {
+      next = await this.#runtime.models();
+    } catch {
+      return;
+    }
+    if (JSON.stringify(next) === JSON.stringify(this.#models)) return;
+    this.#models = next;
+    this.#host.capabilitiesChanged();
+  }
+
+  close(): void {
+    this.#off();
+  }
+
+  start(a: Assignment, lease: Lease): void {
+    const p = a.payload as GeneratePayload;
+    const req: GenerateRunRequest = { taskId: a.taskId, model: p.model, deadline: a.deadline };
+    if (p.adapter !== undefined) req.adapter = p.adapter;
+    if (p.prompt !== undefined) req.prompt = p.prompt;
+    if (p.messages !== undefined) req.messages = p.messages;
+    if (p.maxNewTokens !== undefined) req.maxNewTokens = p.maxNewTokens;
+    if (p.temperature !== undefined) req.temperature = p.temperature;
+    if (p.topK !== undefined) req.topK = p.topK;
+    if (p.topP !== undefined) req.topP = p.topP;
+    if (p.seed !== undefined) req.seed = p.seed;
+    if (p.stop !== undefined) req.stop = p.stop;
+    if (p.logprobs !== undefined) req.logprobs = p.logprobs;
+    if (p.responseFormat !== undefined) req.responseFormat = p.responseFormat;
+    const streamed = p.stream !== false;
+    lease.running = true;
+    this.#running++;
+    const onProgress = streamed ? (g: GenerationProgress) => this.#progress(lease, g) : undefined;
+    this.#runtime.generate(req, onProgress).then(
+      (outcome) => {
+        this.#ended(lease);
+        if (outcome.ok) this.#host.finish(lease, { ok: true, result: outcome.result, durationMs: outcome.result.durationMs });
+        else this.#host.finish(lease, { ok: false, error: outcome.error });
+      },
+      (err: unknown) => {
+        this.#ended(lease);
+        this.#host.finish(lease, { ok: false, error: serializeError(err) });
+      },
+    );
+  }
+
+  cancel(lease: Lease): void {
+    this.#runtime.cancel(lease.taskId, lease.cancelled ?? 'cancelled by the coordinator');
+  }
+
+  #ended(lease: Lease): void {
+    this.#running--;
+    lease.running = false;
+    this.#flush(lease); // tokens still coalescing go before the result
+    this.#streams.delete(lease.taskId);
+    void this.refresh();
+  }
+
+  #progress(lease: Lease, g: GenerationProgress): void {
+    let s = this.#streams.get(lease.taskId);
+    if (!s) this.#streams.set(lease.taskId, (s = { text: '', ids: [], logprobs: [], tokens: 0, timer: null }));
+    s.text += g.text;
+    for (const id of g.ids) s.ids.push(id);
+    if (g.logprobs) for (const l of g.logprobs) s.logprobs.push(l);
+    s.tokens = g.tokens;
+    if (s.timer === null) s.timer = setTimeout(() => this.#flush(lease), FLUSH_MS);
+  }
+
+  #flush(lease: Lease): void {
+    const s = this.#streams.get(lease.taskId);
+    if (!s) return;
+    if (s.timer !== null) clearTimeout(s.timer);
+    s.timer = null;
+    if (s.ids.length === 0 && s.text === '') return;
+    const progress: { kind: 'tokens'; text: string; tokens: number; ids: number[]; logprobs?: TokenLogprob[] } = {
+      kind: 'tokens',
+      text: s.text,
+      tokens: s.tokens,
+      ids: s.ids,
+    };
+    if (s.logprobs.length) progress.logprobs = s.logprobs;
+    s.text = '';
+    s.ids = [];
+    s.logprobs = [];
+    this.#host.progress(lease, progress);
+  }
+}
