@@ -1,6 +1,6 @@
 /**
- * The tiny model, built in memory from a seed: config, tokenizer, weights in
- * safetensors and the same weights in an fp32 ONNX decoder. Pure (no file
+ * A tiny model (Llama, Qwen2 or Gemma), built in memory from a seed: config, tokenizer,
+ * weights in safetensors and the same weights in an fp32 ONNX decoder. Pure (no file
  * access), so the same bytes come out in Node and in a browser.
  */
 import {
@@ -14,7 +14,8 @@ import {
 } from '../../worker/model';
 import { trainBpe, tokenizerJson } from './bpe';
 import { CORPUS } from './corpus';
-import { buildLlamaOnnx } from './onnx-llama';
+import { buildDecoderOnnx } from './onnx-llama';
+import type { ReferenceConfig } from '../../worker/engine/reference';
 import { encodeModel } from './onnx-proto';
 
 /** The shape of a tiny model: the size fields of a LlamaConfig. */
@@ -44,14 +45,28 @@ export const EOS_ID = 2;
 export const IM_START_ID = 3;
 export const IM_END_ID = 4;
 
+/** The architectures the generator writes: two the engine runs (Llama, Qwen2) and Gemma, which only transformers.js runs. */
+export const TINY_ARCHS = ['llama', 'qwen2', 'gemma'] as const;
+export type TinyArch = (typeof TINY_ARCHS)[number];
+
 export interface TinyModelOptions {
   seed: number;
-  arch?: 'llama';
+  arch?: TinyArch;
   sizes?: Partial<TinySizes>;
 }
 
-export interface TinyModel {
-  config: LlamaConfig;
+/** A Gemma config as the reference and the ONNX builder read it: the Llama layout plus Gemma's numerics. */
+export interface GemmaTinyConfig extends Omit<LlamaConfig, 'architecture'>, ReferenceConfig {
+  architecture: 'GemmaForCausalLM';
+  hiddenAct: 'gelu_pytorch_tanh';
+  scaleEmbeddings: true;
+  normUnitOffset: true;
+}
+
+export type TinyConfig = LlamaConfig | GemmaTinyConfig;
+
+export interface TinyModel<C extends TinyConfig = TinyConfig> {
+  config: C;
   weights: LlamaWeights;
   /** File name (relative to the model folder) → bytes, in the Hugging Face layout. */
   files: Map<string, Uint8Array>;
@@ -59,18 +74,9 @@ export interface TinyModel {
 
 const json = (value: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(value, null, 2) + '\n');
 
-export function buildTinyModel(options: TinyModelOptions): TinyModel {
-  if (options.arch !== undefined && options.arch !== 'llama') throw new Error(`Unknown tiny-model arch ${String(options.arch)}`);
-  if (!Number.isSafeInteger(options.seed)) throw new Error(`The seed must be an integer (got ${options.seed})`);
-  const sizes = { ...DEFAULT_TINY_SIZES, ...options.sizes };
-  const numMerges = sizes.vocabSize - SPECIAL_TOKENS.length - 256;
-  if (numMerges < 0) throw new Error(`vocabSize must be at least ${SPECIAL_TOKENS.length + 256}`);
-  const bpe = trainBpe(CORPUS, numMerges);
-  if (bpe.merges.length !== numMerges) throw new Error(`The corpus yields only ${bpe.merges.length} merges; lower vocabSize`);
-
-  const configJson = {
-    architectures: ['LlamaForCausalLM'],
-    model_type: 'llama',
+/** config.json for each architecture, in the fields Hugging Face's own classes write. */
+function configJsonFor(arch: TinyArch, sizes: TinySizes): Record<string, unknown> {
+  const common = {
     vocab_size: sizes.vocabSize,
     hidden_size: sizes.hiddenSize,
     intermediate_size: sizes.intermediateSize,
@@ -78,15 +84,9 @@ export function buildTinyModel(options: TinyModelOptions): TinyModel {
     num_attention_heads: sizes.numHeads,
     num_key_value_heads: sizes.numKvHeads,
     head_dim: sizes.headDim,
-    hidden_act: 'silu',
     max_position_embeddings: sizes.maxPositions,
-    rms_norm_eps: 1e-5,
-    rope_theta: 10000,
-    rope_scaling: null,
-    attention_bias: false,
-    attention_dropout: 0,
-    mlp_bias: false,
-    tie_word_embeddings: false,
+  };
+  const tail = {
     initializer_range: INIT_STD,
     bos_token_id: BOS_ID,
     eos_token_id: IM_END_ID,
@@ -95,14 +95,89 @@ export function buildTinyModel(options: TinyModelOptions): TinyModel {
     use_cache: true,
     transformers_version: '4.46.0',
   };
-  const config = parseLlamaConfig(configJson);
+  switch (arch) {
+    case 'llama':
+      return {
+        architectures: ['LlamaForCausalLM'],
+        model_type: 'llama',
+        ...common,
+        hidden_act: 'silu',
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000,
+        rope_scaling: null,
+        attention_bias: false,
+        attention_dropout: 0,
+        mlp_bias: false,
+        tie_word_embeddings: false,
+        ...tail,
+      };
+    case 'qwen2':
+      return {
+        architectures: ['Qwen2ForCausalLM'],
+        model_type: 'qwen2',
+        ...common,
+        hidden_act: 'silu',
+        rms_norm_eps: 1e-6,
+        rope_theta: 1000000,
+        rope_scaling: null,
+        attention_dropout: 0,
+        use_sliding_window: false,
+        sliding_window: null,
+        max_window_layers: sizes.numLayers,
+        tie_word_embeddings: true,
+        ...tail,
+      };
+    case 'gemma':
+      return {
+        architectures: ['GemmaForCausalLM'],
+        model_type: 'gemma',
+        ...common,
+        hidden_act: 'gelu_pytorch_tanh',
+        hidden_activation: 'gelu_pytorch_tanh',
+        rms_norm_eps: 1e-6,
+        rope_theta: 10000,
+        rope_scaling: null,
+        attention_bias: false,
+        attention_dropout: 0,
+        tie_word_embeddings: true,
+        ...tail,
+      };
+    default: {
+      const never: never = arch;
+      throw new Error(`Unknown tiny-model arch ${String(never)}`);
+    }
+  }
+}
+
+export function buildTinyModel(options: TinyModelOptions & { arch: 'gemma' }): TinyModel<GemmaTinyConfig>;
+export function buildTinyModel(options: TinyModelOptions & { arch?: 'llama' | 'qwen2' }): TinyModel<LlamaConfig>;
+export function buildTinyModel(options: TinyModelOptions): TinyModel;
+export function buildTinyModel(options: TinyModelOptions): TinyModel {
+  const arch = options.arch ?? 'llama';
+  if (!(TINY_ARCHS as readonly string[]).includes(arch)) throw new Error(`Unknown tiny-model arch ${String(arch)}; use one of ${TINY_ARCHS.join(', ')}`);
+  if (!Number.isSafeInteger(options.seed)) throw new Error(`The seed must be an integer (got ${options.seed})`);
+  const sizes = { ...DEFAULT_TINY_SIZES, ...options.sizes };
+  const numMerges = sizes.vocabSize - SPECIAL_TOKENS.length - 256;
+  if (numMerges < 0) throw new Error(`vocabSize must be at least ${SPECIAL_TOKENS.length + 256}`);
+  const bpe = trainBpe(CORPUS, numMerges);
+  if (bpe.merges.length !== numMerges) throw new Error(`The corpus yields only ${bpe.merges.length} merges; lower vocabSize`);
+
+  const configJson = configJsonFor(arch, sizes);
+  // Gemma keeps the Llama tensor layout (names and shapes, tied head); only its numerics differ.
+  const layout = parseLlamaConfig(arch === 'gemma' ? { ...configJson, architectures: ['LlamaForCausalLM'], model_type: 'llama' } : configJson);
+  const config: TinyConfig =
+    arch === 'gemma'
+      ? { ...layout, architecture: 'GemmaForCausalLM', modelType: 'gemma', hiddenAct: 'gelu_pytorch_tanh', scaleEmbeddings: true, normUnitOffset: true }
+      : layout;
 
   const rng = mulberry32(options.seed);
   const weights: LlamaWeights = new Map();
-  for (const [name, shape] of llamaWeightShapes(config)) {
+  // Gemma stores norm weights as w in (1 + w), so they sit near zero; the others near one.
+  const normCentre = arch === 'gemma' ? 0 : 1;
+  for (const [name, shape] of llamaWeightShapes(layout)) {
     const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-    const isNorm = name.endsWith('norm.weight');
-    for (let i = 0; i < data.length; i++) data[i] = (isNorm ? 1 : 0) + INIT_STD * rng.normal();
+    const centre = name.endsWith('norm.weight') ? normCentre : 0;
+    for (let i = 0; i < data.length; i++) data[i] = centre + INIT_STD * rng.normal();
     weights.set(name, { shape, data });
   }
 
@@ -130,14 +205,14 @@ export function buildTinyModel(options: TinyModelOptions): TinyModel {
     transformers_version: '4.46.0',
   };
   const tensors = [...weights.entries()].map(([name, w]) => ({ name, dtype: 'F32' as const, shape: w.shape, data: w.data }));
-  const doc = `Tiny Llama for tests, seed ${options.seed}. Not a trained model.`;
+  const doc = `Tiny ${arch} for tests, seed ${options.seed}. Not a trained model.`;
   const files = new Map<string, Uint8Array>([
     ['config.json', json(configJson)],
     ['generation_config.json', json(generationConfig)],
     ['tokenizer.json', json(tokenizerJson(bpe, specials))],
     ['tokenizer_config.json', json(tokenizerConfig)],
     ['model.safetensors', writeSafetensors(tensors, { format: 'pt', seed: String(options.seed) })],
-    ['onnx/model.onnx', encodeModel(buildLlamaOnnx(config, weights, doc))],
+    ['onnx/model.onnx', encodeModel(buildDecoderOnnx(config, weights, doc))],
   ]);
   return { config, weights, files };
 }

@@ -1,8 +1,29 @@
-/** The tiny-model generator and the reference Llama forward it is checked against. */
-export { buildTinyModel, DEFAULT_TINY_SIZES, INIT_STD, SPECIAL_TOKENS, PAD_ID, BOS_ID, EOS_ID, IM_START_ID, IM_END_ID } from './generate';
-export type { TinyModel, TinyModelOptions, TinySizes } from './generate';
-export { makeTinyModel, manifestOf } from './make';
-export { referenceForward, emptyKvCache, type KvCache, type ForwardInput, type ForwardOutput } from './reference';
-export { buildLlamaOnnx, MASKED_SCORE } from './onnx-llama';
+/** The tiny-model generator, its built-in models, and the CPU reference it is checked against (worker/engine's). */
+export {
+  buildTinyModel,
+  DEFAULT_TINY_SIZES,
+  INIT_STD,
+  SPECIAL_TOKENS,
+  TINY_ARCHS,
+  PAD_ID,
+  BOS_ID,
+  EOS_ID,
+  IM_START_ID,
+  IM_END_ID,
+} from './generate';
+export type { GemmaTinyConfig, TinyArch, TinyConfig, TinyModel, TinyModelOptions, TinySizes } from './generate';
+export { makeTinyModel, manifestOf, currentManifest, specOf, GENERATOR_VERSION, type GeneratedManifest, type GeneratorSpec } from './make';
+export { BUILTIN_MODELS, LARGE_LLAMA_SIZES, makeBuiltinModels, type BuiltinModel, type BuiltinWritten } from './builtin';
+export {
+  referenceForward,
+  referenceGreedy,
+  emptyKvCache,
+  type KvCache,
+  type ForwardInput,
+  type ForwardOutput,
+  type ReferenceConfig,
+  type RefLora,
+} from '../../worker/engine/reference';
+export { buildDecoderOnnx, MASKED_SCORE } from './onnx-llama';
 export { encodeModel, type OnnxModel } from './onnx-proto';
 export { trainBpe, tokenizerJson, bytesToUnicode } from './bpe';

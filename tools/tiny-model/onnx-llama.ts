@@ -1,5 +1,6 @@
 /**
- * Builds a Llama decoder as a plain ONNX graph (opset 17) with the IO
+ * Builds a decoder in the Llama layout (Llama, Qwen2 with q/k/v biases, Gemma's
+ * scaled embeddings, (1 + w) norms and tanh GELU) as a plain ONNX graph (opset 17) with the IO
  * transformers.js expects of a decoder with KV cache:
  *   input_ids, attention_mask, position_ids, past_key_values.N.key/value
  *   → logits, present.N.key/value
@@ -7,7 +8,8 @@
  * combines the padding mask (left padding) with causality offset by the past
  * length; RoPE follows HF's rotate_half convention; GQA repeats kv heads.
  */
-import { linearWeightName, llamaWeightNames, type LinearModule, type LlamaConfig, type LlamaWeights } from '../../worker/model';
+import { linearWeightName, type LinearModule, type LlamaWeights } from '../../worker/model';
+import type { ReferenceConfig } from '../../worker/engine/reference';
 import {
   DataType,
   floatTensor,
@@ -86,10 +88,24 @@ function transpose2d(data: Float32Array, rows: number, cols: number): Float32Arr
   return out;
 }
 
-export function buildLlamaOnnx(config: LlamaConfig, weights: LlamaWeights, docString?: string): OnnxModel {
+export function buildDecoderOnnx(config: ReferenceConfig, weights: LlamaWeights, docString?: string): OnnxModel {
   const g = new GraphBuilder();
   const { hiddenSize: H, numHeads: nH, numKvHeads: nKv, headDim: hd, vocabSize: V } = config;
-  const names = llamaWeightNames(config);
+  const layerName = (i: number, part: string): string => `model.layers.${i}.${part}`;
+  const biasOf = (i: number, module: 'q_proj' | 'k_proj' | 'v_proj'): string | undefined =>
+    config.attentionBias ? layerName(i, `self_attn.${module}.bias`) : undefined;
+  const names = {
+    embed: 'model.embed_tokens.weight',
+    finalNorm: 'model.norm.weight',
+    lmHead: !config.tieWordEmbeddings && weights.has('lm_head.weight') ? 'lm_head.weight' : undefined,
+    layers: Array.from({ length: config.numLayers }, (_, i) => ({
+      inputNorm: layerName(i, 'input_layernorm.weight'),
+      postAttentionNorm: layerName(i, 'post_attention_layernorm.weight'),
+      qBias: biasOf(i, 'q_proj'),
+      kBias: biasOf(i, 'k_proj'),
+      vBias: biasOf(i, 'v_proj'),
+    })),
+  };
   const get = (name: string): Float32Array => {
     const w = weights.get(name);
     if (!w) throw new Error(`missing weight ${name}`);
@@ -107,11 +123,23 @@ export function buildLlamaOnnx(config: LlamaConfig, weights: LlamaWeights, docSt
   const rmsNorm = (x: string, weightName: string): string => {
     const ms = g.o('ReduceMean', [g.o('Mul', [x, x])], [ints('axes', [-1]), int('keepdims', 1)]);
     const normed = g.o('Div', [x, g.o('Sqrt', [g.o('Add', [ms, eps])])]);
-    return g.o('Mul', [normed, g.weight(weightName, [H], get(weightName))]);
+    // Gemma scales by (1 + w), added in float32 as Hugging Face does.
+    const w = config.normUnitOffset ? Float32Array.from(get(weightName), (v) => 1 + v) : get(weightName);
+    return g.o('Mul', [normed, g.weight(weightName, [H], w)]);
   };
+  const c = Math.sqrt(2 / Math.PI);
+  const activation = (x: string): string =>
+    config.hiddenAct === 'gelu_pytorch_tanh'
+      ? // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+        g.o('Mul', [
+          g.o('Mul', [x, g.f32([0.5], [])]),
+          g.o('Add', [g.f32([1], []), g.o('Tanh', [g.o('Mul', [g.f32([c], []), g.o('Add', [x, g.o('Mul', [g.f32([0.044715], []), g.o('Mul', [x, g.o('Mul', [x, x])])])])])])]),
+        ])
+      : g.o('Mul', [x, g.o('Sigmoid', [x])]);
 
-  // Embedding.
+  // Embedding (Gemma multiplies it by √hidden).
   let h = g.o('Gather', [g.weight(names.embed, [V, H], get(names.embed)), 'input_ids'], [int('axis', 0)]);
+  if (config.scaleEmbeddings) h = g.o('Mul', [h, g.f32([Math.sqrt(H)], [])]);
 
   // Rotary tables from position_ids: cos/sin [B, 1, S, hd].
   const invFreq: number[] = [];
@@ -165,7 +193,7 @@ export function buildLlamaOnnx(config: LlamaConfig, weights: LlamaWeights, docSt
     h = g.o('Add', [h, linear(merged, i, 'o_proj')]);
     const y = rmsNorm(h, l.postAttentionNorm);
     const gate = linear(y, i, 'gate_proj');
-    const act = g.o('Mul', [gate, g.o('Sigmoid', [gate])]);
+    const act = activation(gate);
     h = g.o('Add', [h, linear(g.o('Mul', [act, linear(y, i, 'up_proj')]), i, 'down_proj')]);
   }
   const final = rmsNorm(h, names.finalNorm);
@@ -192,6 +220,6 @@ export function buildLlamaOnnx(config: LlamaConfig, weights: LlamaWeights, docSt
     producerName: 'execution-node tiny-model',
     producerVersion: '1',
     ...(docString ? { docString } : {}),
-    graph: { name: 'llama', nodes: g.nodes, initializers: g.initializers, inputs, outputs },
+    graph: { name: 'decoder', nodes: g.nodes, initializers: g.initializers, inputs, outputs },
   };
 }

@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import * as ort from 'onnxruntime-node';
 import { loraKey, mulberry32, type LlamaWeights, type LoraAdapter } from '../../worker/model';
 import { buildTinyModel } from './generate';
-import { buildLlamaOnnx } from './onnx-llama';
+import { buildDecoderOnnx } from './onnx-llama';
 import { encodeModel } from './onnx-proto';
-import { emptyKvCache, referenceForward, type KvCache } from './reference';
+import { emptyKvCache, referenceForward, type KvCache } from '../../worker/engine/reference';
 
 const tiny = buildTinyModel({ seed: 11 });
 const cfg = tiny.config;
@@ -134,11 +134,31 @@ test('reference LoRA path equals ONNX run on weights with the LoRA merged in', a
       }
     }
   }
-  const s = await ort.InferenceSession.create(encodeModel(buildLlamaOnnx(cfg, merged)));
+  const s = await ort.InferenceSession.create(encodeModel(buildDecoderOnnx(cfg, merged)));
   const out = await s.run(feeds([seq], [ones(S)], [range(0, S)], emptyKvCache(cfg, 1)));
   const ref = referenceForward(cfg, tiny.weights, { inputIds: [seq], lora: adapter });
   const d = maxDiff(out.logits?.data as Float32Array, ref.logits);
   assert.ok(d <= TOL, `lora diff ${d}`);
   const plain = referenceForward(cfg, tiny.weights, { inputIds: [seq] });
   assert.ok(maxDiff(plain.logits, ref.logits) > 1e-3, 'the adapter changes the logits');
+});
+
+test('qwen2 and gemma graphs: logits equal the reference; their own numerics matter', async () => {
+  for (const arch of ['qwen2', 'gemma'] as const) {
+    const m = buildTinyModel({ seed: 12, arch });
+    const sess = await ort.InferenceSession.create(m.files.get('onnx/model.onnx') as Uint8Array);
+    const f: Record<string, ort.Tensor> = { input_ids: i64([seq]), attention_mask: i64([ones(S)]), position_ids: i64([range(0, S)]) };
+    for (let i = 0; i < m.config.numLayers; i++) {
+      for (const kind of ['key', 'value']) f[`past_key_values.${i}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [1, m.config.numKvHeads, 0, m.config.headDim]);
+    }
+    const out = await sess.run(f);
+    const want = referenceForward(m.config, m.weights, { inputIds: [seq] }).logits;
+    const d = maxDiff(out.logits?.data as Float32Array, want);
+    assert.ok(d <= TOL, `${arch}: ${d}`);
+    // Read as a plain Llama (no biases; or no Gemma scaling, offset norms and GELU), the logits are far off.
+    const plain = arch === 'qwen2'
+      ? referenceForward({ ...m.config, attentionBias: false }, new Map([...m.weights].filter(([n]) => !n.endsWith('.bias'))), { inputIds: [seq] })
+      : referenceForward({ ...m.config, normUnitOffset: false, scaleEmbeddings: false, hiddenAct: 'silu' }, new Map([...m.weights].map(([n, w]) => [n, n.endsWith('norm.weight') ? { shape: w.shape, data: w.data.map((v) => 1 + v) } : w])), { inputIds: [seq] });
+    assert.ok(maxDiff(plain.logits, want) > 1e-2, `${arch}: its numerics change nothing`);
+  }
 });
