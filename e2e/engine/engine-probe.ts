@@ -5,7 +5,8 @@
  */
 import { AppError } from '../../shared';
 import { benchMatmul, GpuContext, GpuLoraAdapter, LlamaModel, LoraTrainer, MATMUL_CONFIGS, matmul } from '../../worker/engine';
-import { LINEAR_MODULES, loadModelFolder, mulberry32, prepareDataset, type Batch, type LinearModule, type LoadedModel } from '../../worker/model';
+import { LINEAR_MODULES, loadModelFolder, mulberry32, type Batch, type LinearModule, type LoadedModel } from '../../worker/model';
+import { runLoraTraining } from '../../worker/training';
 
 export interface ProbeGpu {
   description: string;
@@ -105,33 +106,20 @@ export class EngineProbe {
     return loaded.tokenizer.encode(loaded.tokenizer.applyChatTemplate([{ role: 'user', content: question }], { addGenerationPrompt: true }));
   }
 
-  /** LoRA steps on a JSON-lines conversation set; losses over the whole set before and after. */
+  /** LoRA steps on a JSON-lines conversation set (worker/training's loop); losses over the whole set before and after. */
   async train(req: TrainRequest): Promise<TrainReport> {
-    const { ctx, model, loaded } = this.#need();
+    const { model, loaded } = this.#need();
     const t0 = performance.now();
-    const data = prepareDataset(req.jsonl, loaded.tokenizer, { seed: req.seed ?? 0, heldOutFraction: 0, seqLen: req.seq, batchSize: req.batch });
-    const adapter = GpuLoraAdapter.create(ctx, loaded.config, { rank: req.rank, alpha: req.alpha, targets: req.targets ?? LINEAR_MODULES, seed: req.seed ?? 0 });
-    try {
-      const trainer = new LoraTrainer(model, adapter, { lr: req.lr });
-      const mean = async (): Promise<number> => {
-        let s = 0;
-        let n = 0;
-        for (const b of data.train) {
-          const k = b.lossMask.reduce((a, m) => a + m, 0);
-          s += (await model.evalLoss(b)) * k;
-          n += k;
-        }
-        return n ? s / n : 0;
-      };
-      const lossBefore = await mean();
-      const stepLosses: number[] = [];
-      for (let i = 0; i < req.steps; i++) stepLosses.push((await trainer.step(data.train[i % data.train.length]!)).loss);
-      const lossAfter = await mean();
-      return { lossBefore, lossAfter, stepLosses, batches: data.train.length, ms: performance.now() - t0 };
-    } finally {
-      model.setAdapter(null);
-      adapter.release();
-    }
+    const seed = req.seed ?? 0;
+    const run = await runLoraTraining({
+      model,
+      data: { jsonl: req.jsonl, tokenizer: loaded.tokenizer, seqLen: req.seq, batchSize: req.batch },
+      lora: { rank: req.rank, alpha: req.alpha, targets: req.targets ?? LINEAR_MODULES, seed },
+      steps: req.steps,
+      lr: req.lr,
+      seed,
+    });
+    return { lossBefore: run.trainLossBefore ?? Number.NaN, lossAfter: run.trainLossAfter ?? Number.NaN, stepLosses: run.stepLosses, batches: run.trainBatches, ms: performance.now() - t0 };
   }
 
   /** fp32 M×K·K×N with our kernels: GPU time per config and a wall-clock figure. */

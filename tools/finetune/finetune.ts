@@ -1,13 +1,13 @@
 /**
  * One LoRA fine-tuning run in Node: a model folder and a JSON-lines conversation file in, a PEFT
- * adapter folder out, on WebGPU (Dawn via the `webgpu` package). The loop: micro-batches cycle
- * through the training split (reshuffled each pass), `gradAccum` of them per AdamW step; the
- * held-out split's loss is measured before, every `evalEvery` steps and after.
+ * adapter folder out, on WebGPU (Dawn via the `webgpu` package). The files and the progress are
+ * this file's; the loop is worker/training's runLoraTraining, the same one the page and the
+ * benchmarks run.
  */
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { AppError } from '../../shared';
-import { GpuLoraAdapter, LlamaModel, LoraTrainer, type GpuContext } from '../../worker/engine';
+import { LlamaModel, type GpuContext } from '../../worker/engine';
 // Node's WebGPU lives outside the engine's index on purpose (the engine stays free of node: imports).
 import { createNodeGpuContext } from '../../worker/node';
 import {
@@ -16,10 +16,9 @@ import {
   loadModelFolder,
   prepareDataset,
   saveAdapter,
-  seededShuffle,
-  type Batch,
   type LinearModule,
 } from '../../worker/model';
+import { runLoraTraining } from '../../worker/training';
 import type { FinetuneOptions } from './options';
 import type { ProgressUpdate } from './progress';
 
@@ -104,30 +103,6 @@ async function readDataset(path: string): Promise<string> {
   }
 }
 
-/** Token-weighted mean loss over batches (no gradients). */
-async function meanLoss(model: LlamaModel, batches: readonly Batch[]): Promise<number> {
-  let sum = 0;
-  let count = 0;
-  for (const b of batches) {
-    let n = 0;
-    for (const m of b.lossMask) n += m;
-    if (n === 0) continue;
-    sum += (await model.evalLoss(b)) * n;
-    count += n;
-  }
-  return count > 0 ? sum / count : 0;
-}
-
-/** Cycles through batches, reshuffling their order (seeded) at every pass. */
-function batchCycle(batches: readonly Batch[], seed: number): () => Batch {
-  let order: Batch[] = [];
-  let pass = 0;
-  return () => {
-    if (!order.length) order = seededShuffle(batches, seed + pass++);
-    return order.pop() as Batch;
-  };
-}
-
 export async function finetune(opts: FinetuneOptions, hooks: FinetuneHooks = {}): Promise<FinetuneSummary> {
   const t0 = performance.now();
   const modelDir = resolve(opts.model);
@@ -150,56 +125,26 @@ export async function finetune(opts: FinetuneOptions, hooks: FinetuneHooks = {})
 
   const ctx = hooks.ctx ?? (await createNodeGpuContext());
   let model: LlamaModel | null = null;
-  let adapter: GpuLoraAdapter | null = null;
   try {
     model = await LlamaModel.load(ctx, config, loaded.weights);
-    adapter = GpuLoraAdapter.create(ctx, config, { rank: opts.rank, alpha: opts.alpha, dropout: opts.dropout, targets: opts.targets, seed: opts.seed });
-    const trainer = new LoraTrainer(model, adapter, {
+    const run = await runLoraTraining({
+      model,
+      data,
+      lora: { rank: opts.rank, alpha: opts.alpha, dropout: opts.dropout, targets: opts.targets, seed: opts.seed },
+      steps: opts.steps,
       lr: opts.lr,
       weightDecay: opts.weightDecay,
-      accumulationSteps: opts.gradAccum,
-      ...(opts.maxGradNorm > 0 ? { maxGradNorm: opts.maxGradNorm } : {}),
+      gradAccumulation: opts.gradAccum,
+      maxGradNorm: opts.maxGradNorm,
+      evalEvery: opts.evalEvery,
+      seed: opts.seed,
+      onStep: (s) => {
+        const update: ProgressUpdate = { step: s.step, total: s.total, loss: s.loss, evalLoss: s.evalLoss, evaluated: s.evaluated, tokensPerSec: s.tokensPerSec, elapsedSec: s.elapsedSec };
+        hooks.onProgress?.(update);
+      },
     });
-    const trainLossBefore = await meanLoss(model, data.train);
-    const hasEval = data.heldOut.length > 0;
-    const evalLossBefore = hasEval ? await meanLoss(model, data.heldOut) : null;
-    let evalLoss = evalLossBefore ?? undefined;
 
-    const next = batchCycle(data.train, opts.seed);
-    const tStart = performance.now();
-    let trainTokens = 0;
-    let firstStepLoss = Number.NaN;
-    let lastStepLoss = Number.NaN;
-    let evalMs = 0;
-    for (let step = 1; step <= opts.steps; step++) {
-      let lossSum = 0;
-      let lossTokens = 0;
-      for (let k = 0; k < opts.gradAccum; k++) {
-        const batch = next();
-        const r = await trainer.step(batch);
-        lossSum += r.loss * r.tokens;
-        lossTokens += r.tokens;
-        trainTokens += batch.rows * batch.seqLen;
-      }
-      const loss = lossTokens > 0 ? lossSum / lossTokens : 0;
-      if (step === 1) firstStepLoss = loss;
-      lastStepLoss = loss;
-      // The eval loss every evalEvery steps and always after the last one (the summary's evalLossAfter).
-      const evaluated = hasEval && (step === opts.steps || (opts.evalEvery > 0 && step % opts.evalEvery === 0));
-      if (evaluated) {
-        const te = performance.now();
-        evalLoss = await meanLoss(model, data.heldOut);
-        evalMs += performance.now() - te;
-      }
-      const elapsedSec = (performance.now() - tStart) / 1000;
-      const trainingSec = elapsedSec - evalMs / 1000;
-      hooks.onProgress?.({ step, total: opts.steps, loss, evalLoss, evaluated, tokensPerSec: trainTokens / Math.max(trainingSec, 1e-9), elapsedSec });
-    }
-    const trainSeconds = (performance.now() - tStart - evalMs) / 1000;
-    const trainLossAfter = await meanLoss(model, data.train);
-    const evalLossAfter = hasEval ? (evalLoss ?? null) : null;
-
-    const files = saveAdapter({ settings: adapter.settings, baseModel: basename(modelDir), baseFingerprint: loaded.fingerprint, weights: await adapter.toPairs() }, config);
+    const files = saveAdapter({ ...run.adapter, baseModel: basename(modelDir), baseFingerprint: loaded.fingerprint }, config);
     await mkdir(outDir, { recursive: true });
     await writeFile(join(outDir, ADAPTER_CONFIG_FILE), files.configJson);
     await writeFile(join(outDir, ADAPTER_WEIGHTS_FILE), files.safetensors);
@@ -211,32 +156,31 @@ export async function finetune(opts: FinetuneOptions, hooks: FinetuneHooks = {})
       model: modelDir,
       data: dataPath,
       conversations: data.conversations,
-      trainBatches: data.train.length,
-      heldOutBatches: data.heldOut.length,
-      steps: opts.steps,
-      microSteps: opts.steps * opts.gradAccum,
-      trainLossBefore,
-      trainLossAfter,
-      evalLossBefore,
-      evalLossAfter,
-      firstStepLoss,
-      lastStepLoss,
-      trainTokens,
-      tokensPerSec: trainTokens / Math.max(trainSeconds, 1e-9),
-      trainSeconds,
+      trainBatches: run.trainBatches,
+      heldOutBatches: run.heldOutBatches,
+      steps: run.steps,
+      microSteps: run.microSteps,
+      trainLossBefore: run.trainLossBefore ?? Number.NaN,
+      trainLossAfter: run.trainLossAfter ?? Number.NaN,
+      evalLossBefore: run.evalLossBefore,
+      evalLossAfter: run.evalLossAfter,
+      firstStepLoss: run.firstStepLoss,
+      lastStepLoss: run.lastStepLoss,
+      trainTokens: run.trainTokens,
+      tokensPerSec: run.tokensPerSec,
+      trainSeconds: run.trainSeconds,
       totalSeconds: (performance.now() - t0) / 1000,
       adapter: {
         rank: opts.rank,
         alpha: opts.alpha,
         dropout: opts.dropout,
-        targetModules: [...adapter.settings.targetModules],
-        parameters: adapter.parameterCount,
+        targetModules: [...run.adapter.settings.targetModules],
+        parameters: run.adapter.parameters,
         baseFingerprint: loaded.fingerprint,
       },
       gpu: { description: info.description || info.vendor, isFallbackAdapter: info.isFallbackAdapter, matmulConfig: info.matmulConfig },
     };
   } finally {
-    adapter?.release();
     model?.release();
     if (!hooks.ctx) ctx.destroy();
   }
