@@ -10,6 +10,7 @@
  *   for (const batch of makeBatches(...)) await trainer.step(batch);  // { loss, tokens, updated, step, gradNorm? }
  *   saveAdapter({ settings: adapter.settings, baseModel, baseFingerprint, weights: await adapter.toPairs() }, config);
  *   await model.generate(promptIds, { maxNewTokens: 64, temperature: 0.7, topP: 0.9, seed: 1 });
+ *   const dec = await EngineDecoder.create(model, { maxSlots: 8 });   // continuous batching (BatchDecoder)
  */
 export { GpuContext, Tensor, MATMUL_CONFIGS, type DType, type GpuContextOptions, type GpuInfo, type MatmulConfig } from './context';
 export { matmul, benchMatmul, autotuneMatmul, matmulShader, type MatmulOptions } from './matmul';
@@ -46,7 +47,10 @@ export {
   type AttnShape,
   type RopeTables,
 } from './kernels';
-export { LlamaModel, sampleToken, type GenerateOptions, type LoadOptions, type TokenRows } from './llama';
+export { ropeRows, kvWriteRows, attentionRows, gatherRows, scatterAddRows, type SlotRows, type SlotShape } from './slot-kernels';
+export type { AdaptableModel, AdapterActivations, LinearAdapter } from './adapter-types';
+export { LlamaModel, sampleToken, type GenerateOptions, type LoadOptions, type RowBatch, type SlotCache, type TokenRows } from './llama';
+export { EngineDecoder, type EngineDecoderOptions } from './decoder';
 export { GpuLoraAdapter, LoraTrainer, LoraSaved, type LoraOptions, type TrainerOptions, type TrainStepResult } from './lora';
-export { benchTraining, benchGeneration, type TrainingBenchOptions, type TrainingBenchResult } from './bench';
+export { benchTraining, benchGeneration, benchEngineBatch, type EngineBatchBenchOptions, type EngineBatchBenchResult, type TrainingBenchOptions, type TrainingBenchResult } from './bench';
 export { randomLlamaWeights, tinyLlamaConfig } from './random-weights';

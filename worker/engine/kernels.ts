@@ -4,16 +4,18 @@
  * the SiLU-gated MLP, embedding lookup, masked cross-entropy, AdamW and seeded dropout.
  *
  * Every kernel binds its parameters as uniform 0 and its tensors as storage 1..n (see
- * GpuContext.dispatch). Row-wise reductions use one workgroup per row.
+ * GpuContext.dispatch). Row-wise reductions use one workgroup per row. The helpers that build
+ * kernels (params, struct, FLAT, rowPipeline…) are exported for the other kernel files
+ * (slot-kernels.ts), not from the engine's index.
  */
 import { AppError } from '../../shared';
 import { GpuContext, Tensor } from './context';
 
-const WG = 256;
-const ROW_WG = 64;
+export const WG = 256;
+export const ROW_WG = 64;
 
 /** Packs numbers into a uniform block: 'u' = u32, 'f' = f32, 'i' = i32. */
-function params(spec: string, values: readonly number[]): ArrayBuffer {
+export function params(spec: string, values: readonly number[]): ArrayBuffer {
   const buf = new ArrayBuffer(Math.max(16, Math.ceil((spec.length * 4) / 16) * 16));
   const u = new Uint32Array(buf);
   const f = new Float32Array(buf);
@@ -27,16 +29,16 @@ function params(spec: string, values: readonly number[]): ArrayBuffer {
   return buf;
 }
 
-function struct(spec: string, names: readonly string[]): string {
+export function struct(spec: string, names: readonly string[]): string {
   const fields = names.map((n, k) => `${n}: ${spec[k] === 'f' ? 'f32' : spec[k] === 'i' ? 'i32' : 'u32'}`);
   return `struct P { ${fields.join(', ')} };\n@group(0) @binding(0) var<uniform> p: P;`;
 }
 
-const FLAT = `@compute @workgroup_size(${WG})
+export const FLAT = `@compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = gid.x + gid.y * nwg.x * ${WG}u;`;
 
-function flat(ctx: GpuContext, n: number): [number, number] {
+export function flat(ctx: GpuContext, n: number): [number, number] {
   return ctx.grid(Math.ceil(n / WG));
 }
 
@@ -143,13 +145,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let row = gid.x + gid.y * nwg.x * ${ROW_WG}u;
   let t = 0u;`;
 
-function rowPipeline(ctx: GpuContext, src: string): GPUComputePipeline {
+export function rowPipeline(ctx: GpuContext, src: string): GPUComputePipeline {
   const serial = ctx.rowMode === 'serial';
   const code = src.replace('ROW_PRELUDE', serial ? SERIAL_PRELUDE : `${REDUCE}\n${ROW_MAIN}`).replaceAll('RSTRIDE', serial ? '1u' : `${ROW_WG}u`);
   return ctx.pipeline(code);
 }
 
-function rowGrid(ctx: GpuContext, rows: number): [number, number] {
+export function rowGrid(ctx: GpuContext, rows: number): [number, number] {
   return ctx.grid(ctx.rowMode === 'serial' ? Math.ceil(rows / ROW_WG) : rows);
 }
 

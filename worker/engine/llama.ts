@@ -1,7 +1,9 @@
 /**
  * A Llama-family model on the engine: weights uploaded once, batched forward to logits, greedy
- * and sampled generation with a KV cache, and the full backward used by LoRA training (gradients
- * flow through the frozen layers; only the attached adapter's A/B receive weight gradients).
+ * and sampled generation with a KV cache, the full backward used by LoRA training (gradients
+ * flow through the frozen layers; only the attached adapter's A/B receive weight gradients), and
+ * `forwardRows`, the step of continuous batching: rows of different sequences, each at its own
+ * position in its own slot of a slot KV cache, each with its own adapter (EngineDecoder drives it).
  */
 import { AppError } from '../../shared';
 import { f32ToF16, LINEAR_MODULES, linearWeightName, llamaWeightNames, llamaWeightShapes, mulberry32, type Batch, type LinearModule, type LlamaConfig, type LlamaWeights } from '../model';
@@ -25,8 +27,9 @@ import {
   type AttnShape,
   type RopeTables,
 } from './kernels';
+import type { AdaptableModel, AdapterActivations, LinearAdapter } from './adapter-types';
 import { matmul } from './matmul';
-import type { GpuLoraAdapter, LoraSaved } from './lora';
+import { attentionRows, gatherRows, kvWriteRows, ropeRows, scatterAddRows, type SlotRows } from './slot-kernels';
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -60,6 +63,30 @@ function toF16(data: Float32Array): Uint16Array {
 /** Token rows of equal length: number[][] or a flat Int32Array with its row count. */
 export type TokenRows = readonly (readonly number[])[] | { ids: Int32Array | Uint32Array; rows: number; seqLen: number };
 
+/** A slot KV cache: per layer K and V of [slots, positions, numKvHeads·headDim]. */
+export interface SlotCache {
+  k: readonly Tensor[];
+  v: readonly Tensor[];
+  slots: number;
+  positions: number;
+}
+
+/**
+ * One forward over rows of different sequences: row r is token `tokens[r]` of the sequence in slot
+ * `slots[r]` at position `positions[r]`; its key and value are written there and it attends to
+ * positions 0..positions[r] of its slot (so a prompt's rows are written and read in one pass).
+ * Each adapter group adds its delta to its own rows only (rows may appear in at most one group).
+ */
+export interface RowBatch {
+  tokens: Uint32Array;
+  slots: Uint32Array;
+  positions: Uint32Array;
+  cache: SlotCache;
+  /** Rows whose logits come back, in this order. */
+  outRows: readonly number[];
+  adapters: readonly { adapter: LinearAdapter; rows: readonly number[] }[];
+}
+
 interface KvCache {
   k: Tensor[];
   v: Tensor[];
@@ -82,7 +109,7 @@ interface LayerSaved {
   g: Tensor;
   u: Tensor;
   m: Tensor;
-  lora: Map<LinearModule, LoraSaved>;
+  lora: Map<LinearModule, AdapterActivations>;
 }
 
 interface ForwardState {
@@ -94,6 +121,10 @@ interface ForwardState {
   saved?: LayerSaved[];
   train: boolean;
   lastOnly: boolean;
+  /** Rows over a slot cache (forwardRows); B = rows, T = 1. */
+  slots?: { rows: SlotRows; cache: SlotCache; outRows: readonly number[] };
+  /** Per-row adapters (forwardRows): idx null = every row. Replaces the attached adapter. */
+  loras?: readonly { adapter: LinearAdapter; idx: Tensor | null }[];
 }
 
 function rowsOf(tokens: TokenRows): { ids: Uint32Array; B: number; T: number } {
@@ -107,13 +138,13 @@ function rowsOf(tokens: TokenRows): { ids: Uint32Array; B: number; T: number } {
   return { ids: Uint32Array.from(tokens.flat()), B, T };
 }
 
-export class LlamaModel {
+export class LlamaModel implements AdaptableModel {
   readonly ctx: GpuContext;
   readonly config: LlamaConfig;
   #w = new Map<string, Tensor>();
   #generation: number;
   #rope: RopeTables | null = null;
-  #adapter: GpuLoraAdapter | null = null;
+  #adapter: LinearAdapter | null = null;
 
   private constructor(ctx: GpuContext, config: LlamaConfig) {
     this.ctx = ctx;
@@ -174,12 +205,19 @@ export class LlamaModel {
     return this.#w.get(linearWeightName(0, 'q_proj'))?.dtype === 'f16' ? 'f16' : 'f32';
   }
 
-  get adapter(): GpuLoraAdapter | null {
+  get adapter(): LinearAdapter | null {
     return this.#adapter;
   }
 
+  /** Bytes of device memory the weights take. */
+  get weightBytes(): number {
+    let n = 0;
+    for (const t of this.#w.values()) n += t.bytes;
+    return n;
+  }
+
   /** Attaches an adapter (or detaches with null); the base weights stay where they are. */
-  setAdapter(adapter: GpuLoraAdapter | null): void {
+  setAdapter(adapter: LinearAdapter | null): void {
     if (adapter) adapter.checkCompatible(this.config);
     this.#adapter = adapter;
   }
@@ -223,10 +261,28 @@ export class LlamaModel {
 
   // ------------------------------------------------------------------ forward
 
-  #linear(layer: number, module: LinearModule, x: Tensor, st: ForwardState, saved: Map<LinearModule, LoraSaved> | null): Tensor {
-    const y = matmul(this.ctx, x, this.#weight(linearWeightName(layer, module)), { transB: true });
+  #linear(layer: number, module: LinearModule, x: Tensor, st: ForwardState, saved: Map<LinearModule, AdapterActivations> | null): Tensor {
+    const ctx = this.ctx;
+    const y = matmul(ctx, x, this.#weight(linearWeightName(layer, module)), { transB: true });
     const bias = this.#w.get(linearWeightName(layer, module).replace(/\.weight$/, '.bias'));
-    if (bias) addBias(this.ctx, y, bias);
+    if (bias) addBias(ctx, y, bias);
+    if (st.loras) {
+      // The base ran once for every row; each adapter adds its delta to its own rows.
+      const rows = st.B * st.T;
+      for (const g of st.loras) {
+        if (!g.adapter.has(layer, module)) continue;
+        if (!g.idx) {
+          g.adapter.forward(ctx, layer, module, x, y, false)?.release();
+          continue;
+        }
+        const xg = gatherRows(ctx, x, g.idx, x.size / rows);
+        const d = g.adapter.delta(ctx, layer, module, xg);
+        scatterAddRows(ctx, d, g.idx, y, y.size / rows);
+        xg.release();
+        d.release();
+      }
+      return y;
+    }
     const a = this.#adapter;
     if (a && a.has(layer, module)) {
       const s = a.forward(this.ctx, layer, module, x, y, st.train);
@@ -244,33 +300,46 @@ export class LlamaModel {
     const N = B * T;
     const hd = c.headDim;
     const names = llamaWeightNames(c);
-    const rt = this.#ensureRope(past + T);
+    const rt = this.#ensureRope(st.slots ? st.slots.rows.Tk : past + T);
     let x = embedding(ctx, ids, this.#weight(names.embed));
     for (let l = 0; l < c.numLayers; l++) {
       const ln = names.layers[l]!;
-      const loraSaved = st.saved ? new Map<LinearModule, LoraSaved>() : null;
+      const loraSaved = st.saved ? new Map<LinearModule, AdapterActivations>() : null;
       const { y: h1, rstd: r1 } = rmsNorm(ctx, x, this.#weight(ln.inputNorm), c.rmsNormEps);
       const q = this.#linear(l, 'q_proj', h1, st, loraSaved);
       const k = this.#linear(l, 'k_proj', h1, st, loraSaved);
       const v = this.#linear(l, 'v_proj', h1, st, loraSaved);
-      const qr = rope(ctx, q, rt, T, past, c.numHeads, hd);
-      const kr = rope(ctx, k, rt, T, past, c.numKvHeads, hd);
+      const kv = c.numKvHeads * hd;
+      let qr: Tensor;
+      let kr: Tensor;
+      let att: Tensor;
+      let prob: Tensor | null = null;
+      if (st.slots) {
+        const { rows, cache } = st.slots;
+        qr = ropeRows(ctx, q, rt, rows, c.numHeads, hd);
+        kr = ropeRows(ctx, k, rt, rows, c.numKvHeads, hd);
+        kvWriteRows(ctx, kr, cache.k[l]!, rows, kv, cache.positions);
+        kvWriteRows(ctx, v, cache.v[l]!, rows, kv, cache.positions);
+        att = attentionRows(ctx, qr, cache.k[l]!, cache.v[l]!, rows, { nh: c.numHeads, nkv: c.numKvHeads, hd, positions: cache.positions }, 1 / Math.sqrt(hd));
+      } else {
+        qr = rope(ctx, q, rt, T, past, c.numHeads, hd);
+        kr = rope(ctx, k, rt, T, past, c.numKvHeads, hd);
+        let shape: AttnShape;
+        let kAll = kr;
+        let vAll = v;
+        if (st.cache) {
+          kvWrite(ctx, kr, st.cache.k[l]!, B, T, kv, st.cache.rows, past);
+          kvWrite(ctx, v, st.cache.v[l]!, B, T, kv, st.cache.rows, past);
+          kAll = st.cache.k[l]!;
+          vAll = st.cache.v[l]!;
+          shape = { B, T, Tk: past + T, nh: c.numHeads, nkv: c.numKvHeads, hd, kvRows: st.cache.rows, past };
+        } else {
+          shape = { B, T, Tk: T, nh: c.numHeads, nkv: c.numKvHeads, hd, kvRows: T, past: 0 };
+        }
+        ({ out: att, prob } = attention(ctx, qr, kAll, vAll, shape, 1 / Math.sqrt(hd)));
+      }
       q.release();
       k.release();
-      let shape: AttnShape;
-      let kAll = kr;
-      let vAll = v;
-      if (st.cache) {
-        const kv = c.numKvHeads * hd;
-        kvWrite(ctx, kr, st.cache.k[l]!, B, T, kv, st.cache.rows, past);
-        kvWrite(ctx, v, st.cache.v[l]!, B, T, kv, st.cache.rows, past);
-        kAll = st.cache.k[l]!;
-        vAll = st.cache.v[l]!;
-        shape = { B, T, Tk: past + T, nh: c.numHeads, nkv: c.numKvHeads, hd, kvRows: st.cache.rows, past };
-      } else {
-        shape = { B, T, Tk: T, nh: c.numHeads, nkv: c.numKvHeads, hd, kvRows: T, past: 0 };
-      }
-      const { out: att, prob } = attention(ctx, qr, kAll, vAll, shape, 1 / Math.sqrt(hd));
       const o = this.#linear(l, 'o_proj', att, st, loraSaved);
       const x2 = add(ctx, x, o);
       o.release();
@@ -281,20 +350,26 @@ export class LlamaModel {
       const d = this.#linear(l, 'down_proj', m, st, loraSaved);
       const x3 = add(ctx, x2, d);
       d.release();
-      if (st.saved && loraSaved) {
+      if (st.saved && loraSaved && prob) {
         st.saved.push({ x, h1, r1, qr, kr, v, prob, att, x2, h2, r2, g, u, m, lora: loraSaved });
       } else {
-        for (const t of [x, h1, r1, qr, kr, v, prob, att, x2, h2, r2, g, u, m]) t.release();
+        for (const t of [x, h1, r1, qr, kr, v, prob, att, x2, h2, r2, g, u, m]) t?.release();
       }
       x = x3;
     }
     let hidden = x;
-    if (st.lastOnly && T > 1) {
+    const out = st.slots?.outRows;
+    let rows = st.lastOnly ? B : N;
+    if (out && !(out.length === N && out.every((r, i) => r === i))) {
+      rows = out.length;
+      hidden = ctx.tensor([rows, c.hiddenSize]);
+      out.forEach((r, i) => ctx.copy(x, r * c.hiddenSize, hidden, i * c.hiddenSize, c.hiddenSize));
+      x.release();
+    } else if (st.lastOnly && T > 1) {
       hidden = ctx.tensor([B, c.hiddenSize]);
       for (let b = 0; b < B; b++) ctx.copy(x, (b * T + T - 1) * c.hiddenSize, hidden, b * c.hiddenSize, c.hiddenSize);
       x.release();
     }
-    const rows = st.lastOnly ? B : N;
     const { y: hf, rstd } = rmsNorm(ctx, hidden, this.#weight(names.finalNorm), c.rmsNormEps);
     const logits = matmul(ctx, hf, this.#weight(names.lmHead ?? names.embed), { transB: true });
     hf.release();
@@ -314,6 +389,49 @@ export class LlamaModel {
     });
   }
 
+  /**
+   * Logits [outRows.length, V] of one step over a slot cache (see RowBatch). The attached adapter
+   * is not used here: each row gets the adapter of its group in `batch.adapters`, or none.
+   */
+  forwardRows(batch: RowBatch): Promise<Float32Array> {
+    return this.ctx.withLock(async () => {
+      this.#check();
+      const ctx = this.ctx;
+      const R = batch.tokens.length;
+      const { cache } = batch;
+      if (R === 0 || batch.slots.length !== R || batch.positions.length !== R) throw new AppError('SHAPE_MISMATCH', 'forwardRows: tokens, slots and positions need one entry per row (at least one row).');
+      if (cache.k.length !== this.config.numLayers || cache.v.length !== this.config.numLayers) throw new AppError('SHAPE_MISMATCH', 'forwardRows: the cache needs K and V for every layer.');
+      if (cache.positions > this.config.maxPositions) throw new AppError('SHAPE_MISMATCH', `forwardRows: the cache has ${cache.positions} positions, the model ${this.config.maxPositions}.`);
+      const meta = new Uint32Array(2 * R);
+      let Tk = 0;
+      for (let r = 0; r < R; r++) {
+        const slot = batch.slots[r]!;
+        const pos = batch.positions[r]!;
+        if (slot >= cache.slots || pos >= cache.positions) throw new AppError('INTERNAL', `forwardRows: row ${r} (slot ${slot}, position ${pos}) is outside the cache [${cache.slots}, ${cache.positions}].`);
+        meta[2 * r] = slot;
+        meta[2 * r + 1] = pos;
+        Tk = Math.max(Tk, pos + 1);
+      }
+      for (const r of batch.outRows) if (!(r >= 0 && r < R)) throw new AppError('INTERNAL', `forwardRows: output row ${r} is not a row of the batch.`);
+      const seen = new Set<number>();
+      for (const g of batch.adapters) {
+        g.adapter.checkCompatible(this.config);
+        for (const r of g.rows) {
+          if (!(r >= 0 && r < R) || seen.has(r)) throw new AppError('INTERNAL', `forwardRows: adapter row ${r} is out of range or in two groups.`);
+          seen.add(r);
+        }
+      }
+      const metaT = ctx.upload(meta, [R, 2]);
+      const loras = batch.adapters.filter((g) => g.rows.length > 0).map((g) => ({ adapter: g.adapter, idx: g.rows.length === R ? null : ctx.upload(Uint32Array.from(g.rows), [g.rows.length]) }));
+      try {
+        return await this.#logits(batch.tokens, { B: R, T: 1, past: 0, train: false, lastOnly: false, slots: { rows: { meta: metaT, rows: R, Tk }, cache, outRows: batch.outRows }, loras });
+      } finally {
+        metaT.release();
+        for (const g of loras) g.idx?.release();
+      }
+    });
+  }
+
   /** Runs the forward pass on token ids and reads back only the logits. */
   async #logits(ids: Uint32Array, st: ForwardState): Promise<Float32Array> {
     const idT = this.ctx.upload(ids, [ids.length]);
@@ -321,7 +439,13 @@ export class LlamaModel {
     idT.release();
     hidden.release();
     rstd.release();
-    const out = await this.ctx.read(logits);
+    let out: Float32Array;
+    if (logits.size === 0) {
+      this.ctx.flush(); // no rows asked for (a chunk inside a prompt): submit the cache writes
+      out = new Float32Array(0);
+    } else {
+      out = await this.ctx.read(logits);
+    }
     logits.release();
     return out;
   }

@@ -8,8 +8,8 @@
 import { AppError } from '../../shared';
 import { LINEAR_MODULES, linearShape, loraKey, mulberry32, peftTensorName, type Batch, type LinearModule, type LlamaConfig, type LoraPair, type LoraSettings } from '../model';
 import { GpuContext, Tensor } from './context';
+import type { AdaptableModel, AdapterActivations, LinearAdapter } from './adapter-types';
 import { accumulate, adamw, dropout, gradClipFactor, scaleInPlace, sumSquares, type AdamWOptions } from './kernels';
-import type { LlamaModel } from './llama';
 import { matmul } from './matmul';
 
 export interface LoraOptions {
@@ -37,7 +37,7 @@ interface Pair {
 }
 
 /** What the forward keeps for the backward of one adapted linear. */
-export class LoraSaved {
+export class LoraSaved implements AdapterActivations {
   constructor(
     readonly x: Tensor,
     readonly ownsX: boolean,
@@ -56,7 +56,7 @@ function mix(a: number, b: number): number {
   return (h ^ (h >>> 16)) >>> 0;
 }
 
-export class GpuLoraAdapter {
+export class GpuLoraAdapter implements LinearAdapter {
   readonly ctx: GpuContext;
   readonly settings: LoraSettings;
   readonly numLayers: number;
@@ -186,8 +186,18 @@ export class GpuLoraAdapter {
     return new LoraSaved(xd, drop, a, seed);
   }
 
+  /** scaling·B·A·x alone, [rows, out] (no dropout): the delta for rows gathered from a mixed batch. */
+  delta(ctx: GpuContext, layer: number, module: LinearModule, x: Tensor): Tensor {
+    const p = this.#pair(layer, module);
+    const a = matmul(ctx, x, p.a.value, { transB: true });
+    const d = matmul(ctx, a, p.b.value, { transB: true, alpha: this.scaling });
+    a.release();
+    return d;
+  }
+
   /** Accumulates dA, dB and adds the adapter's share of dx. */
-  backward(ctx: GpuContext, layer: number, module: LinearModule, dy: Tensor, saved: LoraSaved, dx: Tensor): void {
+  backward(ctx: GpuContext, layer: number, module: LinearModule, dy: Tensor, saved: AdapterActivations, dx: Tensor): void {
+    if (!(saved instanceof LoraSaved)) throw new AppError('INTERNAL', 'LoRA backward got activations saved by another adapter.');
     const p = this.#pair(layer, module);
     const s = this.scaling;
     // dB += s · dyᵀ·a ; da = s · dy·B ; dA += daᵀ·xd ; dx += dropout'(da·A)
@@ -332,12 +342,12 @@ export interface TrainStepResult {
 
 /** Runs LoRA training on a model with its adapter attached: forward, loss, backward, AdamW. */
 export class LoraTrainer {
-  readonly model: LlamaModel;
+  readonly model: AdaptableModel;
   readonly adapter: GpuLoraAdapter;
   readonly options: TrainerOptions;
   #micro = 0;
 
-  constructor(model: LlamaModel, adapter: GpuLoraAdapter, options: TrainerOptions) {
+  constructor(model: AdaptableModel, adapter: GpuLoraAdapter, options: TrainerOptions) {
     this.model = model;
     this.adapter = adapter;
     this.options = options;
