@@ -3,7 +3,10 @@
  * stale (nothing else), starts the coordinator (SQLite in ./data), registers
  * the sample agents, starts one headless node, and runs until Ctrl-C.
  *
- *   npm start -- [--port 8080] [--nodes 1] [--workers N] [--db FILE] [--models DIR]
+ *   npm start -- [--port 8080] [--nodes 1] [--workers N] [--db FILE] [--models DIR]…
+ *
+ * The built-in models (tools/tiny-model's BUILTIN_MODELS) are generated into data/models (kept when
+ * already up to date); each --models DIR (given any number of times) is served read-only after them.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +16,8 @@ import { launchNodes, type LaunchedNodes } from './nodes';
 import { DIST, ROOT, ensurePageBuilt } from './page-build';
 import { findAgent } from '../agents';
 import { registerSampleAgents } from './register-agents';
-import { makeTinyModel } from '../tools/tiny-model';
+import { makeBuiltinModels } from '../tools/tiny-model';
+import { ModelStore } from '../server';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -22,7 +26,7 @@ async function main(): Promise<void> {
       nodes: { type: 'string', default: '1' },
       workers: { type: 'string' },
       db: { type: 'string', default: join(ROOT, 'data', 'coordinator.db') },
-      models: { type: 'string', default: join(ROOT, 'data', 'models') },
+      models: { type: 'string', multiple: true, default: [] },
     },
   });
   const port = Number(values.port);
@@ -32,11 +36,19 @@ async function main(): Promise<void> {
 
   await ensurePageBuilt((l) => console.log(l));
   mkdirSync(join(values.db, '..'), { recursive: true });
-  // The built-in tiny model (deterministic from its seed, so rewriting it changes nothing),
-  // served to nodes from the models folder beside any real ones the user puts there.
-  const tiny = await makeTinyModel({ seed: 1, dir: join(values.models, 'tiny-llama') });
-  console.log(`Model tiny-llama: ${tiny.files.length} files in ${join(values.models, 'tiny-llama')}`);
-  const coordinator = await createCoordinator({ dbPath: values.db, port, staticDir: DIST, modelsDir: values.models });
+  // The built-in models, deterministic from their seeds, live in data/models (a folder already
+  // up to date is left alone). The user's --models folders are only read, never written.
+  const builtinDir = join(ROOT, 'data', 'models');
+  for (const m of await makeBuiltinModels(builtinDir)) {
+    const mb = (m.manifest.files.reduce((n, f) => n + f.size, 0) / 1e6).toFixed(1);
+    console.log(`Model ${m.name}: ${mb} MB ${m.written ? 'written to' : 'up to date in'} ${m.dir}`);
+  }
+  const modelRoots = [builtinDir, ...values.models];
+  const store = new ModelStore(modelRoots);
+  for (const c of await store.collisions()) console.log(`Model ${c.name}: serving ${c.served}; ignoring ${c.shadowed.join(', ')} (an earlier folder has that name)`);
+  const names = await store.list();
+  console.log(`Models served: ${names.join(', ') || 'none'}`);
+  const coordinator = await createCoordinator({ dbPath: values.db, port, staticDir: DIST, modelsDirs: modelRoots });
   let nodes: LaunchedNodes | null = null;
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {
