@@ -15,6 +15,7 @@ import { Metrics } from './metrics';
 import { ModelStore } from './models';
 import { Registry } from './registry';
 import { agentRoutes } from './routes/agents';
+import { modelRoutes } from './routes/models';
 import { opsRoutes } from './routes/ops';
 import { taskRoutes } from './routes/tasks';
 import { Scheduler } from './scheduler';
@@ -28,7 +29,7 @@ export { Registry, effectiveLimits, type AgentVersion, type Quota } from './regi
 export { Metrics, type Kpi } from './metrics';
 export { TaskWatch, type TaskEvent } from './watch';
 export { NodeSession, Circuit, INFRA_CODES, type CircuitState } from './node';
-export { ModelStore, type ModelManifest, type ModelFile } from './models';
+export { ModelStore, type ModelManifest, type ModelFile, type ModelFolder, type ModelCollision, type ResolvedModelFile } from './models';
 export { parseNodeMessage, parseSubmission, checkSpec } from './validate';
 
 export interface CoordinatorOptions {
@@ -48,6 +49,8 @@ export interface CoordinatorOptions {
   staticDir?: string;
   /** Model folders (Hugging Face layout), served at /models/ with manifests at /v1/models. */
   modelsDir?: string;
+  /** More model roots, after modelsDir, in priority order (built-ins first, then the user's); a name in two is served from the first. Never written to. */
+  modelsDirs?: readonly string[];
   clock?: Clock;
   leaseMs?: number;
   heartbeatIntervalMs?: number;
@@ -127,11 +130,12 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   taskRoutes(app, ctx);
   agentRoutes(app, ctx);
   opsRoutes(app, ctx);
-  if (opts.modelsDir) {
-    const models = new ModelStore(opts.modelsDir);
+  const modelRoots = [...(opts.modelsDir ? [opts.modelsDir] : []), ...(opts.modelsDirs ?? [])];
+  if (modelRoots.length) {
+    const models = new ModelStore(modelRoots);
     app.get('/v1/models', async () => ({ models: await models.list() }));
     app.get('/v1/models/:name', async (req) => models.manifest((req.params as { name: string }).name));
-    await app.register(fastifyStatic, { root: opts.modelsDir, prefix: '/models/', decorateReply: false, setHeaders: staticHeaders });
+    await app.register(modelRoutes(models, staticHeaders));
   }
   if (opts.staticDir) {
     await app.register(fastifyStatic, { root: opts.staticDir, prefix: '/', decorateReply: false, setHeaders: staticHeaders });
