@@ -116,10 +116,11 @@ export interface EngineBatchBenchResult {
 export async function benchEngineBatch(ctx: GpuContext, opts: EngineBatchBenchOptions = {}): Promise<EngineBatchBenchResult> {
   const config = opts.config ?? tinyLlamaConfig({ vocabSize: 256, hiddenSize: 64, intermediateSize: 128, headDim: 16, maxPositions: 256, eosTokenIds: [] });
   const n = Math.max(1, opts.sequences ?? 8);
-  const steps = Math.max(1, opts.steps ?? 32);
-  const promptLen = Math.max(1, opts.promptLen ?? 16);
+  const promptLen = Math.max(1, Math.min(opts.promptLen ?? 16, config.maxPositions - 2));
+  // A sequence holds the prompt, the warm-up step's token and one per timed step.
+  const steps = Math.max(1, Math.min(opts.steps ?? 32, config.maxPositions - promptLen - 1));
   const model = await LlamaModel.load(ctx, config, randomLlamaWeights(config, 1));
-  const dec = await EngineDecoder.create(model, { maxSlots: n, maxPositions: Math.min(config.maxPositions, promptLen + steps + 2) });
+  const dec = await EngineDecoder.create(model, { maxSlots: n, maxPositions: promptLen + steps + 1 });
   const argmax = (x: Float32Array): number => {
     let best = 0;
     for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
