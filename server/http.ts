@@ -66,7 +66,7 @@ export function installErrorHandling(app: FastifyInstance, metrics: Metrics): vo
     reply.header('cross-origin-resource-policy', 'cross-origin');
     // Content-addressed modules and model files are public and immutable: a node page served
     // from another origin (`?coordinator=`) may fetch them.
-    if (req.method === 'GET' && (req.url.startsWith('/v1/modules/') || req.url.startsWith('/models/'))) {
+    if (req.method === 'GET' && (req.url.startsWith('/v1/modules/') || req.url.startsWith('/models/') || req.url.startsWith('/ort/'))) {
       reply.header('access-control-allow-origin', '*');
     }
     // Static files: module scripts as text/javascript (what onnxruntime-web's loader expects).

@@ -5,9 +5,12 @@
  * Query parameters: `coordinator` (http(s)://host:port), `workers` (pool size), `name`,
  * `perWorker` (agent tasks held per worker, running plus queued; see NodeClientOptions.tasksPerWorker),
  * `queueDepth` (agent tasks held beyond those running; overrides perWorker),
- * `flushMs` (how long results gather before they are sent; see ResultBatcher).
+ * `flushMs` (how long results gather before they are sent; see ResultBatcher),
+ * `inference` (`0`: agent tasks only), `backends` (comma list of engine, wasm, webgpu; default engine,wasm),
+ * `sequences` (generate tasks decoded at once), `choose` (`fastest` or `first`).
  */
 import { AgentPool } from '../worker';
+import { RemoteInference, type InferenceWorkerConfig } from '../worker/inference';
 import './elements/exec-node-app';
 import { createHandle } from './handle';
 import { NodeClient, coordinatorUrls, probeWebGpu } from './node';
@@ -20,10 +23,31 @@ const size =
     ? Math.min(requested, 64)
     : Math.min(8, Math.max(2, navigator.hardwareConcurrency || 2));
 
+/** The inference runtime in its own worker; null when turned off or when it cannot start (the node still runs agents). */
+async function startInference(): Promise<RemoteInference | null> {
+  if (params.get('inference') === '0') return null;
+  const backends = (params.get('backends') ?? 'engine,wasm').split(',').filter((b): b is 'engine' | 'wasm' | 'webgpu' => b === 'engine' || b === 'wasm' || b === 'webgpu');
+  const cfg: InferenceWorkerConfig = { base: urls.httpBase, backends };
+  const seq = Number(params.get('sequences'));
+  if (Number.isInteger(seq) && seq > 0) cfg.maxSequences = Math.min(seq, 256);
+  const choose = params.get('choose');
+  if (choose === 'fastest' || choose === 'first') cfg.choose = choose;
+  const worker = new Worker(new URL('../worker/inference/inference-worker.ts', import.meta.url), { type: 'module', name: JSON.stringify(cfg) });
+  try {
+    return await RemoteInference.connect(worker);
+  } catch (err) {
+    console.error('inference worker failed to start; this node runs agent tasks only', err);
+    worker.terminate();
+    return null;
+  }
+}
+
 const pool = new AgentPool({ size });
+const inference = await startInference();
 const client = new NodeClient({
   url: urls.httpBase,
   runtime: pool,
+  ...(inference ? { inference } : {}),
   name: params.get('name') ?? `browser-${navigator.platform || 'node'}`,
   gpu: () => probeWebGpu(),
   tasksPerWorker: Number(params.get('perWorker')) || undefined,

@@ -5,3 +5,4 @@
  */
 export { createNodeGpuContext, nodeGpu } from './engine/node-gpu';
 export { NodeThreadWorker, sameThreadWorker } from './agents/testing/node-workers';
+export { folderSource } from './inference/folder-source';

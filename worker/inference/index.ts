@@ -14,3 +14,8 @@ export type {
   InferenceRuntimeStats,
   PrefillEntry,
 } from './types';
+export { InferenceService, type InferenceServiceOptions, type InferenceBackend, type LoadRequest, type ModelSource, type ModelFiles } from './service';
+export { engineBackend, transformersBackend, type EngineBackendOptions, type TransformersBackendOptions } from './backends';
+export { weightStoreSource } from './sources';
+export { exposeInference, reportInferenceFailure, RemoteInference, type InferenceWorkerApi } from './worker-api';
+export type { InferenceWorkerConfig } from './inference-worker';

@@ -1,0 +1,91 @@
+/**
+ * The two backends a node can run a model on, as `InferenceBackend`s for the service:
+ *  - the engine (our WGSL kernels) on WebGPU: the Llama family from safetensors;
+ *  - transformers.js on onnxruntime (WebGPU or WASM in the browser, CPU in Node): any decoder it
+ *    supports, from `onnx/model.onnx`.
+ */
+import { AppError } from '../../shared';
+import { EngineDecoder, LlamaModel, type GpuContext } from '../engine';
+import { loadModelFolder, SUPPORTED_ARCHITECTURES } from '../model';
+import type { InferenceBackend, LoadRequest } from './service';
+import { loadTransformersDecoder, type TransformersDevice, type TransformersEnvOptions } from './transformers';
+import type { BatchDecoder } from './types';
+
+export interface EngineBackendOptions {
+  /**
+   * The GPU to load on. Called for every load, so it can hand out a new context after the device
+   * was lost (a model of the old one then reloads from the weight store onto the new one).
+   */
+  gpu: () => Promise<GpuContext>;
+}
+
+function architectureOf(config: Record<string, unknown>): string | null {
+  const a = config.architectures;
+  return Array.isArray(a) && typeof a[0] === 'string' ? a[0] : null;
+}
+
+function hasSafetensors(req: LoadRequest): boolean {
+  return req.files.paths.includes('model.safetensors') || req.files.paths.includes('model.safetensors.index.json');
+}
+
+export function engineBackend(opts: EngineBackendOptions): InferenceBackend {
+  return {
+    backend: 'engine',
+    device: 'webgpu',
+    unsupported(req) {
+      const arch = architectureOf(req.config);
+      if (!arch || !(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
+        return `the engine runs ${SUPPORTED_ARCHITECTURES.join(', ')}, not ${arch ?? 'a model without architectures'}`;
+      }
+      if (!hasSafetensors(req)) return 'the engine reads safetensors and the folder has none';
+      return null;
+    },
+    async load(req): Promise<BatchDecoder> {
+      const ctx = await opts.gpu();
+      const { config, weights } = await loadModelFolder((p) => req.files.readFile(p));
+      const model = await LlamaModel.load(ctx, config, weights);
+      try {
+        return await EngineDecoder.create(model, { maxSlots: req.maxSlots, maxPositions: Math.min(req.maxPositions, config.maxPositions) });
+      } catch (err) {
+        model.release();
+        throw err;
+      }
+    },
+  };
+}
+
+export interface TransformersBackendOptions {
+  device: TransformersDevice;
+  /** transformers.js's env (set on the first load): a local folder in Node, the coordinator plus the weight store in the page. */
+  env: TransformersEnvOptions;
+  /** The onnxruntime module to use (onnxruntime-web/wasm in a WASM worker). */
+  ort?: object;
+  dtype?: string;
+}
+
+export function transformersBackend(opts: TransformersBackendOptions): InferenceBackend {
+  const dtype = opts.dtype ?? 'fp32';
+  const file = dtype === 'fp32' ? 'onnx/model.onnx' : `onnx/model_${dtype}.onnx`;
+  return {
+    backend: 'transformers',
+    // Node's onnxruntime runs on the CPU, as the page's WASM EP does.
+    device: opts.device === 'webgpu' ? 'webgpu' : 'wasm',
+    unsupported(req) {
+      if (!req.files.paths.includes(file)) return `transformers.js needs ${file} and the folder has none`;
+      return null;
+    },
+    async load(req): Promise<BatchDecoder> {
+      const onnxBytes = req.files.paths.filter((p) => p.startsWith('onnx/')).length;
+      if (onnxBytes === 0) throw new AppError('MODEL_FILE_MISSING', `${req.name} has no onnx/ folder.`);
+      return loadTransformersDecoder({
+        modelId: req.name,
+        device: opts.device,
+        maxSlots: req.maxSlots,
+        maxPositions: req.maxPositions,
+        dtype,
+        env: opts.env,
+        ...(opts.ort !== undefined ? { ort: opts.ort } : {}),
+      });
+    },
+  };
+}

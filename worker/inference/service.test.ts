@@ -1,0 +1,188 @@
+/**
+ * The inference runtime in Node, on real backends: transformers.js on onnxruntime-node and the
+ * engine on WebGPU (Dawn, SwiftShader), over model folders written by the tiny-model generator.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { AutoModelForCausalLM, AutoTokenizer, env, type Tensor } from '@huggingface/transformers';
+import { makeTinyModel } from '../../tools/tiny-model';
+import { createNodeGpuContext, folderSource } from '../node';
+import type { GpuContext } from '../engine';
+import { engineBackend, InferenceService, transformersBackend, type InferenceBackend } from '.';
+
+let root = '';
+let ctx: GpuContext;
+const SEED = 5;
+
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), 'inference-'));
+  await makeTinyModel({ seed: SEED, dir: join(root, 'tiny-llama') });
+  await makeTinyModel({ seed: SEED, arch: 'gemma', dir: join(root, 'tiny-gemma') });
+  ctx = await createNodeGpuContext();
+});
+
+after(async () => {
+  ctx?.destroy();
+  await rm(root, { recursive: true, force: true });
+});
+
+function tjs(): InferenceBackend {
+  return transformersBackend({ device: 'cpu', env: { localModelPath: root, cacheDir: join(root, '.cache') } });
+}
+
+function engine(): InferenceBackend {
+  return engineBackend({ gpu: async () => ctx });
+}
+
+/** transformers.js' own greedy generate, the independent reference. */
+async function referenceTokens(model: string, prompt: string, maxNew: number): Promise<number[]> {
+  env.allowLocalModels = true;
+  env.localModelPath = root + '/';
+  env.allowRemoteModels = false;
+  const tok = await AutoTokenizer.from_pretrained(model);
+  const m = await AutoModelForCausalLM.from_pretrained(model, { dtype: 'fp32' });
+  const inputs = tok(prompt);
+  const out = (await m.generate({ ...inputs, max_new_tokens: maxNew, do_sample: false })) as Tensor;
+  const all = Array.from(out.data as BigInt64Array, Number);
+  await m.dispose();
+  return all.slice((inputs.input_ids as Tensor).dims[1]!);
+}
+
+const PROMPTS = ['the cat', 'a dog and a bird went', 'once upon a time there was', 'hello', 'the quick brown fox jumps over', 'we', 'light and dark', 'rain falls on the'];
+
+for (const [label, make] of [['transformers.js (onnxruntime-node)', tjs], ['engine (WebGPU, SwiftShader)', engine]] as const) {
+  test(`${label}: greedy generation equals transformers.js token for token; eight at once equal each alone`, async () => {
+    const svc = new InferenceService({ source: folderSource(root), backends: [make()], maxSequences: 8 });
+    try {
+      const want = await referenceTokens('tiny-llama', PROMPTS[1]!, 12);
+      const one = await svc.generate({ taskId: 'a', model: 'tiny-llama', prompt: PROMPTS[1]!, maxNewTokens: 12 });
+      assert.ok(one.ok, JSON.stringify(one));
+      // The reference stops at EOS too; compare up to its length.
+      assert.deepEqual(one.result.tokens, want.slice(0, one.result.tokens.length));
+      assert.equal(one.result.usage.completionTokens, one.result.tokens.length);
+      assert.ok(one.result.usage.promptTokens > 0);
+
+      const alone: number[][] = [];
+      for (const [i, p] of PROMPTS.entries()) {
+        const r = await svc.generate({ taskId: `alone-${i}`, model: 'tiny-llama', prompt: p, maxNewTokens: 6 + i });
+        assert.ok(r.ok);
+        alone.push(r.result.tokens);
+      }
+      const together = await Promise.all(PROMPTS.map((p, i) => svc.generate({ taskId: `b-${i}`, model: 'tiny-llama', prompt: p, maxNewTokens: 6 + i })));
+      assert.deepEqual(
+        together.map((r) => (r.ok ? r.result.tokens : r.error.code)),
+        alone,
+      );
+      const streamed: string[] = [];
+      const s = await svc.generate({ taskId: 'c', model: 'tiny-llama', messages: [{ role: 'user', content: 'hi there' }], maxNewTokens: 8, temperature: 0.8, seed: 3 }, (p) => streamed.push(p.text));
+      const s2 = await svc.generate({ taskId: 'd', model: 'tiny-llama', messages: [{ role: 'user', content: 'hi there' }], maxNewTokens: 8, temperature: 0.8, seed: 3 });
+      assert.ok(s.ok && s2.ok);
+      assert.equal(streamed.join(''), s.result.text);
+      assert.deepEqual(s.result.tokens, s2.result.tokens, 'the same seed gives the same tokens');
+      const models = await svc.models();
+      assert.deepEqual(models.find((m) => m.name === 'tiny-llama')?.loaded, true);
+    } finally {
+      await svc.close();
+    }
+  });
+}
+
+test('bad input comes back with a code and the runtime keeps serving', async () => {
+  const svc = new InferenceService({ source: folderSource(root), backends: [engine()], maxSequences: 2, maxPositions: 64 });
+  try {
+    const none = await svc.generate({ taskId: 'x1', model: 'no-such-model', prompt: 'hi' });
+    assert.equal(!none.ok && none.error.code, 'MODEL_NOT_FOUND');
+    const gemma = await svc.generate({ taskId: 'x2', model: 'tiny-gemma', prompt: 'hi' });
+    assert.equal(!gemma.ok && gemma.error.code, 'MODEL_UNSUPPORTED', 'the engine does not run Gemma');
+    const long = await svc.generate({ taskId: 'x3', model: 'tiny-llama', prompt: 'the cat sat on the mat '.repeat(40) });
+    assert.equal(!long.ok && long.error.code, 'PROMPT_TOO_LONG');
+    const cut = await svc.generate({ taskId: 'x4', model: 'tiny-llama', prompt: 'the cat', maxNewTokens: 500 });
+    assert.ok(cut.ok, 'maxNewTokens past the context ends at the context');
+    assert.ok(cut.result.usage.promptTokens + cut.result.usage.completionTokens <= 64);
+    const both = await svc.generate({ taskId: 'x5', model: 'tiny-llama', prompt: 'a', messages: [{ role: 'user', content: 'b' }] });
+    assert.equal(!both.ok && both.error.code, 'SCHEMA_VIOLATION');
+
+    const p = svc.generate({ taskId: 'x6', model: 'tiny-llama', prompt: 'the cat', maxNewTokens: 60 }, () => svc.cancel('x6', 'client went away'));
+    const cancelled = await p;
+    assert.equal(!cancelled.ok && cancelled.error.code, 'CANCELLED');
+    const late = await svc.generate({ taskId: 'x7', model: 'tiny-llama', prompt: 'the cat', maxNewTokens: 60, deadline: Date.now() - 1 });
+    assert.equal(!late.ok && late.error.code, 'DEADLINE_EXCEEDED');
+    const ok = await svc.generate({ taskId: 'x8', model: 'tiny-llama', prompt: 'still serving', maxNewTokens: 3 });
+    assert.ok(ok.ok);
+    assert.equal(svc.stats().active, 0, 'every slot was freed');
+  } finally {
+    await svc.close();
+  }
+});
+
+test('a model folder missing a file or with a truncated file is refused with its code', async () => {
+  const dir = join(root, 'broken');
+  await makeTinyModel({ seed: 9, dir: join(dir, 'no-weights') });
+  await rm(join(dir, 'no-weights', 'model.safetensors'));
+  await makeTinyModel({ seed: 9, dir: join(dir, 'truncated') });
+  await writeFile(join(dir, 'truncated', 'model.safetensors'), new Uint8Array(100));
+  const svc = new InferenceService({ source: folderSource(dir), backends: [engine()] });
+  try {
+    const a = await svc.generate({ taskId: 'm1', model: 'no-weights', prompt: 'hi' });
+    assert.equal(!a.ok && a.error.code, 'MODEL_UNSUPPORTED', 'no backend here can run a folder with neither its safetensors nor (for this backend) an ONNX path');
+    const b = await svc.generate({ taskId: 'm2', model: 'truncated', prompt: 'hi' });
+    assert.ok(!b.ok && ['SAFETENSORS_INVALID', 'MODEL_CORRUPT'].includes(b.error.code), JSON.stringify(b));
+  } finally {
+    await svc.close();
+  }
+});
+
+test('a memory budget unloads the least recently used idle model; one over the budget is MODEL_TOO_LARGE', async () => {
+  // What each model takes loaded (weights + KV cache): a budget that holds one of them, not both.
+  const sizes: number[] = [];
+  for (const model of ['tiny-llama', 'tiny-gemma']) {
+    const probe = new InferenceService({ source: folderSource(root), backends: [tjs()], maxSequences: 2, maxPositions: 64 });
+    assert.ok((await probe.generate({ taskId: 'p', model, prompt: 'hi', maxNewTokens: 1 })).ok);
+    sizes.push(probe.stats().gpuMemoryBytes);
+    await probe.close();
+  }
+  const budget = Math.floor(Math.max(...sizes) * 1.5);
+  assert.ok(budget < sizes[0]! + sizes[1]!);
+  const svc = new InferenceService({ source: folderSource(root), backends: [tjs()], maxSequences: 2, maxPositions: 64, memoryBudgetBytes: budget });
+  const unloaded: string[] = [];
+  svc.on((e) => {
+    if (e.type === 'unload') unloaded.push(e.model);
+  });
+  try {
+    assert.ok((await svc.generate({ taskId: 'l1', model: 'tiny-llama', prompt: 'hi', maxNewTokens: 2 })).ok);
+    assert.ok((await svc.generate({ taskId: 'l2', model: 'tiny-gemma', prompt: 'hi', maxNewTokens: 2 })).ok);
+    assert.deepEqual(unloaded, ['tiny-llama']);
+    const loaded = (await svc.models()).filter((m) => m.loaded).map((m) => m.name);
+    assert.deepEqual(loaded, ['tiny-gemma']);
+  } finally {
+    await svc.close();
+  }
+  const tiny = new InferenceService({ source: folderSource(root), backends: [tjs()], memoryBudgetBytes: 1000 });
+  try {
+    const r = await tiny.generate({ taskId: 'l3', model: 'tiny-llama', prompt: 'hi' });
+    assert.equal(!r.ok && r.error.code, 'MODEL_TOO_LARGE');
+  } finally {
+    await tiny.close();
+  }
+});
+
+test('with both backends able to run a model, the node measures them and keeps the faster', async () => {
+  const svc = new InferenceService({ source: folderSource(root), backends: [engine(), tjs()], maxSequences: 4, maxPositions: 64 });
+  try {
+    const loads: string[] = [];
+    svc.on((e) => {
+      if (e.type === 'load') loads.push(`${e.backend}/${e.device}`);
+    });
+    const r = await svc.generate({ taskId: 'f1', model: 'tiny-llama', prompt: 'the cat', maxNewTokens: 4 });
+    assert.ok(r.ok);
+    const [cap] = (await svc.models()).filter((m) => m.name === 'tiny-llama');
+    assert.ok(cap?.loaded && cap.tokensPerSec !== undefined && cap.tokensPerSec > 0);
+    assert.equal(loads.length, 1);
+    assert.equal(`${r.result.backend}/${r.result.device}`, loads[0]);
+  } finally {
+    await svc.close();
+  }
+});

@@ -1,0 +1,542 @@
+/**
+ * The node's inference runtime, in-thread: model files from a `ModelSource` (the IndexedDB weight
+ * store in the page; a folder in Node tests), a backend chosen per model among those that can run it
+ * (measured when several can), one continuous batcher per loaded model, and a memory budget with
+ * least-recently-used unloading. The page runs it inside a Web Worker (./worker-api.ts).
+ */
+import {
+  AppError,
+  serializeError,
+  type ErrorCode,
+  type GenerateResult,
+  type InferenceBackendKind,
+  type InferenceDevice,
+  type ModelCapability,
+} from '../../shared';
+import { loadTokenizer, type ModelTokenizer } from '../model';
+import { Batcher, type GenerationOutput } from './batcher';
+import type {
+  BatchDecoder,
+  GenerateRunOutcome,
+  GenerateRunRequest,
+  GenerationProgress,
+  GenerationRequest,
+  InferenceEvent,
+  InferenceRuntime,
+  InferenceRuntimeStats,
+} from './types';
+
+/** Where a model's files come from. */
+export interface ModelSource {
+  /** Models whose files are held (downloaded and verified). */
+  list(): Promise<string[]>;
+  /** Makes the model's files available (downloading what is missing); answers their paths. */
+  ensure(model: string, opts: { onProgress?: (loadedBytes: number, totalBytes: number) => void; signal?: AbortSignal }): Promise<ModelFiles>;
+}
+
+export interface ModelFiles {
+  /** Paths inside the model folder, `/`-separated. */
+  paths: readonly string[];
+  totalBytes: number;
+  readFile(path: string): Promise<Uint8Array>;
+  /** Called when the model is unloaded or the runtime closes (lets the store evict it again). */
+  release?(): void;
+}
+
+/** What a backend is given to load a model. */
+export interface LoadRequest {
+  name: string;
+  files: ModelFiles;
+  /** config.json, parsed. */
+  config: Record<string, unknown>;
+  maxSlots: number;
+  maxPositions: number;
+}
+
+/** One way to run models: our engine on WebGPU, or transformers.js on WebGPU / WASM. */
+export interface InferenceBackend {
+  readonly backend: InferenceBackendKind;
+  readonly device: InferenceDevice;
+  /** null when it can run the model, else why it cannot (shown in MODEL_UNSUPPORTED). */
+  unsupported(req: LoadRequest): string | null;
+  load(req: LoadRequest): Promise<BatchDecoder>;
+}
+
+export interface InferenceServiceOptions {
+  source: ModelSource;
+  /** In order of preference; the first that can run a model is used unless `choose` is 'fastest'. */
+  backends: readonly InferenceBackend[];
+  /** Sequences decoded at once per model (continuous batching slots). Default 8. */
+  maxSequences?: number;
+  /** Positions per sequence, at most the model's context. Default 2048. */
+  maxPositions?: number;
+  /** Memory the loaded models (weights + KV cache) may take together. Default 4 GiB. */
+  memoryBudgetBytes?: number;
+  /** 'fastest': where several backends can run a model, measure each and keep the faster. Default 'fastest'. */
+  choose?: 'fastest' | 'first';
+  /** Default maxNewTokens when a task does not say. */
+  defaultMaxNewTokens?: number;
+  now?: () => number;
+}
+
+interface Loaded {
+  name: string;
+  decoder: BatchDecoder;
+  batcher: Batcher;
+  tokenizer: ModelTokenizer;
+  stopIds: number[];
+  chatStopIds: number[];
+  files: ModelFiles;
+  lastUsed: number;
+  active: number;
+  tokensPerSec: number | undefined;
+}
+
+interface Running {
+  controller: AbortController;
+  reason: { code: ErrorCode; message: string } | null;
+}
+
+const DEFAULT_SEQUENCES = 8;
+const DEFAULT_POSITIONS = 2048;
+const DEFAULT_BUDGET = 4 * 1024 ** 3;
+const DEFAULT_MAX_NEW = 256;
+const RATE_WINDOW_MS = 5_000;
+
+export class InferenceService implements InferenceRuntime {
+  readonly #opts: InferenceServiceOptions;
+  readonly #loaded = new Map<string, Loaded>();
+  readonly #loading = new Map<string, Promise<Loaded>>();
+  /** Backend chosen per model once measured (kept after unloading, so a reload skips the race). */
+  readonly #choice = new Map<string, { backend: InferenceBackendKind; device: InferenceDevice; tokensPerSec?: number }>();
+  readonly #running = new Map<string, Running>();
+  readonly #listeners = new Set<(e: InferenceEvent) => void>();
+  readonly #recent: { at: number; n: number }[] = [];
+  readonly #now: () => number;
+  #waiting = 0;
+  #tokens = 0;
+  #closed = false;
+
+  constructor(opts: InferenceServiceOptions) {
+    if (opts.backends.length === 0) throw new AppError('INTERNAL', 'InferenceService needs at least one backend.');
+    this.#opts = opts;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  get maxSequences(): number {
+    return this.#opts.maxSequences ?? DEFAULT_SEQUENCES;
+  }
+
+  on(listener: (e: InferenceEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  async models(): Promise<ModelCapability[]> {
+    let stored: string[] = [];
+    try {
+      stored = await this.#opts.source.list();
+    } catch {
+      stored = [];
+    }
+    const names = new Set([...stored, ...this.#loaded.keys()]);
+    const out: ModelCapability[] = [];
+    for (const name of [...names].sort()) {
+      const l = this.#loaded.get(name);
+      const known = l ? { backend: l.decoder.backend, device: l.decoder.device, tokensPerSec: l.tokensPerSec } : this.#choice.get(name);
+      const first = this.#opts.backends[0]!;
+      const cap: ModelCapability = { name, backend: known?.backend ?? first.backend, device: known?.device ?? first.device, loaded: l !== undefined };
+      if (known?.tokensPerSec !== undefined && Number.isFinite(known.tokensPerSec)) cap.tokensPerSec = Math.min(1e7, Math.max(0, known.tokensPerSec));
+      out.push(cap);
+    }
+    return out;
+  }
+
+  stats(): InferenceRuntimeStats {
+    let active = 0;
+    let waiting = this.#waiting;
+    let memory = 0;
+    for (const l of this.#loaded.values()) {
+      const s = l.batcher.stats();
+      active += s.active;
+      waiting += s.waiting;
+      memory += l.decoder.memoryBytes;
+    }
+    return {
+      active,
+      waiting,
+      maxSequences: this.maxSequences,
+      tokensGenerated: this.#tokens,
+      tokensPerSec: this.#rate(),
+      gpuMemoryBytes: memory,
+      gpuBudgetBytes: this.#opts.memoryBudgetBytes ?? DEFAULT_BUDGET,
+    };
+  }
+
+  cancel(taskId: string, reason = 'cancelled'): boolean {
+    const r = this.#running.get(taskId);
+    if (!r) return false;
+    r.reason ??= { code: 'CANCELLED', message: reason };
+    r.controller.abort();
+    return true;
+  }
+
+  async generate(req: GenerateRunRequest, onProgress?: (p: GenerationProgress) => void): Promise<GenerateRunOutcome> {
+    const started = this.#now();
+    if (this.#running.has(req.taskId)) {
+      return fail('INTERNAL', `Task ${req.taskId} is already generating on this node.`);
+    }
+    const running: Running = { controller: new AbortController(), reason: null };
+    this.#running.set(req.taskId, running);
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    if (req.deadline !== undefined && req.deadline !== null) {
+      const left = req.deadline - started;
+      if (left <= 0) {
+        this.#running.delete(req.taskId);
+        return fail('DEADLINE_EXCEEDED', 'The task passed its deadline before it started.');
+      }
+      timer = setTimeout(() => {
+        running.reason ??= { code: 'DEADLINE_EXCEEDED', message: 'The task passed its deadline while generating.' };
+        running.controller.abort();
+      }, left);
+    }
+    let model: Loaded | null = null;
+    try {
+      if (this.#closed) throw new AppError('NODE_DRAINING', 'The inference runtime is closing.');
+      this.#waiting++;
+      try {
+        model = await this.#model(req.model, running.controller.signal);
+      } finally {
+        this.#waiting--;
+      }
+      this.#checkAbort(running);
+      model.active++;
+      model.lastUsed = this.#now();
+      const gen = this.#request(model, req, running.controller.signal, onProgress);
+      const out = await model.batcher.submit(gen);
+      this.#count(out.completionTokens);
+      return { ok: true, result: this.#result(model, out, started) };
+    } catch (err) {
+      const reason = running.reason;
+      if (reason) return fail(reason.code, reason.message);
+      const info = serializeError(err);
+      if (model && (info.code === 'GPU_DEVICE_LOST' || info.code === 'GPU_OUT_OF_MEMORY')) {
+        // The device is gone (or full): drop the model so the retry reloads it from the store.
+        void this.unload(model.name, info.code);
+      }
+      return { ok: false, error: info };
+    } finally {
+      if (timer !== null) clearTimeout(timer);
+      this.#running.delete(req.taskId);
+      if (model) {
+        model.active--;
+        model.lastUsed = this.#now();
+      }
+    }
+  }
+
+  /** Loads a model ahead of any task (the page's "load" button, the benchmark). */
+  async load(name: string): Promise<{ backend: InferenceBackendKind; device: InferenceDevice }> {
+    const l = await this.#model(name);
+    return { backend: l.decoder.backend, device: l.decoder.device };
+  }
+
+  /** Unloads a model now (its running sequences fail with the reason's code). */
+  async unload(name: string, reason = 'unloaded'): Promise<boolean> {
+    const l = this.#loaded.get(name);
+    if (!l) return false;
+    this.#loaded.delete(name);
+    l.batcher.close();
+    await l.decoder.release().catch(() => undefined);
+    l.files.release?.();
+    this.#emit({ type: 'unload', model: name, reason });
+    return true;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const r of this.#running.values()) {
+      r.reason ??= { code: 'CANCELLED', message: 'The node is closing.' };
+      r.controller.abort();
+    }
+    for (const name of [...this.#loaded.keys()]) await this.unload(name, 'closing');
+  }
+
+  // ------------------------------------------------------------------ models
+
+  #model(name: string, signal?: AbortSignal): Promise<Loaded> {
+    const have = this.#loaded.get(name);
+    if (have) return Promise.resolve(have);
+    let p = this.#loading.get(name);
+    if (!p) {
+      p = this.#load(name, signal).finally(() => this.#loading.delete(name));
+      this.#loading.set(name, p);
+    }
+    return p;
+  }
+
+  async #load(name: string, signal?: AbortSignal): Promise<Loaded> {
+    const t0 = this.#now();
+    const files = await this.#opts.source.ensure(name, {
+      onProgress: (loadedBytes, totalBytes) => this.#emit({ type: 'download', model: name, loadedBytes, totalBytes }),
+      signal,
+    });
+    let decoder: BatchDecoder | null = null;
+    try {
+      const config = parseConfig(await files.readFile('config.json'));
+      const tokenizer = await loadTokenizer((p) => files.readFile(p));
+      const context = typeof config.max_position_embeddings === 'number' ? config.max_position_embeddings : DEFAULT_POSITIONS;
+      const req: LoadRequest = {
+        name,
+        files,
+        config,
+        maxSlots: this.maxSequences,
+        maxPositions: Math.min(context, this.#opts.maxPositions ?? DEFAULT_POSITIONS),
+      };
+      await this.#makeRoom(name, estimateBytes(files, config, req));
+      const picked = await this.#pick(req);
+      decoder = picked.decoder;
+      const stopIds = eosIds(config, tokenizer);
+      const chatStop = tokenizer.tokenToId('<|im_end|>');
+      const loaded: Loaded = {
+        name,
+        decoder,
+        batcher: new Batcher({
+          decoder,
+          decode: (ids) => tokenizer.decode(ids, { skipSpecialTokens: true }),
+          specialIds: specialIds(await files.readFile('tokenizer_config.json'), tokenizer),
+        }),
+        tokenizer,
+        stopIds,
+        chatStopIds: chatStop !== null && !stopIds.includes(chatStop) ? [...stopIds, chatStop] : stopIds,
+        files,
+        lastUsed: this.#now(),
+        active: 0,
+        tokensPerSec: picked.tokensPerSec,
+      };
+      this.#loaded.set(name, loaded);
+      this.#choice.set(name, { backend: decoder.backend, device: decoder.device, ...(picked.tokensPerSec !== undefined ? { tokensPerSec: picked.tokensPerSec } : {}) });
+      this.#emit({ type: 'load', model: name, backend: decoder.backend, device: decoder.device, ms: this.#now() - t0 });
+      return loaded;
+    } catch (err) {
+      await decoder?.release().catch(() => undefined);
+      files.release?.();
+      throw err;
+    }
+  }
+
+  /** Unloads idle models, least recently used first, until `bytes` more fit the budget. */
+  async #makeRoom(name: string, bytes: number): Promise<void> {
+    const budget = this.#opts.memoryBudgetBytes ?? DEFAULT_BUDGET;
+    if (bytes > budget) {
+      throw new AppError('MODEL_TOO_LARGE', `Model ${name} needs about ${bytes} bytes; this node's inference budget is ${budget}.`, { model: name, bytes, budget });
+    }
+    const used = (): number => [...this.#loaded.values()].reduce((n, l) => n + l.decoder.memoryBytes, 0);
+    const idle = [...this.#loaded.values()].filter((l) => l.active === 0).sort((a, b) => a.lastUsed - b.lastUsed);
+    for (const l of idle) {
+      if (used() + bytes <= budget) break;
+      await this.unload(l.name, 'least recently used, to make room');
+    }
+    if (used() + bytes > budget) {
+      throw new AppError('GPU_OUT_OF_MEMORY', `Model ${name} (about ${bytes} bytes) does not fit beside the models running now; it is retried.`, { model: name, bytes, budget, used: used() });
+    }
+  }
+
+  async #pick(req: LoadRequest): Promise<{ decoder: BatchDecoder; tokensPerSec?: number }> {
+    const reasons: string[] = [];
+    const able: InferenceBackend[] = [];
+    for (const b of this.#opts.backends) {
+      const why = b.unsupported(req);
+      if (why === null) able.push(b);
+      else reasons.push(`${b.backend}/${b.device}: ${why}`);
+    }
+    if (able.length === 0) {
+      throw new AppError('MODEL_UNSUPPORTED', `No backend on this node runs ${req.name}: ${reasons.join('; ')}.`, { model: req.name, reasons });
+    }
+    const known = this.#choice.get(req.name);
+    const preferred = known ? able.find((b) => b.backend === known.backend && b.device === known.device) : undefined;
+    if (preferred || able.length === 1 || this.#opts.choose === 'first') {
+      return { decoder: await (preferred ?? able[0]!).load(req), ...(known?.tokensPerSec !== undefined ? { tokensPerSec: known.tokensPerSec } : {}) };
+    }
+    // Several can: load each in turn, measure, keep the fastest.
+    let best: { decoder: BatchDecoder; tokensPerSec: number } | null = null;
+    const failures: string[] = [];
+    for (const b of able) {
+      let d: BatchDecoder;
+      try {
+        d = await b.load(req);
+      } catch (err) {
+        failures.push(`${b.backend}/${b.device}: ${(err as Error).message}`);
+        continue;
+      }
+      const tps = await measureDecoder(d).catch(() => 0);
+      if (!best || tps > best.tokensPerSec) {
+        if (best) await best.decoder.release();
+        best = { decoder: d, tokensPerSec: tps };
+      } else {
+        await d.release();
+      }
+    }
+    if (!best) throw new AppError('MODEL_UNSUPPORTED', `Every backend failed to load ${req.name}: ${failures.join('; ')}.`, { model: req.name });
+    return best;
+  }
+
+  // ------------------------------------------------------------------ requests
+
+  #request(model: Loaded, req: GenerateRunRequest, signal: AbortSignal, onProgress?: (p: GenerationProgress) => void): GenerationRequest {
+    const tok = model.tokenizer;
+    let promptIds: number[];
+    let chat = false;
+    if (req.messages !== undefined && req.prompt !== undefined) {
+      throw new AppError('SCHEMA_VIOLATION', 'A generate task takes prompt or messages, not both.');
+    }
+    if (req.messages !== undefined) {
+      chat = true;
+      promptIds = tok.encode(tok.applyChatTemplate(req.messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+    } else if (req.prompt !== undefined) {
+      promptIds = tok.encode(req.prompt, { addSpecialTokens: true });
+    } else {
+      throw new AppError('SCHEMA_VIOLATION', 'A generate task needs prompt or messages.');
+    }
+    const positions = model.decoder.maxPositions;
+    if (promptIds.length === 0) throw new AppError('SCHEMA_VIOLATION', 'The prompt is empty after tokenization.');
+    if (promptIds.length >= positions) {
+      throw new AppError('PROMPT_TOO_LONG', `The prompt is ${promptIds.length} tokens; this model holds ${positions} positions per sequence here, and at least one must be left to generate.`, {
+        promptTokens: promptIds.length,
+        maxPositions: positions,
+      });
+    }
+    const gen: GenerationRequest = {
+      id: req.taskId,
+      promptIds,
+      maxNewTokens: Math.max(1, Math.min(req.maxNewTokens ?? this.#opts.defaultMaxNewTokens ?? DEFAULT_MAX_NEW, positions - promptIds.length)),
+      stopTokenIds: chat ? model.chatStopIds : model.stopIds,
+      signal,
+    };
+    if (req.temperature !== undefined) gen.temperature = req.temperature;
+    if (req.topK !== undefined) gen.topK = req.topK;
+    if (req.topP !== undefined) gen.topP = req.topP;
+    if (req.seed !== undefined) gen.seed = req.seed;
+    if (req.stop !== undefined) gen.stopStrings = req.stop;
+    if (req.logprobs !== undefined) gen.logprobs = req.logprobs;
+    if (req.responseFormat !== undefined) gen.responseFormat = req.responseFormat;
+    if (req.adapter !== undefined) gen.adapter = req.adapter;
+    if (onProgress) gen.onProgress = onProgress;
+    return gen;
+  }
+
+  #result(model: Loaded, out: GenerationOutput, started: number): GenerateResult {
+    const durationMs = Math.max(0, this.#now() - started);
+    const result: GenerateResult = {
+      text: out.text,
+      tokens: out.tokens,
+      finishReason: out.finishReason,
+      usage: { promptTokens: out.promptTokens, completionTokens: out.completionTokens },
+      backend: model.decoder.backend,
+      device: model.decoder.device,
+      ttftMs: out.ttftMs,
+      durationMs,
+      tokensPerSec: durationMs > 0 ? (out.completionTokens * 1000) / durationMs : 0,
+    };
+    if (out.logprobs) result.logprobs = out.logprobs;
+    return result;
+  }
+
+  #checkAbort(running: Running): void {
+    if (running.controller.signal.aborted) {
+      const r = running.reason ?? { code: 'CANCELLED' as const, message: 'cancelled' };
+      throw new AppError(r.code, r.message);
+    }
+  }
+
+  #count(n: number): void {
+    this.#tokens += n;
+    const at = this.#now();
+    this.#recent.push({ at, n });
+    while (this.#recent.length && this.#recent[0]!.at < at - RATE_WINDOW_MS) this.#recent.shift();
+    this.#emit({ type: 'tokens', model: '', tokens: n, at });
+  }
+
+  #rate(): number {
+    const at = this.#now();
+    while (this.#recent.length && this.#recent[0]!.at < at - RATE_WINDOW_MS) this.#recent.shift();
+    return (this.#recent.reduce((s, r) => s + r.n, 0) * 1000) / RATE_WINDOW_MS;
+  }
+
+  #emit(e: InferenceEvent): void {
+    for (const l of this.#listeners) {
+      try {
+        l(e);
+      } catch {
+        // a listener's fault is not the runtime's
+      }
+    }
+  }
+}
+
+function fail(code: ErrorCode, message: string): GenerateRunOutcome {
+  return { ok: false, error: { code, name: 'AppError', message } };
+}
+
+/** Ids of the tokenizer's special tokens (tokenizer_config.json's added_tokens_decoder), never shown as text. */
+function specialIds(configBytes: Uint8Array, tok: ModelTokenizer): number[] {
+  const ids = new Set<number>();
+  for (const id of [tok.bosId, tok.eosId, tok.padId]) if (id !== null) ids.add(id);
+  try {
+    const cfg = JSON.parse(new TextDecoder().decode(configBytes)) as { added_tokens_decoder?: Record<string, { special?: boolean }> };
+    for (const [id, t] of Object.entries(cfg.added_tokens_decoder ?? {})) if (t.special && Number.isInteger(Number(id))) ids.add(Number(id));
+  } catch {
+    // the tokenizer already parsed this file; nothing more to learn from it
+  }
+  return [...ids];
+}
+
+function parseConfig(bytes: Uint8Array): Record<string, unknown> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (err) {
+    throw new AppError('MODEL_CORRUPT', `config.json is not JSON (${(err as Error).message}).`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new AppError('MODEL_CORRUPT', 'config.json is not a JSON object.');
+  return raw as Record<string, unknown>;
+}
+
+/** EOS ids from config.json (a number or a list) and the tokenizer's EOS token. */
+function eosIds(config: Record<string, unknown>, tok: ModelTokenizer): number[] {
+  const ids = new Set<number>();
+  const e = config.eos_token_id;
+  if (typeof e === 'number') ids.add(e);
+  else if (Array.isArray(e)) for (const x of e) if (typeof x === 'number') ids.add(x);
+  if (tok.eosId !== null) ids.add(tok.eosId);
+  return [...ids];
+}
+
+/** Weights (their files) plus the KV cache the slots will take, in fp32. */
+function estimateBytes(files: ModelFiles, config: Record<string, unknown>, req: LoadRequest): number {
+  const num = (k: string, d: number): number => (typeof config[k] === 'number' ? (config[k] as number) : d);
+  const layers = num('num_hidden_layers', 0);
+  const heads = num('num_attention_heads', 1);
+  const kvHeads = num('num_key_value_heads', heads);
+  const headDim = num('head_dim', num('hidden_size', 0) / Math.max(1, heads));
+  const kv = 2 * layers * req.maxSlots * req.maxPositions * kvHeads * headDim * 4;
+  // Both formats may sit in the folder; a backend loads one of them.
+  const weights = Math.max(1, files.totalBytes / 2);
+  return Math.round(weights + kv);
+}
+
+/** Decode tokens per second of four sequences on a freshly loaded decoder (slots left free after). */
+async function measureDecoder(d: BatchDecoder): Promise<number> {
+  const rows = Math.min(4, d.maxSlots);
+  const prompt = Uint32Array.from({ length: 8 }, (_, i) => (i * 7 + 3) % Math.max(2, d.vocabSize));
+  const entries = Array.from({ length: rows }, (_, slot) => ({ slot, tokens: prompt, adapter: null }));
+  await d.prefill(entries);
+  // One step first: pipelines compile on the first call.
+  await d.decode(entries.map((e) => ({ slot: e.slot, token: 1, adapter: null })));
+  const steps = 6;
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) await d.decode(entries.map((e) => ({ slot: e.slot, token: (i + 2) % d.vocabSize, adapter: null })));
+  const ms = performance.now() - t0;
+  for (const e of entries) d.free(e.slot);
+  return (rows * steps * 1000) / Math.max(1e-3, ms);
+}

@@ -1,0 +1,158 @@
+/**
+ * The inference runtime behind a Web Worker, over comlink: `exposeInference(runtime)` in the worker,
+ * `RemoteInference` (an `InferenceRuntime`) in the page. Progress callbacks and event listeners
+ * cross as comlink proxies; `stats()` is answered from a copy refreshed on every event and a timer,
+ * since the interface's stats() is synchronous.
+ */
+import { expose, proxy, wrap, type Endpoint, type Remote } from 'comlink';
+import { AppError, deserializeError, serializeError, type ErrorInfo, type ModelCapability } from '../../shared';
+import type { GenerateRunOutcome, GenerateRunRequest, GenerationProgress, InferenceEvent, InferenceRuntime, InferenceRuntimeStats } from './types';
+
+/** What the worker serves. */
+export interface InferenceWorkerApi {
+  generate(req: GenerateRunRequest, onProgress?: (p: GenerationProgress) => void): Promise<GenerateRunOutcome>;
+  cancel(taskId: string, reason?: string): boolean;
+  models(): Promise<ModelCapability[]>;
+  stats(): InferenceRuntimeStats;
+  subscribe(listener: (e: InferenceEvent) => void): void;
+  load(model: string): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+/** In the worker: serves `runtime` on `endpoint` (the worker's global scope by default). */
+export function exposeInference(runtime: InferenceRuntime & { load?(model: string): Promise<unknown> }, endpoint?: Endpoint): void {
+  const api: InferenceWorkerApi = {
+    generate: (req, onProgress) => runtime.generate(req, onProgress),
+    cancel: (taskId, reason) => runtime.cancel(taskId, reason),
+    models: () => runtime.models(),
+    stats: () => runtime.stats(),
+    subscribe(listener) {
+      runtime.on((e) => void listener(e));
+    },
+    load: async (model) => {
+      if (!runtime.load) throw new Error('This runtime cannot load models ahead of a task.');
+      return runtime.load(model);
+    },
+    close: () => runtime.close(),
+  };
+  const ep = endpoint ?? (globalThis as unknown as Endpoint);
+  expose(api, ep);
+  ep.postMessage({ type: READY });
+}
+
+const READY = 'inference.ready';
+const FAILED = 'inference.failed';
+
+/** In the worker: tells the page that setting up failed (it rejects `RemoteInference.connect`). */
+export function reportInferenceFailure(err: unknown, endpoint?: Endpoint): void {
+  const ep = endpoint ?? (globalThis as unknown as Endpoint);
+  ep.postMessage({ type: FAILED, error: serializeError(err) });
+}
+
+/** Waits for the worker's ready (or failed) notice: messages sent before it exposes its API would be lost. */
+function ready(endpoint: Endpoint, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      endpoint.removeEventListener('message', onMessage);
+      reject(new AppError('INTERNAL', `The inference worker did not start within ${timeoutMs} ms.`));
+    }, timeoutMs);
+    function onMessage(ev: Event): void {
+      const data = (ev as MessageEvent).data as { type?: unknown; error?: ErrorInfo } | null;
+      if (data?.type !== READY && data?.type !== FAILED) return;
+      clearTimeout(timer);
+      endpoint.removeEventListener('message', onMessage);
+      if (data.type === READY) resolve();
+      else reject(deserializeError(data.error ?? { code: 'INTERNAL', name: 'AppError', message: 'The inference worker failed to start.' }));
+    }
+    endpoint.addEventListener('message', onMessage);
+  });
+}
+
+const EMPTY_STATS: InferenceRuntimeStats = {
+  active: 0,
+  waiting: 0,
+  maxSequences: 1,
+  tokensGenerated: 0,
+  tokensPerSec: 0,
+  gpuMemoryBytes: 0,
+  gpuBudgetBytes: 0,
+};
+
+/** In the page: the runtime in a worker, seen as an InferenceRuntime. */
+export class RemoteInference implements InferenceRuntime {
+  readonly #remote: Remote<InferenceWorkerApi>;
+  readonly #listeners = new Set<(e: InferenceEvent) => void>();
+  readonly #timer: ReturnType<typeof setInterval>;
+  #stats: InferenceRuntimeStats;
+  #closed = false;
+
+  private constructor(remote: Remote<InferenceWorkerApi>, stats: InferenceRuntimeStats, refreshMs: number) {
+    this.#remote = remote;
+    this.#stats = stats;
+    this.#timer = setInterval(() => void this.#refresh(), refreshMs);
+  }
+
+  /** Connects to a worker that called exposeInference; answers once its first stats arrived. */
+  static async connect(endpoint: Endpoint, refreshMs = 500, startTimeoutMs = 60_000): Promise<RemoteInference> {
+    await ready(endpoint, startTimeoutMs);
+    const remote = wrap<InferenceWorkerApi>(endpoint);
+    const stats = await remote.stats();
+    const r = new RemoteInference(remote, stats ?? EMPTY_STATS, refreshMs);
+    await remote.subscribe(
+      proxy((e: InferenceEvent) => {
+        void r.#refresh();
+        for (const l of r.#listeners) {
+          try {
+            l(e);
+          } catch {
+            // a listener's fault is not the runtime's
+          }
+        }
+      }),
+    );
+    return r;
+  }
+
+  async #refresh(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      this.#stats = await this.#remote.stats();
+    } catch {
+      // the worker is gone; the last figures stay
+    }
+  }
+
+  generate(req: GenerateRunRequest, onProgress?: (p: GenerationProgress) => void): Promise<GenerateRunOutcome> {
+    const p = this.#remote.generate(req, onProgress ? proxy(onProgress) : undefined);
+    void this.#refresh();
+    return p.finally(() => void this.#refresh());
+  }
+
+  cancel(taskId: string, reason?: string): boolean {
+    void this.#remote.cancel(taskId, reason);
+    return true;
+  }
+
+  models(): Promise<ModelCapability[]> {
+    return this.#remote.models();
+  }
+
+  load(model: string): Promise<unknown> {
+    return this.#remote.load(model);
+  }
+
+  stats(): InferenceRuntimeStats {
+    return this.#stats;
+  }
+
+  on(listener: (e: InferenceEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    await this.#remote.close();
+  }
+}
