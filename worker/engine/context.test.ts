@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AppError } from '../../shared';
 import { GpuContext } from './context';
-import { benchGeneration, benchTraining } from './bench';
+import { benchGeneration } from './bench';
 import { add } from './kernels';
 import { LlamaModel } from './llama';
 import { benchMatmul, matmul } from './matmul';
@@ -135,11 +135,9 @@ describe('GpuContext', () => {
 });
 
 describe('benchmarks run (no timing assertions)', () => {
-  it('benchTraining and benchGeneration return finite figures', async () => {
+  it('benchGeneration returns finite figures', async () => {
     const ctx = await createNodeGpuContext();
     try {
-      const t = await benchTraining(ctx, { steps: 1, seqLen: 8 });
-      assert.ok(t.tokensPerSecond > 0 && Number.isFinite(t.firstLoss));
       const g = await benchGeneration(ctx, { promptLen: 4, newTokens: 3 });
       assert.ok(g.tokensPerSecond > 0);
       assert.equal(ctx.liveBuffers, 0, 'the benches free what they allocate');

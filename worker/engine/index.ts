@@ -52,5 +52,5 @@ export type { AdaptableModel, AdapterActivations, LinearAdapter } from './adapte
 export { LlamaModel, sampleToken, type GenerateOptions, type LoadOptions, type RowBatch, type SlotCache, type TokenRows } from './llama';
 export { EngineDecoder, type EngineDecoderOptions } from './decoder';
 export { GpuLoraAdapter, LoraTrainer, LoraSaved, type LoraOptions, type TrainerOptions, type TrainStepResult } from './lora';
-export { benchTraining, benchGeneration, benchEngineBatch, type EngineBatchBenchOptions, type EngineBatchBenchResult, type TrainingBenchOptions, type TrainingBenchResult } from './bench';
+export { benchGeneration, benchEngineBatch, type EngineBatchBenchOptions, type EngineBatchBenchResult } from './bench';
 export { randomLlamaWeights, tinyLlamaConfig } from './random-weights';

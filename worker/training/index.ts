@@ -16,5 +16,6 @@ export {
   type TrainingCheckpoint,
   type TrainedAdapter,
 } from './loop';
+export { benchTraining, type TrainingBenchOptions, type TrainingBenchResult } from './bench';
 export { batchCycle } from './cycle';
 export { meanLoss } from './eval-loss';

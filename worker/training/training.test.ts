@@ -1,7 +1,8 @@
 /**
  * The training loop on Node's WebGPU (Dawn on SwiftShader) and the generated tiny Llama: the loss
  * falls on a tiny conversation set, evals and checkpoints come when asked, the same seed gives the
- * same losses (another seed other ones), and an abort stops the run at the next step with CANCELLED.
+ * same losses (another seed other ones), an abort stops the run at the next step with CANCELLED,
+ * and the benchmark's step timer runs through the same loop.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -10,7 +11,7 @@ import { AppError } from '../../shared';
 import { LlamaModel, type GpuContext } from '../engine';
 import { loadAdapter, loadTokenizer, saveAdapter, type ModelTokenizer } from '../model';
 import { createNodeGpuContext } from '../node';
-import { runLoraTraining, type LoraTrainingOptions, type TrainingCheckpoint, type TrainingStep } from '.';
+import { benchTraining, runLoraTraining, type LoraTrainingOptions, type TrainingCheckpoint, type TrainingStep } from '.';
 
 const JSONL = [
   { q: 'What colour is the sky?', a: 'The sky is blue.' },
@@ -142,5 +143,13 @@ describe('runLoraTraining', () => {
     await assert.rejects(runLoraTraining(options({ data: { train: [] } })), (err: unknown) => err instanceof AppError && err.code === 'DATASET_INVALID');
     await assert.rejects(runLoraTraining(options({ steps: 0 })), (err: unknown) => err instanceof AppError && err.code === 'INVALID_ARGUMENT');
     await assert.rejects(runLoraTraining(options({ gradAccumulation: 1.5 })), (err: unknown) => err instanceof AppError && err.code === 'INVALID_ARGUMENT');
+  });
+
+  it('times steps through the loop for the benchmark (benchTraining) and frees what it allocates', async () => {
+    const live = ctx.liveBuffers;
+    const t = await benchTraining(ctx, { steps: 1, seqLen: 8 });
+    assert.ok(t.tokensPerSecond > 0 && t.msPerStep > 0 && Number.isFinite(t.firstLoss) && Number.isFinite(t.lastLoss));
+    assert.equal(t.steps, 1);
+    assert.equal(ctx.liveBuffers, live);
   });
 });
