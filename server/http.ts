@@ -76,8 +76,13 @@ export function installErrorHandling(app: FastifyInstance, metrics: Metrics): vo
     }
     return payload;
   });
-  app.addHook('onResponse', async (_req, reply) => {
+  app.addHook('onResponse', async (req, reply) => {
     metrics.httpAnswered(reply.statusCode);
+    if (req.url.startsWith('/models/') && reply.statusCode < 400) {
+      // Names pass the route's name pattern before a file is served, so the label is safe.
+      const model = req.url.slice('/models/'.length).split('/')[0] ?? '';
+      if (/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(model)) metrics.modelFileServed(model);
+    }
   });
 }
 

@@ -31,6 +31,8 @@ export class Metrics {
   cancelled = 0;
   verdicts = { pass: 0, fail: 0 };
   http = { total: 0, serverErrors: 0, byClass: new Map<string, number>() };
+  /** Model file requests served to nodes (GET /models/…), by model: a node with a warm store sends none. */
+  readonly modelFileRequests = new Map<string, number>();
   readonly #buckets = new Array<number>(LATENCY_BUCKETS_S.length).fill(0);
   #latencySum = 0;
   #latencyCount = 0;
@@ -81,6 +83,10 @@ export class Metrics {
     if (status >= 500 && status !== 503) this.http.serverErrors++;
     const cls = `${Math.floor(status / 100)}xx`;
     this.http.byClass.set(cls, (this.http.byClass.get(cls) ?? 0) + 1);
+  }
+
+  modelFileServed(model: string): void {
+    this.modelFileRequests.set(model, (this.modelFileRequests.get(model) ?? 0) + 1);
   }
 
   /** Tasks that ended in the last minute. */
@@ -160,6 +166,8 @@ export class Metrics {
     out.push(`coordinator_verdicts_total{verdict="pass"} ${this.verdicts.pass}`, `coordinator_verdicts_total{verdict="fail"} ${this.verdicts.fail}`);
     metric('coordinator_http_responses_total', 'counter', 'HTTP answers by status class.');
     for (const [cls, n] of this.http.byClass) out.push(`coordinator_http_responses_total{class="${cls}"} ${n}`);
+    metric('coordinator_model_file_requests_total', 'counter', 'Model file requests answered (GET /models/), by model.');
+    for (const [model, n] of this.modelFileRequests) out.push(`coordinator_model_file_requests_total{model="${model}"} ${n}`);
     metric('coordinator_webhooks_total', 'counter', 'Webhook deliveries by outcome.');
     out.push(`coordinator_webhooks_total{outcome="delivered"} ${extra.webhooksDelivered}`, `coordinator_webhooks_total{outcome="failed"} ${extra.webhooksFailed}`);
 

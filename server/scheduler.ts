@@ -212,7 +212,10 @@ export class Scheduler {
     const lease = node.leases.get(msg.leaseId);
     if (!lease || lease.taskId !== msg.taskId) return;
     lease.expiresAt = Math.max(lease.expiresAt, node.lastSeen + this.#opts.leaseMs);
-    if (this.#watch.has(msg.taskId)) {
+    if (lease.kind === 'generate') {
+      // Tokens are kept for the attempt, so a stream that joins late replays them.
+      this.#watch.progress(msg.taskId, { type: 'progress', at: node.lastSeen, progress: msg.progress });
+    } else if (this.#watch.has(msg.taskId)) {
       this.#watch.emit(msg.taskId, { type: 'progress', at: node.lastSeen, progress: msg.progress });
     }
   }
@@ -356,6 +359,7 @@ export class Scheduler {
 
   #ended(e: Ended, now: number): void {
     this.#metrics.ended(e, now);
+    this.#watch.forget(e.taskId);
     const terminal = e.state !== 'queued' && e.state !== 'leased';
     const watched = this.#watch.has(e.taskId);
     if (watched) {

@@ -14,8 +14,13 @@ export type TaskEvent =
 
 export type TaskListener = (event: TaskEvent) => void;
 
+/** Progress events kept per running attempt, so a stream that joins late still gets every token. */
+const MAX_BACKLOG = 4096;
+
 export class TaskWatch {
   readonly #listeners = new Map<string, Set<TaskListener>>();
+  /** The current attempt's progress, for tasks that stream it (generate). */
+  readonly #backlog = new Map<string, TaskEvent[]>();
 
   get size(): number {
     return this.#listeners.size;
@@ -51,6 +56,24 @@ export class TaskWatch {
   /** Tells every listener the coordinator is closing. */
   closeAll(): void {
     for (const id of [...this.#listeners.keys()]) this.emit(id, { type: 'closing' });
+  }
+
+  /** Records a progress event of the task's current attempt and tells the listeners. */
+  progress(id: string, event: Extract<TaskEvent, { type: 'progress' }>): void {
+    let log = this.#backlog.get(id);
+    if (!log) this.#backlog.set(id, (log = []));
+    if (log.length < MAX_BACKLOG) log.push(event);
+    this.emit(id, event);
+  }
+
+  /** The current attempt's progress so far (a stream that joins late replays it first). */
+  backlog(id: string): readonly TaskEvent[] {
+    return this.#backlog.get(id) ?? [];
+  }
+
+  /** The attempt ended (the task ended, or goes back to the queue): its progress is dropped. */
+  forget(id: string): void {
+    this.#backlog.delete(id);
   }
 
   emit(id: string, event: TaskEvent): void {

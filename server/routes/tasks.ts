@@ -15,7 +15,7 @@ import {
   type TaskState,
 } from '../../shared';
 import type { Context } from '../context';
-import type { NewTask, StoredTask } from '../journal';
+import type { InsertOutcome, NewTask, StoredTask } from '../journal';
 import { effectiveLimits } from '../registry';
 import type { TaskEvent } from '../watch';
 import { VerdictSchema, checkCompiled, parseSubmission } from '../validate';
@@ -28,18 +28,8 @@ export function taskRoutes(app: FastifyInstance, ctx: Context): void {
   app.post('/v1/tasks', async (req, reply) => {
     if (ctx.shuttingDown()) throw new AppError('SHUTTING_DOWN', 'The coordinator is shutting down; submit to another one or retry after it restarts.');
     const { specs, batch } = parseSubmission(req.body);
-    checkTenantQuotas(ctx, specs);
-    const tasks = specs.map((spec, i) => toNewTask(ctx, spec, batch ? `/tasks/${i}` : ''));
-    const outcomes = ctx.journal.insertTasks(tasks);
-    let created = 0;
-    for (let i = 0; i < outcomes.length; i++) {
-      if (outcomes[i]!.created) {
-        created++;
-        ctx.metrics.submittedTasks(tasks[i]!.kind, 1);
-      }
-    }
-    if (created) ctx.scheduler.requestDispatch();
-    void reply.code(created ? 202 : 200);
+    const outcomes = submitSpecs(ctx, specs, batch);
+    void reply.code(outcomes.some((o) => o.created) ? 202 : 200);
     return batch ? { ids: outcomes.map((o) => o.id) } : { id: outcomes[0]!.id };
   });
 
@@ -118,6 +108,26 @@ export function taskRoutes(app: FastifyInstance, ctx: Context): void {
     ctx.journal.event('verdict', task.id, task.nodeId, { verdict: body.verdict, reason: body.reason ?? null });
     return ctx.journal.getTask(task.id);
   });
+}
+
+/**
+ * Journals checked specs the way every submit does (tenant quotas, effective limits,
+ * one transaction) and wakes the scheduler. `batch` only shapes error paths.
+ * Used by POST /v1/tasks and the OpenAI-compatible routes.
+ */
+export function submitSpecs(ctx: Context, specs: readonly TaskSpec[], batch: boolean): InsertOutcome[] {
+  checkTenantQuotas(ctx, specs);
+  const tasks = specs.map((spec, i) => toNewTask(ctx, spec, batch ? `/tasks/${i}` : ''));
+  const outcomes = ctx.journal.insertTasks(tasks);
+  let created = 0;
+  for (let i = 0; i < outcomes.length; i++) {
+    if (outcomes[i]!.created) {
+      created++;
+      ctx.metrics.submittedTasks(tasks[i]!.kind, 1);
+    }
+  }
+  if (created) ctx.scheduler.requestDispatch();
+  return outcomes;
 }
 
 function isTerminal(state: TaskState): boolean {
@@ -236,6 +246,8 @@ function streamEvents(ctx: Context, task: StoredTask, req: FastifyRequest, reply
     clearInterval(keepAlive);
     res.end();
   };
+  // Tokens the running attempt produced before this stream joined.
+  for (const e of ctx.watch.backlog(task.id)) if (e.type === 'progress') write('progress', e);
   const off = ctx.watch.on(task.id as TaskId, (e: TaskEvent) => {
     if (e.type === 'record') {
       write('record', e.record);

@@ -210,7 +210,8 @@ export class TransformersDecoder implements BatchDecoder {
       // With an injected onnxruntime (onnxruntime-web/wasm) transformers.js knows no devices: name the EP directly.
       const placement =
         usesInjectedOrt() && options.device !== 'cpu'
-          ? { session_options: { executionProviders: [options.device] } }
+          ? // 'auto' keeps transformers.js from checking the device against its own (empty) list; the EP is named here.
+            { device: 'auto' as const, session_options: { executionProviders: [options.device] } }
           : { device: options.device };
       model = (await lib.AutoModelForCausalLM.from_pretrained(options.modelId, { dtype: dtype as 'fp32', ...placement })) as unknown as LoadedModel;
     } catch (err) {

@@ -1,0 +1,188 @@
+/**
+ * Text generation through the pool, for real: the built page in headless Chromium (its inference
+ * worker, the IndexedDB weight store, WebGPU on SwiftShader and onnxruntime-web's WASM EP), a
+ * coordinator on a temp SQLite file serving tiny model folders, tasks over HTTP. Greedy tokens are
+ * compared with transformers.js in Node (onnxruntime-node), an independent implementation.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { AutoModelForCausalLM, AutoTokenizer, env, type Tensor } from '@huggingface/transformers';
+import { createCoordinator, type Coordinator } from '../server';
+import type { GenerateResult, TaskRecord } from '../shared';
+import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
+import { DIST, ensurePageBuilt } from '../scripts/page-build';
+import { makeTinyModel } from '../tools/tiny-model';
+
+let dir = '';
+let modelsDir = '';
+let coordinator: Coordinator;
+let url = '';
+
+before(async () => {
+  await ensurePageBuilt();
+  dir = mkdtempSync(join(tmpdir(), 'e2e-inference-'));
+  modelsDir = join(dir, 'models');
+  await makeTinyModel({ seed: 11, dir: join(modelsDir, 'tiny-llama') });
+  await makeTinyModel({ seed: 12, arch: 'qwen2', dir: join(modelsDir, 'tiny-qwen2') });
+  await makeTinyModel({ seed: 13, arch: 'gemma', dir: join(modelsDir, 'tiny-gemma') });
+  await makeTinyModel({ seed: 14, dir: join(modelsDir, 'no-tokenizer') });
+  await rm(join(modelsDir, 'no-tokenizer', 'tokenizer.json'));
+  await rm(join(modelsDir, 'no-tokenizer', 'manifest.json'));
+  coordinator = await createCoordinator({ dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST, modelsDir });
+  url = coordinator.url.replace(/\/$/, '');
+});
+
+after(async () => {
+  await coordinator?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function submit(spec: unknown): Promise<string> {
+  const res = await fetch(`${url}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) });
+  const body = (await res.json()) as { id?: string };
+  assert.equal(res.status, 202, JSON.stringify(body));
+  return body.id!;
+}
+
+async function wait(id: string): Promise<TaskRecord> {
+  for (let i = 0; i < 6; i++) {
+    const rec = (await (await fetch(`${url}/v1/tasks/${id}/wait?timeoutMs=30000`)).json()) as TaskRecord;
+    if (['succeeded', 'failed', 'dead', 'cancelled'].includes(rec.state)) return rec;
+  }
+  throw new Error(`task ${id} did not end within 3 minutes`);
+}
+
+async function generate(payload: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<TaskRecord> {
+  return wait(await submit({ kind: 'generate', payload, ...extra }));
+}
+
+function result(rec: TaskRecord): GenerateResult {
+  assert.equal(rec.state, 'succeeded', JSON.stringify(rec.error));
+  return rec.result as GenerateResult;
+}
+
+/** transformers.js' own greedy generate in Node. */
+async function reference(model: string, prompt: string, maxNew: number): Promise<number[]> {
+  env.allowLocalModels = true;
+  env.localModelPath = modelsDir + '/';
+  env.allowRemoteModels = false;
+  env.cacheDir = join(dir, '.tjs');
+  const tok = await AutoTokenizer.from_pretrained(model);
+  const m = await AutoModelForCausalLM.from_pretrained(model, { dtype: 'fp32' });
+  const inputs = tok(prompt);
+  const out = (await m.generate({ ...inputs, max_new_tokens: maxNew, do_sample: false })) as Tensor;
+  await m.dispose();
+  return Array.from(out.data as BigInt64Array, Number).slice((inputs.input_ids as Tensor).dims[1]!);
+}
+
+const PROMPTS = ['the cat', 'a dog and a bird went', 'once upon a time there was', 'hello', 'the quick brown fox jumps over', 'we', 'light and dark', 'rain falls on the'];
+
+function fileRequests(model: string): number {
+  return coordinator.metrics.modelFileRequests.get(model) ?? 0;
+}
+
+async function launch(backends: string): Promise<LaunchedNodes> {
+  return launchNodes({ url, count: 1, userDataRoot: dir, query: { backends, sequences: '8', workers: '1' }, log: (l) => process.stderr.write(`${l}\n`) });
+}
+
+for (const [label, backends, models, want] of [
+  ['the engine on WebGPU (SwiftShader)', 'engine', ['tiny-llama', 'tiny-qwen2'], { backend: 'engine', device: 'webgpu' }],
+  ['transformers.js on the WASM EP', 'wasm', ['tiny-llama', 'tiny-gemma'], { backend: 'transformers', device: 'wasm' }],
+] as const) {
+  describe(`a headless node serving generate with ${label}`, () => {
+    let nodes: LaunchedNodes;
+    before(async () => {
+      nodes = await launch(backends);
+    });
+    after(async () => {
+      await nodes?.close();
+    });
+
+    for (const model of models) {
+      test(`${model}: greedy tokens equal transformers.js in Node`, async () => {
+        const prompt = PROMPTS[2]!;
+        const rec = await generate({ model, prompt, maxNewTokens: 12 });
+        const r = result(rec);
+        const ref = await reference(model, prompt, 12);
+        assert.deepEqual(r.tokens, ref.slice(0, r.tokens.length));
+        assert.ok(r.tokens.length === 12 || r.finishReason === 'stop');
+        assert.equal(r.backend, want.backend);
+        assert.equal(r.device, want.device);
+        assert.equal(r.usage.completionTokens, r.tokens.length);
+      });
+    }
+
+    test('eight concurrent requests share the batch and give the tokens each gives alone', async () => {
+      const alone: number[][] = [];
+      for (const p of PROMPTS) alone.push(result(await generate({ model: 'tiny-llama', prompt: p, maxNewTokens: 10 })).tokens);
+      const ids = await Promise.all(PROMPTS.map((p) => submit({ kind: 'generate', payload: { model: 'tiny-llama', prompt: p, maxNewTokens: 10 } })));
+      const together = await Promise.all(ids.map(wait));
+      assert.deepEqual(together.map((t) => result(t).tokens), alone);
+      // The coordinator leased several of them to the node at once (its advertised sequences).
+      const node = [...coordinator.scheduler.nodes.values()].find((n) => n.connected);
+      assert.equal(node?.capabilities.inference?.maxSequences, 8);
+    });
+
+    test('tokens stream as progress over server-sent events, and the stream adds up to the result', async () => {
+      const id = await submit({ kind: 'generate', payload: { model: 'tiny-llama', messages: [{ role: 'user', content: 'tell me a story' }], maxNewTokens: 24, temperature: 0.9, seed: 7 } });
+      const res = await fetch(`${url}/v1/tasks/${id}/events`);
+      const reader = res.body!.getReader();
+      const dec = new TextDecoder();
+      let buf = '';
+      let text = '';
+      let final: TaskRecord | null = null;
+      for (let i = 0; i < 10_000 && !final; i++) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let cut: number;
+        while ((cut = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, cut);
+          buf = buf.slice(cut + 2);
+          const event = /^event: (.*)$/m.exec(block)?.[1];
+          const data = /^data: (.*)$/m.exec(block)?.[1];
+          if (!data) continue;
+          const parsed = JSON.parse(data) as { progress?: { kind: string; text: string }; state?: string };
+          if (event === 'progress' && parsed.progress?.kind === 'tokens') text += parsed.progress.text;
+          if (event === 'record') final = parsed as TaskRecord;
+        }
+      }
+      await reader.cancel().catch(() => undefined);
+      const rec = final ?? (await wait(id));
+      const r = result(rec);
+      assert.ok(r.tokens.length > 0);
+      assert.equal(text, r.text);
+      const again = result(await generate({ model: 'tiny-llama', messages: [{ role: 'user', content: 'tell me a story' }], maxNewTokens: 24, temperature: 0.9, seed: 7 }));
+      assert.equal(again.text, r.text, 'the same seed gives the same text');
+    });
+
+    test('weights come from IndexedDB after a reload: no model file request reaches the coordinator', async () => {
+      assert.ok(result(await generate({ model: 'tiny-llama', prompt: 'warm', maxNewTokens: 2 })).tokens.length > 0);
+      const before = fileRequests('tiny-llama');
+      assert.ok(before > 0, 'the first load fetched the files');
+      const page = nodes.pages[0]!;
+      await page.reload();
+      await page.waitForFunction(() => window.__execNode?.state === 'connected', null, { timeout: 60_000 });
+      assert.ok(result(await generate({ model: 'tiny-llama', prompt: 'after the reload', maxNewTokens: 3 })).tokens.length > 0);
+      assert.equal(fileRequests('tiny-llama'), before);
+    });
+
+    test('bad input ends with its code and the node keeps serving', async () => {
+      const unknown = await generate({ model: 'no-such-model', prompt: 'hi' });
+      assert.equal(unknown.error?.code, 'MODEL_NOT_FOUND');
+      const long = await generate({ model: 'tiny-llama', prompt: 'the cat sat on the mat '.repeat(200) });
+      assert.equal(long.error?.code, 'PROMPT_TOO_LONG');
+      const missing = await generate({ model: 'no-tokenizer', prompt: 'hi' }, { maxAttempts: 1 });
+      assert.equal(missing.error?.code, 'MODEL_FILE_MISSING');
+      if (backends === 'engine') {
+        const gemma = await generate({ model: 'tiny-gemma', prompt: 'hi' });
+        assert.equal(gemma.error?.code, 'MODEL_UNSUPPORTED', 'the engine does not run Gemma');
+      }
+      assert.ok(result(await generate({ model: 'tiny-llama', prompt: 'still here', maxNewTokens: 2 })).tokens.length > 0);
+    });
+  });
+}
