@@ -3,8 +3,7 @@
  * threads (several only while anyOf branches are still ambiguous); each thread is a persistent
  * stack of immutable frames, so stepping one character shares structure and a token-trie walk can
  * branch and backtrack for free. Output is minimal JSON: no whitespace at all between tokens of the
- * grammar. Numbers are capped in length (15 digits, 3 exponent digits), free object keys at 64
- * characters; string escapes are the short ones (\" \\ \/ \b \f \n \r \t), not \u.
+ * grammar. Numbers are capped in length (15 digits, 3 exponent digits); string escapes are the short ones (\" \\ \/ \b \f \n \r \t), not \u.
  *
  * `minRemaining` is the fewest characters that complete a thread: what the decoder's budget
  * steering compares with the tokens left.
@@ -13,7 +12,6 @@ import type { ArrayNode, ObjectNode, SchemaNode, StringNode } from './schema';
 
 const MAX_DIGITS = 15;
 const MAX_EXP_DIGITS = 3;
-const MAX_FREE_KEY = 64;
 
 type NumPhase = 'sign' | 'zero' | 'int' | 'dot' | 'frac' | 'e' | 'esign' | 'exp';
 type ObjPhase = 'first' | 'key' | 'inKey' | 'colon' | 'value' | 'next';
@@ -192,7 +190,7 @@ function step(f: Frame, rest: Stack | null, ch: string): Thread[] {
           break;
         }
       }
-      if (!fits && obj.additional !== null && ch !== '\\' && !isControl(ch) && Array.from(typed).length <= MAX_FREE_KEY) fits = true;
+      if (!fits && obj.additional !== null && ch !== '\\' && !isControl(ch)) fits = true;
       return fits ? [push({ ...f, typed }, rest)] : [];
     }
     case 'arr': {
@@ -307,8 +305,15 @@ function frameKey(f: Frame): string {
       return `n${f.integer ? 'i' : ''}${f.phase}${f.digits}`;
     case 'obj':
       return `o${f.node.id}.${f.phase}.${[...f.seen].sort().join('\u0001')}.${f.pending ?? ''}`;
-    case 'key':
-      return `k${f.obj.id}.${f.typed}`;
+    case 'key': {
+      // A free key that can no longer become a listed or an already-written name: every such key
+      // has the same future (the budget steering, not a cap, ends it), so they share one entry.
+      const { obj, typed } = f;
+      let open = false;
+      for (const enc of obj.byEncoded.keys()) if (enc.startsWith(typed)) open = true;
+      for (const name of f.seen) if (name.startsWith(typed)) open = true;
+      return open ? `k${obj.id}.${typed}` : `k${obj.id}.*`;
+    }
     case 'arr': {
       const count = f.node.maxItems !== null ? f.count : Math.min(f.count, f.node.minItems);
       return `a${f.node.id}.${f.phase}.${count}`;
