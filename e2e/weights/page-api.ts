@@ -13,6 +13,8 @@ export interface EnsureCall {
 
 export interface WeightsPageApi {
   ensure(model: string, call?: EnsureCall): Promise<Outcome<EnsureResult & { progress: WeightProgress[] }>>;
+  /** Starts an ensure and does not wait for it (the page may be reloaded under it). */
+  startEnsure(model: string, call?: EnsureCall): Promise<void>;
   /** Size and SHA-256 of the verified bytes readFile gives. */
   readFile(model: string, path: string, store?: WeightStoreOptions): Promise<Outcome<{ size: number; sha256: string; stats: WeightStats }>>;
   list(): Promise<StoredModel[]>;
@@ -34,5 +36,7 @@ export interface WeightsPageApi {
 declare global {
   interface Window {
     weightsE2E?: WeightsPageApi;
+    /** loadedBytes of the ensure startEnsure began (read synchronously by waitForFunction). */
+    weightsLoaded?: number;
   }
 }

@@ -44,6 +44,12 @@ const api: WeightsPageApi = {
       });
       return { ...result, progress };
     }),
+  async startEnsure(model, call = {}) {
+    window.weightsLoaded = 0;
+    void store(call.store)
+      .ensure(model, { onProgress: (p) => (window.weightsLoaded = p.loadedBytes) })
+      .catch(() => undefined);
+  },
   readFile: (model, path, opts) =>
     outcome(async () => {
       const s = store(opts);

@@ -161,6 +161,24 @@ it('an aborted download keeps its chunks and the next ensure fetches only the re
   assert.ok(read.ok && read.value.sha256 === sha(weights));
 });
 
+it('a page closed mid-download keeps what it stored; the next page fetches only the rest', async () => {
+  const size = 8 * 1024 * KIB;
+  const { weights, total } = await writeModel('syn-p', size, 13);
+  const store = { chunkBytes: CHUNK, concurrency: 1 };
+  await callPage(wp.page, 'startEnsure', 'syn-p', { store });
+  await wp.page.waitForFunction(() => (window.weightsLoaded ?? 0) > 4 * 64 * 1024, undefined, { polling: 10, timeout: 30_000 });
+  await wp.reload();
+  const kept = (await callPage(wp.page, 'list')).find((m) => m.name === 'syn-p')!.bytes;
+  assert.ok(kept > 4 * CHUNK && kept < total, `kept ${kept} of ${total}`);
+  const h0 = wp.hits.length;
+  const rest = await callPage(wp.page, 'ensure', 'syn-p', { store });
+  assert.ok(rest.ok, JSON.stringify(rest));
+  assert.equal(rest.value.downloadedBytes, total - kept);
+  assert.equal(wp.weightHits(h0).reduce((n, h) => n + h.bytes, 0), total - kept);
+  const read = await callPage(wp.page, 'readFile', 'syn-p', 'weights.bin');
+  assert.ok(read.ok && read.value.sha256 === sha(weights));
+});
+
 it('a small budget evicts the least recently used model, never one in use, and refuses a model larger than itself', async () => {
   await clearStore();
   for (const [i, n] of ['syn-a', 'syn-b', 'syn-d'].entries()) await writeModel(n, 300 * KIB, 20 + i);
