@@ -5,11 +5,11 @@
  *    supports, from `onnx/model.onnx`.
  */
 import { AppError } from '../../shared';
-import { EngineDecoder, LlamaModel, type GpuContext } from '../engine';
-import { loadModelFolder, SUPPORTED_ARCHITECTURES } from '../model';
+import { EngineDecoder, GpuLoraAdapter, LlamaModel, type GpuContext } from '../engine';
+import { loadAdapter, loadModelFolder, SUPPORTED_ARCHITECTURES, type LlamaConfig } from '../model';
 import type { InferenceBackend, LoadRequest } from './service';
 import { loadTransformersDecoder, type TransformersDevice, type TransformersEnvOptions } from './transformers';
-import type { BatchDecoder } from './types';
+import type { AdapterHost, BatchDecoder } from './types';
 
 export interface EngineBackendOptions {
   /**
@@ -42,15 +42,57 @@ export function engineBackend(opts: EngineBackendOptions): InferenceBackend {
     },
     async load(req): Promise<BatchDecoder> {
       const ctx = await opts.gpu();
-      const { config, weights } = await loadModelFolder((p) => req.files.readFile(p));
+      const { config, weights, fingerprint } = await loadModelFolder((p) => req.files.readFile(p));
       const model = await LlamaModel.load(ctx, config, weights);
+      let decoder: EngineDecoder;
       try {
-        return await EngineDecoder.create(model, { maxSlots: req.maxSlots, maxPositions: Math.min(req.maxPositions, config.maxPositions) });
+        decoder = await EngineDecoder.create(model, { maxSlots: req.maxSlots, maxPositions: Math.min(req.maxPositions, config.maxPositions) });
       } catch (err) {
         model.release();
         throw err;
       }
+      return withAdapters(decoder, ctx, config, fingerprint);
     },
+  };
+}
+
+/** The engine decoder plus PEFT adapters loaded onto its GPU, switched per row of a step. */
+function withAdapters(d: EngineDecoder, ctx: GpuContext, config: LlamaConfig, fingerprint: string): BatchDecoder {
+  const held = new Map<string, GpuLoraAdapter>();
+  const adapters: AdapterHost = {
+    has: (name) => held.has(name),
+    async load(name, files) {
+      if (held.has(name)) return;
+      const a = loadAdapter(files, config, fingerprint);
+      const gpu = GpuLoraAdapter.fromPairs(ctx, config, a.settings, a.weights);
+      d.addAdapter(name, gpu);
+      held.set(name, gpu);
+    },
+    remove(name) {
+      const a = held.get(name);
+      if (!a) return;
+      d.removeAdapter(name);
+      a.release();
+      held.delete(name);
+    },
+  };
+  return {
+    backend: d.backend,
+    device: d.device,
+    vocabSize: d.vocabSize,
+    maxSlots: d.maxSlots,
+    maxPositions: d.maxPositions,
+    get memoryBytes() {
+      return d.memoryBytes;
+    },
+    prefill: (entries) => d.prefill(entries),
+    decode: (entries) => d.decode(entries),
+    free: (slot) => d.free(slot),
+    async release() {
+      for (const name of [...held.keys()]) adapters.remove(name);
+      await d.release();
+    },
+    adapters,
   };
 }
 

@@ -57,15 +57,12 @@ async function main(): Promise<void> {
     backends.push(
       engineBackend({
         gpu: async () => {
-          if (ctx) {
-            try {
-              ctx.checkAlive();
-              return ctx;
-            } catch {
-              ctx = null; // lost: a new device, and the model reloads from the store
-            }
+          if (!ctx) return (ctx = await GpuContext.create());
+          try {
+            ctx.checkAlive();
+          } catch {
+            await ctx.reset(); // lost: a new device; the model reloads from the weight store
           }
-          ctx = await GpuContext.create();
           return ctx;
         },
       }),

@@ -3,7 +3,7 @@
  * engine on WebGPU (Dawn, SwiftShader), over model folders written by the tiny-model generator.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -11,6 +11,8 @@ import { AutoModelForCausalLM, AutoTokenizer, env, type Tensor } from '@huggingf
 import { makeTinyModel } from '../../tools/tiny-model';
 import { createNodeGpuContext, folderSource } from '../node';
 import type { GpuContext } from '../engine';
+import { referenceForward } from '../engine/reference';
+import { linearShape, loadModelFolder, loraKey, mulberry32, saveAdapter, type LoraAdapter, type LoraPair } from '../model';
 import { engineBackend, InferenceService, transformersBackend, type InferenceBackend } from '.';
 
 let root = '';
@@ -184,5 +186,110 @@ test('with both backends able to run a model, the node measures them and keeps t
     assert.equal(`${r.result.backend}/${r.result.device}`, loads[0]);
   } finally {
     await svc.close();
+  }
+});
+
+test('engine: LoRA adapters from the model folder are switched per request, base and adapters in one batch', async () => {
+  const dir = join(root, 'adapted');
+  await makeTinyModel({ seed: 21, dir: join(dir, 'tiny-llama') });
+  const folder = join(dir, 'tiny-llama');
+  const loaded = await loadModelFolder(async (p) => new Uint8Array(await readFile(join(folder, p))));
+  const { config, weights, tokenizer, fingerprint } = loaded;
+  const rng = mulberry32(77);
+  const adapters: Record<string, LoraAdapter> = {};
+  for (const [name, r, targets] of [['tuned', 4, ['q_proj', 'v_proj', 'down_proj']], ['other', 2, ['o_proj', 'up_proj']]] as const) {
+    const map = new Map<string, LoraPair>();
+    for (let l = 0; l < config.numLayers; l++) {
+      for (const m of targets) {
+        const s = linearShape(config, m);
+        map.set(loraKey(l, m), {
+          a: Float32Array.from({ length: r * s.in }, () => (rng.next() - 0.5) * 0.6),
+          b: Float32Array.from({ length: s.out * r }, () => (rng.next() - 0.5) * 0.6),
+        });
+      }
+    }
+    const adapter: LoraAdapter = { settings: { r, alpha: 2 * r, dropout: 0, targetModules: [...targets] }, baseModel: 'tiny-llama', baseFingerprint: fingerprint, weights: map };
+    adapters[name] = adapter;
+    const files = saveAdapter(adapter, config);
+    await mkdir(join(folder, 'adapters', name), { recursive: true });
+    await writeFile(join(folder, 'adapters', name, 'adapter_config.json'), files.configJson);
+    await writeFile(join(folder, 'adapters', name, 'adapter_model.safetensors'), files.safetensors);
+  }
+  // Greedy on the float64 reference with the adapter merged in its forward (no KV cache: the tiny model is cheap).
+  const refGreedy = (prompt: number[], n: number, lora?: LoraAdapter): number[] => {
+    const ids = [...prompt];
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const logits = referenceForward(config, weights, lora ? { inputIds: [ids], lora } : { inputIds: [ids] }).logits;
+      const V = config.vocabSize;
+      const last = logits.subarray((ids.length - 1) * V, ids.length * V);
+      let best = 0;
+      for (let v = 1; v < V; v++) if (last[v]! > last[best]!) best = v;
+      out.push(best);
+      if (config.eosTokenIds.includes(best)) break;
+      ids.push(best);
+    }
+    return out;
+  };
+  const prompt = 'once upon a time';
+  const promptIds = tokenizer.encode(prompt, { addSpecialTokens: true });
+  const svc = new InferenceService({ source: folderSource(dir), backends: [engine()], maxSequences: 4 });
+  try {
+    const runs = await Promise.all([
+      svc.generate({ taskId: 'ad-base', model: 'tiny-llama', prompt, maxNewTokens: 8 }),
+      svc.generate({ taskId: 'ad-tuned', model: 'tiny-llama', adapter: 'tuned', prompt, maxNewTokens: 8 }),
+      svc.generate({ taskId: 'ad-other', model: 'tiny-llama', adapter: 'other', prompt, maxNewTokens: 8 }),
+    ]);
+    const [base, tuned, other] = runs.map((r) => {
+      assert.ok(r.ok, JSON.stringify(r));
+      return r.result.tokens;
+    });
+    assert.deepEqual(base, refGreedy(promptIds, 8));
+    assert.deepEqual(tuned, refGreedy(promptIds, 8, adapters.tuned));
+    assert.deepEqual(other, refGreedy(promptIds, 8, adapters.other));
+    assert.notDeepEqual(tuned, base, 'the adapter changes the output');
+    const missing = await svc.generate({ taskId: 'ad-x', model: 'tiny-llama', adapter: 'nope', prompt });
+    assert.equal(!missing.ok && missing.error.code, 'ADAPTER_NOT_FOUND');
+  } finally {
+    await svc.close();
+  }
+  const wasmOnly = new InferenceService({ source: folderSource(dir), backends: [tjs()] });
+  try {
+    const r = await wasmOnly.generate({ taskId: 'ad-w', model: 'tiny-llama', adapter: 'tuned', prompt });
+    assert.equal(!r.ok && r.error.code, 'MODEL_UNSUPPORTED', 'adapters run on the engine only');
+  } finally {
+    await wasmOnly.close();
+  }
+});
+
+test('a GPU device lost mid-generation fails that task GPU_DEVICE_LOST (retryable); the next one reloads the model on a new device', async () => {
+  const own = await createNodeGpuContext();
+  const backend = engineBackend({
+    gpu: async () => {
+      try {
+        own.checkAlive();
+      } catch {
+        await own.reset();
+      }
+      return own;
+    },
+  });
+  const svc = new InferenceService({ source: folderSource(root), backends: [backend], maxSequences: 2 });
+  const loads: string[] = [];
+  svc.on((e) => {
+    if (e.type === 'load' || e.type === 'unload') loads.push(`${e.type}:${e.model}`);
+  });
+  try {
+    let seen = 0;
+    const lost = await svc.generate({ taskId: 'gl1', model: 'tiny-llama', prompt: 'the cat', maxNewTokens: 40 }, () => {
+      if (++seen === 3) own.device.destroy();
+    });
+    assert.equal(!lost.ok && lost.error.code, 'GPU_DEVICE_LOST');
+    const again = await svc.generate({ taskId: 'gl2', model: 'tiny-llama', prompt: 'the cat', maxNewTokens: 4 });
+    assert.ok(again.ok, JSON.stringify(again));
+    assert.deepEqual(loads, ['load:tiny-llama', 'unload:tiny-llama', 'load:tiny-llama']);
+  } finally {
+    await svc.close();
+    own.destroy();
   }
 });

@@ -80,6 +80,8 @@ export interface InferenceServiceOptions {
 }
 
 interface Loaded {
+  /** Key in the loaded map: the model name, or `name@adapters` for an engine copy kept for adapter requests. */
+  key: string;
   name: string;
   decoder: BatchDecoder;
   batcher: Batcher;
@@ -139,10 +141,10 @@ export class InferenceService implements InferenceRuntime {
     } catch {
       stored = [];
     }
-    const names = new Set([...stored, ...this.#loaded.keys()]);
+    const names = new Set([...stored, ...[...this.#loaded.values()].map((l) => l.name)]);
     const out: ModelCapability[] = [];
     for (const name of [...names].sort()) {
-      const l = this.#loaded.get(name);
+      const l = this.#loaded.get(name) ?? this.#loaded.get(`${name}@adapters`);
       const known = l ? { backend: l.decoder.backend, device: l.decoder.device, tokensPerSec: l.tokensPerSec } : this.#choice.get(name);
       const first = this.#opts.backends[0]!;
       const cap: ModelCapability = { name, backend: known?.backend ?? first.backend, device: known?.device ?? first.device, loaded: l !== undefined };
@@ -205,7 +207,8 @@ export class InferenceService implements InferenceRuntime {
       if (this.#closed) throw new AppError('NODE_DRAINING', 'The inference runtime is closing.');
       this.#waiting++;
       try {
-        model = await this.#model(req.model, running.controller.signal);
+        model = await this.#model(req.model, running.controller.signal, req.adapter !== undefined);
+        if (req.adapter !== undefined) await this.#adapter(model, req.adapter);
       } finally {
         this.#waiting--;
       }
@@ -222,7 +225,7 @@ export class InferenceService implements InferenceRuntime {
       const info = serializeError(err);
       if (model && (info.code === 'GPU_DEVICE_LOST' || info.code === 'GPU_OUT_OF_MEMORY')) {
         // The device is gone (or full): drop the model so the retry reloads it from the store.
-        void this.unload(model.name, info.code);
+        void this.unload(model.key, info.code);
       }
       return { ok: false, error: info };
     } finally {
@@ -237,15 +240,16 @@ export class InferenceService implements InferenceRuntime {
 
   /** Loads a model ahead of any task (the page's "load" button, the benchmark). */
   async load(name: string): Promise<{ backend: InferenceBackendKind; device: InferenceDevice }> {
-    const l = await this.#model(name);
+    const l = await this.#model(name, undefined);
     return { backend: l.decoder.backend, device: l.decoder.device };
   }
 
-  /** Unloads a model now (its running sequences fail with the reason's code). */
-  async unload(name: string, reason = 'unloaded'): Promise<boolean> {
-    const l = this.#loaded.get(name);
+  /** Unloads a model (by name, or the key of its adapter copy); its running sequences fail CANCELLED. */
+  async unload(key: string, reason = 'unloaded'): Promise<boolean> {
+    const l = this.#loaded.get(key);
     if (!l) return false;
-    this.#loaded.delete(name);
+    const name = l.name;
+    this.#loaded.delete(key);
     l.batcher.close();
     await l.decoder.release().catch(() => undefined);
     l.files.release?.();
@@ -264,18 +268,57 @@ export class InferenceService implements InferenceRuntime {
 
   // ------------------------------------------------------------------ models
 
-  #model(name: string, signal?: AbortSignal): Promise<Loaded> {
+  /**
+   * The loaded model; with `adapters`, one whose backend switches LoRA adapters per request (the
+   * engine): when the faster backend chosen for the model has none, an engine copy is loaded beside it.
+   */
+  async #model(name: string, signal: AbortSignal | undefined, adapters = false): Promise<Loaded> {
     const have = this.#loaded.get(name);
-    if (have) return Promise.resolve(have);
-    let p = this.#loading.get(name);
+    if (have && (!adapters || have.decoder.adapters)) return have;
+    if (!have && !adapters) return this.#loadOnce(name, name, signal, this.#opts.backends);
+    if (!have) {
+      // Nothing loaded yet: a backend with adapters serves both kinds of request.
+      const withAdapters = this.#opts.backends.filter((b) => b.backend === 'engine');
+      if (withAdapters.length === 0) throw new AppError('MODEL_UNSUPPORTED', `Adapters run on the engine (WebGPU), which this node does not offer; ${name} cannot run with an adapter here.`);
+      const l = await this.#loadOnce(name, name, signal, withAdapters);
+      if (l.decoder.adapters) return l;
+    }
+    const key = `${name}@adapters`;
+    const copy = this.#loaded.get(key);
+    if (copy) return copy;
+    const engines = this.#opts.backends.filter((b) => b.backend === 'engine');
+    if (engines.length === 0) throw new AppError('MODEL_UNSUPPORTED', `Adapters run on the engine (WebGPU), which this node does not offer; ${name} cannot run with an adapter here.`);
+    return this.#loadOnce(key, name, signal, engines);
+  }
+
+  #loadOnce(key: string, name: string, signal: AbortSignal | undefined, backends: readonly InferenceBackend[]): Promise<Loaded> {
+    let p = this.#loading.get(key);
     if (!p) {
-      p = this.#load(name, signal).finally(() => this.#loading.delete(name));
-      this.#loading.set(name, p);
+      p = this.#load(key, name, signal, backends).finally(() => this.#loading.delete(key));
+      this.#loading.set(key, p);
     }
     return p;
   }
 
-  async #load(name: string, signal?: AbortSignal): Promise<Loaded> {
+  /** Makes the named adapter (`adapters/<name>/` in the model folder, PEFT layout) ready on the model's decoder. */
+  async #adapter(model: Loaded, adapter: string): Promise<void> {
+    const host = model.decoder.adapters;
+    if (!host) throw new AppError('MODEL_UNSUPPORTED', `The ${model.decoder.backend} backend runs no adapters.`);
+    if (host.has(adapter)) return;
+    const dir = `adapters/${adapter}`;
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(adapter) || !model.files.paths.includes(`${dir}/adapter_config.json`)) {
+      const known = [...new Set(model.files.paths.filter((p) => p.startsWith('adapters/')).map((p) => p.split('/')[1]))];
+      throw new AppError('ADAPTER_NOT_FOUND', `${model.name} has no adapter ${adapter} (adapters/<name>/ in its folder); it has ${known.length ? known.join(', ') : 'none'}.`, {
+        model: model.name,
+        adapter,
+        adapters: known,
+      });
+    }
+    const [configBytes, safetensors] = await Promise.all([model.files.readFile(`${dir}/adapter_config.json`), model.files.readFile(`${dir}/adapter_model.safetensors`)]);
+    await host.load(adapter, { configJson: new TextDecoder().decode(configBytes), safetensors });
+  }
+
+  async #load(key: string, name: string, signal: AbortSignal | undefined, backends: readonly InferenceBackend[]): Promise<Loaded> {
     const t0 = this.#now();
     const files = await this.#opts.source.ensure(name, {
       onProgress: (loadedBytes, totalBytes) => this.#emit({ type: 'download', model: name, loadedBytes, totalBytes }),
@@ -294,11 +337,12 @@ export class InferenceService implements InferenceRuntime {
         maxPositions: Math.min(context, this.#opts.maxPositions ?? DEFAULT_POSITIONS),
       };
       await this.#makeRoom(name, estimateBytes(files, config, req));
-      const picked = await this.#pick(req);
+      const picked = await this.#pick(req, backends);
       decoder = picked.decoder;
       const stopIds = eosIds(config, tokenizer);
       const chatStop = tokenizer.tokenToId('<|im_end|>');
       const loaded: Loaded = {
+        key,
         name,
         decoder,
         batcher: new Batcher({
@@ -314,8 +358,8 @@ export class InferenceService implements InferenceRuntime {
         active: 0,
         tokensPerSec: picked.tokensPerSec,
       };
-      this.#loaded.set(name, loaded);
-      this.#choice.set(name, { backend: decoder.backend, device: decoder.device, ...(picked.tokensPerSec !== undefined ? { tokensPerSec: picked.tokensPerSec } : {}) });
+      this.#loaded.set(key, loaded);
+      if (key === name) this.#choice.set(name, { backend: decoder.backend, device: decoder.device, ...(picked.tokensPerSec !== undefined ? { tokensPerSec: picked.tokensPerSec } : {}) });
       this.#emit({ type: 'load', model: name, backend: decoder.backend, device: decoder.device, ms: this.#now() - t0 });
       return loaded;
     } catch (err) {
@@ -335,17 +379,17 @@ export class InferenceService implements InferenceRuntime {
     const idle = [...this.#loaded.values()].filter((l) => l.active === 0).sort((a, b) => a.lastUsed - b.lastUsed);
     for (const l of idle) {
       if (used() + bytes <= budget) break;
-      await this.unload(l.name, 'least recently used, to make room');
+      await this.unload(l.key, 'least recently used, to make room');
     }
     if (used() + bytes > budget) {
       throw new AppError('GPU_OUT_OF_MEMORY', `Model ${name} (about ${bytes} bytes) does not fit beside the models running now; it is retried.`, { model: name, bytes, budget, used: used() });
     }
   }
 
-  async #pick(req: LoadRequest): Promise<{ decoder: BatchDecoder; tokensPerSec?: number }> {
+  async #pick(req: LoadRequest, backends: readonly InferenceBackend[]): Promise<{ decoder: BatchDecoder; tokensPerSec?: number }> {
     const reasons: string[] = [];
     const able: InferenceBackend[] = [];
-    for (const b of this.#opts.backends) {
+    for (const b of backends) {
       const why = b.unsupported(req);
       if (why === null) able.push(b);
       else reasons.push(`${b.backend}/${b.device}: ${why}`);

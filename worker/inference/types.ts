@@ -50,6 +50,16 @@ export interface BatchDecoder {
   free(slot: number): void;
   /** Frees the weights and the cache. */
   release(): Promise<void>;
+  /** LoRA adapters switched per request (the engine); absent where the backend has none. */
+  readonly adapters?: AdapterHost;
+}
+
+/** Adapters a decoder holds, by name; rows of one step may each name a different one. */
+export interface AdapterHost {
+  has(name: string): boolean;
+  /** Loads a PEFT adapter (adapter_config.json + adapter_model.safetensors) for this decoder's base (ADAPTER_MISMATCH otherwise). */
+  load(name: string, files: { configJson: string; safetensors: Uint8Array }): Promise<void>;
+  remove(name: string): void;
 }
 
 /** What a generation asks for, after the prompt has been tokenized. */
