@@ -9,6 +9,8 @@ import type { Lease, RunnerHost, TaskRunner } from './runner';
 
 /** Longest a streamed token waits for others to share its message. */
 const FLUSH_MS = 4;
+/** Download progress goes to the coordinator at most this often per model (and always at the end). */
+const DOWNLOAD_EVERY_MS = 250;
 
 interface Stream {
   text: string;
@@ -23,6 +25,9 @@ export class GenerateRunner implements TaskRunner {
   readonly #runtime: InferenceRuntime;
   readonly #host: RunnerHost;
   readonly #streams = new Map<string, Stream>();
+  /** Leases running now, by task id (download progress goes to those waiting on the model). */
+  readonly #active = new Map<string, Lease>();
+  readonly #downloadSent = new Map<string, number>();
   #running = 0;
   #models: ModelCapability[] = [];
   readonly #off: () => void;
@@ -31,6 +36,7 @@ export class GenerateRunner implements TaskRunner {
     this.#runtime = runtime;
     this.#host = host;
     this.#off = runtime.on((e) => {
+      if (e.type === 'download') this.#download(e.model, e.loadedBytes, e.totalBytes);
       if (e.type === 'load' || e.type === 'unload' || (e.type === 'download' && e.loadedBytes === e.totalBytes)) void this.refresh();
     });
   }
@@ -70,6 +76,17 @@ export class GenerateRunner implements TaskRunner {
     this.#off();
   }
 
+  /** A model's download moved on: tell the coordinator, for every lease that waits on it. */
+  #download(model: string, loadedBytes: number, totalBytes: number): void {
+    const now = Date.now();
+    const done = loadedBytes >= totalBytes;
+    if (!done && now - (this.#downloadSent.get(model) ?? 0) < DOWNLOAD_EVERY_MS) return;
+    this.#downloadSent.set(model, now);
+    for (const lease of this.#active.values()) {
+      if (lease.name === model) this.#host.progress(lease, { kind: 'download', model, loadedBytes, totalBytes });
+    }
+  }
+
   start(a: Assignment, lease: Lease): void {
     const p = a.payload as GeneratePayload;
     const req: GenerateRunRequest = { taskId: a.taskId, model: p.model, deadline: a.deadline };
@@ -87,6 +104,7 @@ export class GenerateRunner implements TaskRunner {
     const streamed = p.stream !== false;
     lease.running = true;
     this.#running++;
+    this.#active.set(lease.taskId, lease);
     const onProgress = streamed ? (g: GenerationProgress) => this.#progress(lease, g) : undefined;
     this.#runtime.generate(req, onProgress).then(
       (outcome) => {
@@ -107,6 +125,7 @@ export class GenerateRunner implements TaskRunner {
 
   #ended(lease: Lease): void {
     this.#running--;
+    this.#active.delete(lease.taskId);
     lease.running = false;
     this.#flush(lease); // tokens still coalescing go before the result
     this.#streams.delete(lease.taskId);

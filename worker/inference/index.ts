@@ -3,7 +3,9 @@
  * in-thread runtime and its comlink worker, and the backends.
  */
 export type {
+  AdapterHost,
   BatchDecoder,
+  CachedModelInfo,
   DecodeEntry,
   GenerateRunOutcome,
   GenerateRunRequest,

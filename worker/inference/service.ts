@@ -17,6 +17,7 @@ import { loadTokenizer, type ModelTokenizer } from '../model';
 import { Batcher, type GenerationOutput } from './batcher';
 import type {
   BatchDecoder,
+  CachedModelInfo,
   GenerateRunOutcome,
   GenerateRunRequest,
   GenerationProgress,
@@ -30,6 +31,8 @@ import type {
 export interface ModelSource {
   /** Models whose files are held (downloaded and verified). */
   list(): Promise<string[]>;
+  /** The store's models with their size and digest state (optional: a folder has nothing to show). */
+  cached?(): Promise<CachedModelInfo[]>;
   /** Makes the model's files available (downloading what is missing); answers their paths. */
   ensure(model: string, opts: { onProgress?: (loadedBytes: number, totalBytes: number) => void; signal?: AbortSignal }): Promise<ModelFiles>;
 }
@@ -152,6 +155,12 @@ export class InferenceService implements InferenceRuntime {
       out.push(cap);
     }
     return out;
+  }
+
+  async cached(): Promise<CachedModelInfo[]> {
+    if (this.#opts.source.cached) return this.#opts.source.cached();
+    const names = await this.#opts.source.list().catch(() => []);
+    return names.map((name) => ({ name, bytes: 0, totalBytes: null, verified: true, complete: true, lastUsed: 0 }));
   }
 
   stats(): InferenceRuntimeStats {

@@ -11,6 +11,9 @@ export function weightStoreSource(store: WeightStore, dbName = 'weights'): Model
     async list() {
       return (await store.list()).filter((m) => m.complete).map((m) => m.name);
     },
+    async cached() {
+      return (await store.list()).map((m) => ({ name: m.name, bytes: m.bytes, totalBytes: m.totalBytes, verified: m.verified, complete: m.complete, lastUsed: m.lastUsed }));
+    },
     async ensure(model, opts): Promise<ModelFiles> {
       const res = await store.ensure(model, {
         ...(opts.onProgress ? { onProgress: (p) => opts.onProgress!(p.loadedBytes, p.totalBytes) } : {}),

@@ -135,6 +135,19 @@ export type InferenceEvent =
   | { type: 'unload'; model: string; reason: string }
   | { type: 'tokens'; model: string; tokens: number; at: number };
 
+/** A model in the node's weight store, as the page lists it. */
+export interface CachedModelInfo {
+  name: string;
+  /** Bytes stored. */
+  bytes: number;
+  /** The manifest's total, when known. */
+  totalBytes: number | null;
+  /** Every file stored and matching its SHA-256. */
+  verified: boolean;
+  complete: boolean;
+  lastUsed: number;
+}
+
 export interface InferenceRuntime {
   /** Runs one generation; never throws: failures come back as `{ ok: false }` with a code. */
   generate(req: GenerateRunRequest, onProgress?: (p: GenerationProgress) => void): Promise<GenerateRunOutcome>;
@@ -142,6 +155,8 @@ export interface InferenceRuntime {
   cancel(taskId: string, reason?: string): boolean;
   /** What the node advertises: models held and loaded, their backend and device. */
   models(): Promise<ModelCapability[]>;
+  /** The weight store's models (size, digest state, last use). */
+  cached(): Promise<CachedModelInfo[]>;
   stats(): InferenceRuntimeStats;
   on(listener: (e: InferenceEvent) => void): () => void;
   close(): Promise<void>;

@@ -6,13 +6,14 @@
  */
 import { expose, proxy, wrap, type Endpoint, type Remote } from 'comlink';
 import { AppError, deserializeError, serializeError, type ErrorInfo, type ModelCapability } from '../../shared';
-import type { GenerateRunOutcome, GenerateRunRequest, GenerationProgress, InferenceEvent, InferenceRuntime, InferenceRuntimeStats } from './types';
+import type { CachedModelInfo, GenerateRunOutcome, GenerateRunRequest, GenerationProgress, InferenceEvent, InferenceRuntime, InferenceRuntimeStats } from './types';
 
 /** What the worker serves. */
 export interface InferenceWorkerApi {
   generate(req: GenerateRunRequest, onProgress?: (p: GenerationProgress) => void): Promise<GenerateRunOutcome>;
   cancel(taskId: string, reason?: string): boolean;
   models(): Promise<ModelCapability[]>;
+  cached(): Promise<CachedModelInfo[]>;
   stats(): InferenceRuntimeStats;
   subscribe(listener: (e: InferenceEvent) => void): void;
   load(model: string): Promise<unknown>;
@@ -25,6 +26,7 @@ export function exposeInference(runtime: InferenceRuntime & { load?(model: strin
     generate: (req, onProgress) => runtime.generate(req, onProgress),
     cancel: (taskId, reason) => runtime.cancel(taskId, reason),
     models: () => runtime.models(),
+    cached: () => runtime.cached(),
     stats: () => runtime.stats(),
     subscribe(listener) {
       runtime.on((e) => void listener(e));
@@ -135,6 +137,10 @@ export class RemoteInference implements InferenceRuntime {
 
   models(): Promise<ModelCapability[]> {
     return this.#remote.models();
+  }
+
+  cached(): Promise<CachedModelInfo[]> {
+    return this.#remote.cached();
   }
 
   load(model: string): Promise<unknown> {
