@@ -361,11 +361,11 @@ describe('operations', () => {
     assert.match((await fetch(`${c.url}/ort.mjs`)).headers.get('content-type') ?? '', /^text\/javascript/);
     assert.equal((await fetch(`${c.url}/ort.wasm`)).headers.get('content-type'), 'application/wasm');
     const models = await api('/v1/models');
-    assert.deepEqual(models.body.models, ['tiny']);
-    const manifest = await api('/v1/models/tiny');
+    assert.deepEqual(models.body.data.map((m: any) => m.id), ['tiny'], 'GET /v1/models is the OpenAI-shaped list');
+    const manifest = await api('/v1/models/tiny/manifest');
     assert.deepEqual(manifest.body.files.map((f: any) => f.path), ['config.json', 'onnx/model.onnx']);
     assert.equal(manifest.body.files[1].sha256, 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
     assert.equal((await fetch(`${c.url}/models/tiny/onnx/model.onnx`)).status, 200);
-    assert.equal((await api('/v1/models/none')).body.error.code, 'MODEL_NOT_FOUND');
+    assert.equal((await api('/v1/models/none/manifest')).body.error.code, 'MODEL_NOT_FOUND');
   });
 });

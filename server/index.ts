@@ -16,6 +16,7 @@ import { ModelStore } from './models';
 import { Registry } from './registry';
 import { agentRoutes } from './routes/agents';
 import { modelRoutes } from './routes/models';
+import { openAiRoutes } from './routes/openai';
 import { opsRoutes } from './routes/ops';
 import { taskRoutes } from './routes/tasks';
 import { Scheduler } from './scheduler';
@@ -47,7 +48,7 @@ export interface CoordinatorOptions {
   host?: string;
   /** The built page (dist/), served at / with cross-origin isolation headers. */
   staticDir?: string;
-  /** Model folders (Hugging Face layout), served at /models/ with manifests at /v1/models. */
+  /** Model folders (Hugging Face layout), served at /models/ with manifests at /v1/models/:name/manifest (listed by GET /v1/models). */
   modelsDir?: string;
   /** More model roots, after modelsDir, in priority order (built-ins first, then the user's); a name in two is served from the first. Never written to. */
   modelsDirs?: readonly string[];
@@ -130,13 +131,14 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   taskRoutes(app, ctx);
   agentRoutes(app, ctx);
   opsRoutes(app, ctx);
+  let modelStore: ModelStore | null = null;
   const modelRoots = [...(opts.modelsDir ? [opts.modelsDir] : []), ...(opts.modelsDirs ?? [])];
   if (modelRoots.length) {
-    const models = new ModelStore(modelRoots);
-    app.get('/v1/models', async () => ({ models: await models.list() }));
-    app.get('/v1/models/:name', async (req) => models.manifest((req.params as { name: string }).name));
-    await app.register(modelRoutes(models, staticHeaders));
+    modelStore = new ModelStore(modelRoots);
+    await app.register(modelRoutes(modelStore, staticHeaders));
   }
+  // OpenAI-compatible: GET /v1/models, GET /v1/models/:name, POST /v1/chat/completions, POST /v1/completions.
+  await app.register(openAiRoutes(ctx, modelStore));
   if (opts.staticDir) {
     await app.register(fastifyStatic, { root: opts.staticDir, prefix: '/', decorateReply: false, setHeaders: staticHeaders });
   }

@@ -1,0 +1,83 @@
+/**
+ * OpenAI's model objects: the coordinator's model folders, plus any model a
+ * connected node advertises, each with the nodes that hold it and how they run it.
+ */
+import type { Context } from '../context';
+import type { ModelStore } from '../models';
+
+export interface ModelHolder {
+  nodeId: string;
+  nodeName: string;
+  /** In the GPU (or WASM session) now, not only in the node's weight store. */
+  loaded: boolean;
+  backend: 'engine' | 'transformers' | null;
+  device: 'webgpu' | 'wasm' | null;
+  tokensPerSec: number | null;
+}
+
+export interface ModelObject {
+  id: string;
+  object: 'model';
+  /** Unix seconds: when this coordinator started (folders carry no creation date of their own). */
+  created: number;
+  owned_by: 'exec-node';
+  /** Served from the coordinator's models folder (nodes fetch it from /models/<id>/). */
+  served: boolean;
+  nodes: ModelHolder[];
+}
+
+export class ModelCatalog {
+  readonly #ctx: Context;
+  readonly #store: ModelStore | null;
+
+  constructor(ctx: Context, store: ModelStore | null) {
+    this.#ctx = ctx;
+    this.#store = store;
+  }
+
+  async list(): Promise<ModelObject[]> {
+    const served = new Set(this.#store ? await this.#store.list() : []);
+    const holders = this.#holders();
+    const ids = [...new Set([...served, ...holders.keys()])].sort();
+    return ids.map((id) => this.#object(id, served.has(id), holders.get(id) ?? []));
+  }
+
+  /** One model object, or null when neither the coordinator nor a connected node has it. */
+  async get(id: string): Promise<ModelObject | null> {
+    return (await this.list()).find((m) => m.id === id) ?? null;
+  }
+
+  async has(id: string): Promise<boolean> {
+    return (await this.get(id)) !== null;
+  }
+
+  #object(id: string, served: boolean, nodes: ModelHolder[]): ModelObject {
+    return { id, object: 'model', created: Math.floor(this.#ctx.metrics.startedAt / 1000), owned_by: 'exec-node', served, nodes };
+  }
+
+  #holders(): Map<string, ModelHolder[]> {
+    const out = new Map<string, ModelHolder[]>();
+    const add = (model: string, h: ModelHolder): void => {
+      const list = out.get(model) ?? [];
+      list.push(h);
+      out.set(model, list);
+    };
+    for (const node of this.#ctx.scheduler.nodes.values()) {
+      if (!node.connected) continue;
+      const caps = node.capabilities;
+      const inference = new Map((caps.inference?.models ?? []).map((m) => [m.name, m]));
+      for (const name of new Set([...caps.models, ...inference.keys()])) {
+        const m = inference.get(name);
+        add(name, {
+          nodeId: node.id,
+          nodeName: node.name,
+          loaded: m?.loaded ?? false,
+          backend: m?.backend ?? null,
+          device: m?.device ?? null,
+          tokensPerSec: m?.tokensPerSec ?? null,
+        });
+      }
+    }
+    return out;
+  }
+}
