@@ -10,6 +10,7 @@ interface Bench {
 const BENCHES: Record<string, () => Promise<Bench>> = {
   agents: () => import('./agents'),
   training: () => import('./training'),
+  inference: () => import('./inference'),
 };
 
 async function main(): Promise<void> {

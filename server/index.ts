@@ -5,7 +5,9 @@
 import fastifyStatic from '@fastify/static';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
+import { dirname } from 'node:path';
 import { LIMITS } from '../shared';
 import type { Context } from './context';
 import { installErrorHandling } from './http';
@@ -32,6 +34,9 @@ export { TaskWatch, type TaskEvent } from './watch';
 export { NodeSession, Circuit, INFRA_CODES, type CircuitState } from './node';
 export { ModelStore, type ModelManifest, type ModelFile, type ModelFolder, type ModelCollision, type ResolvedModelFile } from './models';
 export { parseNodeMessage, parseSubmission, checkSpec } from './validate';
+
+/** onnxruntime-web's dist folder (served at /ort/). */
+const ORT_DIST = dirname(createRequire(import.meta.url).resolve('onnxruntime-web'));
 
 export interface CoordinatorOptions {
   /** SQLite file; ':memory:' for unit tests. Default ./data/coordinator.db. */
@@ -139,6 +144,8 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   }
   // OpenAI-compatible: GET /v1/models, GET /v1/models/:name, POST /v1/chat/completions, POST /v1/completions.
   await app.register(openAiRoutes(ctx, modelStore));
+  // onnxruntime-web's .mjs and .wasm files, for the nodes' transformers.js backend (its default is a CDN they cannot reach).
+  await app.register(fastifyStatic, { root: ORT_DIST, prefix: '/ort/', decorateReply: false, setHeaders: staticHeaders });
   if (opts.staticDir) {
     await app.register(fastifyStatic, { root: opts.staticDir, prefix: '/', decorateReply: false, setHeaders: staticHeaders });
   }

@@ -75,7 +75,7 @@ async function main(): Promise<void> {
   }
   if (wanted.includes('webgpu')) backends.push(transformersBackend({ device: 'webgpu', env }));
   const service = new InferenceService({
-    source: weightStoreSource(store),
+    source: weightStoreSource(store, cfg.dbName ?? 'weights'),
     backends,
     ...(cfg.maxSequences ? { maxSequences: cfg.maxSequences } : {}),
     ...(cfg.maxPositions ? { maxPositions: cfg.maxPositions } : {}),
