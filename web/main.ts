@@ -57,8 +57,9 @@ const client = new NodeClient({
 
 const app = document.createElement('exec-node-app');
 app.client = client;
+app.inference = inference;
 document.body.append(app);
-window.__execNode = createHandle(client, pool, (n) => new AgentPool({ size: n }));
+window.__execNode = createHandle(client, pool, (n) => new AgentPool({ size: n }), inference);
 
 addEventListener('pagehide', () => client.close());
 void client.start();

@@ -1,8 +1,14 @@
 import { LitElement, css, html } from 'lit';
 import { customElement, property } from 'lit/decorators.js';
+import type { InferenceRuntime } from '../../worker/inference';
+import { InferenceController } from '../inference-controller';
 import type { NodeClient } from '../node';
 import { NodeController } from '../node-controller';
+import './cached-models';
+import './generation-throughput';
 import './gpu-adapter';
+import './loaded-models';
+import './model-downloads';
 import './node-connection';
 import './node-counters';
 import './task-list';
@@ -46,6 +52,7 @@ export class ExecNodeApp extends LitElement {
   `;
 
   readonly #node = new NodeController(this);
+  readonly #inference = new InferenceController(this);
 
   @property({ attribute: false })
   get client(): NodeClient | null {
@@ -54,6 +61,16 @@ export class ExecNodeApp extends LitElement {
   set client(c: NodeClient | null) {
     this.#node.client = c;
     this.requestUpdate('client');
+  }
+
+  /** The node's inference runtime, when it runs generate tasks: its models, downloads and throughput are shown. */
+  @property({ attribute: false })
+  get inference(): InferenceRuntime | null {
+    return this.#inference.runtime;
+  }
+  set inference(r: InferenceRuntime | null) {
+    this.#inference.runtime = r;
+    this.requestUpdate('inference');
   }
 
   override render() {
@@ -69,8 +86,26 @@ export class ExecNodeApp extends LitElement {
         <gpu-adapter class="card" .probe=${client?.gpu ?? null}></gpu-adapter>
         <worker-pool class="card" .pool=${v?.stats.pool ?? null}></worker-pool>
         <node-counters class="card" .stats=${v?.stats ?? null} .rate=${v?.rate ?? []}></node-counters>
+        ${this.#inferenceCards()}
         <task-list class="card wide" .running=${v?.running ?? []} .recent=${v?.recent ?? []}></task-list>
       </div>
+    `;
+  }
+
+  #inferenceCards() {
+    if (!this.#inference.runtime) return null;
+    const iv = this.#inference.view;
+    return html`
+      <generation-throughput class="card" .stats=${iv?.stats ?? null} .samples=${iv?.throughput ?? []}></generation-throughput>
+      <loaded-models
+        class="card"
+        .models=${iv?.models ?? []}
+        .loads=${iv?.loads ?? new Map()}
+        .memoryBytes=${iv?.stats.gpuMemoryBytes ?? 0}
+        .budgetBytes=${iv?.stats.gpuBudgetBytes ?? 0}
+      ></loaded-models>
+      <cached-models class="card" .models=${iv?.cached ?? []}></cached-models>
+      ${iv?.downloads.length ? html`<model-downloads class="card" .downloads=${iv.downloads}></model-downloads>` : null}
     `;
   }
 }
