@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { AutoModelForCausalLM, AutoTokenizer, env, type Tensor } from '@huggingface/transformers';
+import OpenAI from 'openai';
 import { createCoordinator, type Coordinator } from '../server';
 import type { GenerateResult, TaskRecord } from '../shared';
 import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
@@ -37,6 +38,8 @@ before(async () => {
 });
 
 after(async () => {
+  // An aborted stream can leave an idle keep-alive connection that close() would wait out.
+  coordinator?.app.server.closeAllConnections();
   await coordinator?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -89,9 +92,26 @@ async function launch(backends: string): Promise<LaunchedNodes> {
   return launchNodes({ url, count: 1, userDataRoot: dir, query: { backends, sequences: '8', workers: '1' }, log: (l) => process.stderr.write(`${l}\n`) });
 }
 
+describe('transformers.js on onnxruntime-web WebGPU EP (the architecture the engine does not run)', () => {
+  let nodes: LaunchedNodes;
+  before(async () => {
+    nodes = await launch('webgpu');
+  });
+  after(async () => {
+    await nodes?.close();
+  });
+  test('tiny-gemma: greedy tokens equal transformers.js in Node', async () => {
+    const prompt = PROMPTS[0]!;
+    const r = result(await generate({ model: 'tiny-gemma', prompt, maxNewTokens: 6 }));
+    assert.deepEqual(r.tokens, (await reference('tiny-gemma', prompt, 6)).slice(0, r.tokens.length));
+    assert.equal(r.backend, 'transformers');
+    assert.equal(r.device, 'webgpu');
+  });
+});
+
 for (const [label, backends, models, want] of [
   ['the engine on WebGPU (SwiftShader)', 'engine', ['tiny-llama', 'tiny-qwen2'], { backend: 'engine', device: 'webgpu' }],
-  ['transformers.js on the WASM EP', 'wasm', ['tiny-llama', 'tiny-gemma'], { backend: 'transformers', device: 'wasm' }],
+  ['transformers.js on the WASM EP', 'wasm', ['tiny-llama', 'tiny-qwen2', 'tiny-gemma'], { backend: 'transformers', device: 'wasm' }],
 ] as const) {
   describe(`a headless node serving generate with ${label}`, () => {
     let nodes: LaunchedNodes;
@@ -169,6 +189,67 @@ for (const [label, backends, models, want] of [
       await page.waitForFunction(() => window.__execNode?.state === 'connected', null, { timeout: 60_000 });
       assert.ok(result(await generate({ model: 'tiny-llama', prompt: 'after the reload', maxNewTokens: 3 })).tokens.length > 0);
       assert.equal(fileRequests('tiny-llama'), before);
+    });
+
+    test('the official openai client: chat and completions, whole and streamed, JSON mode; an abort mid-stream cancels the task', async () => {
+      const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      const models = await client.models.list();
+      assert.ok(models.data.some((m) => m.id === 'tiny-llama'));
+      const chat = await client.chat.completions.create({ model: 'tiny-llama', messages: [{ role: 'user', content: 'hello' }], max_tokens: 12, temperature: 0 });
+      assert.equal(chat.object, 'chat.completion');
+      assert.ok(chat.usage && chat.usage.completion_tokens > 0);
+      const alone = result(await generate({ model: 'tiny-llama', messages: [{ role: 'user', content: 'hello' }], maxNewTokens: 12 }));
+      assert.equal(chat.choices[0]!.message.content, alone.text, 'the OpenAI route and a plain task give the same greedy text');
+
+      const stream = await client.chat.completions.create({
+        model: 'tiny-llama',
+        messages: [{ role: 'user', content: 'hello' }],
+        max_tokens: 12,
+        temperature: 0,
+        stream: true,
+        stream_options: { include_usage: true },
+      });
+      let text = '';
+      let usage: OpenAI.CompletionUsage | null | undefined = null;
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta.content ?? '';
+        if (chunk.usage) usage = chunk.usage;
+      }
+      assert.equal(text, alone.text);
+      assert.equal(usage?.completion_tokens, chat.usage.completion_tokens);
+
+      const done = await client.completions.create({ model: 'tiny-llama', prompt: PROMPTS[2]!, max_tokens: 12, temperature: 0 });
+      const plain = result(await generate({ model: 'tiny-llama', prompt: PROMPTS[2]!, maxNewTokens: 12 }));
+      assert.equal(done.choices[0]!.text, plain.text);
+
+      const json = await client.chat.completions.create({
+        model: 'tiny-llama',
+        messages: [{ role: 'user', content: 'describe a cat' }],
+        max_tokens: 60,
+        temperature: 0.8,
+        seed: 4,
+        response_format: {
+          type: 'json_schema',
+          json_schema: { name: 'cat', schema: { type: 'object', properties: { name: { type: 'string', maxLength: 8 }, age: { type: 'integer' } }, required: ['name', 'age'], additionalProperties: false } },
+        },
+      });
+      const parsed = JSON.parse(json.choices[0]!.message.content ?? '') as { name: unknown; age: unknown };
+      assert.equal(typeof parsed.name, 'string');
+      assert.ok(Number.isInteger(parsed.age), 'random tiny weights, yet the output validates: constrained decoding');
+
+      // Leaving the loop aborts the request: the coordinator cancels the task and the node frees its slot.
+      const { data: long, response } = await client.chat.completions
+        .create({ model: 'tiny-llama', messages: [{ role: 'user', content: 'go on' }], max_tokens: 200, temperature: 1, seed: 1, stream: true })
+        .withResponse();
+      const ids = response.headers.get('x-task-ids') ?? '';
+      let chunks = 0;
+      for await (const chunk of long) {
+        if (chunk.choices[0]?.delta.content && ++chunks >= 2) break;
+      }
+      const rec = await wait(ids.split(',')[0]!);
+      assert.equal(rec.state, 'cancelled');
+      const page = nodes.pages[0]!;
+      await page.waitForFunction(() => (window.__execNode?.stats().inference?.active ?? 1) === 0, null, { timeout: 30_000 });
     });
 
     test('bad input ends with its code and the node keeps serving', async () => {
