@@ -253,8 +253,15 @@ for (const [label, backends, models, want] of [
     });
 
     test('bad input ends with its code and the node keeps serving', async () => {
-      const unknown = await generate({ model: 'no-such-model', prompt: 'hi' });
-      assert.equal(unknown.error?.code, 'MODEL_NOT_FOUND');
+      const unknown = await fetch(`${url}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'generate', payload: { model: 'no-such-model', prompt: 'hi' } }) });
+      assert.equal(unknown.status, 404, 'refused at submit, before it is journaled');
+      assert.equal(((await unknown.json()) as { error: { code: string } }).error.code, 'MODEL_NOT_FOUND');
+      const schema = await fetch(`${url}/v1/tasks`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ kind: 'generate', payload: { model: 'tiny-llama', prompt: 'hi', responseFormat: { type: 'json_schema', schema: { type: 'string', pattern: '^a+$' } } } }),
+      });
+      assert.equal(((await schema.json()) as { error: { code: string } }).error.code, 'RESPONSE_FORMAT_UNSUPPORTED');
       const long = await generate({ model: 'tiny-llama', prompt: 'the cat sat on the mat '.repeat(200) });
       assert.equal(long.error?.code, 'PROMPT_TOO_LONG');
       const missing = await generate({ model: 'no-tokenizer', prompt: 'hi' }, { maxAttempts: 1 });

@@ -18,6 +18,7 @@ import { ModelStore } from './models';
 import { Registry } from './registry';
 import { agentRoutes } from './routes/agents';
 import { modelRoutes } from './routes/models';
+import { ModelCatalog } from './openai/models';
 import { openAiRoutes } from './routes/openai';
 import { opsRoutes } from './routes/ops';
 import { taskRoutes } from './routes/tasks';
@@ -133,15 +134,12 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   const app = Fastify({ logger: opts.logger ?? false, bodyLimit: LIMITS.maxBodyBytes });
   installErrorHandling(app, metrics);
   await app.register(fastifyWebsocket, { options: { maxPayload: LIMITS.maxSocketMessageBytes } });
-  taskRoutes(app, ctx);
+  const modelRoots = [...(opts.modelsDir ? [opts.modelsDir] : []), ...(opts.modelsDirs ?? [])];
+  const modelStore = modelRoots.length ? new ModelStore(modelRoots) : null;
+  taskRoutes(app, ctx, new ModelCatalog(ctx, modelStore));
   agentRoutes(app, ctx);
   opsRoutes(app, ctx);
-  let modelStore: ModelStore | null = null;
-  const modelRoots = [...(opts.modelsDir ? [opts.modelsDir] : []), ...(opts.modelsDirs ?? [])];
-  if (modelRoots.length) {
-    modelStore = new ModelStore(modelRoots);
-    await app.register(modelRoutes(modelStore, staticHeaders));
-  }
+  if (modelStore) await app.register(modelRoutes(modelStore, staticHeaders));
   // OpenAI-compatible: GET /v1/models, GET /v1/models/:name, POST /v1/chat/completions, POST /v1/completions.
   await app.register(openAiRoutes(ctx, modelStore));
   // onnxruntime-web's .mjs and .wasm files, for the nodes' transformers.js backend (its default is a CDN they cannot reach).

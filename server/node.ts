@@ -7,9 +7,9 @@ import type { Capabilities, CoordinatorMessage, NodeId, NodeMetrics, TaskId, Tas
 import type { Clock } from './journal';
 
 /**
- * Room on one node for a dispatch round: `total` tasks of any kind, of which at
- * most `heavy` generate/train; `idle` of them would start on a free worker at once
- * (the rest wait in the node's queue).
+ * Room on one node for a dispatch round: `total` agent or train tasks, of which at
+ * most `heavy` train; `idle` of them would start on a free worker at once (the rest
+ * wait in the node's queue); and `generate` tasks, held by the node's batcher beside them.
  */
 export interface Slots {
   total: number;
@@ -174,13 +174,14 @@ export class NodeSession {
     if (circuit === 'half-open') return this.leases.size === 0 ? { total: 1, heavy: 1, idle: 1, generate: 1 } : NO_SLOTS;
     const max = this.capabilities.maxConcurrent;
     const sequences = this.capabilities.inference?.maxSequences ?? 0;
-    // generate leases are held by the node's batcher, not its workers: they widen the window by its sequences.
-    const total = Math.max(0, this.agentWindow(prefetch) + sequences - this.leases.size);
+    // generate leases are held by the node's batcher, not its workers: they have their own room.
+    const held = this.leases.size - this.#generate;
+    const total = Math.max(0, this.agentWindow(prefetch) - held);
     return {
       total,
       heavy: Math.min(total, Math.max(0, max - this.#heavy)),
-      idle: Math.min(total, Math.max(0, max - this.leases.size)),
-      generate: Math.min(total, Math.max(0, sequences - this.#generate)),
+      idle: Math.min(total, Math.max(0, max - held)),
+      generate: Math.max(0, sequences - this.#generate),
     };
   }
 

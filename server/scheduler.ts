@@ -123,7 +123,7 @@ export class Scheduler {
     const free = new Map<NodeSession, Slots>();
     for (const node of this.nodes.values()) {
       const slots = node.freeSlots(now, this.#opts.heartbeatIntervalMs, this.#opts.prefetch);
-      if (slots.total > 0) free.set(node, { ...slots });
+      if (slots.total > 0 || slots.generate > 0) free.set(node, { ...slots });
     }
     if (free.size === 0) return 0;
 
@@ -153,10 +153,13 @@ export class Scheduler {
       const node = pickNode(row.kind, row.model, free);
       if (!node) continue;
       const slots = free.get(node)!;
-      slots.total--;
-      if (slots.idle > 0) slots.idle--;
-      if (row.kind === 'train') slots.heavy--;
-      else if (row.kind === 'generate') slots.generate--;
+      if (row.kind === 'generate') {
+        slots.generate--;
+      } else {
+        slots.total--;
+        if (slots.idle > 0) slots.idle--;
+        if (row.kind === 'train') slots.heavy--;
+      }
       const leaseId = newLeaseId();
       leases.push({ taskId: row.id, leaseId, nodeId: node.id });
       let list = plan.get(node);
@@ -412,7 +415,7 @@ function pickNode(kind: TaskKind, model: string | null, free: Map<NodeSession, S
 /** Tasks of this kind a node's slots take now. */
 function roomFor(kind: TaskKind, s: Slots): number {
   if (kind === 'agent') return s.total;
-  return Math.min(s.total, kind === 'generate' ? s.generate : s.heavy);
+  return kind === 'generate' ? s.generate : Math.min(s.total, s.heavy);
 }
 
 /** The Assignment as JSON, with the stored payload text spliced in rather than parsed and printed again. */

@@ -216,8 +216,8 @@ test('the circuit opens after repeated infrastructure failures, then lets one ta
 test('routing: capable node first, model cached preferred, then most free slots', async () => {
   const { connect, submit } = await start();
   const small = await connect({ name: 'small', kinds: ['agent'], maxConcurrent: 1 });
-  const big = await connect({ name: 'big', kinds: ['agent', 'generate'], maxConcurrent: 8 });
-  const cached = await connect({ name: 'cached', kinds: ['generate', 'train'], maxConcurrent: 1, models: ['tiny'], webgpu: true });
+  const big = await connect({ name: 'big', kinds: ['agent', 'generate'], maxConcurrent: 8, sequences: 8 });
+  const cached = await connect({ name: 'cached', kinds: ['generate', 'train'], maxConcurrent: 1, models: ['tiny'], webgpu: true, sequences: 1 });
 
   const agentTask = await submit();
   const [onBig] = await big.assignments(1);
@@ -312,25 +312,26 @@ test('close() ends long-polls and event streams at once', async () => {
   assert.ok(Date.now() - t0 < 5_000, 'closed without waiting for the long-poll timeout');
 });
 
-test('agent tasks are prefetched up to maxConcurrent × prefetch; generate/train never beyond maxConcurrent', async () => {
+test('agent tasks are prefetched up to maxConcurrent × prefetch; generate tasks up to the sequences the node advertises, beside them', async () => {
   const { c, connect, submit } = await start({ prefetch: 4 });
-  const node = await connect({ kinds: ['agent', 'generate'], maxConcurrent: 2 });
+  const node = await connect({ kinds: ['agent', 'generate'], maxConcurrent: 2, sequences: 2 });
   for (let i = 0; i < 3; i++) await submit({ kind: 'generate', payload: { model: 'm', prompt: `p${i}` } });
   const gens = await node.assignments(2);
   assert.equal(gens.length, 2);
+  assert.equal(c.scheduler.dispatch(), 0, 'the third waits: the node decodes 2 sequences at once');
   for (let i = 0; i < 10; i++) await submit();
-  const agents = await node.assignments(6);
-  assert.equal(agents.length, 6, 'window 2 × 4 = 8 minus the 2 generate tasks');
+  const agents = await node.assignments(8);
+  assert.equal(agents.length, 8, 'the agent window 2 × 4 = 8 is its own: generate leases sit in the batcher, not in workers');
   assert.ok(agents.every((a) => a.kind === 'agent'));
-  assert.equal(c.scheduler.nodes.get(node.id)!.leases.size, 8);
+  assert.equal(c.scheduler.nodes.get(node.id)!.leases.size, 10);
   node.succeed(gens.slice(0, 1));
   const [third] = await node.assignments(1);
   assert.equal(third!.kind, 'generate', 'the freed slot goes to the oldest ready task: the third generate');
 });
 
-test('a node that advertises queueDepth holds at most maxConcurrent + queueDepth agent tasks; generate/train stay at maxConcurrent', async () => {
+test('a node that advertises queueDepth holds at most maxConcurrent + queueDepth agent tasks; generate stays at its sequences', async () => {
   const { c, api, connect, submit } = await start({ prefetch: 8 });
-  const node = await connect({ kinds: ['agent', 'generate'], maxConcurrent: 2, queueDepth: 3 });
+  const node = await connect({ kinds: ['agent', 'generate'], maxConcurrent: 2, queueDepth: 3, sequences: 2 });
   const session = c.scheduler.nodes.get(node.id)!;
   const batch = await api('/v1/tasks', { method: 'POST', json: { tasks: Array.from({ length: 12 }, () => ({ kind: 'agent', payload: { agent: 'hello' } })) } });
   assert.equal(batch.status, 202);
@@ -345,7 +346,7 @@ test('a node that advertises queueDepth holds at most maxConcurrent + queueDepth
   await until(() => session.leases.size === 5, 2_000, 'window refilled');
   assert.equal(c.scheduler.dispatch(), 0);
 
-  // GPU work is never queued: at most maxConcurrent generate tasks, whatever the queueDepth.
+  // generate tasks are never queued on the node: at most its advertised sequences, whatever the queueDepth.
   node.succeed([...first.slice(2), ...more]);
   const rest = await node.assignments(5);
   node.succeed(rest);
@@ -353,7 +354,7 @@ test('a node that advertises queueDepth holds at most maxConcurrent + queueDepth
   for (let i = 0; i < 4; i++) await submit({ kind: 'generate', payload: { model: 'm', prompt: `p${i}` } });
   const gens = await node.assignments(2);
   assert.equal(gens.length, 2);
-  assert.equal(c.scheduler.dispatch(), 0, 'two generate tasks wait for a free worker');
+  assert.equal(c.scheduler.dispatch(), 0, 'two generate tasks wait for a free sequence');
   assert.equal(session.leases.size, 2);
 
   // queueDepth 0: exactly one task per worker.

@@ -48,6 +48,8 @@ export interface NodeOptions {
   models?: string[];
   webgpu?: boolean;
   nodeId?: string;
+  /** Advertised `inference.maxSequences` (generate tasks held at once); absent: no inference (no generate tasks). */
+  sequences?: number;
 }
 
 export const IDLE_METRICS: NodeMetrics = { running: 0, workers: 1, tasksDone: 0, tasksFailed: 0 };
@@ -174,6 +176,7 @@ export function capabilities(opts: NodeOptions = {}): Capabilities {
       : null,
     models: opts.models ?? [],
     adapters: [],
+    ...(opts.sequences !== undefined ? { inference: { maxSequences: opts.sequences, models: [] } } : {}),
   };
 }
 

@@ -47,6 +47,11 @@ export class ModelCatalog {
     return (await this.list()).find((m) => m.id === id) ?? null;
   }
 
+  /** Whether this coordinator serves model folders (then a model it neither serves nor sees on a node is unknown). */
+  get servesModels(): boolean {
+    return this.#store !== null;
+  }
+
   async has(id: string): Promise<boolean> {
     return (await this.get(id)) !== null;
   }

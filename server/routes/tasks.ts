@@ -14,7 +14,9 @@ import {
   type TaskSpec,
   type TaskState,
 } from '../../shared';
+import { compileResponseFormat } from '../../worker/inference/constrain';
 import type { Context } from '../context';
+import type { ModelCatalog } from '../openai/models';
 import type { InsertOutcome, NewTask, StoredTask } from '../journal';
 import { effectiveLimits } from '../registry';
 import type { TaskEvent } from '../watch';
@@ -24,10 +26,11 @@ const STATES: readonly TaskState[] = ['queued', 'leased', 'succeeded', 'failed',
 const MAX_WAIT_MS = 120_000;
 const SSE_KEEPALIVE_MS = 15_000;
 
-export function taskRoutes(app: FastifyInstance, ctx: Context): void {
+export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCatalog): void {
   app.post('/v1/tasks', async (req, reply) => {
     if (ctx.shuttingDown()) throw new AppError('SHUTTING_DOWN', 'The coordinator is shutting down; submit to another one or retry after it restarts.');
     const { specs, batch } = parseSubmission(req.body);
+    await checkGenerate(specs, batch, models);
     const outcomes = submitSpecs(ctx, specs, batch);
     void reply.code(outcomes.some((o) => o.created) ? 202 : 200);
     return batch ? { ids: outcomes.map((o) => o.id) } : { id: outcomes[0]!.id };
@@ -108,6 +111,37 @@ export function taskRoutes(app: FastifyInstance, ctx: Context): void {
     ctx.journal.event('verdict', task.id, task.nodeId, { verdict: body.verdict, reason: body.reason ?? null });
     return ctx.journal.getTask(task.id);
   });
+}
+
+/**
+ * generate tasks are checked before they are journaled, so a bad one is refused at once rather than
+ * failing on a node (or waiting for one): the model must be served here or held by a connected node
+ * (when this coordinator serves model folders),
+ * prompt and messages exclusive, a response_format schema one constrained decoding supports.
+ */
+async function checkGenerate(specs: readonly TaskSpec[], batch: boolean, models: ModelCatalog): Promise<void> {
+  const known = new Map<string, boolean>();
+  for (const [i, spec] of specs.entries()) {
+    if (spec.kind !== 'generate') continue;
+    const at = batch ? `/tasks/${i}/payload` : '/payload';
+    const p = spec.payload;
+    if ((p.prompt === undefined) === (p.messages === undefined)) {
+      throw new AppError('SCHEMA_VIOLATION', `${at}: a generate task takes prompt or messages (exactly one).`, { errors: [{ path: at, message: 'prompt xor messages' }] });
+    }
+    if (p.responseFormat) {
+      try {
+        compileResponseFormat(p.responseFormat);
+      } catch (err) {
+        if (err instanceof AppError) throw new AppError(err.code, `${at}/responseFormat: ${err.message}`, err.details);
+        throw err;
+      }
+    }
+    if (!models.servesModels) continue; // nothing to check against: the nodes say
+    if (!known.has(p.model)) known.set(p.model, await models.has(p.model));
+    if (!known.get(p.model)) {
+      throw new AppError('MODEL_NOT_FOUND', `${at}/model: no model ${p.model} is served here or held by a connected node; GET /v1/models lists them.`, { model: p.model });
+    }
+  }
 }
 
 /**
