@@ -16,6 +16,7 @@ import { createCoordinator, type Coordinator } from '../server';
 import type { GenerateResult, TaskRecord } from '../shared';
 import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
 import { DIST, ensurePageBuilt } from '../scripts/page-build';
+import { until } from '../server/testing';
 import { makeTinyModel } from '../tools/tiny-model';
 
 let dir = '';
@@ -272,5 +273,36 @@ for (const [label, backends, models, want] of [
       }
       assert.ok(result(await generate({ model: 'tiny-llama', prompt: 'still here', maxNewTokens: 2 })).tokens.length > 0);
     });
+
+    if (backends === 'engine') {
+      test('the GPU process crashes mid-generation: the attempt fails GPU_DEVICE_LOST, the retry reloads the model from IndexedDB on a new device', async () => {
+        const before = fileRequests('tiny-llama');
+        const id = await submit({ kind: 'generate', payload: { model: 'tiny-llama', prompt: 'the cat', maxNewTokens: 200 } });
+        // Wait until it is generating, then crash Chromium's GPU process (a real device loss, every worker's).
+        await until(() => coordinator.watch.backlog(id).some((e) => e.type === 'progress'), 60_000, 'first tokens');
+        const cdp = await nodes.context.newCDPSession(nodes.pages[0]!);
+        await cdp.send('Browser.crashGpuProcess' as never);
+        const rec = await wait(id);
+        assert.equal(rec.state, 'succeeded', JSON.stringify(rec.error));
+        assert.equal(rec.attempts, 2, 'one attempt lost with the device, the retry succeeded');
+        assert.equal(fileRequests('tiny-llama'), before, 'the reload came from IndexedDB');
+        assert.ok((coordinator.metrics.attemptErrors.get('GPU_DEVICE_LOST') ?? 0) >= 1, 'the lost attempt was counted as GPU_DEVICE_LOST');
+      });
+    }
   });
 }
+
+describe('a node whose inference budget is smaller than the model', () => {
+  let nodes: LaunchedNodes;
+  before(async () => {
+    nodes = await launchNodes({ url, count: 1, userDataRoot: dir, query: { backends: 'engine', workers: '1', inferenceMemoryMB: '0.1' }, log: (l) => process.stderr.write(`${l}\n`) });
+  });
+  after(async () => {
+    await nodes?.close();
+  });
+  test('fails MODEL_TOO_LARGE with the sizes, and keeps serving agents', async () => {
+    const rec = await generate({ model: 'tiny-llama', prompt: 'hi' });
+    assert.equal(rec.error?.code, 'MODEL_TOO_LARGE');
+    assert.ok(typeof rec.error?.details?.budget === 'number');
+  });
+});

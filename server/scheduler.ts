@@ -362,8 +362,8 @@ export class Scheduler {
 
   #ended(e: Ended, now: number): void {
     this.#metrics.ended(e, now);
-    this.#watch.forget(e.taskId);
     const terminal = e.state !== 'queued' && e.state !== 'leased';
+    this.#watch.forget(e.taskId, terminal);
     const watched = this.#watch.has(e.taskId);
     if (watched) {
       this.#watch.emit(e.taskId, { type: 'state', state: e.state, attempts: e.attempts, nodeId: e.nodeId, at: now, error: e.errorCode });

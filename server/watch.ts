@@ -16,11 +16,16 @@ export type TaskListener = (event: TaskEvent) => void;
 
 /** Progress events kept per running attempt, so a stream that joins late still gets every token. */
 const MAX_BACKLOG = 4096;
+/** Events kept, over all ended tasks, for streams that join after the end (oldest tasks dropped first). */
+const MAX_ENDED_EVENTS = 65_536;
 
 export class TaskWatch {
   readonly #listeners = new Map<string, Set<TaskListener>>();
   /** The current attempt's progress, for tasks that stream it (generate). */
   readonly #backlog = new Map<string, TaskEvent[]>();
+  /** The last attempt's progress of tasks that ended, in the order they ended (bounded by MAX_ENDED_EVENTS). */
+  readonly #ended = new Map<string, TaskEvent[]>();
+  #endedEvents = 0;
 
   get size(): number {
     return this.#listeners.size;
@@ -66,14 +71,26 @@ export class TaskWatch {
     this.emit(id, event);
   }
 
-  /** The current attempt's progress so far (a stream that joins late replays it first). */
+  /** The running attempt's progress so far, or the last attempt's once the task ended (a stream that joins late replays it). */
   backlog(id: string): readonly TaskEvent[] {
-    return this.#backlog.get(id) ?? [];
+    return this.#backlog.get(id) ?? this.#ended.get(id) ?? [];
   }
 
-  /** The attempt ended (the task ended, or goes back to the queue): its progress is dropped. */
-  forget(id: string): void {
+  /**
+   * The attempt ended. Going back to the queue, its progress is dropped (the retry streams anew);
+   * when the task ended, it is kept a while for streams that join after the end.
+   */
+  forget(id: string, terminal = false): void {
+    const log = this.#backlog.get(id);
     this.#backlog.delete(id);
+    if (!terminal || !log || log.length === 0) return;
+    this.#ended.set(id, log);
+    this.#endedEvents += log.length;
+    for (const [old, events] of this.#ended) {
+      if (this.#endedEvents <= MAX_ENDED_EVENTS) break;
+      this.#ended.delete(old);
+      this.#endedEvents -= events.length;
+    }
   }
 
   emit(id: string, event: TaskEvent): void {

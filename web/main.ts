@@ -7,7 +7,8 @@
  * `queueDepth` (agent tasks held beyond those running; overrides perWorker),
  * `flushMs` (how long results gather before they are sent; see ResultBatcher),
  * `inference` (`0`: agent tasks only), `backends` (comma list of engine, wasm, webgpu; default engine,wasm),
- * `sequences` (generate tasks decoded at once), `choose` (`fastest` or `first`).
+ * `sequences` (generate tasks decoded at once), `choose` (`fastest` or `first`), `inferenceMemoryMB` (the
+ * budget of loaded models and their KV caches).
  */
 import { AgentPool } from '../worker';
 import { RemoteInference, type InferenceWorkerConfig } from '../worker/inference';
@@ -30,6 +31,8 @@ async function startInference(): Promise<RemoteInference | null> {
   const cfg: InferenceWorkerConfig = { base: urls.httpBase, backends };
   const seq = Number(params.get('sequences'));
   if (Number.isInteger(seq) && seq > 0) cfg.maxSequences = Math.min(seq, 256);
+  const budget = Number(params.get('inferenceMemoryMB'));
+  if (budget > 0) cfg.memoryBudgetBytes = Math.round(budget * 1024 * 1024);
   const choose = params.get('choose');
   if (choose === 'fastest' || choose === 'first') cfg.choose = choose;
   const worker = new Worker(new URL('../worker/inference/inference-worker.ts', import.meta.url), { type: 'module', name: JSON.stringify(cfg) });

@@ -268,6 +268,8 @@ function streamEvents(ctx: Context, task: StoredTask, req: FastifyRequest, reply
   };
   write('state', { state: task.state, attempts: task.attempts, nodeId: task.nodeId, at: task.updatedAt });
   if (isTerminal(task.state)) {
+    // A stream that joins after the end still gets the tokens (kept a while for ended tasks).
+    for (const e of ctx.watch.backlog(task.id)) if (e.type === 'progress') write('progress', e);
     write('record', task);
     res.end();
     return;

@@ -10,7 +10,11 @@ import type { CachedModelInfo, GenerateRunOutcome, GenerateRunRequest, Generatio
 
 /** What the worker serves. */
 export interface InferenceWorkerApi {
-  generate(req: GenerateRunRequest, onProgress?: (p: GenerationProgress) => void): Promise<GenerateRunOutcome>;
+  /**
+   * `progress`: how many progress calls were made. They travel on the callback proxy's own port, so
+   * they may arrive after the answer; the page waits for them before it hands the outcome on.
+   */
+  generate(req: GenerateRunRequest, onProgress?: (p: GenerationProgress) => void): Promise<{ outcome: GenerateRunOutcome; progress: number }>;
   cancel(taskId: string, reason?: string): boolean;
   models(): Promise<ModelCapability[]>;
   cached(): Promise<CachedModelInfo[]>;
@@ -23,7 +27,19 @@ export interface InferenceWorkerApi {
 /** In the worker: serves `runtime` on `endpoint` (the worker's global scope by default). */
 export function exposeInference(runtime: InferenceRuntime & { load?(model: string): Promise<unknown> }, endpoint?: Endpoint): void {
   const api: InferenceWorkerApi = {
-    generate: (req, onProgress) => runtime.generate(req, onProgress),
+    generate: async (req, onProgress) => {
+      let progress = 0;
+      const outcome = await runtime.generate(
+        req,
+        onProgress
+          ? (p) => {
+              progress++;
+              void onProgress(p);
+            }
+          : undefined,
+      );
+      return { outcome, progress };
+    },
     cancel: (taskId, reason) => runtime.cancel(taskId, reason),
     models: () => runtime.models(),
     cached: () => runtime.cached(),
@@ -43,6 +59,8 @@ export function exposeInference(runtime: InferenceRuntime & { load?(model: strin
 }
 
 const READY = 'inference.ready';
+/** Longest the page waits for progress calls still in flight when a generation's answer arrives. */
+const PROGRESS_GRACE_MS = 5_000;
 const FAILED = 'inference.failed';
 
 /** In the worker: tells the page that setting up failed (it rejects `RemoteInference.connect`). */
@@ -124,10 +142,32 @@ export class RemoteInference implements InferenceRuntime {
     }
   }
 
-  generate(req: GenerateRunRequest, onProgress?: (p: GenerationProgress) => void): Promise<GenerateRunOutcome> {
-    const p = this.#remote.generate(req, onProgress ? proxy(onProgress) : undefined);
+  async generate(req: GenerateRunRequest, onProgress?: (p: GenerationProgress) => void): Promise<GenerateRunOutcome> {
+    let got = 0;
+    let want = Infinity;
+    let caughtUp: (() => void) | null = null;
+    const cb = onProgress
+      ? proxy((p: GenerationProgress) => {
+          got++;
+          onProgress(p);
+          if (got >= want) caughtUp?.();
+        })
+      : undefined;
     void this.#refresh();
-    return p.finally(() => void this.#refresh());
+    try {
+      const { outcome, progress } = await this.#remote.generate(req, cb);
+      if (got < progress) {
+        // The last tokens are still on their way: the result must not overtake them.
+        await new Promise<void>((resolve) => {
+          want = progress;
+          caughtUp = resolve;
+          setTimeout(resolve, PROGRESS_GRACE_MS);
+        });
+      }
+      return outcome;
+    } finally {
+      void this.#refresh();
+    }
   }
 
   cancel(taskId: string, reason?: string): boolean {
