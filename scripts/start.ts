@@ -93,6 +93,9 @@ Submit a task and wait for it:
   ID=$(curl -s -X POST ${url}/v1/tasks -H 'content-type: application/json' \\
     -d '${body}' | sed -E 's/.*"id":"([^"]+)".*/\\1/')
   curl -s "${url}/v1/tasks/$ID/wait?timeoutMs=10000"
+Generate text (any OpenAI client works too, base URL ${url}/v1):
+  curl -s ${url}/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"model":"tiny-llama","messages":[{"role":"user","content":"hi"}],"max_tokens":16}'
 Press Ctrl-C to stop.`);
 }
 

@@ -226,7 +226,7 @@ export class InferenceService implements InferenceRuntime {
       model.lastUsed = this.#now();
       const gen = this.#request(model, req, running.controller.signal, onProgress);
       const out = await model.batcher.submit(gen);
-      this.#count(out.completionTokens);
+      this.#count(out.completionTokens, model.name);
       return { ok: true, result: this.#result(model, out, started) };
     } catch (err) {
       const reason = running.reason;
@@ -502,12 +502,12 @@ export class InferenceService implements InferenceRuntime {
     }
   }
 
-  #count(n: number): void {
+  #count(n: number, model: string): void {
     this.#tokens += n;
     const at = this.#now();
     this.#recent.push({ at, n });
     while (this.#recent.length && this.#recent[0]!.at < at - RATE_WINDOW_MS) this.#recent.shift();
-    this.#emit({ type: 'tokens', model: '', tokens: n, at });
+    this.#emit({ type: 'tokens', model, tokens: n, at });
   }
 
   #rate(): number {
