@@ -171,7 +171,11 @@ export class NodeSession {
     if (this.draining || !this.healthy(now, heartbeatIntervalMs)) return NO_SLOTS;
     const circuit = this.circuit.state(now);
     if (circuit === 'open') return NO_SLOTS;
-    if (circuit === 'half-open') return this.leases.size === 0 ? { total: 1, heavy: 1, idle: 1, generate: 1 } : NO_SLOTS;
+    if (circuit === 'half-open') {
+      // One trial task: an agent task where the node runs them, else one generate task.
+      if (this.leases.size > 0) return NO_SLOTS;
+      return this.capabilities.kinds.includes('agent') ? { total: 1, heavy: 1, idle: 1, generate: 0 } : { total: 0, heavy: 0, idle: 0, generate: 1 };
+    }
     const max = this.capabilities.maxConcurrent;
     const sequences = this.capabilities.inference?.maxSequences ?? 0;
     // generate leases are held by the node's batcher, not its workers: they have their own room.
