@@ -104,8 +104,14 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     // Pool and bare alternate, best of three each, so drift on a shared machine hits both.
     const poolRuns: StreamsResult[] = [];
     const bareRuns: StreamsResult[] = [];
+    // This process (coordinator + driver) shares the machine's cores with the page's WASM threads:
+    // its CPU time during the pool runs says how much of the gap is contention rather than waiting.
+    let poolCpuMs = 0;
     for (let i = 0; i < 3; i++) {
+      const cpu0 = process.cpuUsage();
       poolRuns.push(await pool());
+      const cpu = process.cpuUsage(cpu0);
+      poolCpuMs += (cpu.user + cpu.system) / 1000;
       bareRuns.push(await page.evaluate(([r, n]) => window.__execNode!.inference!.streams(r, n), [req, sequences] as const));
     }
     const poolTps = Math.max(...poolRuns.map((r) => r.tokensPerSec));
@@ -169,6 +175,9 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       poolTokensPerSec: poolTps,
       bareTokensPerSec: bareTps,
       poolOverBare: poolTps / bareTps,
+      coordinatorCpuMsPerPoolRun: poolCpuMs / 3,
+      poolRunMs: poolRuns.map((r) => Math.round(r.ms)),
+      bareRunMs: bareRuns.map((r) => Math.round(r.ms)),
       batch8Speedup: chosen && 'speedup' in chosen ? chosen.speedup : null,
       engineBatch8Speedup: engine && 'speedup' in engine ? engine.speedup : null,
       engineWebgpuTokensPerSec: tps('engineWebgpu'),

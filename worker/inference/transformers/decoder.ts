@@ -162,6 +162,13 @@ export class TransformersDecoder implements BatchDecoder {
   readonly #inputs: ReadonlySet<string>;
   readonly #positionOffset: number;
   readonly #slots: (Slot | null)[];
+  /**
+   * The last decode step's batch, kept joined (its `present.*` as they came back) while the same
+   * slots decode in the same order: each step then feeds the last one's outputs straight back, and
+   * the per-slot caches are split out only when the batch changes (a sequence joins, leaves or is freed).
+   * While a slot is in the group its `caches` are stale.
+   */
+  #group: { slots: number[]; data: CacheData[]; total: number } | null = null;
 
   /** Use `TransformersDecoder.load`. */
   private constructor(init: {
@@ -257,6 +264,7 @@ export class TransformersDecoder implements BatchDecoder {
   }
 
   async prefill(entries: readonly PrefillEntry[]): Promise<Float32Array[]> {
+    this.#ungroup();
     for (const e of entries) {
       this.#checkSlot(e.slot);
       if (e.tokens.length === 0) throw new AppError('INFERENCE_FAILED', `slot ${e.slot}: an empty prompt cannot be prefilled.`);
@@ -304,7 +312,11 @@ export class TransformersDecoder implements BatchDecoder {
     });
     if (new Set(entries.map((e) => e.slot)).size !== entries.length) throw new AppError('INFERENCE_FAILED', 'A decode step names a slot twice.');
     const B = entries.length;
-    const maxPast = Math.max(...slots.map((s) => s.length));
+    const g = this.#group;
+    const same = g !== null && g.slots.length === B && g.slots.every((slot, b) => slot === entries[b]!.slot);
+    if (!same) this.#ungroup();
+    // A kept group is padded to its own length (each row's padding unchanged since it was joined).
+    const maxPast = same ? g.total : Math.max(...slots.map((s) => s.length));
     const total = maxPast + 1;
     const mask = new BigInt64Array(B * total);
     slots.forEach((s, b) => mask.fill(1n, b * total + (maxPast - s.length), (b + 1) * total));
@@ -314,31 +326,64 @@ export class TransformersDecoder implements BatchDecoder {
       position_ids: this.#tensor('int64', BigInt64Array.from(slots, (s) => BigInt(s.length + this.#positionOffset)), [B, 1]),
     };
     this.#caches.forEach((c, i) => {
-      const rows = slots.map((s) => ({ data: s.caches[i] as CacheData, length: s.length }));
-      const data = B === 1 ? (rows[0] as { data: CacheData }).data : joinRows(c, rows, maxPast, rows[0]!.data);
+      let data: CacheData;
+      if (same) {
+        data = g.data[i] as CacheData;
+      } else {
+        const rows = slots.map((s) => ({ data: s.caches[i] as CacheData, length: s.length }));
+        data = B === 1 ? (rows[0] as { data: CacheData }).data : joinRows(c, rows, maxPast, rows[0]!.data);
+      }
       feeds[c.input] = this.#tensor(c.type, data, this.#cacheDims(c, B, maxPast));
     });
+    // A failed run leaves the group (or the slots) as they were: nothing has moved yet.
     const results = await this.#run(feeds, true);
     const logits = await this.#logits(results, B);
-    const keep = slots.map((s) => s.length + 1);
-    for (let i = 0; i < this.#caches.length; i++) {
-      const c = this.#caches[i] as CacheSpec;
+    const presents: CacheData[] = [];
+    let joinedOk = true;
+    for (const c of this.#caches) {
       const present = results[c.output] as OrtTensor;
-      const data = asCache(await hostData(present), c);
-      const seqLen = c.hasSeq ? (present.dims[present.dims.length - 2] ?? total) : 0;
-      const rows = B === 1 && (!c.hasSeq || seqLen === keep[0]) ? [data] : splitRows(c, data, seqLen, keep);
-      slots.forEach((s, b) => (s.caches[i] = rows[b] as CacheData));
+      presents.push(asCache(await hostData(present), c));
+      if (c.hasSeq && present.dims[present.dims.length - 2] !== total) joinedOk = false;
     }
     for (const s of slots) s.length += 1;
+    if (joinedOk) {
+      this.#group = { slots: entries.map((e) => e.slot), data: presents, total };
+    } else {
+      // Outputs not one position longer than the joined input: split them now, as they say.
+      const keep = slots.map((s) => s.length);
+      this.#caches.forEach((c, i) => {
+        const present = results[c.output] as OrtTensor;
+        const seqLen = c.hasSeq ? (present.dims[present.dims.length - 2] ?? total) : 0;
+        const rows = splitRows(c, presents[i] as CacheData, seqLen, keep);
+        slots.forEach((s, b) => (s.caches[i] = rows[b] as CacheData));
+      });
+    }
     return logits;
+  }
+
+  /** Splits a kept group back into its slots' own caches (dropping each row's padding). */
+  #ungroup(): void {
+    const g = this.#group;
+    if (g === null) return;
+    this.#group = null;
+    const keep = g.slots.map((slot) => this.#slots[slot]?.length ?? 0);
+    this.#caches.forEach((c, i) => {
+      const rows = splitRows(c, g.data[i] as CacheData, g.total, keep);
+      g.slots.forEach((slot, b) => {
+        const s = this.#slots[slot];
+        if (s) s.caches[i] = rows[b] as CacheData;
+      });
+    });
   }
 
   free(slot: number): void {
     this.#checkSlot(slot);
+    if (this.#group?.slots.includes(slot)) this.#ungroup();
     this.#slots[slot] = null;
   }
 
   async release(): Promise<void> {
+    this.#group = null;
     this.#slots.fill(null);
     const model = this.#model;
     this.#model = null;
