@@ -1,11 +1,12 @@
 /**
- * `npm run bench -- inference [--model tiny-llama] [--large llama-large] [--tokens 32] [--sequences 8]`
+ * `npm run bench -- inference [--model tiny-llama] [--large llama-large] [--tokens 64] [--sequences 8] [--quick]`
  *
  * Text generation measured for real: the built page in one headless Chromium node (SwiftShader WebGPU
  * here, onnxruntime-web's WASM EP), the coordinator in this process (temp SQLite file) serving the
  * built-in models. Every figure and its baseline come from the same run:
- * - poolTokensPerSec: `sequences` generate tasks over HTTP, journaled, leased, batched on the node,
- *   results journaled; bareTokensPerSec: the same requests on the node's own runtime called directly.
+ * - poolTokensPerSec: `requests` (32) generate tasks over HTTP, journaled, leased, batched on the node
+ *   (`sequences` at a time), results journaled; bareTokensPerSec: the same requests on the node's own
+ *   runtime called directly (median of 5 alternating rounds each).
  * - batch8Speedup: `sequences` concurrent streams ÷ one stream on the backend the node chose;
  *   engineBatch8Speedup: the same on the engine.
  * - engineWebgpuTokensPerSec, transformersWebgpuTokensPerSec, transformersWasmTokensPerSec: one stream
@@ -41,6 +42,9 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       tokens: { type: 'string', default: '64' },
       sequences: { type: 'string', default: '8' },
       ttft: { type: 'string', default: '8' },
+      requests: { type: 'string', default: '32' },
+      /** Pool, bare and TTFT only (no per-backend variants, no cold/warm load). */
+      quick: { type: 'boolean', default: false },
     },
   });
   const model = values.model!;
@@ -81,13 +85,15 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       }
       throw new Error(`task ${id} did not end in 10 minutes`);
     };
+    // Sustained load: `requests` at once, `sequences` decoding at a time on the node.
+    const requests = Number(values.requests);
     const pool = async (): Promise<StreamsResult> => {
       const t0 = performance.now();
       // One batch, as a planner submits work (each task journaled before the answer).
       const res = await fetch(`${url}/v1/tasks`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ tasks: Array.from({ length: sequences }, (_, i) => ({ kind: 'generate', payload: { model, prompt: `${req.prompt} ${i}`, maxNewTokens, stream: false } })) }),
+        body: JSON.stringify({ tasks: Array.from({ length: requests }, (_, i) => ({ kind: 'generate', payload: { model, prompt: `${req.prompt} ${i}`, maxNewTokens, stream: false } })) }),
       });
       if (res.status !== 202) throw new Error(`submit answered ${res.status}: ${await res.text()}`);
       const { ids } = (await res.json()) as { ids: string[] };
@@ -107,15 +113,17 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     // This process (coordinator + driver) shares the machine's cores with the page's WASM threads:
     // its CPU time during the pool runs says how much of the gap is contention rather than waiting.
     let poolCpuMs = 0;
-    for (let i = 0; i < 3; i++) {
+    const ROUNDS = 5;
+    for (let i = 0; i < ROUNDS; i++) {
       const cpu0 = process.cpuUsage();
       poolRuns.push(await pool());
       const cpu = process.cpuUsage(cpu0);
       poolCpuMs += (cpu.user + cpu.system) / 1000;
-      bareRuns.push(await page.evaluate(([r, n]) => window.__execNode!.inference!.streams(r, n), [req, sequences] as const));
+      bareRuns.push(await page.evaluate(([r, n]) => window.__execNode!.inference!.streams(r, n), [req, requests] as const));
     }
-    const poolTps = Math.max(...poolRuns.map((r) => r.tokensPerSec));
-    const bareTps = Math.max(...bareRuns.map((r) => r.tokensPerSec));
+    // Medians: pool and bare alternate, so drift on a shared machine hits both alike.
+    const poolTps = median(poolRuns.map((r) => r.tokensPerSec));
+    const bareTps = median(bareRuns.map((r) => r.tokensPerSec));
     note(`pool ${poolTps.toFixed(1)} vs bare ${bareTps.toFixed(1)} tokens/s`);
 
     const ttft: number[] = [];
@@ -141,6 +149,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     note(`ttft p50 ${median(ttft)} ms`);
 
     const variants: Record<string, VariantResult | { error: string }> = {};
+    if (values.quick) return { model, chosen: `${first.backend}/${first.device}`, poolTokensPerSec: poolTps, bareTokensPerSec: bareTps, poolOverBare: poolTps / bareTps, coordinatorCpuMsPerPoolRun: poolCpuMs / ROUNDS, poolRunMs: poolRuns.map((r) => Math.round(r.ms)), bareRunMs: bareRuns.map((r) => Math.round(r.ms)), ttftP50Ms: median(ttft) };
     for (const [label, backends] of [
       ['engineWebgpu', ['engine']],
       ['transformersWasm', ['wasm']],
@@ -175,7 +184,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       poolTokensPerSec: poolTps,
       bareTokensPerSec: bareTps,
       poolOverBare: poolTps / bareTps,
-      coordinatorCpuMsPerPoolRun: poolCpuMs / 3,
+      coordinatorCpuMsPerPoolRun: poolCpuMs / ROUNDS,
       poolRunMs: poolRuns.map((r) => Math.round(r.ms)),
       bareRunMs: bareRuns.map((r) => Math.round(r.ms)),
       batch8Speedup: chosen && 'speedup' in chosen ? chosen.speedup : null,

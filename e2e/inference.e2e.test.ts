@@ -145,7 +145,7 @@ for (const [label, backends, models, want] of [
       assert.deepEqual(together.map((t) => result(t).tokens), alone);
       // The coordinator leased several of them to the node at once (its advertised sequences).
       const node = [...coordinator.scheduler.nodes.values()].find((n) => n.connected);
-      assert.equal(node?.capabilities.inference?.maxSequences, 8);
+      assert.equal(node?.capabilities.inference?.maxSequences, 16, '8 decoding at once plus 8 waiting in its batcher');
     });
 
     test('tokens stream as progress over server-sent events, and the stream adds up to the result', async () => {

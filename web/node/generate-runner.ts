@@ -3,10 +3,12 @@
  * streamed to the coordinator as `task.progress` (coalesced per lease so a fast decoder does not
  * send one socket message per token), the result sent when the sequence ends.
  */
-import { serializeError, type Assignment, type GeneratePayload, type InferenceCapabilities, type ModelCapability, type TokenLogprob } from '../../shared';
+import { MAX_NODE_SEQUENCES, serializeError, type Assignment, type GeneratePayload, type InferenceCapabilities, type ModelCapability, type TokenLogprob } from '../../shared';
 import type { GenerateRunRequest, GenerationProgress, InferenceRuntime } from '../../worker/inference';
 import type { Lease, RunnerHost, TaskRunner } from './runner';
 
+/** generate leases held per decoding slot (running plus waiting in the batcher). */
+const HELD_PER_SLOT = 2;
 /** Longest a streamed token waits for others to share its message. */
 const FLUSH_MS = 4;
 /** Download progress goes to the coordinator at most this often per model (and always at the end). */
@@ -50,8 +52,14 @@ export class GenerateRunner implements TaskRunner {
   }
 
   /** What the node advertises for generate tasks. */
+  /**
+   * What the node advertises for generate tasks: twice the sequences it decodes at once, so a
+   * sequence that ends is replaced from the batcher's own queue at the next step rather than after
+   * a round trip to the coordinator (the way agent workers keep a queue).
+   */
   capabilities(): InferenceCapabilities {
-    return { maxSequences: Math.max(1, this.#runtime.stats().maxSequences), models: this.#models };
+    const slots = Math.max(1, this.#runtime.stats().maxSequences);
+    return { maxSequences: Math.min(MAX_NODE_SEQUENCES, slots * HELD_PER_SLOT), models: this.#models };
   }
 
   /** Model names whose weights the node holds. */
@@ -108,12 +116,12 @@ export class GenerateRunner implements TaskRunner {
     const onProgress = streamed ? (g: GenerationProgress) => this.#progress(lease, g) : undefined;
     this.#runtime.generate(req, onProgress).then(
       (outcome) => {
-        this.#ended(lease);
+        this.#ended(lease, outcome.ok);
         if (outcome.ok) this.#host.finish(lease, { ok: true, result: outcome.result, durationMs: outcome.result.durationMs });
         else this.#host.finish(lease, { ok: false, error: outcome.error });
       },
       (err: unknown) => {
-        this.#ended(lease);
+        this.#ended(lease, false);
         this.#host.finish(lease, { ok: false, error: serializeError(err) });
       },
     );
@@ -123,13 +131,14 @@ export class GenerateRunner implements TaskRunner {
     this.#runtime.cancel(lease.taskId, lease.cancelled ?? 'cancelled by the coordinator');
   }
 
-  #ended(lease: Lease): void {
+  #ended(lease: Lease, ok: boolean): void {
     this.#running--;
     this.#active.delete(lease.taskId);
     lease.running = false;
     this.#flush(lease); // tokens still coalescing go before the result
     this.#streams.delete(lease.taskId);
-    void this.refresh();
+    // A failure may have unloaded the model (a lost device); a success changes nothing advertised.
+    if (!ok) void this.refresh();
   }
 
   #progress(lease: Lease, g: GenerationProgress): void {
