@@ -7,7 +7,8 @@
  * `queueDepth` (agent tasks held beyond those running; overrides perWorker),
  * `flushMs` (how long results gather before they are sent; see ResultBatcher),
  * `inference` (`0`: agent tasks only), `backends` (comma list of engine, wasm, webgpu; default engine,wasm),
- * `sequences` (generate tasks decoded at once), `choose` (`fastest` or `first`), `inferenceMemoryMB` (the
+ * `sequences` (generate tasks decoded at once), `choose` (`fastest` or `first`), `threads` (onnxruntime-web
+ * WASM threads; default 2 when cross-origin isolated), `inferenceMemoryMB` (the
  * budget of loaded models and their KV caches).
  */
 import { AgentPool } from '../worker';
@@ -31,6 +32,8 @@ async function startInference(): Promise<RemoteInference | null> {
   const cfg: InferenceWorkerConfig = { base: urls.httpBase, backends };
   const seq = Number(params.get('sequences'));
   if (Number.isInteger(seq) && seq > 0) cfg.maxSequences = Math.min(seq, 256);
+  const threads = Number(params.get('threads'));
+  if (Number.isInteger(threads) && threads > 0) cfg.numThreads = Math.min(threads, 16);
   const budget = Number(params.get('inferenceMemoryMB'));
   if (budget > 0) cfg.memoryBudgetBytes = Math.round(budget * 1024 * 1024);
   const choose = params.get('choose');
