@@ -200,6 +200,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       coldLoadMs: cold.ms,
       warmLoadMs: warm.ms,
       warmOverCold: cold.ms / warm.ms,
+      coldPhases: { filesMs: cold.filesMs, runtimeLoadMs: cold.runtimeLoadMs, workerStartMs: cold.workerStartMs },
+      warmPhases: { filesMs: warm.filesMs, runtimeLoadMs: warm.runtimeLoadMs, workerStartMs: warm.workerStartMs },
       ttftP50Ms: median(ttft),
       variants,
       goals: GOALS,

@@ -34,7 +34,7 @@ export interface ExecNodeHandle {
     /** One backend in a fresh worker: load, one stream, req.sequences streams. */
     variant(label: string, backends: BenchBackend[], req: InferenceBenchRequest): Promise<VariantResult>;
     /** Load time of a model into a fresh worker on the weight store `dbName`. */
-    loadTime(backends: BenchBackend[], model: string, dbName: string): Promise<{ ms: number; backend: string }>;
+    loadTime(backends: BenchBackend[], model: string, dbName: string): Promise<{ ms: number; backend: string; filesMs: number | null; runtimeLoadMs: number | null; workerStartMs: number }>;
   } | null;
 }
 

@@ -92,12 +92,20 @@ export async function benchVariant(base: string, label: string, backends: BenchB
 }
 
 /** Load time of a model into a fresh worker on the store `dbName` (cold the first time, warm after). */
-export async function loadTime(base: string, backends: BenchBackend[], model: string, dbName: string): Promise<{ ms: number; backend: string }> {
+export async function loadTime(base: string, backends: BenchBackend[], model: string, dbName: string): Promise<{ ms: number; backend: string; filesMs: number | null; runtimeLoadMs: number | null; workerStartMs: number }> {
+  const t0 = performance.now();
   const { rt, worker } = await startWorker(base, backends, { dbName, maxSequences: 1, maxPositions: 256 });
   try {
-    const t0 = performance.now();
+    const started = performance.now();
+    let phases: { ms: number; filesMs: number } | null = null;
+    const off = rt.on((e) => {
+      if (e.type === 'load' && e.model === model) phases = { ms: e.ms, filesMs: e.filesMs };
+    });
     const loaded = (await rt.load(model)) as { backend: string };
-    return { ms: performance.now() - t0, backend: loaded.backend };
+    off();
+    const p = phases as { ms: number; filesMs: number } | null;
+    // ms: the model's load in a started worker (files, then the backend); workerStartMs: the worker before it.
+    return { ms: performance.now() - started, backend: loaded.backend, filesMs: p?.filesMs ?? null, runtimeLoadMs: p ? p.ms - p.filesMs : null, workerStartMs: started - t0 };
   } finally {
     await rt.close().catch(() => undefined);
     worker.terminate();

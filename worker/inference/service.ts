@@ -333,6 +333,7 @@ export class InferenceService implements InferenceRuntime {
       onProgress: (loadedBytes, totalBytes) => this.#emit({ type: 'download', model: name, loadedBytes, totalBytes }),
       signal,
     });
+    const fetchedAt = this.#now();
     let decoder: BatchDecoder | null = null;
     try {
       const config = parseConfig(await files.readFile('config.json'));
@@ -369,7 +370,7 @@ export class InferenceService implements InferenceRuntime {
       };
       this.#loaded.set(key, loaded);
       if (key === name) this.#choice.set(name, { backend: decoder.backend, device: decoder.device, ...(picked.tokensPerSec !== undefined ? { tokensPerSec: picked.tokensPerSec } : {}) });
-      this.#emit({ type: 'load', model: name, backend: decoder.backend, device: decoder.device, ms: this.#now() - t0 });
+      this.#emit({ type: 'load', model: name, backend: decoder.backend, device: decoder.device, ms: this.#now() - t0, filesMs: fetchedAt - t0 });
       return loaded;
     } catch (err) {
       await decoder?.release().catch(() => undefined);

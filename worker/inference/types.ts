@@ -131,7 +131,8 @@ export interface InferenceRuntimeStats {
 /** Events for the page: downloads, loads and unloads, throughput. */
 export type InferenceEvent =
   | { type: 'download'; model: string; loadedBytes: number; totalBytes: number }
-  | { type: 'load'; model: string; backend: InferenceBackendKind; device: InferenceDevice; ms: number }
+  /** `ms`: the whole load; `filesMs`: of it, making the files available (download and verify, or the store's check). */
+  | { type: 'load'; model: string; backend: InferenceBackendKind; device: InferenceDevice; ms: number; filesMs: number }
   | { type: 'unload'; model: string; reason: string }
   | { type: 'tokens'; model: string; tokens: number; at: number };
 
