@@ -95,6 +95,8 @@ interface Loaded {
   lastUsed: number;
   active: number;
   tokensPerSec: number | undefined;
+  /** Set when the model was unloaded under running requests: what they end with (retryable) instead of CANCELLED. */
+  unloadedWith?: ErrorCode;
 }
 
 interface Running {
@@ -212,6 +214,8 @@ export class InferenceService implements InferenceRuntime {
       }, left);
     }
     let model: Loaded | null = null;
+    /** The model whose active count this request raised (lowered again in finally). */
+    let counted: Loaded | null = null;
     try {
       if (this.#closed) throw new AppError('NODE_DRAINING', 'The inference runtime is closing.');
       this.#waiting++;
@@ -223,6 +227,7 @@ export class InferenceService implements InferenceRuntime {
       }
       this.#checkAbort(running);
       model.active++;
+      counted = model;
       model.lastUsed = this.#now();
       const gen = this.#request(model, req, running.controller.signal, onProgress);
       const out = await model.batcher.submit(gen);
@@ -232,6 +237,10 @@ export class InferenceService implements InferenceRuntime {
       const reason = running.reason;
       if (reason) return fail(reason.code, reason.message);
       const info = serializeError(err);
+      if (info.code === 'CANCELLED' && model?.unloadedWith) {
+        // Not this task's cancel: its model went away under it (a lost device); it is retried.
+        return fail(model.unloadedWith, `The model ${model.name} was unloaded while this task waited or ran (${model.unloadedWith}); it is retried.`);
+      }
       if (model && (info.code === 'GPU_DEVICE_LOST' || info.code === 'GPU_OUT_OF_MEMORY')) {
         // The device is gone (or full): drop the model so the retry reloads it from the store.
         void this.unload(model.key, info.code);
@@ -240,9 +249,9 @@ export class InferenceService implements InferenceRuntime {
     } finally {
       if (timer !== null) clearTimeout(timer);
       this.#running.delete(req.taskId);
-      if (model) {
-        model.active--;
-        model.lastUsed = this.#now();
+      if (counted) {
+        counted.active--;
+        counted.lastUsed = this.#now();
       }
     }
   }
@@ -259,6 +268,7 @@ export class InferenceService implements InferenceRuntime {
     if (!l) return false;
     const name = l.name;
     this.#loaded.delete(key);
+    l.unloadedWith = reason === 'GPU_DEVICE_LOST' || reason === 'GPU_OUT_OF_MEMORY' ? reason : 'INFERENCE_FAILED';
     l.batcher.close();
     await l.decoder.release().catch(() => undefined);
     l.files.release?.();
