@@ -18,6 +18,8 @@ export type TaskListener = (event: TaskEvent) => void;
 const MAX_BACKLOG = 4096;
 /** Events kept, over all ended tasks, for streams that join after the end (oldest tasks dropped first). */
 const MAX_ENDED_EVENTS = 65_536;
+/** Events kept over all running attempts; past it, new progress is still streamed but not kept. */
+const MAX_RUNNING_EVENTS = 262_144;
 
 export class TaskWatch {
   readonly #listeners = new Map<string, Set<TaskListener>>();
@@ -26,6 +28,7 @@ export class TaskWatch {
   /** The last attempt's progress of tasks that ended, in the order they ended (bounded by MAX_ENDED_EVENTS). */
   readonly #ended = new Map<string, TaskEvent[]>();
   #endedEvents = 0;
+  #runningEvents = 0;
 
   get size(): number {
     return this.#listeners.size;
@@ -67,7 +70,10 @@ export class TaskWatch {
   progress(id: string, event: Extract<TaskEvent, { type: 'progress' }>): void {
     let log = this.#backlog.get(id);
     if (!log) this.#backlog.set(id, (log = []));
-    if (log.length < MAX_BACKLOG) log.push(event);
+    if (log.length < MAX_BACKLOG && this.#runningEvents < MAX_RUNNING_EVENTS) {
+      log.push(event);
+      this.#runningEvents++;
+    }
     this.emit(id, event);
   }
 
@@ -83,6 +89,7 @@ export class TaskWatch {
   forget(id: string, terminal = false): void {
     const log = this.#backlog.get(id);
     this.#backlog.delete(id);
+    if (log) this.#runningEvents -= log.length;
     if (!terminal || !log || log.length === 0) return;
     this.#ended.set(id, log);
     this.#endedEvents += log.length;
