@@ -51,7 +51,6 @@ export class GenerateRunner implements TaskRunner {
     return this.#runtime.stats().waiting;
   }
 
-  /** What the node advertises for generate tasks. */
   /**
    * What the node advertises for generate tasks: twice the sequences it decodes at once, so a
    * sequence that ends is replaced from the batcher's own queue at the next step rather than after
