@@ -90,3 +90,21 @@ export function installErrorHandling(app: FastifyInstance, metrics: Metrics): vo
 export function sendError(reply: FastifyReply, err: AppError): FastifyReply {
   return reply.code(ERRORS[err.code].status).send(errorBody(err));
 }
+
+/**
+ * Takes over a reply as a server-sent event stream (no buffering by proxies, readable cross-origin);
+ * answers the raw response to write events to.
+ */
+export function openEventStream(reply: FastifyReply, extraHeaders: Record<string, string> = {}): FastifyReply['raw'] {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+    ...extraHeaders,
+    'cross-origin-resource-policy': 'cross-origin',
+  });
+  return res;
+}

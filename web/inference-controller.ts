@@ -7,6 +7,7 @@
 import type { ReactiveController, ReactiveControllerHost } from 'lit';
 import { AppError, type ModelCapability } from '../shared';
 import type { CachedModelInfo, InferenceEvent, InferenceRuntime, InferenceRuntimeStats } from '../worker/inference';
+import { RenderThrottle } from './render-throttle';
 
 export interface ThroughputSample {
   /** Epoch ms at the end of the interval. */
@@ -63,17 +64,15 @@ const MAX_DOWNLOADS = 32;
 
 export class InferenceController implements ReactiveController {
   readonly #host: ReactiveControllerHost;
-  readonly #renderMs: number;
+  readonly #render: RenderThrottle;
   readonly #pollMs: number;
   readonly #minPollMs: number;
   readonly #samples: number;
   readonly #askTimeoutMs: number;
   #runtime: InferenceRuntime | null = null;
   #unsubscribe: (() => void) | null = null;
-  #renderTimer: ReturnType<typeof setTimeout> | null = null;
   #pollTimer: ReturnType<typeof setTimeout> | null = null;
   #sampler: ReturnType<typeof setInterval> | null = null;
-  #dirty = false;
   #connected = false;
   #polling = false;
   #pollAgain = false;
@@ -91,7 +90,7 @@ export class InferenceController implements ReactiveController {
 
   constructor(host: ReactiveControllerHost, opts: InferenceControllerOptions = {}) {
     this.#host = host;
-    this.#renderMs = opts.renderMs ?? 250;
+    this.#render = new RenderThrottle(() => this.#refresh(), opts.renderMs ?? 250);
     this.#pollMs = opts.pollMs ?? 2_000;
     this.#minPollMs = opts.minPollMs ?? 500;
     this.#samples = opts.samples ?? 120;
@@ -136,16 +135,16 @@ export class InferenceController implements ReactiveController {
     this.#lastSampleT = performance.now();
     this.#sampler = setInterval(() => this.#sample(), 1000);
     this.#poll();
-    this.#refresh();
+    this.#render.render();
   }
 
   #detach(): void {
     this.#unsubscribe?.();
     this.#unsubscribe = null;
-    if (this.#renderTimer !== null) clearTimeout(this.#renderTimer);
+    this.#render.cancel();
     if (this.#pollTimer !== null) clearTimeout(this.#pollTimer);
     if (this.#sampler !== null) clearInterval(this.#sampler);
-    this.#renderTimer = this.#pollTimer = this.#sampler = null;
+    this.#pollTimer = this.#sampler = null;
     this.#polling = this.#pollAgain = false;
   }
 
@@ -176,7 +175,7 @@ export class InferenceController implements ReactiveController {
       }
     }
     this.#poll();
-    this.#invalidate();
+    this.#render.request();
   }
 
   #sample(): void {
@@ -190,7 +189,7 @@ export class InferenceController implements ReactiveController {
     for (const [name, d] of this.#downloads) {
       if ((d.done && wall - d.updatedAt > DONE_LINGER_MS) || wall - d.updatedAt > STALE_MS) this.#downloads.delete(name);
     }
-    this.#invalidate();
+    this.#render.request();
   }
 
   /** Asks models() and cached(): at once when idle, else once the answer in flight is in (never two at a time, never closer than minPollMs). */
@@ -229,7 +228,7 @@ export class InferenceController implements ReactiveController {
         if (d && !d.done && c.complete) this.#downloads.set(c.name, { ...d, loadedBytes: d.totalBytes || d.loadedBytes, done: true, updatedAt: Date.now() });
       }
     }
-    this.#invalidate();
+    this.#render.request();
     if (this.#pollAgain) {
       this.#pollAgain = false;
       this.#poll();
@@ -238,20 +237,7 @@ export class InferenceController implements ReactiveController {
     }
   }
 
-  #invalidate(): void {
-    if (this.#renderTimer !== null) {
-      this.#dirty = true;
-      return;
-    }
-    this.#refresh();
-    this.#renderTimer = setTimeout(() => {
-      this.#renderTimer = null;
-      if (this.#dirty) this.#invalidate();
-    }, this.#renderMs);
-  }
-
   #refresh(): void {
-    this.#dirty = false;
     const runtime = this.#runtime;
     if (!runtime) return;
     this.view = {

@@ -5,6 +5,7 @@
  */
 import type { ReactiveController, ReactiveControllerHost } from 'lit';
 import type { NodeClient, NodeStats, RunningTask, TaskEntry } from './node';
+import { RenderThrottle } from './render-throttle';
 
 export interface RateSample {
   t: number;
@@ -21,12 +22,10 @@ export interface NodeView {
 
 export class NodeController implements ReactiveController {
   readonly #host: ReactiveControllerHost;
-  readonly #intervalMs: number;
+  readonly #render: RenderThrottle;
   #client: NodeClient | null = null;
   #unsubscribe: (() => void) | null = null;
-  #timer: ReturnType<typeof setTimeout> | null = null;
   #sampler: ReturnType<typeof setInterval> | null = null;
-  #dirty = false;
   #connected = false;
   #rate: RateSample[] = [];
   #lastCount = 0;
@@ -35,7 +34,7 @@ export class NodeController implements ReactiveController {
 
   constructor(host: ReactiveControllerHost, intervalMs = 250) {
     this.#host = host;
-    this.#intervalMs = intervalMs;
+    this.#render = new RenderThrottle(() => this.#refresh(), intervalMs);
     host.addController(this);
   }
 
@@ -64,20 +63,20 @@ export class NodeController implements ReactiveController {
   #attach(): void {
     const client = this.#client;
     if (!client || this.#unsubscribe) return;
-    this.#unsubscribe = client.on(() => this.#invalidate());
+    this.#unsubscribe = client.on(() => this.#render.request());
     const s = client.stats();
     this.#lastCount = s.tasksDone + s.tasksFailed;
     this.#lastT = performance.now();
     this.#sampler = setInterval(() => this.#sample(), 1000);
-    this.#refresh();
+    this.#render.render();
   }
 
   #detach(): void {
     this.#unsubscribe?.();
     this.#unsubscribe = null;
-    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#render.cancel();
     if (this.#sampler !== null) clearInterval(this.#sampler);
-    this.#timer = this.#sampler = null;
+    this.#sampler = null;
   }
 
   #sample(): void {
@@ -91,23 +90,10 @@ export class NodeController implements ReactiveController {
     this.#lastT = now;
     this.#rate.push({ t: Date.now(), perSec });
     if (this.#rate.length > 120) this.#rate.shift();
-    this.#invalidate();
-  }
-
-  #invalidate(): void {
-    if (this.#timer !== null) {
-      this.#dirty = true;
-      return;
-    }
-    this.#refresh();
-    this.#timer = setTimeout(() => {
-      this.#timer = null;
-      if (this.#dirty) this.#invalidate();
-    }, this.#intervalMs);
+    this.#render.request();
   }
 
   #refresh(): void {
-    this.#dirty = false;
     const client = this.#client;
     if (!client) return;
     this.view = { stats: client.stats(), running: client.running(), recent: client.recent(), rate: [...this.#rate] };

@@ -16,6 +16,7 @@ import {
   type TokenLogprob,
 } from '../../shared';
 import type { Context } from '../context';
+import { openEventStream } from '../http';
 import type { StoredTask } from '../journal';
 import { submitSpecs } from '../routes/tasks';
 import { checkSpec } from '../validate';
@@ -124,16 +125,7 @@ export function completeStream(ctx: Context, api: Api, plan: Plan, reply: Fastif
   const ids = submit(ctx, plan);
   const meta = metaFor(ctx, api, plan, ids);
   const alternatives = plan.logprobs;
-  reply.hijack();
-  const res = reply.raw;
-  res.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache, no-transform',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-    'x-task-ids': ids.join(','),
-    'cross-origin-resource-policy': 'cross-origin',
-  });
+  const res = openEventStream(reply, { 'x-task-ids': ids.join(',') });
   const send = (data: unknown): void => {
     res.write(`data: ${JSON.stringify(data)}\n\n`);
   };

@@ -16,6 +16,7 @@ import {
 } from '../../shared';
 import { compileResponseFormat } from '../../worker/inference/constrain';
 import type { Context } from '../context';
+import { openEventStream } from '../http';
 import type { ModelCatalog } from '../openai/models';
 import type { InsertOutcome, NewTask, StoredTask } from '../journal';
 import { effectiveLimits } from '../registry';
@@ -254,15 +255,7 @@ export function canonicalJson(value: unknown): string {
 
 /** Server-sent events: the current state, then state changes and progress, then the final record. */
 function streamEvents(ctx: Context, task: StoredTask, req: FastifyRequest, reply: FastifyReply): void {
-  reply.hijack();
-  const res = reply.raw;
-  res.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache, no-transform',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-    'cross-origin-resource-policy': 'cross-origin',
-  });
+  const res = openEventStream(reply);
   const write = (event: string, data: unknown): void => {
     res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   };
