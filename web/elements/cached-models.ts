@@ -2,7 +2,7 @@ import { LitElement, css, html } from 'lit';
 import { customElement, property } from 'lit/decorators.js';
 import type { CachedModelInfo } from '../../worker/inference';
 import { ago, bytes } from './format';
-import { panel } from './styles';
+import { panel, table } from './styles';
 
 type DigestState = 'verified' | 'complete' | 'partial';
 
@@ -17,22 +17,8 @@ const STATE_TITLE: Record<DigestState, string> = {
 export class CachedModels extends LitElement {
   static override styles = [
     panel,
+    table,
     css`
-      table {
-        width: 100%;
-        border-collapse: collapse;
-        font-variant-numeric: tabular-nums;
-      }
-      th,
-      td {
-        text-align: left;
-        padding: 2px 8px 2px 0;
-        white-space: nowrap;
-      }
-      th {
-        color: #5a6478;
-        font-weight: 500;
-      }
       .state {
         font-size: 12px;
         border-radius: 3px;

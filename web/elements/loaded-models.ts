@@ -3,33 +3,21 @@ import { customElement, property } from 'lit/decorators.js';
 import type { ModelCapability } from '../../shared';
 import type { LoadInfo } from '../inference-controller';
 import { bytes, rate } from './format';
-import { panel } from './styles';
+import { panel, table } from './styles';
 
 /** Models loaded for generation now: the backend and device the node chose, their speed, and the memory they take against the budget. */
 @customElement('loaded-models')
 export class LoadedModels extends LitElement {
   static override styles = [
     panel,
+    table,
     css`
       table {
-        width: 100%;
-        border-collapse: collapse;
-        font-variant-numeric: tabular-nums;
         margin-bottom: 10px;
-      }
-      th,
-      td {
-        text-align: left;
-        padding: 2px 8px 2px 0;
-        white-space: nowrap;
       }
       td:first-child {
         white-space: normal;
         overflow-wrap: anywhere;
-      }
-      th {
-        color: #5a6478;
-        font-weight: 500;
       }
       .meter {
         height: 8px;

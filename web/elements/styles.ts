@@ -33,3 +33,22 @@ export const panel = css`
     color: #8a93a6;
   }
 `;
+
+/** Shared look of the panels' tables (numbers in aligned columns). */
+export const table = css`
+  table {
+    width: 100%;
+    border-collapse: collapse;
+    font-variant-numeric: tabular-nums;
+  }
+  th,
+  td {
+    text-align: left;
+    padding: 2px 8px 2px 0;
+    white-space: nowrap;
+  }
+  th {
+    color: #5a6478;
+    font-weight: 500;
+  }
+`;

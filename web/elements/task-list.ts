@@ -1,29 +1,15 @@
 import { LitElement, css, html } from 'lit';
 import { customElement, property } from 'lit/decorators.js';
 import type { RunningTask, TaskEntry } from '../node';
-import { panel } from './styles';
+import { panel, table } from './styles';
 
 /** Tasks the node holds (running or waiting for a worker) and the last ones that finished. */
 @customElement('task-list')
 export class TaskList extends LitElement {
   static override styles = [
     panel,
+    table,
     css`
-      table {
-        width: 100%;
-        border-collapse: collapse;
-        font-variant-numeric: tabular-nums;
-      }
-      th,
-      td {
-        text-align: left;
-        padding: 2px 8px 2px 0;
-        white-space: nowrap;
-      }
-      th {
-        color: #5a6478;
-        font-weight: 500;
-      }
       .ok {
         color: #15803d;
       }
