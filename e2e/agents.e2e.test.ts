@@ -123,7 +123,10 @@ test('the page shows its node id and connection state', async () => {
   const nodeId = await page.evaluate(() => window.__execNode!.nodeId);
   assert.match(nodeId ?? '', /^[0-9a-f-]{36}$/);
   await page.locator('exec-node-app [data-testid="node-id"]').filter({ hasText: nodeId! }).waitFor({ timeout: 10_000 });
-  assert.equal(await page.locator('exec-node-app [data-testid="node-state"]').textContent(), 'connected');
+  // The page re-renders at most every 250 ms: the id can show one render before the state does.
+  const state = page.locator('exec-node-app [data-testid="node-state"]');
+  await state.filter({ hasText: /^connected$/ }).waitFor({ timeout: 10_000 });
+  assert.equal(await state.textContent(), 'connected');
   const gpu = page.locator('exec-node-app gpu-adapter');
   await gpu.locator('[data-testid="gpu-info"], [data-testid="gpu-none"]').first().waitFor({ timeout: 10_000 });
 });
