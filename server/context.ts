@@ -1,4 +1,5 @@
 /** What the routes share: the coordinator's parts. */
+import type { Auth } from './auth';
 import type { Hub } from './hub';
 import type { Clock, Journal } from './journal';
 import type { Metrics } from './metrics';
@@ -8,6 +9,8 @@ import type { TaskWatch } from './watch';
 import type { Webhooks } from './webhook';
 
 export interface Context {
+  /** Bearer tokens and their roles (Auth.open() when the coordinator runs without --auth). */
+  auth: Auth;
   journal: Journal;
   registry: Registry;
   scheduler: Scheduler;

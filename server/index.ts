@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { dirname } from 'node:path';
 import { LIMITS } from '../shared';
+import { Auth } from './auth';
 import type { Context } from './context';
 import { installErrorHandling } from './http';
 import { Hub } from './hub';
@@ -28,6 +29,7 @@ import { Webhooks, type WebhookOptions } from './webhook';
 
 export { Journal, systemClock, type Clock, type StoredTask, type Ended, type Completion } from './journal';
 export { Hub } from './hub';
+export { Auth, ANONYMOUS, ROLES, ensureLocalTokens, newToken, tokenId, type Principal, type Role, type AuthFileConfig, type AuthTokenEntry, type LocalTokens } from './auth';
 export { Scheduler } from './scheduler';
 export { Registry, effectiveLimits, type AgentVersion, type Quota } from './registry';
 export { Metrics, type Kpi } from './metrics';
@@ -76,6 +78,8 @@ export interface CoordinatorOptions {
   /** How long close() waits for leased tasks to finish. Default 5000 ms. */
   drainTimeoutMs?: number;
   logger?: boolean;
+  /** Bearer tokens and roles (Auth.fromFile for --auth). Absent: Auth.open(), every caller is admin. */
+  auth?: Auth;
 }
 
 export interface Coordinator {
@@ -119,6 +123,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   });
   let shuttingDown = false;
   const ctx: Context = {
+    auth: opts.auth ?? Auth.open(),
     journal,
     registry,
     scheduler,

@@ -21,6 +21,8 @@ export const ERRORS = {
   NODE_NOT_FOUND: { status: 404, retryable: false, message: 'No connected node has this id.' },
   RATE_LIMITED: { status: 429, retryable: true, message: 'Too many requests; retry later.' },
   SHUTTING_DOWN: { status: 503, retryable: true, message: 'The coordinator is shutting down; retry on another.' },
+  UNAUTHORIZED: { status: 401, retryable: false, message: 'No bearer token, or not a known one; send authorization: Bearer <token>.' },
+  FORBIDDEN: { status: 403, retryable: false, message: 'The token lacks the role (or the tenant) this request needs.' },
 
   // Agent registry
   AGENT_NOT_FOUND: { status: 404, retryable: false, message: 'No agent has this name.' },
