@@ -381,21 +381,29 @@ export class WeightStore {
    * Reads every chunk of a file in order: the bytes, the stored chunks whose digest (or length) is
    * wrong, the chunks not stored at all, and the file's digest when nothing is wrong or absent.
    */
-  async #assemble(db: WeightDatabase, rec: FileRecord): Promise<{ bytes: Uint8Array; damaged: number[]; absent: number[]; sha256: string }> {
+  /**
+   * One stored file's bytes, each chunk checked against its digest (in parallel: WebCrypto digests run
+   * off the calling thread). The whole file's digest is taken only when `whole` (a file not verified
+   * yet): once a file matched its manifest, chunks that match the digests taken from those bytes are
+   * those bytes, and a second pass over a large file would double a warm load's hashing.
+   */
+  async #assemble(db: WeightDatabase, rec: FileRecord, whole = true): Promise<{ bytes: Uint8Array; damaged: number[]; absent: number[]; sha256: string }> {
     const bytes = new Uint8Array(rec.size);
     const damaged: number[] = [];
     const seen = new Set<number>();
-    for (const c of await db.getAll('chunks', fileChunkRange(rec.model, rec.path))) {
+    const chunks = await db.getAll('chunks', fileChunkRange(rec.model, rec.path));
+    const ok = await Promise.all(
+      chunks.map(async (c) => c.data instanceof Uint8Array && c.data.length === chunkLength(rec, c.index) && (await digestHex(c.data)) === c.sha256),
+    );
+    chunks.forEach((c, i) => {
       seen.add(c.index);
-      if (!(c.data instanceof Uint8Array) || c.data.length !== chunkLength(rec, c.index) || (await digestHex(c.data)) !== c.sha256) {
-        damaged.push(c.index);
-        continue;
-      }
-      bytes.set(c.data, c.index * rec.chunkBytes);
-    }
+      if (!ok[i]) damaged.push(c.index);
+      else bytes.set(c.data, c.index * rec.chunkBytes);
+    });
     const absent: number[] = [];
     for (let i = 0; i < rec.chunkCount; i++) if (!seen.has(i)) absent.push(i);
-    const sha256 = damaged.length === 0 && absent.length === 0 ? await digestHex(bytes) : '';
+    const complete = damaged.length === 0 && absent.length === 0;
+    const sha256 = !complete ? '' : whole ? await digestHex(bytes) : rec.sha256;
     return { bytes, damaged, absent, sha256 };
   }
 
@@ -410,7 +418,7 @@ export class WeightStore {
       const db = await this.#open();
       const rec = await db.get('files', [model, path]);
       if (!rec) throw new AppError('MODEL_FILE_MISSING', `${model}/${path} is not in the weight store; ensure('${model}') first.`, { model, file: path });
-      let got = await this.#assemble(db, rec);
+      let got = await this.#assemble(db, rec, !rec.verified);
       if (got.absent.length > 0) {
         throw new AppError('MODEL_FILE_MISSING', `${model}/${path} is only partly stored (${got.absent.length} of ${rec.chunkCount} chunks missing); ensure('${model}') fetches the rest.`, { model, file: path });
       }
