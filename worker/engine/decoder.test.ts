@@ -119,8 +119,8 @@ function prompt(len: number, seed: number, V: number): number[] {
   return Array.from({ length: len }, () => Math.floor(rng.next() * V));
 }
 
-function randomAdapter(config: LlamaConfig, seed: number, targets: LinearModule[]): GpuLoraAdapter {
-  const settings = { r: 4, alpha: 8, dropout: 0, targetModules: targets };
+function randomAdapter(config: LlamaConfig, seed: number, targets: LinearModule[], r = 4): GpuLoraAdapter {
+  const settings = { r, alpha: 2 * r, dropout: 0, targetModules: targets };
   const rng = mulberry32(seed);
   const weights = new Map<string, LoraPair>();
   for (let l = 0; l < config.numLayers; l++) {
@@ -204,6 +204,28 @@ describe('EngineDecoder: continuous batching', () => {
     await dec.release();
     a.release();
     b.release();
+  });
+});
+
+describe('EngineDecoder: eight adapters in one batch', () => {
+  it('eight sequences over eight different adapters (ranks 1 to 8, different targets) share each step and give the tokens each gives alone', async () => {
+    const cfg = tinyLlamaConfig({ eosTokenIds: [] });
+    const model = await LlamaModel.load(ctx, cfg, randomLlamaWeights(cfg, 24, 0.3));
+    const targetSets: LinearModule[][] = [['q_proj', 'v_proj'], ['k_proj', 'o_proj'], ['gate_proj', 'up_proj'], ['down_proj'], ['q_proj', 'k_proj', 'v_proj', 'o_proj'], ['up_proj', 'down_proj'], ['v_proj', 'gate_proj'], ['q_proj', 'o_proj', 'down_proj']];
+    const adapters = new Map(targetSets.map((t, i) => [`a${i}`, randomAdapter(cfg, 40 + i, t, i + 1)] as const));
+    const dec = await EngineDecoder.create(model, { maxSlots: 8, maxPositions: 32 });
+    for (const [name, a] of adapters) dec.addAdapter(name, a);
+    // All eight join at once so every decode step carries eight rows over eight adapters.
+    const seqs = eightSeqs(cfg.vocabSize, [...adapters.keys()]).map((s) => ({ ...s, join: 0 }));
+    const { runs, widest } = await runBatched(dec, seqs);
+    assert.equal(widest, 8, 'one decode step ran all eight adapters');
+    await checkAgainstAlone(model, seqs, runs, adapters);
+    // Each adapter changes what its row gives: no two rows on the same prompt agree.
+    const p = Uint32Array.from(seqs[0]!.prompt);
+    const logits = await dec.prefill([...adapters.keys()].map((name, slot) => ({ slot, tokens: p, adapter: name })));
+    for (let i = 0; i < logits.length; i++) for (let j = i + 1; j < logits.length; j++) assert.ok(maxDiff(logits[i]!, logits[j]!) > 1e-3, `adapters ${i} and ${j} differ`);
+    await dec.release();
+    for (const a of adapters.values()) a.release();
   });
 });
 
