@@ -26,7 +26,7 @@ before(async () => {
     dbPath: join(tmp.dir, 'c.db'),
     staticDir: join(tmp.dir, 'dist'),
     modelsDir: join(tmp.dir, 'models'),
-    webhook: { attempts: 2, baseDelayMs: 10 },
+    webhook: { attempts: 2, baseDelayMs: 10, allowHosts: ['127.0.0.1'] },
   });
   hello = await wat(HELLO_WAT);
   const res = await api('/v1/agents/hello/versions/1.0.0', { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: hello });

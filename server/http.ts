@@ -6,6 +6,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, ERRORS, LIMITS, isErrorCode, type ErrorCode } from '../shared';
 import type { Metrics } from './metrics';
+import { setSecurityHeaders } from './headers';
 
 export interface ErrorBody {
   error: { code: ErrorCode; message: string; details?: Record<string, unknown> };
@@ -74,6 +75,7 @@ export function installErrorHandling(app: FastifyInstance, metrics: Metrics): vo
     if (typeof type === 'string' && type.startsWith('application/javascript')) {
       reply.header('content-type', 'text/javascript; charset=utf-8');
     }
+    setSecurityHeaders(reply); // nosniff, no-referrer, CSP by content type (server/headers.ts)
     return payload;
   });
   app.addHook('onResponse', async (req, reply) => {

@@ -25,7 +25,8 @@ import { opsRoutes } from './routes/ops';
 import { taskRoutes } from './routes/tasks';
 import { Scheduler } from './scheduler';
 import { TaskWatch } from './watch';
-import { Webhooks, type WebhookOptions } from './webhook';
+import { Webhooks, webhookSecretFor, type WebhookOptions } from './webhook';
+import { installCrossSiteRefusal } from './csrf';
 
 export { Journal, systemClock, type Clock, type StoredTask, type Ended, type Completion } from './journal';
 export { Hub } from './hub';
@@ -74,7 +75,16 @@ export interface CoordinatorOptions {
   /** Consecutive infrastructure failures that open a node's circuit. Default 3. */
   circuitThreshold?: number;
   circuitCooldownMs?: number;
+  /**
+   * Webhook delivery: retries, `allowHosts` (--webhook-allow-host: hosts that may be plain http and
+   * loopback or private) and `secret` (--webhook-secret; default: kept in `webhook-secret` beside the journal).
+   */
   webhook?: Partial<WebhookOptions>;
+  /**
+   * Origins (`scheme://host[:port]`) of pages served elsewhere that this coordinator trusts beside its own
+   * (--allow-origin): their state-changing requests are not refused as cross-site.
+   */
+  allowOrigins?: readonly string[];
   /** How long close() waits for leased tasks to finish. Default 5000 ms. */
   drainTimeoutMs?: number;
   logger?: boolean;
@@ -105,7 +115,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   const registry = new Registry(journal);
   const metrics = new Metrics(clock.now());
   const watch = new TaskWatch();
-  const webhooks = new Webhooks(journal, opts.webhook);
+  const webhooks = new Webhooks(journal, { ...opts.webhook, secret: opts.webhook?.secret ?? webhookSecretFor(opts.dbPath ?? './data/coordinator.db') });
   const scheduler = new Scheduler(journal, metrics, watch, webhooks, {
     clock,
     leaseMs,
@@ -138,6 +148,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
 
   const app = Fastify({ logger: opts.logger ?? false, bodyLimit: LIMITS.maxBodyBytes });
   installErrorHandling(app, metrics);
+  installCrossSiteRefusal(app, { allowOrigins: opts.allowOrigins ?? [] });
   await app.register(fastifyWebsocket, { options: { maxPayload: LIMITS.maxSocketMessageBytes } });
   const modelRoots = [...(opts.modelsDir ? [opts.modelsDir] : []), ...(opts.modelsDirs ?? [])];
   const modelStore = modelRoots.length ? new ModelStore(modelRoots) : null;

@@ -386,7 +386,18 @@ export class Journal {
     return row ? rowToRecord(row) : null;
   }
 
+  /** The newest `limit` tasks (optionally of one state and tenant), newest first. */
   listTasks(opts: { state?: TaskState; tenant?: string; limit: number }): StoredTask[] {
+    return this.pageTasks(opts).tasks;
+  }
+
+  /**
+   * One page of tasks, newest first in insertion order (`seq`, which follows `created_at` and never ties), so
+   * paging is stable while tasks are submitted: each task present when paging began is seen exactly once, and
+   * tasks submitted meanwhile sort before the first page. `before` is the `next` a previous page answered
+   * (null at the end).
+   */
+  pageTasks(opts: { state?: TaskState; tenant?: string; limit: number; before?: number }): { tasks: StoredTask[]; next: number | null } {
     const where: string[] = [];
     const args: (string | number)[] = [];
     if (opts.state) {
@@ -397,9 +408,16 @@ export class Journal {
       where.push('tenant = ?');
       args.push(opts.tenant);
     }
+    if (opts.before !== undefined) {
+      where.push('seq < ?');
+      args.push(opts.before);
+    }
     const sql = `SELECT * FROM tasks ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ?`;
-    args.push(opts.limit);
-    return this.db.prepare<(string | number)[], TaskRow>(sql).all(...args).map(rowToRecord);
+    args.push(opts.limit + 1);
+    const rows = this.db.prepare<(string | number)[], TaskRow & { seq: number }>(sql).all(...args);
+    const more = rows.length > opts.limit;
+    if (more) rows.pop();
+    return { tasks: rows.map(rowToRecord), next: more ? rows[rows.length - 1]!.seq : null };
   }
 
   /** Queued tasks of one kind whose backoff has passed, highest priority then oldest first. */

@@ -1,5 +1,7 @@
 /**
- * CLI: `tsx server/main.ts [--port N] [--host H] [--db PATH] [--static DIR] [--models DIR] [--attempt-sync normal|full]`.
+ * CLI: `tsx server/main.ts [--port N] [--host H] [--db PATH] [--static DIR] [--models DIR] [--attempt-sync normal|full]
+ * [--webhook-allow-host HOST]... [--webhook-secret SECRET]` (without --webhook-secret the secret is kept in
+ * `webhook-secret` beside the journal).
  * Prints `coordinator listening on URL` and closes gracefully on SIGINT/SIGTERM.
  */
 import { parseArgs } from 'node:util';
@@ -14,6 +16,8 @@ const { values } = parseArgs({
     models: { type: 'string' },
     logger: { type: 'boolean', default: false },
     'attempt-sync': { type: 'string', default: 'normal' },
+    'webhook-allow-host': { type: 'string', multiple: true, default: [] },
+    'webhook-secret': { type: 'string' },
   },
 });
 
@@ -37,6 +41,10 @@ const coordinator = await createCoordinator({
   ...(values.static ? { staticDir: values.static } : {}),
   ...(values.models ? { modelsDir: values.models } : {}),
   logger: values.logger,
+  webhook: {
+    allowHosts: values['webhook-allow-host'],
+    ...(values['webhook-secret'] ? { secret: values['webhook-secret'] } : {}),
+  },
 });
 console.log(`coordinator listening on ${coordinator.url}`);
 

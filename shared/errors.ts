@@ -13,6 +13,8 @@ export const ERRORS = {
   BODY_TOO_LARGE: { status: 413, retryable: false, message: 'The request body is larger than the limit.' },
   BATCH_TOO_LARGE: { status: 413, retryable: false, message: 'The batch holds more tasks than the limit.' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, retryable: false, message: 'The content type is not accepted here.' },
+  WEBHOOK_URL_REFUSED: { status: 400, retryable: false, message: 'The webhook URL is not https, or its host is loopback, private or otherwise not public, and not allowed.' },
+  CROSS_SITE_REFUSED: { status: 403, retryable: false, message: 'A state-changing request from another site (Origin or Sec-Fetch-Site) that is not allowed.' },
   NOT_FOUND: { status: 404, retryable: false, message: 'No such resource.' },
   TASK_NOT_FOUND: { status: 404, retryable: false, message: 'No task has this id.' },
   IDEMPOTENCY_CONFLICT: { status: 409, retryable: false, message: 'This idempotency key was used for a different task.' },

@@ -31,6 +31,7 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
   app.post('/v1/tasks', async (req, reply) => {
     if (ctx.shuttingDown()) throw new AppError('SHUTTING_DOWN', 'The coordinator is shutting down; submit to another one or retry after it restarts.');
     const { specs, batch } = parseSubmission(req.body);
+    for (const [i, spec] of specs.entries()) if (spec.webhook !== undefined) ctx.webhooks.check(spec.webhook, batch ? `/tasks/${i}/webhook` : '/webhook');
     await checkGenerate(specs, batch, models);
     const outcomes = submitSpecs(ctx, specs, batch);
     void reply.code(outcomes.some((o) => o.created) ? 202 : 200);
@@ -38,7 +39,7 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
   });
 
   app.get('/v1/tasks', async (req) => {
-    const q = req.query as { state?: string; limit?: string; tenant?: string };
+    const q = req.query as { state?: string; limit?: string; tenant?: string; cursor?: unknown };
     if (q.state !== undefined && !STATES.includes(q.state as TaskState)) {
       throw new AppError('SCHEMA_VIOLATION', `state must be one of ${STATES.join(', ')}.`, { errors: [{ path: '/state', message: 'Unknown state' }] });
     }
@@ -46,10 +47,12 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
       throw new AppError('SCHEMA_VIOLATION', 'limit must be an integer from 1 to 1000.', { errors: [{ path: '/limit', message: 'Out of range' }] });
     }
-    const opts: { state?: TaskState; tenant?: string; limit: number } = { limit };
+    const opts: { state?: TaskState; tenant?: string; limit: number; before?: number } = { limit };
     if (q.state) opts.state = q.state as TaskState;
     if (q.tenant) opts.tenant = q.tenant;
-    return { tasks: ctx.journal.listTasks(opts) };
+    if (q.cursor !== undefined) opts.before = parseCursor(q.cursor);
+    const page = ctx.journal.pageTasks(opts);
+    return { tasks: page.tasks, nextCursor: page.next === null ? null : cursorFor(page.next) };
   });
 
   app.get('/v1/tasks/:id', async (req) => getTask(ctx, req));
@@ -163,6 +166,29 @@ export function submitSpecs(ctx: Context, specs: readonly TaskSpec[], batch: boo
   }
   if (created) ctx.scheduler.requestDispatch();
   return outcomes;
+}
+
+/** GET /v1/tasks cursors are opaque to callers: base64url of `{ v: 1, before: seq }`. */
+function cursorFor(before: number): string {
+  return Buffer.from(JSON.stringify({ v: 1, before })).toString('base64url');
+}
+
+function parseCursor(raw: unknown): number {
+  let before: unknown;
+  if (typeof raw === 'string' && raw.length <= 200) {
+    try {
+      const parsed = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as { v?: unknown; before?: unknown } | null;
+      if (parsed?.v === 1) before = parsed.before;
+    } catch {
+      // refused below
+    }
+  }
+  if (typeof before !== 'number' || !Number.isSafeInteger(before) || before < 1) {
+    throw new AppError('SCHEMA_VIOLATION', 'cursor is not one this coordinator gave; pass the nextCursor of the previous page, or none for the first page.', {
+      errors: [{ path: '/cursor', message: 'Unknown cursor' }],
+    });
+  }
+  return before;
 }
 
 function isTerminal(state: TaskState): boolean {
