@@ -73,6 +73,10 @@ export const ERRORS = {
   ADAPTER_INVALID: { status: 422, retryable: false, message: 'The adapter files are not a valid PEFT LoRA adapter.' },
   DATASET_INVALID: { status: 422, retryable: false, message: 'A dataset line is not a conversation.' },
   DATASET_NOT_FOUND: { status: 404, retryable: false, message: 'The dataset file does not exist or cannot be read.' },
+  DATASET_NO_TARGETS: { status: 422, retryable: false, message: 'No assistant token is left to learn from (after templating, or within the sequence length); add assistant turns, raise the sequence length or use overflow "split".' },
+  CHAT_TEMPLATE_MISSING: { status: 422, retryable: false, message: "The model's tokenizer has no chat template; name one (template: 'chatml' or a Jinja string)." },
+  MODEL_CONFIG_INCONSISTENT: { status: 422, retryable: false, message: "config.json's model_type contradicts its architectures; fix config.json so both name the same model family." },
+  LORA_SETTINGS_INVALID: { status: 422, retryable: false, message: 'The LoRA rank or a target module does not fit the model; the error lists what the model has.' },
   WEBGPU_UNAVAILABLE: {
     status: 503,
     retryable: false,

@@ -63,6 +63,10 @@ describe('npm run finetune', () => {
     const lines = r.stdout.trim().split('\n');
     const summary = JSON.parse(lines[lines.length - 1]!) as FinetuneSummary;
     assert.equal(summary.steps, 3);
+    const d = summary.dataset;
+    assert.equal(d.kept + d.split + d.truncated + d.dropped, summary.conversations);
+    assert.equal(d.overflow, 'split');
+    assert.deepEqual(summary.warnings, d.warnings);
     assert.equal(summary.adapterDir, out);
     assert.deepEqual(summary.adapter.targetModules, ['q_proj', 'v_proj', 'down_proj']);
     assert.ok(Number.isFinite(summary.trainLossAfter) && summary.evalLossAfter !== null && summary.tokensPerSec > 0);
@@ -110,6 +114,20 @@ describe('npm run finetune', () => {
       },
     },
     { name: 'an unknown target module', code: 'INVALID_ARGUMENT', args: async () => ['--model', model, '--data', data, '--out', join(dir, 'o5'), '--targets', 'q_proj,wq'] },
+    { name: 'a LoRA rank above the smallest target dimension', code: 'LORA_SETTINGS_INVALID', args: async () => ['--model', model, '--data', data, '--out', join(dir, 'o7'), '--rank', '1000'] },
+    {
+      name: 'a model without a chat template and no --template',
+      code: 'CHAT_TEMPLATE_MISSING',
+      args: async () => {
+        const bare = join(dir, 'no-template');
+        await makeTinyModel({ seed: 3, dir: bare });
+        const configPath = join(bare, 'tokenizer_config.json');
+        const { chat_template: _t, ...rest } = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
+        await writeFile(configPath, JSON.stringify(rest));
+        return ['--model', bare, '--data', data, '--out', join(dir, 'o8')];
+      },
+    },
+    { name: 'an unknown --overflow', code: 'INVALID_ARGUMENT', args: async () => ['--model', model, '--data', data, '--out', join(dir, 'o9'), '--overflow', 'wrap'] },
     { name: 'a missing --out', code: 'INVALID_ARGUMENT', args: async () => ['--model', model, '--data', data] },
     { name: 'a non-numeric --steps', code: 'INVALID_ARGUMENT', args: async () => ['--model', model, '--data', data, '--out', join(dir, 'o6'), '--steps', 'ten'] },
   ];

@@ -14,11 +14,10 @@ import {
   ADAPTER_CONFIG_FILE,
   ADAPTER_WEIGHTS_FILE,
   loadModelFolder,
-  prepareDataset,
   saveAdapter,
   type LinearModule,
 } from '../../worker/model';
-import { runLoraTraining } from '../../worker/training';
+import { prepareDataset, runLoraTraining, type DatasetReport } from '../../worker/training';
 import type { FinetuneOptions } from './options';
 import type { ProgressUpdate } from './progress';
 
@@ -36,6 +35,9 @@ export interface FinetuneSummary {
   model: string;
   data: string;
   conversations: number;
+  /** What became of each conversation (kept, split, truncated, dropped), rows and targets per split, warnings. */
+  dataset: DatasetReport;
+  warnings: string[];
   trainBatches: number;
   heldOutBatches: number;
   steps: number;
@@ -103,6 +105,16 @@ async function readDataset(path: string): Promise<string> {
   }
 }
 
+/** --template: 'chatml', '@FILE' (read here) or Jinja text. */
+async function templateText(value: string | undefined): Promise<string | undefined> {
+  if (value === undefined || !value.startsWith('@')) return value;
+  try {
+    return await readFile(resolve(value.slice(1)), 'utf8');
+  } catch (err) {
+    throw new AppError('INVALID_ARGUMENT', `--template ${value}: cannot read ${value.slice(1)} (${(err as NodeJS.ErrnoException).code ?? 'error'}).`, { option: 'template', value }, { cause: err });
+  }
+}
+
 export async function finetune(opts: FinetuneOptions, hooks: FinetuneHooks = {}): Promise<FinetuneSummary> {
   const t0 = performance.now();
   const modelDir = resolve(opts.model);
@@ -110,18 +122,25 @@ export async function finetune(opts: FinetuneOptions, hooks: FinetuneHooks = {})
   const outDir = resolve(opts.out);
   await checkModelFolder(modelDir);
   const text = await readDataset(dataPath);
+  const template = await templateText(opts.template);
   const loaded = await loadModelFolder((name) => readFile(join(modelDir, name)));
   const { config, tokenizer } = loaded;
-  const data = prepareDataset(text, tokenizer, { seed: opts.seed, heldOutFraction: opts.evalFraction, seqLen: opts.seq, batchSize: opts.batch });
-  if (data.train.length === 0) {
-    throw new AppError('DATASET_INVALID', `No training conversation has an assistant token within --seq ${opts.seq} tokens (${data.conversations} read). Add conversations, lower --eval-fraction or raise --seq.`, {
-      conversations: data.conversations,
-    });
-  }
+  const data = prepareDataset(text, tokenizer, {
+    seed: opts.seed,
+    heldOutFraction: opts.evalFraction,
+    seqLen: opts.seq,
+    batchSize: opts.batch,
+    eosIds: loaded.eosTokenIds,
+    overflow: opts.overflow,
+    ...(template !== undefined ? { template } : {}),
+  });
+  const r = data.report;
   hooks.onNote?.(
     `model ${basename(modelDir)} (${config.numLayers} layers, hidden ${config.hiddenSize}, vocab ${config.vocabSize}); ` +
-      `${data.conversations} conversations → ${data.train.length} train / ${data.heldOut.length} held-out batches`,
+      `${r.conversations} conversations (${r.kept} kept, ${r.split} split, ${r.truncated} truncated, ${r.dropped} dropped) → ` +
+      `${data.train.length} train / ${data.heldOut.length} held-out batches`,
   );
+  for (const w of r.warnings) hooks.onNote?.(`warning: ${w}`);
 
   const ctx = hooks.ctx ?? (await createNodeGpuContext());
   let model: LlamaModel | null = null;
@@ -155,7 +174,9 @@ export async function finetune(opts: FinetuneOptions, hooks: FinetuneHooks = {})
       files: [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE],
       model: modelDir,
       data: dataPath,
-      conversations: data.conversations,
+      conversations: r.conversations,
+      dataset: r,
+      warnings: r.warnings,
       trainBatches: run.trainBatches,
       heldOutBatches: run.heldOutBatches,
       steps: run.steps,

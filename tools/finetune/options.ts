@@ -4,7 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { AppError } from '../../shared';
-import { LINEAR_MODULES, type LinearModule } from '../../worker/model';
+import { LINEAR_MODULES, OVERFLOW_MODES, type LinearModule, type OverflowMode } from '../../worker/model';
 
 export interface FinetuneOptions {
   /** Hugging Face model folder (config.json, model.safetensors, tokenizer files). */
@@ -34,6 +34,10 @@ export interface FinetuneOptions {
   /** Clip the global gradient norm (0 = off). */
   maxGradNorm: number;
   seed: number;
+  /** Conversations longer than --seq: split by turns, truncated or dropped. */
+  overflow: OverflowMode;
+  /** A chat template instead of the model's: 'chatml', '@FILE' (Jinja in a file) or Jinja text; required when the model has none. */
+  template?: string;
 }
 
 export const DEFAULT_OPTIONS: Omit<FinetuneOptions, 'model' | 'data' | 'out'> = {
@@ -51,6 +55,7 @@ export const DEFAULT_OPTIONS: Omit<FinetuneOptions, 'model' | 'data' | 'out'> = 
   evalEvery: 10,
   maxGradNorm: 1,
   seed: 0,
+  overflow: 'split',
 };
 
 export const USAGE = `Usage: npm run finetune -- --model DIR --data FILE.jsonl --out ADAPTER_DIR [options]
@@ -77,6 +82,8 @@ Fine-tunes a LoRA adapter on WebGPU and writes it in the PEFT layout.
   --eval-every N         eval loss every N steps (default 10; 0 = before and after only)
   --max-grad-norm X      clip the gradient norm (default 1; 0 = off)
   --seed N               shuffling, split and initialisation seed (default 0)
+  --overflow MODE        conversations longer than --seq: split (by turns, default), truncate or drop
+  --template T           chat template when the model has none (or to replace its own): chatml, or @FILE with Jinja
   --help                 this text
 `;
 
@@ -105,6 +112,12 @@ function targets(value: string | undefined): LinearModule[] {
   const unknown = names.filter((n) => !known.includes(n));
   if (!names.length || unknown.length) throw bad('targets', value, `a comma-separated list of ${LINEAR_MODULES.join(', ')}`);
   return [...new Set(names)] as LinearModule[];
+}
+
+function overflow(value: string | undefined): OverflowMode {
+  if (value === undefined) return DEFAULT_OPTIONS.overflow;
+  if (!(OVERFLOW_MODES as readonly string[]).includes(value)) throw bad('overflow', value, OVERFLOW_MODES.join(', '));
+  return value as OverflowMode;
 }
 
 /** What --demo changes unless the option is given: the tiny model learns its Q/A set in well under a minute. */
@@ -153,6 +166,8 @@ export function parseFinetuneArgs(argv: readonly string[]): ParsedCommand {
         'eval-every': { type: 'string' },
         'max-grad-norm': { type: 'string' },
         seed: { type: 'string' },
+        overflow: { type: 'string' },
+        template: { type: 'string' },
       },
     }));
   } catch (err) {
@@ -180,7 +195,13 @@ export function parseFinetuneArgs(argv: readonly string[]): ParsedCommand {
     evalEvery: int('eval-every', s('eval-every'), d.evalEvery, 0),
     maxGradNorm: num('max-grad-norm', s('max-grad-norm'), d.maxGradNorm, (n) => n >= 0, 'a number ≥ 0'),
     seed: int('seed', s('seed'), d.seed, 0),
+    overflow: overflow(s('overflow')),
   };
+  const template = s('template');
+  if (template !== undefined) {
+    if (template !== 'chatml' && !template.startsWith('@')) throw bad('template', template, "chatml or @FILE (a file holding a Jinja chat template)");
+    options.template = template;
+  }
   if (!help && !demo) {
     const missing = (['model', 'data', 'out'] as const).filter((k) => !options[k]);
     if (missing.length) {

@@ -6,12 +6,12 @@
 import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
 import { buildTinyModel } from '../../tools/tiny-model';
-import { loadAdapter, loadTokenizer, makeBatches, parseConversations, saveAdapter, tokenizeConversations } from '../model';
+import { loadAdapter, loadTokenizer, makeBatches, saveAdapter, tokenizeConversations } from '../model';
 import { GpuContext } from './context';
 import { LlamaModel } from './llama';
 import { GpuLoraAdapter } from './lora';
 import { createNodeGpuContext } from './node-gpu';
-import { meanLoss, runLoraTraining } from '../training';
+import { meanLoss, parseConversations, runLoraTraining } from '../training';
 
 let ctx: GpuContext;
 before(async () => {

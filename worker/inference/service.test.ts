@@ -135,6 +135,19 @@ test('a model folder missing a file or with a truncated file is refused with its
   } finally {
     await svc.close();
   }
+  // A Qwen2 folder whose config.json says model_type llama: refused by either backend before it loads.
+  await makeTinyModel({ seed: 9, arch: 'qwen2', dir: join(dir, 'mislabelled') });
+  const configPath = join(dir, 'mislabelled', 'config.json');
+  await writeFile(configPath, JSON.stringify({ ...(JSON.parse(await readFile(configPath, 'utf8')) as object), model_type: 'llama' }));
+  for (const backend of [engine(), tjs()]) {
+    const one = new InferenceService({ source: folderSource(dir), backends: [backend] });
+    try {
+      const c = await one.generate({ taskId: `m3-${backend.backend}`, model: 'mislabelled', prompt: 'hi' });
+      assert.equal(!c.ok && c.error.code, 'MODEL_CONFIG_INCONSISTENT', `${backend.backend}: ${JSON.stringify(c)}`);
+    } finally {
+      await one.close();
+    }
+  }
 });
 
 test('a memory budget unloads the least recently used idle model; one over the budget is MODEL_TOO_LARGE', async () => {

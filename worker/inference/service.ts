@@ -13,7 +13,7 @@ import {
   type InferenceDevice,
   type ModelCapability,
 } from '../../shared';
-import { loadTokenizer, type ModelTokenizer } from '../model';
+import { checkModelType, loadTokenizer, type ModelTokenizer } from '../model';
 import { Batcher, type GenerationOutput } from './batcher';
 import type {
   BatchDecoder,
@@ -347,6 +347,7 @@ export class InferenceService implements InferenceRuntime {
     let decoder: BatchDecoder | null = null;
     try {
       const config = parseConfig(await files.readFile('config.json'));
+      checkModelType(config); // MODEL_CONFIG_INCONSISTENT for either backend, before any weights load
       const tokenizer = await loadTokenizer((p) => files.readFile(p));
       const context = typeof config.max_position_embeddings === 'number' ? config.max_position_embeddings : DEFAULT_POSITIONS;
       const req: LoadRequest = {

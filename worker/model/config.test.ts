@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildTinyModel } from '../../tools/tiny-model';
-import { configFingerprint, llamaWeightNames, llamaWeightShapes, loadLlamaWeights, parseLlamaConfig } from './config';
+import { AppError } from '../../shared';
+import { checkModelType, configFingerprint, llamaWeightNames, llamaWeightShapes, loadLlamaWeights, parseLlamaConfig } from './config';
 import { parseSafetensors, writeSafetensors } from './safetensors';
 import { thrownCode } from '../../shared/testing';
 
@@ -27,9 +28,9 @@ test('parses Llama, Mistral and Qwen2 configs; Qwen2 has attention bias', () => 
   assert.deepEqual(c.eosTokenIds, [2, 4]);
   assert.equal(c.attentionBias, false);
   assert.equal(c.tieWordEmbeddings, false);
-  const m = parseLlamaConfig({ ...base, architectures: ['MistralForCausalLM'], eos_token_id: 2 });
+  const m = parseLlamaConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral', eos_token_id: 2 });
   assert.deepEqual(m.eosTokenIds, [2]);
-  const q = parseLlamaConfig({ ...base, architectures: ['Qwen2ForCausalLM'], tie_word_embeddings: true, head_dim: 16 });
+  const q = parseLlamaConfig({ ...base, architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', tie_word_embeddings: true, head_dim: 16 });
   assert.equal(q.attentionBias, true);
   assert.equal(q.headDim, 16);
   const names = llamaWeightNames(q);
@@ -45,12 +46,47 @@ test('parses Llama, Mistral and Qwen2 configs; Qwen2 has attention bias', () => 
 });
 
 test('other architectures are MODEL_UNSUPPORTED; broken configs MODEL_CORRUPT', () => {
-  assert.equal(thrownCode(() => parseLlamaConfig({ ...base, architectures: ['GPT2LMHeadModel'] })), 'MODEL_UNSUPPORTED');
+  assert.equal(thrownCode(() => parseLlamaConfig({ ...base, architectures: ['GPT2LMHeadModel'], model_type: 'gpt2' })), 'MODEL_UNSUPPORTED');
   assert.equal(thrownCode(() => parseLlamaConfig({ ...base, architectures: undefined })), 'MODEL_UNSUPPORTED');
   assert.equal(thrownCode(() => parseLlamaConfig({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } })), 'MODEL_UNSUPPORTED');
   assert.equal(thrownCode(() => parseLlamaConfig({ ...base, hidden_size: -1 })), 'MODEL_CORRUPT');
   assert.equal(thrownCode(() => parseLlamaConfig({ ...base, num_key_value_heads: 3 })), 'MODEL_CORRUPT');
   assert.equal(thrownCode(() => parseLlamaConfig('{not json')), 'MODEL_CORRUPT');
+});
+
+test('a model_type that contradicts architectures is MODEL_CONFIG_INCONSISTENT; consistent or unknown pairs pass', () => {
+  for (const [modelType, arch] of [
+    ['llama', 'Qwen2ForCausalLM'],
+    ['qwen2', 'LlamaForCausalLM'],
+    ['mistral', 'LlamaForCausalLM'],
+    ['qwen2', 'Qwen2MoeForCausalLM'],
+    ['gemma', 'Gemma2ForCausalLM'],
+    ['llama', 'GPT2LMHeadModel'],
+  ] as const) {
+    let err: unknown;
+    try {
+      checkModelType({ model_type: modelType, architectures: [arch] });
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(err instanceof AppError && err.code === 'MODEL_CONFIG_INCONSISTENT', `${modelType} vs ${arch}`);
+    assert.deepEqual(err.details, { modelType, architectures: [arch], architectureModelType: err.details?.architectureModelType });
+  }
+  assert.equal(thrownCode(() => parseLlamaConfig({ ...base, model_type: 'llama', architectures: ['Qwen2ForCausalLM'] })), 'MODEL_CONFIG_INCONSISTENT');
+  for (const [modelType, arch] of [
+    ['llama', 'LlamaForCausalLM'],
+    ['qwen2', 'Qwen2ForCausalLM'],
+    ['qwen2_moe', 'Qwen2MoeForCausalLM'],
+    ['gemma3_text', 'Gemma3ForCausalLM'],
+    ['gpt2', 'GPT2LMHeadModel'],
+    ['gpt_neox', 'GPTNeoXForCausalLM'],
+    ['my_llama', 'LlamaForCausalLM'], // unknown model_type: not judged
+    ['llama', 'SomethingNewForCausalLM'], // unknown class: not judged
+  ] as const) {
+    assert.doesNotThrow(() => checkModelType({ model_type: modelType, architectures: [arch] }), `${modelType} vs ${arch}`);
+  }
+  // Without model_type the engine takes the architecture's.
+  assert.equal(parseLlamaConfig({ ...base, model_type: undefined, architectures: ['Qwen2ForCausalLM'] }).modelType, 'qwen2');
 });
 
 test('loadLlamaWeights reads the tiny model and checks every shape', () => {

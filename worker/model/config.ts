@@ -59,6 +59,74 @@ function optId(v: unknown, key: string): number | null {
   return v as number;
 }
 
+/**
+ * `model_type` → the class-name stem of its architectures, for the families whose pairing is
+ * unambiguous (transformers picks the network by model_type, many other tools by architectures).
+ */
+const MODEL_TYPE_STEMS: Readonly<Record<string, string>> = {
+  llama: 'Llama',
+  mistral: 'Mistral',
+  mixtral: 'Mixtral',
+  qwen2: 'Qwen2',
+  qwen2_moe: 'Qwen2Moe',
+  qwen3: 'Qwen3',
+  qwen3_moe: 'Qwen3Moe',
+  gemma: 'Gemma',
+  gemma2: 'Gemma2',
+  gemma3: 'Gemma3',
+  gemma3_text: 'Gemma3',
+  phi: 'Phi',
+  phi3: 'Phi3',
+  gpt2: 'GPT2',
+  gpt_neox: 'GPTNeoX',
+  falcon: 'Falcon',
+  olmo: 'Olmo',
+  olmo2: 'Olmo2',
+  stablelm: 'StableLm',
+  starcoder2: 'Starcoder2',
+  granite: 'Granite',
+  cohere: 'Cohere',
+  smollm3: 'SmolLM3',
+};
+
+/** What follows the stem in a Hugging Face class name (LlamaForCausalLM, Qwen2Model, GPT2LMHeadModel, …). */
+const HEAD_SUFFIX = /^(For[A-Z][A-Za-z]*|Model|LMHeadModel|PreTrainedModel)$/;
+
+/** The known model_type whose stem + a head suffix spells `architecture`, or null. */
+function modelTypeOfArchitecture(architecture: string): string | null {
+  let best: { type: string; stem: string } | null = null;
+  for (const [type, stem] of Object.entries(MODEL_TYPE_STEMS)) {
+    if (!architecture.startsWith(stem) || !HEAD_SUFFIX.test(architecture.slice(stem.length))) continue;
+    if (!best || stem.length > best.stem.length) best = { type, stem };
+  }
+  return best?.type ?? null;
+}
+
+/**
+ * Refuses (MODEL_CONFIG_INCONSISTENT) a config.json whose `model_type` names one known family and
+ * whose `architectures` name another, e.g. model_type llama with ["Qwen2ForCausalLM"]: transformers
+ * builds the network from model_type, this engine and other tools from architectures, so the same
+ * folder would run as two different models. Unknown names on either side are not judged.
+ */
+export function checkModelType(config: Record<string, unknown>): void {
+  const modelType = config.model_type;
+  const archs = Array.isArray(config.architectures) ? config.architectures.filter((a): a is string => typeof a === 'string') : [];
+  if (typeof modelType !== 'string') return;
+  const stem = MODEL_TYPE_STEMS[modelType];
+  for (const arch of archs) {
+    const archType = modelTypeOfArchitecture(arch);
+    const fits = stem !== undefined && arch.startsWith(stem) && HEAD_SUFFIX.test(arch.slice(stem.length));
+    if (archType !== null && stem !== undefined && !fits) {
+      throw new AppError(
+        'MODEL_CONFIG_INCONSISTENT',
+        `config.json says model_type ${JSON.stringify(modelType)} but architectures ${JSON.stringify(archs)} (a ${archType} class); ` +
+          `transformers would build a ${modelType} network and other tools a ${archType} one. Fix config.json so both name the same family.`,
+        { modelType, architectures: archs, architectureModelType: archType },
+      );
+    }
+  }
+}
+
 /** Parses config.json (text or parsed object); refuses architectures outside the Llama layout. */
 export function parseLlamaConfig(json: string | unknown): LlamaConfig {
   let raw: unknown = json;
@@ -70,6 +138,7 @@ export function parseLlamaConfig(json: string | unknown): LlamaConfig {
     }
   }
   if (!isRecord(raw)) throw bad('not a JSON object');
+  checkModelType(raw);
   const archs = raw.architectures;
   const arch = Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : undefined;
   if (!arch || !(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
@@ -93,7 +162,7 @@ export function parseLlamaConfig(json: string | unknown): LlamaConfig {
   const eosTokenIds = Array.isArray(eos) ? eos.map((e, i) => optId(e, `eos_token_id[${i}]`) as number) : eos == null ? [] : [optId(eos, 'eos_token_id') as number];
   return {
     architecture: arch as LlamaArchitecture,
-    modelType: typeof raw.model_type === 'string' ? raw.model_type : 'llama',
+    modelType: typeof raw.model_type === 'string' ? raw.model_type : (modelTypeOfArchitecture(arch) ?? 'llama'),
     vocabSize: posInt(raw, 'vocab_size'),
     hiddenSize,
     intermediateSize: posInt(raw, 'intermediate_size'),

@@ -1,63 +1,38 @@
 /**
- * Conversation data for fine-tuning: JSON lines of {"messages":[{role,content},…]},
- * tokenized through the chat template so that the loss covers the assistant's
- * tokens only, then shuffled, split and cut into fixed-length rows.
+ * Conversations as training rows: rendered through a chat template and tokenized so that the loss
+ * covers the assistant's tokens only, each assistant turn ending in a token generation stops at,
+ * the row starting as the model's tokenizer starts a sequence (BOS where it adds one); rows that
+ * exceed the sequence length truncated or split by turns; fixed-length batches. Parsing the
+ * JSON lines and the run's split live in worker/training (dataset.ts, prepare.ts).
  */
 import { AppError } from '../../shared';
-import { CHAT_ROLES, type ChatMessage, type ChatRole } from './chat';
+import { CHATML_TEMPLATE, ChatTemplate, type ChatMessage } from './chat';
 import { seededShuffle } from './prng';
 import type { ModelTokenizer } from './tokenizer';
-
-export interface Conversation {
-  messages: ChatMessage[];
-  /** 1-based line number in the source text. */
-  line: number;
-}
-
-function invalidLine(line: number, why: string): AppError {
-  return new AppError('DATASET_INVALID', `Dataset line ${line}: ${why}. Each line must be {"messages":[{"role":…,"content":…},…]}.`, {
-    line,
-    reason: why,
-  });
-}
-
-/** Parses JSON lines; blank lines are skipped, anything else that is not a conversation is DATASET_INVALID. */
-export function parseConversations(text: string): Conversation[] {
-  const out: Conversation[] = [];
-  const lines = text.split('\n');
-  for (const [i, rawLine] of lines.entries()) {
-    const line = i + 1;
-    const src = rawLine.trim();
-    if (!src) continue;
-    let value: unknown;
-    try {
-      value = JSON.parse(src);
-    } catch (err) {
-      throw invalidLine(line, `not JSON (${(err as Error).message})`);
-    }
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalidLine(line, 'not a JSON object');
-    const msgs = (value as { messages?: unknown }).messages;
-    if (!Array.isArray(msgs) || msgs.length === 0) throw invalidLine(line, '"messages" is missing or empty');
-    const messages: ChatMessage[] = [];
-    for (const [j, m] of msgs.entries()) {
-      if (typeof m !== 'object' || m === null) throw invalidLine(line, `message ${j} is not an object`);
-      const { role, content } = m as { role?: unknown; content?: unknown };
-      if (typeof role !== 'string' || !(CHAT_ROLES as readonly string[]).includes(role)) {
-        throw invalidLine(line, `message ${j} has role ${JSON.stringify(role)}; use system, user or assistant`);
-      }
-      if (typeof content !== 'string') throw invalidLine(line, `message ${j} has no string content`);
-      messages.push({ role: role as ChatRole, content });
-    }
-    if (!messages.some((m) => m.role === 'assistant')) throw invalidLine(line, 'no assistant message to learn from');
-    out.push({ messages, line });
-  }
-  return out;
-}
 
 export interface TokenizedExample {
   ids: Int32Array;
   /** 1 where the token belongs to an assistant turn (content and its end-of-turn token). */
   assistantMask: Uint8Array;
+}
+
+/** A template a run names instead of (or where there is no) the model's own: 'chatml' or a Jinja string. */
+export type ChatTemplateChoice = 'chatml' | (string & {});
+
+/**
+ * The template training renders with: the one named, else the model's own; a model without one
+ * and no name is CHAT_TEMPLATE_MISSING (never a silent ChatML, whose markers another vocabulary
+ * splits into bytes).
+ */
+export function resolveChatTemplate(tok: ModelTokenizer, choice?: ChatTemplateChoice): ChatTemplate {
+  if (choice === 'chatml') return new ChatTemplate(CHATML_TEMPLATE);
+  if (choice !== undefined) return new ChatTemplate(choice);
+  if (tok.modelChatTemplate) return tok.modelChatTemplate;
+  throw new AppError(
+    'CHAT_TEMPLATE_MISSING',
+    "The model's tokenizer_config.json has no chat_template, so there is no telling how it marks turns. Name one: template 'chatml' or a Jinja template string.",
+    { choices: ['chatml', '<jinja template>'] },
+  );
 }
 
 function templateUnstable(): AppError {
@@ -67,59 +42,160 @@ function templateUnstable(): AppError {
   );
 }
 
-/**
- * Tokenizes one conversation. The text is split by rendering prefixes of the
- * conversation: what an assistant turn adds after the generation prompt is that
- * turn's span. Spans are tokenized separately, so each token belongs to one span.
- * Inside an assistant span the mask stops after its last end-of-turn (EOS) token,
- * leaving the template's trailing whitespace unmasked.
- */
 export interface TokenizeOptions {
-  /** Ids that end an assistant turn (default: the tokenizer's EOS). */
-  endOfTurnIds?: readonly number[];
+  /** Default: resolveChatTemplate(tok) (the model's own, or CHAT_TEMPLATE_MISSING). */
+  template?: ChatTemplate;
+  /**
+   * Ids generation stops at, first the one to append (worker/model's LoadedModel.eosTokenIds:
+   * generation_config.json, config.json, tokenizer_config.json). Default: the tokenizer's EOS.
+   */
+  eosIds?: readonly number[];
 }
 
+/**
+ * Tokenizes one conversation. The text is split by rendering prefixes of the conversation: what
+ * an assistant turn adds after the generation prompt is that turn's span. Spans are tokenized
+ * separately, so each token belongs to one span. An assistant span that holds a stop id (the
+ * template's end-of-turn, e.g. <|im_end|> or <|eot_id|>) is masked up to its last one; one that
+ * holds none gets the model's EOS after the message content, masked, so the model learns to stop.
+ * The row starts with the tokenizer's prefix (BOS) unless the template already wrote it.
+ */
 export function tokenizeConversation(tok: ModelTokenizer, messages: readonly ChatMessage[], options: TokenizeOptions = {}): TokenizedExample {
-  const endIds = options.endOfTurnIds ?? (tok.eosId === null ? [] : [tok.eosId]);
+  const template = options.template ?? resolveChatTemplate(tok);
+  const stopIds = options.eosIds ?? (tok.eosId === null ? [] : [tok.eosId]);
+  const variables = { bos_token: tok.special.bos ?? '', eos_token: tok.special.eos ?? '' };
+  const render = (msgs: readonly ChatMessage[], addGenerationPrompt: boolean): string => template.render(msgs, { addGenerationPrompt, variables });
   const ids: number[] = [];
   const mask: number[] = [];
-  const push = (text: string, assistant: boolean): void => {
-    if (!text) return;
-    const part = tok.encode(text);
-    let last = part.length;
-    if (assistant) {
-      const at = Math.max(-1, ...endIds.map((e) => part.lastIndexOf(e)));
-      if (at >= 0) last = at + 1;
-    }
-    for (const [k, id] of part.entries()) {
+  const push = (part: readonly number[], assistant: boolean): void => {
+    for (const id of part) {
       ids.push(id);
-      mask.push(assistant && k < last ? 1 : 0);
+      mask.push(assistant ? 1 : 0);
     }
+  };
+  const pushAssistant = (text: string, content: string): void => {
+    if (!text) return; // the template renders nothing for this turn: nothing to learn, not even its end
+    const part = tok.encode(text);
+    const at = Math.max(-1, ...stopIds.map((e) => part.lastIndexOf(e)));
+    if (at >= 0) {
+      push(part.slice(0, at + 1), true);
+      push(part.slice(at + 1), false);
+      return;
+    }
+    const eos = stopIds[0];
+    if (eos === undefined) {
+      throw new AppError('MODEL_UNSUPPORTED', 'The model declares no EOS token (generation_config.json, config.json or tokenizer_config.json), so a trained turn cannot end; add eos_token_id to config.json.');
+    }
+    const cut = content ? text.lastIndexOf(content) : -1;
+    const end = cut >= 0 ? cut + content.length : text.length;
+    push(tok.encode(text.slice(0, end)), true);
+    push([eos], true);
+    push(tok.encode(text.slice(end)), false);
   };
   let prev = '';
   for (let i = 0; i < messages.length; i++) {
     const msg = messages[i] as ChatMessage;
-    const full = tok.applyChatTemplate(messages.slice(0, i + 1));
+    const full = render(messages.slice(0, i + 1), false);
     if (msg.role === 'assistant') {
-      const prompt = tok.applyChatTemplate(messages.slice(0, i), { addGenerationPrompt: true });
+      const prompt = render(messages.slice(0, i), true);
       if (!prompt.startsWith(prev) || !full.startsWith(prompt)) throw templateUnstable();
-      push(prompt.slice(prev.length), false);
-      push(full.slice(prompt.length), true);
+      push(tok.encode(prompt.slice(prev.length)), false);
+      pushAssistant(full.slice(prompt.length), msg.content);
     } else {
       if (!full.startsWith(prev)) throw templateUnstable();
-      push(full.slice(prev.length), false);
+      push(tok.encode(full.slice(prev.length)), false);
     }
     prev = full;
+  }
+  const prefix = tok.prefixIds;
+  if (prefix.length && !prefix.every((id, k) => ids[k] === id)) {
+    ids.unshift(...prefix);
+    mask.unshift(...prefix.map(() => 0));
   }
   return { ids: Int32Array.from(ids), assistantMask: Uint8Array.from(mask) };
 }
 
-export function tokenizeConversations(
+/** Assistant tokens that a row of `maxTokens` tokens keeps as targets (positions 1 … maxTokens − 1). */
+export function targetCount(ex: TokenizedExample, maxTokens = Infinity): number {
+  const n = Math.min(ex.ids.length, maxTokens);
+  let count = 0;
+  for (let t = 1; t < n; t++) count += ex.assistantMask[t] as number;
+  return count;
+}
+
+function truncate(ex: TokenizedExample, maxTokens: number): TokenizedExample {
+  return { ids: ex.ids.slice(0, maxTokens), assistantMask: ex.assistantMask.slice(0, maxTokens) };
+}
+
+/** What to do with a conversation longer than a row. */
+export type OverflowMode = 'truncate' | 'split' | 'drop';
+export const OVERFLOW_MODES: readonly OverflowMode[] = ['truncate', 'split', 'drop'];
+
+/**
+ * kept: one row, whole; split: several rows by turns, none cut; truncated: at least one row cut
+ * (or a piece lost); dropped: no row with a target is left.
+ */
+export type FitOutcome = 'kept' | 'split' | 'truncated' | 'dropped';
+
+export interface FittedConversation {
+  rows: TokenizedExample[];
+  outcome: FitOutcome;
+}
+
+/**
+ * Fits a conversation to rows of at most `seqLen + 1` tokens (a row gives seqLen inputs and their
+ * next tokens). 'split' cuts it between turns: leading system messages open every piece, each
+ * piece ends with an assistant turn, and as many turns go in a piece as fit; a single turn that
+ * does not fit is truncated. 'truncate' keeps the first seqLen + 1 tokens, 'drop' drops it.
+ */
+export function fitConversation(
   tok: ModelTokenizer,
-  conversations: readonly Conversation[],
+  messages: readonly ChatMessage[],
+  seqLen: number,
+  overflow: OverflowMode,
   options: TokenizeOptions = {},
-): TokenizedExample[] {
-  return conversations.map((c) => tokenizeConversation(tok, c.messages, options));
+  whole: TokenizedExample = tokenizeConversation(tok, messages, options),
+): FittedConversation {
+  const max = seqLen + 1;
+  if (whole.ids.length <= max) return targetCount(whole) > 0 ? { rows: [whole], outcome: 'kept' } : { rows: [], outcome: 'dropped' };
+  if (overflow === 'drop') return { rows: [], outcome: 'dropped' };
+  if (overflow === 'truncate') {
+    const cut = truncate(whole, max);
+    return targetCount(cut) > 0 ? { rows: [cut], outcome: 'truncated' } : { rows: [], outcome: 'dropped' };
+  }
+  let h = 0;
+  while (h < messages.length && messages[h]?.role === 'system') h++;
+  const head = messages.slice(0, h);
+  const turns: ChatMessage[][] = [];
+  let current: ChatMessage[] = [];
+  for (const m of messages.slice(h)) {
+    current.push(m);
+    if (m.role === 'assistant') {
+      turns.push(current);
+      current = [];
+    }
+  }
+  const rows: TokenizedExample[] = [];
+  let cutOrLost = false;
+  for (let i = 0; i < turns.length; ) {
+    let j = i + 1;
+    let best = tokenizeConversation(tok, [...head, ...turns.slice(i, j).flat()], options);
+    while (j < turns.length && best.ids.length <= max) {
+      const next = tokenizeConversation(tok, [...head, ...turns.slice(i, j + 1).flat()], options);
+      if (next.ids.length > max) break;
+      best = next;
+      j++;
+    }
+    if (best.ids.length > max) {
+      best = truncate(best, max);
+      cutOrLost = true;
+    }
+    if (targetCount(best) > 0) rows.push(best);
+    else cutOrLost = true;
+    i = j;
+  }
+  if (!rows.length) return { rows, outcome: 'dropped' };
+  return { rows, outcome: cutOrLost ? 'truncated' : 'split' };
 }
 
 /** Deterministic shuffle (mulberry32 Fisher–Yates). */
@@ -158,19 +234,15 @@ export interface BatchOptions {
 
 /**
  * One example per row, right-padded; an example longer than seqLen + 1 tokens is
- * truncated. The last batch may have fewer rows. Rows with no assistant target
- * after truncation are dropped.
+ * truncated (fitConversation decides that beforehand and counts it). The last batch
+ * may have fewer rows. Rows with no assistant target after truncation are dropped.
  */
 export function makeBatches(examples: readonly TokenizedExample[], opts: BatchOptions): Batch[] {
   const { seqLen, batchSize, padId } = opts;
   if (!(Number.isSafeInteger(seqLen) && seqLen > 0 && Number.isSafeInteger(batchSize) && batchSize > 0)) {
     throw new AppError('SCHEMA_VIOLATION', `seqLen (${seqLen}) and batchSize (${batchSize}) must be positive integers.`);
   }
-  const usable = examples.filter((ex) => {
-    const n = Math.min(ex.ids.length, seqLen + 1);
-    for (let t = 1; t < n; t++) if (ex.assistantMask[t]) return true;
-    return false;
-  });
+  const usable = examples.filter((ex) => targetCount(ex, seqLen + 1) > 0);
   const batches: Batch[] = [];
   for (let start = 0; start < usable.length; start += batchSize) {
     const group = usable.slice(start, start + batchSize);
@@ -193,38 +265,11 @@ export function makeBatches(examples: readonly TokenizedExample[], opts: BatchOp
   return batches;
 }
 
-export interface PrepareOptions extends TokenizeOptions {
-  seed: number;
-  /** Fraction of conversations held out for evaluation, in [0, 1). */
-  heldOutFraction: number;
-  seqLen: number;
-  batchSize: number;
-  /** Default: the tokenizer's pad id, else 0. */
-  padId?: number;
-}
-
-export interface PreparedDataset {
-  train: Batch[];
-  heldOut: Batch[];
-  /** Conversations read, and tokens that carry loss in each split. */
-  conversations: number;
-  trainTargets: number;
-  heldOutTargets: number;
-}
-
-/** JSON lines → shuffled, split, tokenized, batched: what a training run consumes. */
-export function prepareDataset(text: string, tok: ModelTokenizer, opts: PrepareOptions): PreparedDataset {
-  const conversations = parseConversations(text);
-  const { train, heldOut } = splitHeldOut(conversations, opts.heldOutFraction, opts.seed);
-  const batchOpts: BatchOptions = { seqLen: opts.seqLen, batchSize: opts.batchSize, padId: opts.padId ?? tok.padId ?? 0 };
-  const trainBatches = makeBatches(tokenizeConversations(tok, train, opts), batchOpts);
-  const heldOutBatches = makeBatches(tokenizeConversations(tok, heldOut, opts), batchOpts);
-  const count = (bs: Batch[]): number => bs.reduce((n, b) => n + b.lossMask.reduce((a, m) => a + m, 0), 0);
-  return {
-    train: trainBatches,
-    heldOut: heldOutBatches,
-    conversations: conversations.length,
-    trainTargets: count(trainBatches),
-    heldOutTargets: count(heldOutBatches),
-  };
+export function tokenizeConversations(
+  tok: ModelTokenizer,
+  conversations: readonly { messages: readonly ChatMessage[] }[],
+  options: TokenizeOptions = {},
+): TokenizedExample[] {
+  const template = options.template ?? resolveChatTemplate(tok);
+  return conversations.map((c) => tokenizeConversation(tok, c.messages, { ...options, template }));
 }

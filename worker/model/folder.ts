@@ -5,6 +5,7 @@
  */
 import { AppError } from '../../shared';
 import { loadLlamaWeights, parseLlamaConfig, type LlamaConfig, type LlamaWeights } from './config';
+import { generationEosIds, mergeEosIds } from './generation';
 import { baseModelFingerprint } from './peft';
 import { parseSafetensors, type SafetensorsFile } from './safetensors';
 import { loadTokenizer, type ModelTokenizer } from './tokenizer';
@@ -17,6 +18,11 @@ export interface LoadedModel {
   tokenizer: ModelTokenizer;
   /** Identifies this base for adapters (`baseModelFingerprint`). */
   fingerprint: string;
+  /**
+   * End-of-sequence ids: generation_config.json's, then config.json's, then the tokenizer's EOS
+   * (`mergeEosIds`). Training appends the first to assistant turns whose template ends with none.
+   */
+  eosTokenIds: number[];
 }
 
 /** Reads a file, turning the reader's own failure into MODEL_FILE_MISSING. */
@@ -59,5 +65,14 @@ export async function loadModelFolder(readFile: ReadFile): Promise<LoadedModel> 
   const files = await readSafetensorsFiles(readFile);
   const weights = loadLlamaWeights(files, config);
   const tokenizer = await loadTokenizer((name) => readModelFile(readFile, name));
-  return { config, weights, tokenizer, fingerprint: baseModelFingerprint(config, files) };
+  let generation: number[] = [];
+  let generationText: string | null = null;
+  try {
+    generationText = new TextDecoder().decode(await readFile('generation_config.json'));
+  } catch {
+    generationText = null; // optional: transformers then derives it from config.json
+  }
+  if (generationText !== null) generation = generationEosIds(generationText);
+  const eosTokenIds = mergeEosIds(generation, config.eosTokenIds, tokenizer.eosId);
+  return { config, weights, tokenizer, fingerprint: baseModelFingerprint(config, files), eosTokenIds };
 }

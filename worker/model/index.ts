@@ -18,6 +18,7 @@ export {
 export { f16ToF32, f32ToF16, bf16ToF32, f32ToBf16 } from './half';
 export {
   parseLlamaConfig,
+  checkModelType,
   configFingerprint,
   llamaWeightNames,
   llamaWeightShapes,
@@ -39,21 +40,25 @@ export {
 export { ChatTemplate, CHATML_TEMPLATE, CHAT_ROLES, type ChatMessage, type ChatRole, type RenderOptions } from './chat';
 export { ModelTokenizer, loadTokenizer, type EncodeOptions, type DecodeOptions, type SpecialTokens } from './tokenizer';
 export {
-  parseConversations,
   tokenizeConversation,
   tokenizeConversations,
+  resolveChatTemplate,
+  fitConversation,
+  targetCount,
   shuffleExamples,
   splitHeldOut,
   makeBatches,
-  prepareDataset,
-  type PrepareOptions,
-  type PreparedDataset,
+  OVERFLOW_MODES,
+  type ChatTemplateChoice,
+  type OverflowMode,
+  type FitOutcome,
+  type FittedConversation,
   type TokenizeOptions,
-  type Conversation,
   type TokenizedExample,
   type Batch,
   type BatchOptions,
 } from './dataset';
+export { generationEosIds, mergeEosIds } from './generation';
 export {
   saveAdapter,
   loadAdapter,

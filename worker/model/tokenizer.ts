@@ -62,8 +62,21 @@ export class ModelTokenizer {
   readonly bosId: number | null;
   readonly eosId: number | null;
   readonly padId: number | null;
-  /** The chat template from tokenizer_config.json, or ChatML when it has none. */
+  /**
+   * The chat template from tokenizer_config.json, or ChatML when it has none: what inference
+   * renders prompts with. Training uses `modelChatTemplate` and refuses a model without one
+   * (CHAT_TEMPLATE_MISSING) unless the run names a template.
+   */
   readonly chatTemplate: ChatTemplate;
+  /** The chat template the model ships, or null. */
+  readonly modelChatTemplate: ChatTemplate | null;
+  /**
+   * Ids the tokenizer puts before one sequence when asked to add special tokens (BOS for most
+   * Llamas), as transformers' fast tokenizer does: `add_bos_token` / `add_eos_token` written in
+   * tokenizer_config.json rebuild the post-processor (BOS iff add_bos_token); without them it is
+   * what tokenizer.json's post-processor adds (TemplateProcessing's tokens before `$A`).
+   */
+  readonly prefixIds: readonly number[];
   readonly vocabSize: number;
 
   constructor(tokenizerJson: string | unknown, tokenizerConfigJson: string | unknown) {
@@ -83,8 +96,22 @@ export class ModelTokenizer {
     this.bosId = this.#idOf(this.special.bos);
     this.eosId = this.#idOf(this.special.eos);
     this.padId = this.#idOf(this.special.pad) ?? this.eosId;
-    this.chatTemplate = new ChatTemplate(templateSource(tc.chat_template) ?? CHATML_TEMPLATE);
+    const own = templateSource(tc.chat_template);
+    this.modelChatTemplate = own === null ? null : new ChatTemplate(own);
+    this.chatTemplate = this.modelChatTemplate ?? new ChatTemplate(CHATML_TEMPLATE);
     this.vocabSize = this.#tok.get_vocab(true).size;
+    const explicit = typeof tc.add_bos_token === 'boolean' || typeof tc.add_eos_token === 'boolean';
+    this.prefixIds = explicit ? (tc.add_bos_token === true && this.bosId !== null ? [this.bosId] : []) : this.#postProcessorPrefix();
+  }
+
+  /** What the post-processor adds in front of a sequence: encode a probe with and without special tokens. */
+  #postProcessorPrefix(): number[] {
+    const plain = this.#tok.encode('a', { add_special_tokens: false }).ids;
+    const full = this.#tok.encode('a', { add_special_tokens: true }).ids;
+    for (let k = 0; k + plain.length <= full.length; k++) {
+      if (plain.every((id, i) => full[k + i] === id)) return full.slice(0, k);
+    }
+    return [];
   }
 
   #idOf(token: string | null): number | null {

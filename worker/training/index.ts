@@ -16,6 +16,9 @@ export {
   type TrainingCheckpoint,
   type TrainedAdapter,
 } from './loop';
+export { parseConversations, type Conversation } from './dataset';
+export { prepareDataset, type PrepareOptions, type PreparedDataset, type DatasetReport } from './prepare';
+export { checkLoraSettings } from './lora-settings';
 export { benchTraining, type TrainingBenchOptions, type TrainingBenchResult } from './bench';
 export { batchCycle } from './cycle';
 export { meanLoss } from './eval-loss';

@@ -12,11 +12,13 @@
  */
 import { AppError } from '../../shared';
 import { GpuLoraAdapter, LoraTrainer, type LlamaModel, type LoraOptions, type TrainerOptions } from '../engine';
-import { prepareDataset, type Batch, type LoraPair, type LoraSettings, type ModelTokenizer } from '../model';
+import type { Batch, ChatTemplateChoice, LoraPair, LoraSettings, ModelTokenizer, OverflowMode } from '../model';
 import { batchCycle } from './cycle';
 import { meanLoss } from './eval-loss';
+import { checkLoraSettings } from './lora-settings';
+import { prepareDataset, type DatasetReport } from './prepare';
 
-/** Batches already cut (worker/model's prepareDataset gives these). */
+/** Batches already cut (prepareDataset gives these). */
 export interface TrainingBatches {
   train: readonly Batch[];
   /** Evaluated, never trained on; empty or absent: no eval loss. */
@@ -32,6 +34,12 @@ export interface TrainingConversations {
   batchSize: number;
   /** Share of conversations held out for the eval loss, in [0, 1). Default 0. */
   evalFraction?: number;
+  /** A chat template instead of the model's ('chatml' or Jinja); required when the model has none (CHAT_TEMPLATE_MISSING). */
+  template?: ChatTemplateChoice;
+  /** End-of-sequence ids, the one appended to turns first (worker/model's LoadedModel.eosTokenIds). Default: the tokenizer's EOS. */
+  eosIds?: readonly number[];
+  /** Conversations longer than seqLen + 1 tokens: split by turns (default), truncated or dropped; counted in the summary. */
+  overflow?: OverflowMode;
 }
 
 /** The adapter as worker/model's saveAdapter takes it (add baseModel and baseFingerprint). */
@@ -118,6 +126,10 @@ export interface LoraTrainingSummary {
   /** The whole call, losses before and after included. */
   totalSeconds: number;
   adapter: TrainedAdapter & { parameters: number };
+  /** What became of the conversations (null when the caller passed batches). */
+  dataset: DatasetReport | null;
+  /** What a user would not expect: conversations dropped or cut, no held-out rows. */
+  warnings: string[];
 }
 
 function positiveInt(name: string, v: number): number {
@@ -125,12 +137,20 @@ function positiveInt(name: string, v: number): number {
   return v;
 }
 
-function toBatches(data: TrainingBatches | TrainingConversations, seed: number): { train: readonly Batch[]; heldOut: readonly Batch[] } {
+function toBatches(data: TrainingBatches | TrainingConversations, seed: number): { train: readonly Batch[]; heldOut: readonly Batch[]; report: DatasetReport | null } {
   if ('jsonl' in data) {
-    const p = prepareDataset(data.jsonl, data.tokenizer, { seed, heldOutFraction: data.evalFraction ?? 0, seqLen: data.seqLen, batchSize: data.batchSize });
-    return { train: p.train, heldOut: p.heldOut };
+    const p = prepareDataset(data.jsonl, data.tokenizer, {
+      seed,
+      heldOutFraction: data.evalFraction ?? 0,
+      seqLen: data.seqLen,
+      batchSize: data.batchSize,
+      ...(data.template !== undefined ? { template: data.template } : {}),
+      ...(data.eosIds !== undefined ? { eosIds: data.eosIds } : {}),
+      ...(data.overflow !== undefined ? { overflow: data.overflow } : {}),
+    });
+    return { train: p.train, heldOut: p.heldOut, report: p.report };
   }
-  return { train: data.train, heldOut: data.heldOut ?? [] };
+  return { train: data.train, heldOut: data.heldOut ?? [], report: null };
 }
 
 function cancelled(done: number, total: number, signal: AbortSignal): AppError {
@@ -147,6 +167,7 @@ export async function runLoraTraining(opts: LoraTrainingOptions): Promise<LoraTr
   const seed = opts.seed ?? 0;
   const evalEvery = opts.evalEvery ?? 0;
   const checkpointEvery = opts.onCheckpoint ? (opts.checkpointEvery ?? 0) : 0;
+  checkLoraSettings(model.config, opts.lora);
   const data = toBatches(opts.data, seed);
   if (data.train.length === 0) {
     throw new AppError('DATASET_INVALID', 'No training conversation has an assistant token within the sequence length. Add conversations, hold fewer out or raise the sequence length.', {
@@ -229,6 +250,8 @@ export async function runLoraTraining(opts: LoraTrainingOptions): Promise<LoraTr
       trainSeconds,
       totalSeconds: (performance.now() - t0) / 1000,
       adapter: { settings: { ...adapter.settings, targetModules: [...adapter.settings.targetModules] }, weights: await adapter.toPairs(), parameters: adapter.parameterCount },
+      dataset: data.report,
+      warnings: data.report?.warnings ?? [],
     };
   } finally {
     model.setAdapter(previous);

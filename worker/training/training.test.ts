@@ -9,9 +9,9 @@ import { after, before, describe, it } from 'node:test';
 import { buildTinyModel } from '../../tools/tiny-model';
 import { AppError } from '../../shared';
 import { LlamaModel, type GpuContext } from '../engine';
-import { loadAdapter, loadTokenizer, saveAdapter, type ModelTokenizer } from '../model';
+import { loadAdapter, loadTokenizer, ModelTokenizer, saveAdapter } from '../model';
 import { createNodeGpuContext } from '../node';
-import { benchTraining, runLoraTraining, type LoraTrainingOptions, type TrainingCheckpoint, type TrainingStep } from '.';
+import { benchTraining, checkLoraSettings, runLoraTraining, type LoraTrainingOptions, type TrainingCheckpoint, type TrainingStep } from '.';
 
 const JSONL = [
   { q: 'What colour is the sky?', a: 'The sky is blue.' },
@@ -143,6 +143,62 @@ describe('runLoraTraining', () => {
     await assert.rejects(runLoraTraining(options({ data: { train: [] } })), (err: unknown) => err instanceof AppError && err.code === 'DATASET_INVALID');
     await assert.rejects(runLoraTraining(options({ steps: 0 })), (err: unknown) => err instanceof AppError && err.code === 'INVALID_ARGUMENT');
     await assert.rejects(runLoraTraining(options({ gradAccumulation: 1.5 })), (err: unknown) => err instanceof AppError && err.code === 'INVALID_ARGUMENT');
+  });
+
+  it('reports what became of every conversation, and warns of an empty held-out split', async () => {
+    const longLine = JSON.stringify({
+      messages: [
+        { role: 'system', content: 'Answer briefly.' },
+        ...[1, 2, 3].flatMap((i) => [
+          { role: 'user', content: `What comes after ${i}?` },
+          { role: 'assistant', content: `${i + 1} comes after ${i}.` },
+        ]),
+      ],
+    });
+    const r = await runLoraTraining(options({ steps: 1, gradAccumulation: 1, trainLoss: false, data: { jsonl: `${JSONL}\n${longLine}`, tokenizer, seqLen: 64, batchSize: 2 } }));
+    assert.ok(r.dataset);
+    const d = r.dataset;
+    assert.deepEqual([d.conversations, d.kept, d.split, d.truncated, d.dropped], [6, 5, 1, 0, 0]);
+    assert.equal(d.trainRows, 5 + 3); // 130 tokens in rows of 65: one exchange and the system prompt per row
+    assert.equal(r.trainBatches, 4);
+    assert.deepEqual(r.warnings, []);
+    const lone = await runLoraTraining(options({ steps: 1, gradAccumulation: 1, trainLoss: false, data: { jsonl: JSONL.split('\n')[0]!, tokenizer, seqLen: 40, batchSize: 2, evalFraction: 0.2 } }));
+    assert.equal(lone.dataset?.heldOutEmpty, true);
+    assert.equal(lone.evalLossAfter, null);
+    assert.match(lone.warnings.join('\n'), /held-out split is empty/);
+  });
+
+  it('refuses LoRA settings and data the model cannot train on, with coded errors, before touching the GPU', async () => {
+    const code = async (o: Partial<LoraTrainingOptions>): Promise<string> => {
+      try {
+        await runLoraTraining(options(o));
+      } catch (err) {
+        assert.ok(err instanceof AppError, String(err));
+        return err.code;
+      }
+      return 'resolved';
+    };
+    const live = ctx.liveBuffers;
+    // v_proj maps 64 → 32 in the tiny model, so 32 is the largest rank over q_proj and v_proj.
+    assert.equal(await code({ lora: { rank: 33, alpha: 8, targets: ['q_proj', 'v_proj'] } }), 'LORA_SETTINGS_INVALID');
+    assert.equal(await code({ lora: { rank: 0, alpha: 8, targets: ['q_proj'] } }), 'LORA_SETTINGS_INVALID');
+    assert.equal(await code({ lora: { rank: 4, alpha: 8, targets: ['c_attn' as never] } }), 'LORA_SETTINGS_INVALID');
+    assert.equal(await code({ lora: { rank: 4, alpha: 8, targets: [] } }), 'LORA_SETTINGS_INVALID');
+    try {
+      checkLoraSettings(tiny.config, { rank: 33, targets: ['q_proj', 'v_proj'] });
+      assert.fail('expected LORA_SETTINGS_INVALID');
+    } catch (err) {
+      assert.ok(err instanceof AppError);
+      assert.equal(err.details?.maxRank, 32);
+      assert.deepEqual(err.details?.dims, { q_proj: { in: 64, out: 64 }, v_proj: { in: 64, out: 32 } });
+    }
+    assert.deepEqual(checkLoraSettings(tiny.config, { rank: 32, targets: ['q_proj', 'v_proj'] }), ['q_proj', 'v_proj']);
+    const { chat_template: _t, ...noTemplate } = JSON.parse(new TextDecoder().decode(tiny.files.get('tokenizer_config.json'))) as Record<string, unknown>;
+    const bare = new ModelTokenizer(new TextDecoder().decode(tiny.files.get('tokenizer.json')), noTemplate);
+    assert.equal(await code({ data: { jsonl: JSONL, tokenizer: bare, seqLen: 40, batchSize: 2 } }), 'CHAT_TEMPLATE_MISSING');
+    assert.equal(await code({ data: { jsonl: JSONL, tokenizer, seqLen: 4, batchSize: 2 } }), 'DATASET_NO_TARGETS');
+    assert.equal(await code({ data: { jsonl: `${JSONL}\n{"messages":7}`, tokenizer, seqLen: 40, batchSize: 2 } }), 'DATASET_INVALID');
+    assert.equal(ctx.liveBuffers, live);
   });
 
   it('times steps through the loop for the benchmark (benchTraining) and frees what it allocates', async () => {
