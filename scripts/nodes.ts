@@ -3,7 +3,7 @@
  * node page from a coordinator and join its pool, so a server without a
  * display can run tasks too.
  *
- *   tsx scripts/nodes.ts --url http://127.0.0.1:8080 --count 2 [--workers 4]
+ *   tsx scripts/nodes.ts --url http://127.0.0.1:8080 --count 2 [--workers 4] [--token JOIN_TOKEN]
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -37,6 +37,8 @@ export interface LaunchNodesOptions {
   userDataRoot?: string;
   /** Agent workers per page (`?workers=`); default: the page's choice. */
   workers?: number;
+  /** Join token (node role) of a coordinator run with --auth, given to each page as `?token=`. */
+  token?: string;
   /** More query parameters for the page (see web/main.ts), e.g. `{ perWorker: '8' }`. */
   query?: Record<string, string>;
   /** Node names are `${namePrefix}-${i}`. */
@@ -124,6 +126,7 @@ export async function launchNodes(opts: LaunchNodesOptions): Promise<LaunchedNod
       });
       const q = new URLSearchParams({ ...opts.query, name });
       if (opts.workers) q.set('workers', String(opts.workers));
+      if (opts.token) q.set('token', opts.token);
       await page.goto(`${base}/?${q}`);
       pages.push(page);
     }
@@ -149,9 +152,11 @@ async function main(): Promise<void> {
       count: { type: 'string', default: '1' },
       workers: { type: 'string' },
       'user-data-root': { type: 'string' },
+      // The join token; NODE_TOKEN in the environment keeps it out of the process list.
+      token: { type: 'string' },
     },
   });
-  if (!values.url) throw new Error('Usage: tsx scripts/nodes.ts --url http://127.0.0.1:8080 [--count N] [--workers W]');
+  if (!values.url) throw new Error('Usage: tsx scripts/nodes.ts --url http://127.0.0.1:8080 [--count N] [--workers W] [--token JOIN_TOKEN]');
   const count = Number(values.count);
   if (!Number.isInteger(count) || count < 1 || count > 64) throw new Error('--count must be an integer from 1 to 64.');
   const nodes = await launchNodes({
@@ -159,6 +164,7 @@ async function main(): Promise<void> {
     count,
     workers: values.workers ? Number(values.workers) : undefined,
     userDataRoot: values['user-data-root'],
+    token: values.token ?? process.env.NODE_TOKEN,
   });
   for (const [i, id] of nodes.nodeIds.entries()) console.log(`node ${i + 1}: ${id} connected to ${values.url}`);
   console.log('Press Ctrl-C to stop.');

@@ -26,9 +26,12 @@ export function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-export async function registerAgent(baseUrl: string, name: string, bytes: Uint8Array, version = contentVersion(bytes)): Promise<Registration> {
+/** `token`: a bearer token with the evolver role, for a coordinator run with --auth. */
+export async function registerAgent(baseUrl: string, name: string, bytes: Uint8Array, version = contentVersion(bytes), token?: string): Promise<Registration> {
   const url = `${baseUrl.replace(/\/$/, '')}/v1/agents/${encodeURIComponent(name)}/versions/${encodeURIComponent(version)}`;
-  const res = await fetch(url, { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: new Uint8Array(bytes) as Uint8Array<ArrayBuffer> });
+  const headers: Record<string, string> = { 'content-type': 'application/wasm' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(url, { method: 'PUT', headers, body: new Uint8Array(bytes) as Uint8Array<ArrayBuffer> });
   const text = await res.text();
   const reg: Registration = { name, version, sha256: sha256(bytes), status: res.status, code: null };
   if (!res.ok) {
@@ -48,8 +51,11 @@ export async function registerAgent(baseUrl: string, name: string, bytes: Uint8A
  * Registers the catalogued sample agents (all of them unless `specs` narrows it).
  * Refusals come back with their codes, not thrown: hostile modules are meant to be refused.
  */
-export async function registerSampleAgents(baseUrl: string, specs: readonly AgentSpec[] = AGENTS): Promise<Registration[]> {
+export async function registerSampleAgents(baseUrl: string, specs: readonly AgentSpec[] = AGENTS, token?: string): Promise<Registration[]> {
   const out: Registration[] = [];
-  for (const spec of specs) out.push(await registerAgent(baseUrl, spec.name, readAgent(spec.name)));
+  for (const spec of specs) {
+    const bytes = readAgent(spec.name);
+    out.push(await registerAgent(baseUrl, spec.name, bytes, contentVersion(bytes), token));
+  }
   return out;
 }

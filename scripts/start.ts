@@ -7,11 +7,15 @@
  *
  * The built-in models (tools/tiny-model's BUILTIN_MODELS) are generated into data/models (kept when
  * already up to date); each --models DIR (given any number of times) is served read-only after them.
+ *
+ * Bearer tokens live in auth.json beside the --db file (data/auth.json, mode 0600): written on the first
+ * start with an admin token and a node join token, reused after. It prints the admin token and the page
+ * link that carries the join token (`?token=`); its headless nodes get the join token the same way.
  */
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createCoordinator } from '../server';
+import { createCoordinator, ensureLocalTokens } from '../server';
 import { launchNodes, type LaunchedNodes } from './nodes';
 import { DIST, ROOT, ensurePageBuilt } from './page-build';
 import { findAgent } from '../agents';
@@ -48,7 +52,10 @@ async function main(): Promise<void> {
   for (const c of await store.collisions()) console.log(`Model ${c.name}: serving ${c.served}; ignoring ${c.shadowed.join(', ')} (an earlier folder has that name)`);
   const names = await store.list();
   console.log(`Models served: ${names.join(', ') || 'none'}`);
-  const coordinator = await createCoordinator({ dbPath: values.db, port, staticDir: DIST, modelsDirs: modelRoots });
+  const authPath = join(dirname(values.db), 'auth.json');
+  const tokens = ensureLocalTokens(authPath);
+  console.log(`Tokens ${tokens.created ? 'written to' : 'read from'} ${authPath} (an admin token and a node join token)`);
+  const coordinator = await createCoordinator({ dbPath: values.db, port, staticDir: DIST, modelsDirs: modelRoots, auth: tokens.auth });
   let nodes: LaunchedNodes | null = null;
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {
@@ -64,7 +71,7 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => void stop('SIGTERM'));
 
   const url = coordinator.url.replace(/\/$/, '');
-  const regs = await registerSampleAgents(url);
+  const regs = await registerSampleAgents(url, undefined, tokens.admin);
   const ok = regs.filter((r) => r.code === null);
   const refused = regs.filter((r) => r.code !== null);
   console.log(`Agents registered: ${ok.map((r) => r.name).join(', ') || 'none'}`);
@@ -80,6 +87,7 @@ async function main(): Promise<void> {
       count: nodeCount,
       workers: values.workers ? Number(values.workers) : undefined,
       userDataRoot: join(ROOT, 'data', 'browser'),
+      token: tokens.join,
     });
     for (const id of nodes.nodeIds) console.log(`Headless node ${id} connected.`);
   }
@@ -88,13 +96,17 @@ async function main(): Promise<void> {
     ? '{"kind":"agent","payload":{"agent":"text-stats","input":{"text":"hello browser world"}}}'
     : `{"kind":"agent","payload":{"agent":"${sample?.name ?? 'NAME'}","input":{}}}`;
   console.log(`
-Coordinator and node page: ${url}/
+Coordinator: ${url}/
+Node page (open it in a browser to add a node; the link carries the join token):
+  ${url}/?token=${tokens.join}
+Admin token (every route; data/auth.json holds it, add tokens with fewer roles there, docs/api.md "Authentication"):
+  TOKEN=${tokens.admin}
 Submit a task and wait for it:
-  ID=$(curl -s -X POST ${url}/v1/tasks -H 'content-type: application/json' \\
+  ID=$(curl -s -X POST ${url}/v1/tasks -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
     -d '${body}' | sed -E 's/.*"id":"([^"]+)".*/\\1/')
-  curl -s "${url}/v1/tasks/$ID/wait?timeoutMs=10000"
-Generate text (any OpenAI client works too, base URL ${url}/v1):
-  curl -s ${url}/v1/chat/completions -H 'content-type: application/json' \\
+  curl -s "${url}/v1/tasks/$ID/wait?timeoutMs=10000" -H "authorization: Bearer $TOKEN"
+Generate text (any OpenAI client works too, base URL ${url}/v1, api key $TOKEN):
+  curl -s ${url}/v1/chat/completions -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
     -d '{"model":"tiny-llama","messages":[{"role":"user","content":"hi"}],"max_tokens":16}'
 Press Ctrl-C to stop.`);
 }

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, test } from 'node:test';
@@ -29,14 +30,19 @@ test('SIGKILL after 202: every accepted task survives; leased ones are requeued 
       });
       child.once('exit', (code) => reject(new Error(`coordinator exited early (${code})`)));
     });
-    const api = apiClient(url);
+    // Without --auth, main.ts wrote auth.json beside the journal: an admin token and a node join token.
+    const tokens = (JSON.parse(readFileSync(join(tmp.dir, 'auth.json'), 'utf8')) as { tokens: { token: string; roles: string[] }[] }).tokens;
+    const admin = tokens.find((t) => t.roles.includes('admin'))!.token;
+    const joinToken = tokens.find((t) => t.roles.includes('node'))!.token;
+    const api = (path: string, init: RequestInit & { json?: unknown } = {}) =>
+      apiClient(url)(path, { ...init, headers: { ...(init.headers as Record<string, string> | undefined), authorization: `Bearer ${admin}` } });
     const put = await api('/v1/agents/hello/versions/1', { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: await wat(HELLO_WAT) });
     assert.equal(put.status, 201);
     const batch = await api('/v1/tasks', { method: 'POST', json: { tasks: Array.from({ length: 200 }, (_, i) => ({ kind: 'agent', payload: { agent: 'hello', input: i } })) } });
     assert.equal(batch.status, 202);
     const one = await api('/v1/tasks', { method: 'POST', json: { kind: 'agent', payload: { agent: 'hello' }, idempotencyKey: 'crash-1' } });
     assert.equal(one.status, 202);
-    const node = await TestNode.connect(url, { maxConcurrent: 5 });
+    const node = await TestNode.connect(url, { maxConcurrent: 5, token: joinToken });
     const leased = await node.assignments(10);
     child.kill('SIGKILL');
     await exited;

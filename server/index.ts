@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { dirname } from 'node:path';
 import { LIMITS } from '../shared';
+import { installAccess, loggerOptions, type LogOptions } from './access';
 import { Auth } from './auth';
 import type { Context } from './context';
 import { installErrorHandling } from './http';
@@ -87,7 +88,8 @@ export interface CoordinatorOptions {
   allowOrigins?: readonly string[];
   /** How long close() waits for leased tasks to finish. Default 5000 ms. */
   drainTimeoutMs?: number;
-  logger?: boolean;
+  /** Fastify's log (pino): true for info on stdout, or a level and a stream. Tokens in URLs (`?token=`) are redacted. */
+  logger?: LogOptions;
   /** Bearer tokens and roles (Auth.fromFile for --auth). Absent: Auth.open(), every caller is admin. */
   auth?: Auth;
 }
@@ -146,8 +148,9 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     shuttingDown: () => shuttingDown,
   };
 
-  const app = Fastify({ logger: opts.logger ?? false, bodyLimit: LIMITS.maxBodyBytes });
+  const app = Fastify({ logger: loggerOptions(opts.logger), bodyLimit: LIMITS.maxBodyBytes });
   installErrorHandling(app, metrics);
+  installAccess(app, ctx.auth); // before any route, so every one is collected and checked
   installCrossSiteRefusal(app, { allowOrigins: opts.allowOrigins ?? [] });
   await app.register(fastifyWebsocket, { options: { maxPayload: LIMITS.maxSocketMessageBytes } });
   const modelRoots = [...(opts.modelsDir ? [opts.modelsDir] : []), ...(opts.modelsDirs ?? [])];

@@ -2,9 +2,13 @@
  * CLI: `tsx server/main.ts [--port N] [--host H] [--db PATH] [--static DIR] [--models DIR] [--attempt-sync normal|full]
  * [--webhook-allow-host HOST]... [--webhook-secret SECRET]` (without --webhook-secret the secret is kept in
  * `webhook-secret` beside the journal).
+ * `--auth FILE`: bearer tokens and roles (docs/api.md "Authentication"); without it, `auth.json` beside the --db
+ * file is used, written with an admin token and a node join token (mode 0600) when missing.
  * Prints `coordinator listening on URL` and closes gracefully on SIGINT/SIGTERM.
  */
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { Auth, ensureLocalTokens } from './auth';
 import { createCoordinator } from './index';
 
 const { values } = parseArgs({
@@ -16,6 +20,7 @@ const { values } = parseArgs({
     models: { type: 'string' },
     logger: { type: 'boolean', default: false },
     'attempt-sync': { type: 'string', default: 'normal' },
+    auth: { type: 'string' },
     'webhook-allow-host': { type: 'string', multiple: true, default: [] },
     'webhook-secret': { type: 'string' },
   },
@@ -33,7 +38,26 @@ if (attemptSync !== 'normal' && attemptSync !== 'full') {
   process.exit(2);
 }
 
+// Bearer tokens: --auth FILE, else a file beside the journal (written with an admin and a node join token
+// when missing). The tokens are never printed or logged here; read them from the file.
+let auth: Auth;
+try {
+  if (values.auth) {
+    auth = Auth.fromFile(values.auth);
+    console.log(`auth: tokens from ${values.auth}`);
+  } else {
+    const path = join(values.db === ':memory:' ? './data' : dirname(values.db), 'auth.json');
+    const local = ensureLocalTokens(path);
+    auth = local.auth;
+    console.log(`auth: tokens ${local.created ? 'written to' : 'from'} ${path} (an admin token and a node join token; pass --auth FILE for your own)`);
+  }
+} catch (err) {
+  console.error(err instanceof Error ? err.message : String(err));
+  process.exit(2);
+}
+
 const coordinator = await createCoordinator({
+  auth,
   attemptSync,
   port,
   host: values.host,

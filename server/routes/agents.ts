@@ -4,6 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { AppError, LIMITS, parseModuleHash, parseName } from '../../shared';
+import { tenantOf } from '../access';
 import type { Context } from '../context';
 import type { AgentVersion } from '../registry';
 import { AgentConfigSchema, QuotaSchema, checkCompiled, type AgentConfig } from '../validate';
@@ -82,6 +83,10 @@ export function agentRoutes(app: FastifyInstance, ctx: Context): void {
 
   app.put('/v1/quotas/:tenant', async (req) => {
     const tenant = parseName((req.params as { tenant: string }).tenant);
+    const own = tenantOf(req);
+    if (own !== null && tenant !== own) {
+      throw new AppError('FORBIDDEN', `This token is bound to tenant ${own}; it may set only that tenant's quota.`, { tenant: own });
+    }
     const body = checkCompiled(QuotaSchema, req.body ?? {});
     const quota = { maxQueued: body.maxQueued ?? null, agentLimits: body.agentLimits ?? null };
     ctx.registry.setQuota(tenant, quota);
@@ -89,5 +94,9 @@ export function agentRoutes(app: FastifyInstance, ctx: Context): void {
     return { tenant, ...quota };
   });
 
-  app.get('/v1/quotas', async () => ({ quotas: ctx.registry.quotas() }));
+  app.get('/v1/quotas', async (req) => {
+    const own = tenantOf(req);
+    const all = ctx.registry.quotas();
+    return { quotas: own === null ? all : Object.fromEntries(Object.entries(all).filter(([tenant]) => tenant === own)) };
+  });
 }

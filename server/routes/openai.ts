@@ -6,6 +6,7 @@
  * own error handler.
  */
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { tenantOf } from '../access';
 import type { Context } from '../context';
 import { toAppError } from '../http';
 import type { ModelStore } from '../models';
@@ -14,6 +15,7 @@ import { ModelCatalog } from '../openai/models';
 import { planChat, planCompletion, type Plan } from '../openai/request';
 import type { Api } from '../openai/response';
 import { completeStream, completeWhole } from '../openai/run';
+import { bindTenant } from './tasks';
 
 export function openAiRoutes(ctx: Context, store: ModelStore | null): FastifyPluginAsync {
   return async (app: FastifyInstance) => {
@@ -39,6 +41,7 @@ export function openAiRoutes(ctx: Context, store: ModelStore | null): FastifyPlu
     const complete = (api: Api, plan: (body: unknown) => Plan) =>
       async (req: FastifyRequest, reply: FastifyReply) => {
         const p = plan(req.body);
+        bindTenant(p.specs, false, tenantOf(req)); // the token's tenant owns the tasks
         if (!(await catalog.has(p.model.base))) {
           throw badParam('model', `The model \`${p.model.base}\` does not exist; GET /v1/models lists the models.`, 'MODEL_NOT_FOUND');
         }

@@ -15,6 +15,7 @@ import {
   type TaskState,
 } from '../../shared';
 import { compileResponseFormat } from '../../worker/inference/constrain';
+import { tenantOf } from '../access';
 import type { Context } from '../context';
 import { openEventStream } from '../http';
 import type { ModelCatalog } from '../openai/models';
@@ -31,6 +32,7 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
   app.post('/v1/tasks', async (req, reply) => {
     if (ctx.shuttingDown()) throw new AppError('SHUTTING_DOWN', 'The coordinator is shutting down; submit to another one or retry after it restarts.');
     const { specs, batch } = parseSubmission(req.body);
+    bindTenant(specs, batch, tenantOf(req));
     for (const [i, spec] of specs.entries()) if (spec.webhook !== undefined) ctx.webhooks.check(spec.webhook, batch ? `/tasks/${i}/webhook` : '/webhook');
     await checkGenerate(specs, batch, models);
     const outcomes = submitSpecs(ctx, specs, batch);
@@ -49,7 +51,12 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
     }
     const opts: { state?: TaskState; tenant?: string; limit: number; before?: number } = { limit };
     if (q.state) opts.state = q.state as TaskState;
-    if (q.tenant) opts.tenant = q.tenant;
+    const own = tenantOf(req);
+    if (own !== null && q.tenant !== undefined && q.tenant !== own) {
+      throw new AppError('FORBIDDEN', `This token is bound to tenant ${own}; it lists only that tenant's tasks.`, { tenant: own });
+    }
+    if (own !== null) opts.tenant = own;
+    else if (q.tenant) opts.tenant = q.tenant;
     if (q.cursor !== undefined) opts.before = parseCursor(q.cursor);
     const page = ctx.journal.pageTasks(opts);
     return { tasks: page.tasks, nextCursor: page.next === null ? null : cursorFor(page.next) };
@@ -191,6 +198,23 @@ function parseCursor(raw: unknown): number {
   return before;
 }
 
+/**
+ * A tenant-bound token submits for its tenant only: a spec without tenant takes the token's,
+ * one naming another tenant is FORBIDDEN. Also used by the OpenAI-compatible routes.
+ */
+export function bindTenant(specs: TaskSpec[], batch: boolean, tenant: string | null): void {
+  if (tenant === null) return;
+  for (const [i, spec] of specs.entries()) {
+    if (spec.tenant !== undefined && spec.tenant !== tenant) {
+      throw new AppError('FORBIDDEN', `${batch ? `/tasks/${i}` : ''}/tenant: this token is bound to tenant ${tenant} and may not submit for ${spec.tenant}.`, {
+        tenant,
+        path: `${batch ? `/tasks/${i}` : ''}/tenant`,
+      });
+    }
+    spec.tenant = tenant;
+  }
+}
+
 function isTerminal(state: TaskState): boolean {
   return TERMINAL_STATES.includes(state);
 }
@@ -198,7 +222,11 @@ function isTerminal(state: TaskState): boolean {
 function getTask(ctx: Context, req: FastifyRequest): StoredTask {
   const id = parseTaskId((req.params as { id: string }).id);
   const task = ctx.journal.getTask(id);
-  if (!task) throw new AppError('TASK_NOT_FOUND', `No task has id ${id}; check the id the submit answered.`, { id });
+  // Another tenant's task answers as a missing one: a tenant-bound token does not learn it exists.
+  const own = tenantOf(req);
+  if (!task || (own !== null && task.tenant !== own)) {
+    throw new AppError('TASK_NOT_FOUND', `No task has id ${id}; check the id the submit answered.`, { id });
+  }
   return task;
 }
 
