@@ -32,6 +32,7 @@ export const INFRA_CODES: ReadonlySet<string> = new Set([
   'INTERNAL',
   'GPU_DEVICE_LOST',
   'GPU_OUT_OF_MEMORY',
+  'NODE_RESOURCE_EXHAUSTED',
 ]);
 
 export interface CircuitOptions {

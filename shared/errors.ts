@@ -47,6 +47,11 @@ export const ERRORS = {
   AGENT_STOPPED: { status: 500, retryable: true, message: 'The agent was stopped before it finished.' },
   WORKER_CRASHED: { status: 500, retryable: true, message: 'The worker running the task died.' },
   AGENT_MODULE_MISSING: { status: 500, retryable: true, message: 'The node has not loaded this agent module; hand it to the runtime (addModule) first.' },
+  NODE_RESOURCE_EXHAUSTED: {
+    status: 503,
+    retryable: true,
+    message: 'The node ran out of a resource (Wasm memory or address space) it needed to run the agent; the task goes to another worker or node. Not the agent\'s fault.',
+  },
   WASM_HASH_MISMATCH: { status: 422, retryable: false, message: 'The module bytes do not match their SHA-256; fetch the module again.' },
 
   // Scheduling and nodes
@@ -56,7 +61,6 @@ export const ERRORS = {
   DEADLINE_EXCEEDED: { status: 504, retryable: false, message: 'The task passed its deadline.' },
   CANCELLED: { status: 409, retryable: false, message: 'The task was cancelled.' },
   ATTEMPTS_EXHAUSTED: { status: 500, retryable: false, message: 'The task failed on every attempt.' },
-  QUORUM_FAILED: { status: 502, retryable: false, message: "The task's replicas did not agree on an output (up to maxReplicas); every replica's output is in the task record." },
   PROTOCOL_ERROR: { status: 400, retryable: false, message: 'A message broke the node protocol.' },
   TASK_KIND_UNSUPPORTED: { status: 501, retryable: false, message: 'This node cannot run tasks of this kind.' },
   NODE_DRAINING: { status: 503, retryable: true, message: 'The node is draining and takes no new tasks; the task goes to another node.' },

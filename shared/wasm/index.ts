@@ -9,6 +9,14 @@ export {
   WASM_PAGE_BYTES,
   type AgentModuleInfo,
 } from './validate';
-export { capMemory, memoryMaximumPages, pagesForMB } from './memory';
+export {
+  capMemory,
+  memoryMaximumPages,
+  pagesForMB,
+  memoryAsImport,
+  HOST_MEMORY_MODULE,
+  HOST_MEMORY_NAME,
+  type HostMemoryDescriptor,
+} from './memory';
 export { instrumentFuel, type FuelOptions } from './fuel';
 export { readInstruction } from './opcodes';

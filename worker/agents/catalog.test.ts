@@ -65,7 +65,7 @@ for (const spec of built) {
     test(`${spec.name} (${spec.language}) ends ${exp.ok ? 'with its output' : `with ${exp.errorCode}`}`, async () => {
       const req = request(spec);
       const prepared = await prepareAgentModule(readAgent(spec.name), req.limits.memoryMB);
-      check(spec, runAgentInThread(prepared.module, req, { capPages: prepared.capPages }));
+      check(spec, runAgentInThread(prepared.module, req, { capPages: prepared.capPages, memory: prepared.memory }));
     });
   }
 }

@@ -9,9 +9,11 @@ import {
   DEFAULT_AGENT_LIMITS,
   capMemory,
   instrumentFuel,
+  memoryAsImport,
   pagesForMB,
   validateAgentModule,
   type AgentModuleInfo,
+  type HostMemoryDescriptor,
 } from '../../shared';
 
 /** A compiled module ready to instantiate, with the cap it was compiled under. */
@@ -20,6 +22,11 @@ export interface PreparedModule {
   key: string;
   module: WebAssembly.Module;
   capPages: number;
+  /**
+   * The memory the module imports as `agent_host.memory` (its own memory section, capped, made an
+   * import so the worker can reuse one memory across runs); null: the module defines its memory.
+   */
+  memory: HostMemoryDescriptor | null;
   /** Size of the (instrumented, capped) bytes it was compiled from: what the cache's byte bound counts. */
   byteLength: number;
 }
@@ -40,8 +47,10 @@ export async function prepareAgentModule(bytes: Uint8Array, memoryMB: number, ha
 async function compileInstrumented(instrumented: Uint8Array, memoryMB: number, hash: string): Promise<PreparedModule> {
   const capPages = pagesForMB(memoryMB);
   const capped = capMemory(instrumented, capPages);
-  const module = await WebAssembly.compile(capped as Uint8Array<ArrayBuffer>);
-  return { key: moduleKey(hash, memoryMB), module, capPages, byteLength: capped.byteLength };
+  const imported = memoryAsImport(capped);
+  const final = imported?.bytes ?? capped;
+  const module = await WebAssembly.compile(final as Uint8Array<ArrayBuffer>);
+  return { key: moduleKey(hash, memoryMB), module, capPages, memory: imported?.memory ?? null, byteLength: final.byteLength };
 }
 
 export const DEFAULT_MAX_MODULES = 64;

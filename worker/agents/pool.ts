@@ -10,10 +10,19 @@
  * holding one of its keys, on the same port as runs, so a run already posted
  * finishes first and a later run re-posts the module (or, if the hash is gone,
  * ends AGENT_MODULE_MISSING on the pool side). Workers keep no bound of their own.
+ *
+ * Wasm memory: every memory reserves ~8 GiB of address space until it is collected, and a
+ * renderer has room for about 124 at once across the page and all its workers (see
+ * ./memories.ts). Workers reuse memories; the pool recycles a worker (terminating it gives
+ * everything back at once) when its uncollected memories pass a budget, and after a run
+ * that left more than `recycleMemoryBytes` of memory, so a hog's memory returns to the
+ * system when it ends. A run that still finds no room (NODE_RESOURCE_EXHAUSTED) is tried
+ * once more on a fresh worker, with the workers holding garbage recycled first; a second
+ * refusal goes back to the coordinator, which retries the task (another node, maybe).
  */
 import { wrap, type Endpoint, type Remote } from 'comlink';
 import { AppError, serializeError, type ErrorCode } from '../../shared';
-import { isAgentStartNotice, type AgentWorkerApi } from './worker-api';
+import { isAgentStartNotice, type AgentWorkerApi, type WorkerRunAnswer } from './worker-api';
 import { DEFAULT_MAX_MODULE_BYTES, DEFAULT_MAX_MODULES, ModuleCache, type PreparedModule } from './module-cache';
 import { wallClock } from './run';
 import type { AgentEvent, AgentRunOutcome, AgentRunRequest, AgentRuntime, AgentRuntimeStats } from './types';
@@ -41,7 +50,18 @@ export interface AgentPoolOptions {
    * (default 256 MiB). The most recently used module stays even if it alone is larger.
    */
   maxModuleBytes?: number;
+  /** A worker whose run ended with more Wasm memory than this is recycled, so the memory returns (default 64 MiB). */
+  recycleMemoryBytes?: number;
+  /**
+   * A worker holding this many memories it let go but the engine has not collected is recycled
+   * (default: 48 over the pool's workers, at least 4): the renderer's room is shared.
+   */
+  maxUncollectedMemories?: number;
 }
+
+export const DEFAULT_RECYCLE_MEMORY_BYTES = 64 << 20;
+/** Uncollected memories the pool lets its workers hold together (the renderer has room for ~124, shared with other pages). */
+const UNCOLLECTED_BUDGET = 48;
 
 const SPAWN_SAMPLES = 1024;
 /** Consecutive workers that may die before answering their first ping before the pool gives up. */
@@ -57,6 +77,8 @@ interface Slot {
   modules: Set<string>;
   job: Job | null;
   createdAt: number;
+  /** Memories the worker let go that are not collected yet, as its last answer said. */
+  uncollected: number;
   onMessage: (ev: MessageEvent) => void;
   onError: (ev: Event) => void;
 }
@@ -70,6 +92,8 @@ interface Job {
   timer: ReturnType<typeof setTimeout> | undefined;
   warm: boolean;
   done: boolean;
+  /** Whether it was already tried again after NODE_RESOURCE_EXHAUSTED. */
+  retried: boolean;
 }
 
 function defaultCreateWorker(): WorkerLike {
@@ -94,6 +118,10 @@ export class AgentPool implements AgentRuntime {
   readonly #size: number;
   readonly #createWorker: () => WorkerLike;
   readonly #cache: ModuleCache;
+  readonly #recycleBytes: number;
+  readonly #maxUncollected: number;
+  #recycled = 0;
+  #resourceRetries = 0;
   readonly #slots = new Map<number, Slot>();
   readonly #queue: Job[] = [];
   readonly #running = new Map<string, Job>();
@@ -108,6 +136,8 @@ export class AgentPool implements AgentRuntime {
   constructor(options: AgentPoolOptions = {}) {
     this.#size = Math.max(1, Math.floor(options.size ?? defaultSize()));
     this.#createWorker = options.createWorker ?? defaultCreateWorker;
+    this.#recycleBytes = options.recycleMemoryBytes ?? DEFAULT_RECYCLE_MEMORY_BYTES;
+    this.#maxUncollected = options.maxUncollectedMemories ?? Math.max(4, Math.floor(UNCOLLECTED_BUDGET / this.#size));
     this.#cache = new ModuleCache({
       maxModules: options.maxModules ?? DEFAULT_MAX_MODULES,
       maxBytes: options.maxModuleBytes ?? DEFAULT_MAX_MODULE_BYTES,
@@ -147,7 +177,7 @@ export class AgentPool implements AgentRuntime {
       return Promise.resolve(failure('INTERNAL', `Task ${req.taskId} is already running in this runtime; task ids must be unique.`));
     }
     return new Promise((resolve) => {
-      const job: Job = { req, requestedAt, resolve, slot: null, dispatchedAt: 0, timer: undefined, warm: true, done: false };
+      const job: Job = { req, requestedAt, resolve, slot: null, dispatchedAt: 0, timer: undefined, warm: true, done: false, retried: false };
       this.#queue.push(job);
       this.#pump();
     });
@@ -184,6 +214,8 @@ export class AgentPool implements AgentRuntime {
       compiledModules: this.#cache.compiledCount,
       moduleBytes: this.#cache.bytes,
       evictedModules: this.#cache.evictions,
+      recycledWorkers: this.#recycled,
+      resourceRetries: this.#resourceRetries,
       spawnP50Ms: percentile(sorted, 50),
       spawnP99Ms: percentile(sorted, 99),
     };
@@ -218,6 +250,7 @@ export class AgentPool implements AgentRuntime {
       modules: new Set(),
       job: null,
       createdAt,
+      uncollected: 0,
       onMessage: (ev) => {
         if (isAgentStartNotice(ev.data)) this.#started(slot, ev.data.taskId, ev.data.spawnMs);
       },
@@ -337,7 +370,7 @@ export class AgentPool implements AgentRuntime {
   #send(slot: Slot, job: Job, prepared: PreparedModule): void {
     if (!slot.modules.has(prepared.key)) {
       // Same port, so the worker handles loadModule before run: no round trip to wait for.
-      void slot.api.loadModule(prepared.key, prepared.module, prepared.capPages);
+      void slot.api.loadModule(prepared.key, prepared.module, prepared.capPages, prepared.memory);
       slot.modules.add(prepared.key);
       job.warm = false;
     }
@@ -347,15 +380,49 @@ export class AgentPool implements AgentRuntime {
       job.req.limits.timeoutMs,
     );
     slot.api.run(prepared.key, job.req, job.requestedAt).then(
-      (outcome) => {
-        this.#release(slot, job);
-        this.#finish(job, outcome);
-      },
+      (answer) => this.#answered(slot, job, answer),
       (err: unknown) => {
         this.#release(slot, job);
         this.#finish(job, { ok: false, error: serializeError(err) });
       },
     );
+  }
+
+  #answered(slot: Slot, job: Job, answer: WorkerRunAnswer): void {
+    const { outcome } = answer;
+    slot.uncollected = answer.uncollected;
+    this.#release(slot, job);
+    if (job.done) return;
+    const memoryBytes = outcome.ok ? outcome.result.memoryBytes : outcome.memoryBytes;
+    const exhausted = !outcome.ok && outcome.error.code === 'NODE_RESOURCE_EXHAUSTED';
+    if (exhausted) {
+      // Terminating a worker frees its reservations at once; collect the pool's garbage, then try once more.
+      for (const s of [...this.#slots.values()]) {
+        if (s === slot || (s.state === 'idle' && s.uncollected > 0)) this.#recycle(s, 'Wasm memory exhausted: giving address space back');
+      }
+      if (!job.retried) {
+        job.retried = true;
+        this.#resourceRetries++;
+        clearTimeout(job.timer);
+        job.slot = null;
+        job.dispatchedAt = 0;
+        this.#running.delete(job.req.taskId);
+        this.#queue.unshift(job);
+        this.#pump();
+        return;
+      }
+    } else if (memoryBytes !== undefined && memoryBytes > this.#recycleBytes) {
+      this.#recycle(slot, `the agent ended with ${memoryBytes >> 20} MiB of memory: giving it back`);
+    } else if (answer.uncollected >= this.#maxUncollected) {
+      this.#recycle(slot, `${answer.uncollected} Wasm memories not yet collected: giving their address space back`);
+    }
+    this.#finish(job, outcome);
+  }
+
+  #recycle(slot: Slot, reason: string): void {
+    if (slot.state === 'dead') return;
+    this.#recycled++;
+    this.#retire(slot, reason);
   }
 
   /** Tells every worker holding one of these keys to drop it (the cache evicted them). */

@@ -28,7 +28,7 @@ async function run(name: WatAgentName, over: Partial<AgentRunRequest> = {}, limi
     ...over,
     limits: lim,
   };
-  return runAgentInThread(prepared.module, req, { capPages: prepared.capPages });
+  return runAgentInThread(prepared.module, req, { capPages: prepared.capPages, memory: prepared.memory });
 }
 
 const utf8 = (s: string) => new TextEncoder().encode(s);

@@ -23,7 +23,15 @@ export interface AgentRunRequest {
 
 export type AgentRunOutcome =
   | { ok: true; result: AgentResult }
-  | { ok: false; error: ErrorInfo; stderr?: string; fuelUsed?: number; durationMs?: number };
+  | {
+      ok: false;
+      error: ErrorInfo;
+      stderr?: string;
+      fuelUsed?: number;
+      durationMs?: number;
+      /** The agent's memory when it ended (where it got to run). */
+      memoryBytes?: number;
+    };
 
 /** Lifecycle events the runtime emits; integration code subscribes with `on`. */
 export type AgentEvent =
@@ -44,6 +52,10 @@ export interface AgentRuntimeStats {
   moduleBytes: number;
   /** Modules dropped as least recently used since the runtime started. */
   evictedModules: number;
+  /** Workers terminated and replaced to give Wasm memory or address space back. */
+  recycledWorkers: number;
+  /** Runs tried again on a fresh worker after NODE_RESOURCE_EXHAUSTED. */
+  resourceRetries: number;
   spawnP50Ms: number;
   spawnP99Ms: number;
 }

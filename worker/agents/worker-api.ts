@@ -4,7 +4,8 @@
  * The Web Worker entry is ./agent-worker.ts; Node's is ./testing/node-worker-entry.ts.
  */
 import { expose, type Endpoint } from 'comlink';
-import { AppError, serializeError } from '../../shared';
+import { AppError, serializeError, type HostMemoryDescriptor } from '../../shared';
+import { HostMemories } from './memories';
 import { runAgentInThread, wallClock } from './run';
 import type { AgentRunOutcome, AgentRunRequest } from './types';
 
@@ -19,41 +20,59 @@ export function isAgentStartNotice(data: unknown): data is AgentStartNotice {
   return typeof data === 'object' && data !== null && (data as { type?: unknown }).type === 'agent.start';
 }
 
+/** A run's answer: its outcome and the worker's Wasm memory garbage afterwards. */
+export interface WorkerRunAnswer {
+  outcome: AgentRunOutcome;
+  /** Memories this worker let go that are not collected yet: each still reserves ~8 GiB of address space. */
+  uncollected: number;
+}
+
 /** What a pooled worker offers (called through comlink). */
 export interface AgentWorkerApi {
   /** Answers the worker's wall clock once it is up. */
   ping(): number;
   /** Keeps a compiled module under `key` (`hash:memoryMB`). */
-  loadModule(key: string, module: WebAssembly.Module, capPages: number): void;
+  loadModule(key: string, module: WebAssembly.Module, capPages: number, memory?: HostMemoryDescriptor | null): void;
   /** Forgets modules the pool evicted; a later run of one is AGENT_MODULE_MISSING unless it is posted again. */
   dropModules(keys: string[]): void;
   /** Runs one agent; `requestedAt` is the caller's wallClock() at run(). */
-  run(key: string, req: AgentRunRequest, requestedAt: number): AgentRunOutcome;
+  run(key: string, req: AgentRunRequest, requestedAt: number): WorkerRunAnswer;
 }
 
 export function createAgentWorkerApi(notify: (notice: AgentStartNotice) => void): AgentWorkerApi {
-  const modules = new Map<string, { module: WebAssembly.Module; capPages: number }>();
+  const modules = new Map<string, { module: WebAssembly.Module; capPages: number; memory: HostMemoryDescriptor | null }>();
+  const memories = new HostMemories();
   return {
     ping: () => wallClock(),
-    loadModule(key, module, capPages) {
-      modules.set(key, { module, capPages });
+    loadModule(key, module, capPages, memory = null) {
+      modules.set(key, { module, capPages, memory });
     },
     dropModules(keys) {
       for (const key of keys) modules.delete(key);
+      memories.drop(keys);
     },
     run(key, req, requestedAt) {
       const loaded = modules.get(key);
       if (!loaded) {
         return {
-          ok: false,
-          error: serializeError(new AppError('AGENT_MODULE_MISSING', `The worker has no module ${key}; the pool must post it before the run.`)),
+          outcome: {
+            ok: false,
+            error: serializeError(new AppError('AGENT_MODULE_MISSING', `The worker has no module ${key}; the pool must post it before the run.`)),
+          },
+          uncollected: memories.uncollected,
         };
       }
-      return runAgentInThread(loaded.module, req, {
+      const outcome = runAgentInThread(loaded.module, req, {
         requestedAt,
         capPages: loaded.capPages,
+        memory: loaded.memory,
+        memories,
+        memoryKey: key,
         onStart: (spawnMs) => notify({ type: 'agent.start', taskId: req.taskId, spawnMs }),
       });
+      // Out of address space: the kept memories are the ones this worker can give back now.
+      if (!outcome.ok && outcome.error.code === 'NODE_RESOURCE_EXHAUSTED') memories.drop();
+      return { outcome, uncollected: memories.uncollected };
     },
   };
 }
