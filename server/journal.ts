@@ -24,6 +24,7 @@ import {
   type TaskSpec,
   type TaskState,
 } from '../shared';
+import { decide, outcomeDigest, type ReplicaOutcome, type ReplicaState, type Replication, type ReputationCounts } from './quorum';
 
 export interface Clock {
   now(): number;
@@ -47,6 +48,8 @@ export interface NewTask {
   model: string | null;
   payload: TaskSpec['payload'];
   labels: Record<string, string> | null;
+  /** Run as replicas on distinct nodes with a quorum (server/quorum.ts); absent or null: once. */
+  replication?: Replication | null;
 }
 
 export interface InsertOutcome {
@@ -73,6 +76,46 @@ export interface Lease {
   taskId: TaskId;
   leaseId: string;
   nodeId: NodeId;
+  /** Set when this leases one replica of a replicated task. */
+  replica?: number;
+}
+
+/** A replica ready to run: its task's row, plus the replica and the nodes its siblings hold or ran on. */
+export interface ReplicaReadyRow extends ReadyRow {
+  replica: number;
+  /** Comma-separated node ids of the other replicas leased or done (never the same node twice). */
+  avoid: string | null;
+}
+
+/** What a replica attempt's end did: the task's end when it was decided, leases to cancel, reputation marks. */
+export interface ReplicaEnded {
+  /** The replica attempt, for metrics (state 'queued' when it will run again). */
+  attempt: Ended;
+  /** The task's end when this completion decided it. */
+  task: Ended | null;
+  /** Leases of sibling replicas no longer needed. */
+  cancelLeases: string[];
+  marks: ReputationMark[];
+}
+
+export interface ReputationMark {
+  nodeId: string;
+  mark: keyof ReputationCounts;
+  delta: number;
+}
+
+/** One replica in a task record. */
+export interface ReplicaView {
+  replica: number;
+  state: ReplicaState;
+  nodeId: string | null;
+  attempts: number;
+  /** SHA-256 of the canonical JSON compared (server/quorum.ts comparable()); null until it ends. */
+  digest: string | null;
+  /** true: part of the quorum; false: outvoted; null: not decided (or never ended). */
+  agreed: boolean | null;
+  result: unknown;
+  error: ErrorInfo | null;
 }
 
 export type Outcome = { ok: true; result: unknown } | { ok: false; error: ErrorInfo };
@@ -135,6 +178,7 @@ interface TaskRow {
   created_at: number;
   updated_at: number;
   finished_at: number | null;
+  replication: string | null;
 }
 
 /** The task record plus what the coordinator adds to it. */
@@ -144,6 +188,10 @@ export interface StoredTask extends TaskRecord {
   webhook: string | null;
   finishedAt: number | null;
   verdict: { verdict: 'pass' | 'fail'; reason: string | null } | null;
+  /** How the task is replicated (null: it runs once). */
+  replication: Replication | null;
+  /** Each replica (GET /v1/tasks/:id of a replicated task only). */
+  replicas?: ReplicaView[];
 }
 
 const SCHEMA = `
@@ -174,7 +222,8 @@ CREATE TABLE IF NOT EXISTS tasks (
   verdict_reason TEXT,
   created_at INTEGER NOT NULL,
   updated_at INTEGER NOT NULL,
-  finished_at INTEGER
+  finished_at INTEGER,
+  replication TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_ready ON tasks (state, kind, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS tasks_deadline ON tasks (deadline) WHERE deadline IS NOT NULL AND state = 'queued';
@@ -205,6 +254,32 @@ CREATE TABLE IF NOT EXISTS quotas (
   tenant TEXT PRIMARY KEY,
   max_queued INTEGER,
   agent_limits TEXT,
+  updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS task_replicas (
+  task_id TEXT NOT NULL,
+  idx INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  run_after INTEGER NOT NULL,
+  lease_id TEXT,
+  node_id TEXT,
+  outcome TEXT,
+  digest TEXT,
+  agreed INTEGER,
+  error TEXT,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (task_id, idx)
+);
+CREATE INDEX IF NOT EXISTS task_replicas_ready ON task_replicas (state, run_after);
+CREATE TABLE IF NOT EXISTS node_reputation (
+  node_id TEXT PRIMARY KEY,
+  agreed INTEGER NOT NULL DEFAULT 0,
+  outvoted INTEGER NOT NULL DEFAULT 0,
+  pass INTEGER NOT NULL DEFAULT 0,
+  fail INTEGER NOT NULL DEFAULT 0,
+  secret_sha256 TEXT,
   updated_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -238,6 +313,11 @@ export class Journal {
   readonly #counts: Database.Statement<[], { state: TaskState; n: number }>;
   readonly #tenantPending: Database.Statement<[string], { n: number }>;
   readonly #event: Database.Statement;
+  readonly #addReplica: Database.Statement<[string, number, number, number, number]>;
+  readonly #readyReplicas: Database.Statement<[number, number], ReplicaReadyRow>;
+  readonly #leaseReplica: Database.Statement;
+  /** Replicated tasks not ended yet: while there are none, the scheduler skips the replica query. */
+  #replicatedOpen = 0;
 
   /**
    * Sync mode of the commits that record attempts (leases, results, expiries).
@@ -259,12 +339,13 @@ export class Journal {
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    migrate(this.db);
 
     this.#insert = this.db.prepare(`
       INSERT INTO tasks (id, kind, state, priority, attempts, max_attempts, run_after, deadline, idempotency_key,
-        spec_hash, tenant, webhook, module_hash, module_size, model, payload, labels, created_at, updated_at)
-      VALUES (@id, @kind, 'queued', @priority, 0, @maxAttempts, @now, @deadline, @idempotencyKey,
-        @specHash, @tenant, @webhook, @moduleHash, @moduleSize, @model, @payload, @labels, @now, @now)
+        spec_hash, tenant, webhook, module_hash, module_size, model, payload, labels, created_at, updated_at, replication)
+      VALUES (@id, @kind, @state, @priority, 0, @maxAttempts, @now, @deadline, @idempotencyKey,
+        @specHash, @tenant, @webhook, @moduleHash, @moduleSize, @model, @payload, @labels, @now, @now, @replication)
       ON CONFLICT (idempotency_key) DO NOTHING`);
     this.#byKey = this.db.prepare('SELECT id, spec_hash FROM tasks WHERE idempotency_key = ?');
     this.#get = this.db.prepare('SELECT * FROM tasks WHERE id = ?');
@@ -309,7 +390,23 @@ export class Journal {
       'INSERT INTO events (at, type, task_id, node_id, data) VALUES (?, ?, ?, ?, ?)',
     );
 
+    this.#addReplica = this.db.prepare(
+      `INSERT INTO task_replicas (task_id, idx, state, attempts, run_after, created_at, updated_at) VALUES (?, ?, 'queued', 0, ?, ?, ?)`,
+    );
+    this.#readyReplicas = this.db.prepare(`
+      SELECT t.seq, t.id, t.kind, t.priority, r.attempts, t.max_attempts, t.deadline, t.module_hash, t.module_size, t.model, t.payload,
+        r.idx AS replica,
+        (SELECT group_concat(o.node_id) FROM task_replicas o
+          WHERE o.task_id = r.task_id AND o.idx != r.idx AND o.node_id IS NOT NULL AND o.state IN ('leased', 'done')) AS avoid
+      FROM task_replicas r INDEXED BY task_replicas_ready JOIN tasks t ON t.id = r.task_id
+      WHERE r.state = 'queued' AND r.run_after <= ? AND t.state = 'leased' ORDER BY t.priority DESC, t.seq, r.idx LIMIT ?`);
+    this.#leaseReplica = this.db.prepare(`
+      UPDATE task_replicas SET state = 'leased', lease_id = @leaseId, node_id = @nodeId, attempts = attempts + 1, updated_at = @now
+      WHERE task_id = @taskId AND idx = @replica AND state = 'queued'`);
+
     this.requeuedOnOpen = this.#requeueLeased();
+    this.#replicatedOpen =
+      this.db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM tasks WHERE state = 'leased' AND replication IS NOT NULL`).get()?.n ?? 0;
   }
 
   /** Tasks a killed coordinator left leased: their lease is gone, so they are queued again (or dead if out of attempts). */
@@ -322,11 +419,12 @@ export class Journal {
            state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,
            finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ? END,
            lease_id = NULL, error = ?, run_after = ?, updated_at = ?
-         WHERE state = 'leased'`,
+         WHERE state = 'leased' AND replication IS NULL`,
       )
       .run(now, error, now, now);
-    if (info.changes > 0) this.event('requeued_on_open', null, null, { count: info.changes });
-    return info.changes;
+    const replicas = this.#requeueReplicas(now, error);
+    if (info.changes + replicas > 0) this.event('requeued_on_open', null, null, { count: info.changes, replicas });
+    return info.changes + replicas;
   }
 
   /**
@@ -356,8 +454,15 @@ export class Journal {
           model: t.model,
           payload: JSON.stringify(t.payload),
           labels: t.labels ? JSON.stringify(t.labels) : null,
+          // A replicated task is in progress from the start: its replicas are what is queued and leased.
+          state: t.replication ? 'leased' : 'queued',
+          replication: t.replication ? JSON.stringify(t.replication) : null,
         });
         if (info.changes === 1) {
+          if (t.replication) {
+            for (let r = 0; r < t.replication.replicas; r++) this.#addReplica.run(t.id, r, now, now, now);
+            this.#replicatedOpen++;
+          }
           out.push({ id: t.id, created: true });
           continue;
         }
@@ -383,7 +488,10 @@ export class Journal {
 
   getTask(id: TaskId): StoredTask | null {
     const row = this.#get.get(id);
-    return row ? rowToRecord(row) : null;
+    if (!row) return null;
+    const record = rowToRecord(row);
+    if (record.replication) record.replicas = this.replicaViews(id);
+    return record;
   }
 
   /** The newest `limit` tasks (optionally of one state and tenant), newest first. */
@@ -429,12 +537,22 @@ export class Journal {
    * One transaction: lease every assignment (a task no longer queued is
    * skipped and left out of the answer) and fail the tasks past their deadline.
    */
-  leaseBatch(leases: readonly Lease[], pastDeadline: readonly TaskId[]): { leased: Set<TaskId>; expired: Ended[] } {
+  leaseBatch(
+    leases: readonly Lease[],
+    pastDeadline: readonly TaskId[],
+  ): { leased: Set<TaskId>; expired: Ended[]; /** Lease ids of the replicas leased. */ leasedReplicas: Set<string> } {
+    const leasedReplicas = new Set<string>();
     const now = this.#clock.now();
     const error = JSON.stringify(errorInfo('DEADLINE_EXCEEDED', 'The task passed its deadline before it could start.'));
     const run = this.db.transaction(() => {
       const leased = new Set<TaskId>();
       for (const l of leases) {
+        if (l.replica !== undefined) {
+          if (this.#leaseReplica.run({ taskId: l.taskId, replica: l.replica, leaseId: l.leaseId, nodeId: l.nodeId, now }).changes === 1) {
+            leasedReplicas.add(l.leaseId);
+          }
+          continue;
+        }
         if (this.#lease.run({ taskId: l.taskId, leaseId: l.leaseId, nodeId: l.nodeId, now }).changes === 1) {
           leased.add(l.taskId);
         }
@@ -444,7 +562,7 @@ export class Journal {
         const row = this.#expire.get({ id, error, now }) as EndedRow | undefined;
         if (row) expired.push(toEnded(id, row, 'DEADLINE_EXCEEDED'));
       }
-      return { leased, expired };
+      return { leased, expired, leasedReplicas };
     });
     this.#setSync(this.attemptSync);
     const out = run.immediate();
@@ -521,14 +639,17 @@ export class Journal {
   retryBaseMs: number = LIMITS.retryBaseMs;
 
   /** Cancels a queued or leased task; answers the lease it held (null if it was queued) or undefined if it was not cancellable. */
-  cancel(id: TaskId, reason: string): { leaseId: string | null; nodeId: string | null } | undefined {
+  cancel(id: TaskId, reason: string): { leaseId: string | null; nodeId: string | null; /** A replicated task's replica leases. */ replicaLeases?: string[] } | undefined {
     const now = this.#clock.now();
     return this.db
       .transaction(() => {
         const row = this.#get.get(id);
         if (!row || (row.state !== 'queued' && row.state !== 'leased')) return undefined;
         this.#cancel.run({ id, now, error: JSON.stringify(errorInfo('CANCELLED', reason)) });
-        return { leaseId: row.lease_id, nodeId: row.state === 'leased' ? row.node_id : null };
+        const out = { leaseId: row.lease_id, nodeId: row.state === 'leased' ? row.node_id : null };
+        if (!row.replication) return out;
+        this.#replicatedOpen--;
+        return { ...out, replicaLeases: this.#stopReplicas(id, now) };
       })
       .immediate();
   }
@@ -537,14 +658,30 @@ export class Journal {
    * Records a Layer 3 verdict on a task and, for agent tasks, on the agent
    * version's record (a new verdict replaces the task's earlier one).
    */
-  setVerdict(task: StoredTask, verdict: 'pass' | 'fail', reason: string | null): void {
+  setVerdict(task: StoredTask, verdict: 'pass' | 'fail', reason: string | null): ReputationMark[] {
     const agent = task.kind === 'agent' ? (task.payload as { agent: string; version?: string }) : null;
-    this.db
+    return this.db
       .transaction(() => {
+        const now = this.#clock.now();
         this.db
           .prepare('UPDATE tasks SET verdict = ?, verdict_reason = ?, updated_at = ? WHERE id = ?')
-          .run(verdict, reason, this.#clock.now(), task.id);
-        if (!agent?.version) return;
+          .run(verdict, reason, now, task.id);
+        // The node(s) whose result it judges: a replicated task's agreeing replicas, else the node that ran it.
+        const nodes = task.replication
+          ? this.db
+              .prepare<[string], { node_id: string }>('SELECT node_id FROM task_replicas WHERE task_id = ? AND agreed = 1 AND node_id IS NOT NULL')
+              .all(task.id)
+              .map((r) => r.node_id)
+          : task.nodeId
+            ? [task.nodeId]
+            : [];
+        const marks: ReputationMark[] = [];
+        for (const nodeId of nodes) {
+          if (task.verdict) marks.push({ nodeId, mark: task.verdict.verdict, delta: -1 });
+          marks.push({ nodeId, mark: verdict, delta: 1 });
+        }
+        this.#mark(marks, now);
+        if (!agent?.version) return marks;
         const bump = this.db.prepare(
           `INSERT INTO agent_verdicts (name, version, pass, fail) VALUES (@name, @version, @pass, @fail)
            ON CONFLICT (name, version) DO UPDATE SET pass = pass + @pass, fail = fail + @fail`,
@@ -552,6 +689,7 @@ export class Journal {
         const key = { name: agent.agent, version: agent.version };
         if (task.verdict) bump.run({ ...key, pass: task.verdict.verdict === 'pass' ? -1 : 0, fail: task.verdict.verdict === 'fail' ? -1 : 0 });
         bump.run({ ...key, pass: verdict === 'pass' ? 1 : 0, fail: verdict === 'fail' ? 1 : 0 });
+        return marks;
       })
       .immediate();
   }
@@ -572,6 +710,306 @@ export class Journal {
 
   pendingForTenant(tenant: string): number {
     return this.#tenantPending.get(tenant)?.n ?? 0;
+  }
+
+
+  // ---------------------------------------------------------------- replicas and reputation
+
+  /** Queued replicas whose backoff has passed, highest priority then oldest task first. */
+  readyReplicas(now: number, limit: number): ReplicaReadyRow[] {
+    return this.#replicatedOpen > 0 ? this.#readyReplicas.all(now, limit) : [];
+  }
+
+  /**
+   * Records replica attempt outcomes in one transaction, and decides each task
+   * they complete (server/quorum.ts decide()): the agreed output becomes the
+   * task's result, outvoted and agreeing nodes are marked, a replica is added
+   * while no quorum is reachable, and QUORUM_FAILED ends it after maxReplicas.
+   * Retryable failures run the replica again with the usual backoff; a
+   * non-retryable error is the replica's outcome (replicas can agree on it).
+   * A result for a lease that is not current is dropped and counted (null).
+   */
+  completeReplicas(items: readonly Completion[], random: () => number = Math.random): Array<ReplicaEnded | null> {
+    const now = this.#clock.now();
+    const run = this.db.transaction(() => items.map((item) => this.#completeReplica(item, now, random)));
+    this.#setSync(this.attemptSync);
+    const out = run.immediate();
+    this.#setSync('full');
+    return out;
+  }
+
+  #completeReplica(item: Completion, now: number, random: () => number): ReplicaEnded | null {
+    const row = this.db
+      .prepare<[string, string], { idx: number; attempts: number; node_id: string | null; max_attempts: number; kind: TaskKind; created_at: number; task_state: TaskState }>(
+        `SELECT r.idx, r.attempts, r.node_id, t.max_attempts, t.kind, t.created_at, t.state AS task_state FROM task_replicas r JOIN tasks t ON t.id = r.task_id
+         WHERE r.task_id = ? AND r.lease_id = ? AND r.state = 'leased'`,
+      )
+      .get(item.taskId, item.leaseId);
+    if (!row) {
+      this.duplicatesDropped++;
+      return null;
+    }
+    // A replica still running when the quorum was reached ends late: it is compared with the agreed output.
+    const late = row.task_state !== 'leased';
+    let state: ReplicaState = 'done';
+    let outcome: ReplicaOutcome | null = null;
+    let code: string | null = null;
+    let runAfter = now;
+    if (item.outcome.ok) {
+      outcome = { ok: true, result: item.outcome.result ?? null };
+    } else {
+      const err = item.outcome.error;
+      code = isErrorCode(err.code) ? err.code : 'INTERNAL';
+      const retryable = isErrorCode(err.code) && ERRORS[err.code].retryable;
+      if (!retryable) outcome = { ok: false, error: err };
+      else if (late) state = 'cancelled';
+      else if (row.attempts < row.max_attempts) {
+        state = 'queued';
+        runAfter = now + Math.floor(random() * Math.min(LIMITS.retryMaxMs, this.retryBaseMs * 2 ** (row.attempts - 1)));
+      } else state = 'dead';
+    }
+    this.db
+      .prepare(
+        `UPDATE task_replicas SET state = @state, run_after = @runAfter, lease_id = NULL, outcome = @outcome, digest = @digest,
+           error = @error, updated_at = @now WHERE task_id = @taskId AND idx = @idx`,
+      )
+      .run({
+        taskId: item.taskId,
+        idx: row.idx,
+        state,
+        runAfter,
+        outcome: outcome ? JSON.stringify(outcome) : null,
+        digest: outcome ? outcomeDigest(row.kind, outcome) : null,
+        error: item.outcome.ok ? null : JSON.stringify(item.outcome.error),
+        now,
+      });
+    const attempt: Ended = {
+      taskId: item.taskId,
+      state: state === 'queued' ? 'queued' : 'leased',
+      kind: row.kind,
+      attempts: row.attempts,
+      createdAt: row.created_at,
+      nodeId: row.node_id as NodeId | null,
+      webhook: null,
+      errorCode: code,
+    };
+    if (state === 'queued') return { attempt, task: null, cancelLeases: [], marks: [] };
+    if (late) return { attempt, task: null, cancelLeases: [], marks: outcome ? this.#judgeLate(item.taskId, row.idx, row.node_id, outcomeDigest(row.kind, outcome), now) : [] };
+    return { attempt, ...this.#settle(item.taskId, now) };
+  }
+
+  /** A replica that ended after its task was decided: agreed or outvoted against the quorum's output (none: no marks). */
+  #judgeLate(taskId: TaskId, idx: number, nodeId: string | null, digest: string, now: number): ReputationMark[] {
+    const agreedDigest = this.db
+      .prepare<[string], { digest: string }>('SELECT digest FROM task_replicas WHERE task_id = ? AND agreed = 1 LIMIT 1')
+      .get(taskId)?.digest;
+    if (agreedDigest === undefined) return [];
+    const agreed = agreedDigest === digest;
+    this.db.prepare('UPDATE task_replicas SET agreed = ? WHERE task_id = ? AND idx = ?').run(agreed ? 1 : 0, taskId, idx);
+    if (!nodeId) return [];
+    const marks: ReputationMark[] = [{ nodeId, mark: agreed ? 'agreed' : 'outvoted', delta: 1 }];
+    this.#mark(marks, now);
+    if (!agreed) this.event('quorum_outvoted', taskId, null, { outvoted: [nodeId], late: true });
+    return marks;
+  }
+
+  /** Decides a replicated task from its replicas (see completeReplicas). */
+  #settle(taskId: TaskId, now: number): Omit<ReplicaEnded, 'attempt'> {
+    const none = { task: null, cancelLeases: [], marks: [] };
+    const task = this.#get.get(taskId);
+    if (!task || task.state !== 'leased' || !task.replication) return none;
+    const r = JSON.parse(task.replication) as Replication;
+    const rows = this.#replicaRows(taskId);
+    const d = decide(
+      rows.map((x) => ({ idx: x.idx, state: x.state, nodeId: x.node_id, digest: x.digest })),
+      r,
+    );
+    const attempts = rows.reduce((n, x) => n + x.attempts, 0);
+    switch (d.kind) {
+      case 'wait':
+        return none;
+      case 'add': {
+        const idx = rows.reduce((m, x) => Math.max(m, x.idx), -1) + 1;
+        this.#addReplica.run(taskId, idx, now, now, now);
+        this.event('replica_added', taskId, null, { replica: idx, reason: 'no quorum yet' });
+        return none;
+      }
+      case 'agreed': {
+        const setAgreed = this.db.prepare('UPDATE task_replicas SET agreed = ? WHERE task_id = ? AND idx = ?');
+        for (const idx of d.agreed) setAgreed.run(1, taskId, idx);
+        for (const idx of d.outvoted) setAgreed.run(0, taskId, idx);
+        // Replicas not started are not needed; running ones finish and are judged against this output (#judgeLate).
+        this.db.prepare(`UPDATE task_replicas SET state = 'cancelled', updated_at = ? WHERE task_id = ? AND state = 'queued'`).run(now, taskId);
+        const cancelLeases: string[] = [];
+        const winner = rows.find((x) => x.idx === d.agreed[0])!;
+        const outcome = JSON.parse(winner.outcome!) as ReplicaOutcome;
+        const marks: ReputationMark[] = [];
+        for (const x of rows) {
+          if (!x.node_id) continue;
+          if (d.agreed.includes(x.idx)) marks.push({ nodeId: x.node_id, mark: 'agreed', delta: 1 });
+          else if (d.outvoted.includes(x.idx)) marks.push({ nodeId: x.node_id, mark: 'outvoted', delta: 1 });
+        }
+        this.#mark(marks, now);
+        if (d.outvoted.length) this.event('quorum_outvoted', taskId, null, { outvoted: d.outvoted.map((i) => rows.find((x) => x.idx === i)!.node_id) });
+        const ended = outcome.ok
+          ? this.#endReplicated(taskId, 'succeeded', outcome.result, null, winner.node_id, attempts, now)
+          : this.#endReplicated(taskId, 'failed', null, outcome.error, winner.node_id, attempts, now);
+        return { task: ended, cancelLeases, marks };
+      }
+      case 'failed': {
+        const error = errorInfo('QUORUM_FAILED', `No ${r.quorum} of ${rows.length} replicas agreed on an output; every replica's output is in the task record.`, {
+          quorum: r.quorum,
+          replicas: rows.filter((x) => x.state === 'done').map((x) => ({ replica: x.idx, nodeId: x.node_id, digest: x.digest })),
+        });
+        this.event('quorum_failed', taskId, null, { replicas: rows.length });
+        return { task: this.#endReplicated(taskId, 'failed', null, error, null, attempts, now), cancelLeases: [], marks: [] };
+      }
+      case 'dead': {
+        const last = [...rows].reverse().find((x) => x.error)?.error;
+        const error = last ? (JSON.parse(last) as ErrorInfo) : errorInfo('INTERNAL', 'Every replica ran out of attempts.');
+        return { task: this.#endReplicated(taskId, 'dead', null, error, null, attempts, now), cancelLeases: [], marks: [] };
+      }
+    }
+  }
+
+  #replicaRows(taskId: string): Array<{
+    idx: number;
+    state: ReplicaState;
+    attempts: number;
+    node_id: string | null;
+    lease_id: string | null;
+    outcome: string | null;
+    digest: string | null;
+    agreed: number | null;
+    error: string | null;
+  }> {
+    return this.db
+      .prepare<[string], { idx: number; state: ReplicaState; attempts: number; node_id: string | null; lease_id: string | null; outcome: string | null; digest: string | null; agreed: number | null; error: string | null }>(
+        'SELECT idx, state, attempts, node_id, lease_id, outcome, digest, agreed, error FROM task_replicas WHERE task_id = ? ORDER BY idx',
+      )
+      .all(taskId);
+  }
+
+  /** Ends a replicated task (it is 'leased' while its replicas run). */
+  #endReplicated(taskId: TaskId, state: TaskState, result: unknown, error: ErrorInfo | null, nodeId: string | null, attempts: number, now: number): Ended | null {
+    const row = this.db
+      .prepare(
+        `UPDATE tasks SET state = @state, result = @result, error = @error, node_id = @nodeId, attempts = @attempts, lease_id = NULL,
+           updated_at = @now, finished_at = @now WHERE id = @id AND state = 'leased'
+         RETURNING state, kind, attempts, created_at, node_id, webhook`,
+      )
+      .get({ id: taskId, state, result: state === 'succeeded' ? JSON.stringify(result ?? null) : null, error: error ? JSON.stringify(error) : null, nodeId, attempts, now }) as
+      | EndedRow
+      | undefined;
+    if (!row) return null;
+    this.#replicatedOpen--;
+    return toEnded(taskId, row, error?.code ?? null);
+  }
+
+  /** Cancels a task's queued and leased replicas; answers the leases to take back. */
+  #stopReplicas(taskId: string, now: number): string[] {
+    const leases = this.db
+      .prepare<[string], { lease_id: string }>(`SELECT lease_id FROM task_replicas WHERE task_id = ? AND state = 'leased' AND lease_id IS NOT NULL`)
+      .all(taskId)
+      .map((r) => r.lease_id);
+    this.db
+      .prepare(`UPDATE task_replicas SET state = 'cancelled', lease_id = NULL, updated_at = ? WHERE task_id = ? AND state IN ('queued', 'leased')`)
+      .run(now, taskId);
+    return leases;
+  }
+
+  /**
+   * Fails replicated tasks that passed their deadline while a replica still
+   * waited to start (DEADLINE_EXCEEDED), in one transaction.
+   */
+  expireReplicated(taskIds: readonly TaskId[]): Array<Omit<ReplicaEnded, 'attempt'>> {
+    const now = this.#clock.now();
+    const error = errorInfo('DEADLINE_EXCEEDED', 'The task passed its deadline before all its replicas could start.');
+    return this.db
+      .transaction(() =>
+        taskIds.map((id) => {
+          const rows = this.#replicaRows(id);
+          const cancelLeases = this.#stopReplicas(id, now);
+          const task = this.#endReplicated(id, 'failed', null, error, null, rows.reduce((n, x) => n + x.attempts, 0), now);
+          return { task, cancelLeases, marks: [] };
+        }),
+      )
+      .immediate();
+  }
+
+  /** Replicas a restart found leased: queued again (or dead when out of attempts); tasks left undecided are decided. */
+  #requeueReplicas(now: number, error: string): number {
+    const info = this.db
+      .prepare(
+        `UPDATE task_replicas SET
+           state = CASE WHEN (SELECT state FROM tasks t WHERE t.id = task_id) != 'leased' THEN 'cancelled'
+                        WHEN attempts < (SELECT max_attempts FROM tasks t WHERE t.id = task_id) THEN 'queued' ELSE 'dead' END,
+           lease_id = NULL, error = ?, run_after = ?, updated_at = ?
+         WHERE state = 'leased'`,
+      )
+      .run(error, now, now);
+    if (info.changes > 0) {
+      const stuck = this.db
+        .prepare<[], { id: TaskId }>(
+          `SELECT id FROM tasks WHERE state = 'leased' AND replication IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM task_replicas r WHERE r.task_id = tasks.id AND r.state IN ('queued', 'leased'))`,
+        )
+        .all();
+      this.db.transaction(() => stuck.forEach((t) => this.#settle(t.id, now))).immediate();
+    }
+    return info.changes;
+  }
+
+  replicaViews(taskId: TaskId): ReplicaView[] {
+    return this.#replicaRows(taskId).map((x) => {
+      const outcome = x.outcome ? (JSON.parse(x.outcome) as ReplicaOutcome) : null;
+      return {
+        replica: x.idx,
+        state: x.state,
+        nodeId: x.node_id,
+        attempts: x.attempts,
+        digest: x.digest,
+        agreed: x.agreed === null ? null : x.agreed === 1,
+        result: outcome?.ok ? outcome.result : null,
+        error: outcome && !outcome.ok ? outcome.error : x.error ? (JSON.parse(x.error) as ErrorInfo) : null,
+      };
+    });
+  }
+
+  /** A node's reputation marks, or null if it has none. */
+  reputation(nodeId: string): ReputationCounts | null {
+    return (
+      this.db
+        .prepare<[string], ReputationCounts>('SELECT agreed, outvoted, pass, fail FROM node_reputation WHERE node_id = ?')
+        .get(nodeId) ?? null
+    );
+  }
+
+  /** Records the digest of a node's resume secret, so the node keeps its id (and reputation) across a restart. */
+  rememberNode(nodeId: string, secretSha256: string): void {
+    this.db
+      .prepare(
+        `INSERT INTO node_reputation (node_id, secret_sha256, updated_at) VALUES (?, ?, ?)
+         ON CONFLICT (node_id) DO UPDATE SET secret_sha256 = excluded.secret_sha256, updated_at = excluded.updated_at`,
+      )
+      .run(nodeId, secretSha256, this.#clock.now());
+  }
+
+  /** The digest of the resume secret last given to this node id, or null. */
+  nodeSecretSha256(nodeId: string): string | null {
+    return this.db.prepare<[string], { s: string | null }>('SELECT secret_sha256 AS s FROM node_reputation WHERE node_id = ?').get(nodeId)?.s ?? null;
+  }
+
+  #mark(marks: readonly ReputationMark[], now: number): void {
+    if (marks.length === 0) return;
+    const bump = this.db.prepare(
+      `INSERT INTO node_reputation (node_id, agreed, outvoted, pass, fail, updated_at) VALUES (@nodeId, @agreed, @outvoted, @pass, @fail, @now)
+       ON CONFLICT (node_id) DO UPDATE SET agreed = agreed + excluded.agreed, outvoted = outvoted + excluded.outvoted,
+         pass = pass + excluded.pass, fail = fail + excluded.fail, updated_at = excluded.updated_at`,
+    );
+    for (const m of marks) {
+      bump.run({ nodeId: m.nodeId, agreed: 0, outvoted: 0, pass: 0, fail: 0, [m.mark]: m.delta, now });
+    }
   }
 
   // ---------------------------------------------------------------- modules and agents
@@ -670,6 +1108,12 @@ export function errorInfo(code: keyof typeof ERRORS, message: string, details?: 
   return info;
 }
 
+/** Brings a journal written by an older coordinator up to this schema (new tables are created by SCHEMA). */
+function migrate(db: Database.Database): void {
+  const columns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(tasks)').all().map((c) => c.name));
+  if (!columns.has('replication')) db.exec('ALTER TABLE tasks ADD COLUMN replication TEXT');
+}
+
 function rowToRecord(r: TaskRow): StoredTask {
   return {
     id: r.id as TaskId,
@@ -693,5 +1137,6 @@ function rowToRecord(r: TaskRow): StoredTask {
     webhook: r.webhook,
     finishedAt: r.finished_at,
     verdict: r.verdict ? { verdict: r.verdict as 'pass' | 'fail', reason: r.verdict_reason } : null,
+    replication: r.replication ? (JSON.parse(r.replication) as Replication) : null,
   };
 }

@@ -61,6 +61,7 @@ export const ERRORS = {
   DEADLINE_EXCEEDED: { status: 504, retryable: false, message: 'The task passed its deadline.' },
   CANCELLED: { status: 409, retryable: false, message: 'The task was cancelled.' },
   ATTEMPTS_EXHAUSTED: { status: 500, retryable: false, message: 'The task failed on every attempt.' },
+  QUORUM_FAILED: { status: 502, retryable: false, message: "The task's replicas did not agree on an output (up to maxReplicas); every replica's output is in the task record." },
   PROTOCOL_ERROR: { status: 400, retryable: false, message: 'A message broke the node protocol.' },
   TASK_KIND_UNSUPPORTED: { status: 501, retryable: false, message: 'This node cannot run tasks of this kind.' },
   NODE_DRAINING: { status: 503, retryable: true, message: 'The node is draining and takes no new tasks; the task goes to another node.' },

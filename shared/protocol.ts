@@ -143,12 +143,30 @@ const Common = {
   labels: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 256 }))),
 };
 
+/** Most replicas one task may run as (replicas and maxReplicas). */
+export const MAX_REPLICAS = 7;
+
+/**
+ * Untrusted nodes, BOINC's way: run the task as `replicas` copies on distinct nodes and take the output
+ * `quorum` of them agree on (canonical JSON); while they disagree, add replicas one at a time up to
+ * `maxReplicas`, then fail QUORUM_FAILED. Agent and generate tasks only (a generate task should be
+ * deterministic: temperature 0 or a seed). docs/api.md has the defaults.
+ */
+const Replicated = {
+  /** 1..5; default 1 (runs once). */
+  replicas: Type.Optional(Type.Integer({ minimum: 1, maximum: 5 })),
+  /** Matching outputs needed; default a majority of replicas; at most replicas. */
+  quorum: Type.Optional(Type.Integer({ minimum: 1, maximum: 5 })),
+  /** Replicas in all, the added ones included; default replicas + 2 (at most MAX_REPLICAS). */
+  maxReplicas: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_REPLICAS })),
+};
+
 export const AgentTaskSpecSchema = Type.Object(
-  { kind: Type.Literal('agent'), payload: AgentPayloadSchema, ...Common },
+  { kind: Type.Literal('agent'), payload: AgentPayloadSchema, ...Common, ...Replicated },
   { additionalProperties: false },
 );
 export const GenerateTaskSpecSchema = Type.Object(
-  { kind: Type.Literal('generate'), payload: GeneratePayloadSchema, ...Common },
+  { kind: Type.Literal('generate'), payload: GeneratePayloadSchema, ...Common, ...Replicated },
   { additionalProperties: false },
 );
 export const TrainTaskSpecSchema = Type.Object(

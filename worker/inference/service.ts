@@ -457,7 +457,7 @@ export class InferenceService implements InferenceRuntime {
     }
     if (req.messages !== undefined) {
       chat = true;
-      promptIds = tok.encode(tok.applyChatTemplate(req.messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+      promptIds = tok.withPrefix(tok.encode(tok.applyChatTemplate(req.messages, { addGenerationPrompt: true }), { addSpecialTokens: false }));
     } else if (req.prompt !== undefined) {
       promptIds = tok.encode(req.prompt, { addSpecialTokens: true });
     } else {

@@ -107,12 +107,9 @@ export function tokenizeConversation(tok: ModelTokenizer, messages: readonly Cha
     }
     prev = full;
   }
-  const prefix = tok.prefixIds;
-  if (prefix.length && !prefix.every((id, k) => ids[k] === id)) {
-    ids.unshift(...prefix);
-    mask.unshift(...prefix.map(() => 0));
-  }
-  return { ids: Int32Array.from(ids), assistantMask: Uint8Array.from(mask) };
+  const withPrefix = tok.withPrefix(ids);
+  const added = withPrefix.length - ids.length;
+  return { ids: Int32Array.from(withPrefix), assistantMask: Uint8Array.from([...new Array<number>(added).fill(0), ...mask]) };
 }
 
 /** Assistant tokens that a row of `maxTokens` tokens keeps as targets (positions 1 … maxTokens − 1). */

@@ -127,6 +127,16 @@ export class ModelTokenizer {
     return this.#tok.id_to_token(id) ?? null;
   }
 
+  /**
+   * Ids of a templated conversation with `prefixIds` in front unless the template already wrote
+   * them: the rule training rows and chat prompts share, so a fine-tuned model sees at inference
+   * the start it was trained on.
+   */
+  withPrefix(ids: number[]): number[] {
+    const prefix = this.prefixIds;
+    return prefix.length > 0 && !prefix.every((id, k) => ids[k] === id) ? [...prefix, ...ids] : ids;
+  }
+
   encode(text: string, options: EncodeOptions = {}): number[] {
     return this.#tok.encode(text, { add_special_tokens: options.addSpecialTokens ?? false }).ids;
   }
