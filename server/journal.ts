@@ -715,6 +715,14 @@ export class Journal {
 
   // ---------------------------------------------------------------- replicas and reputation
 
+  /** Statements of the replica path, prepared once. */
+  readonly #stmts = new Map<string, Database.Statement>();
+  #prep<P extends unknown[] | object = unknown[], R = unknown>(sql: string): Database.Statement<P, R> {
+    let st = this.#stmts.get(sql);
+    if (!st) this.#stmts.set(sql, (st = this.db.prepare(sql)));
+    return st as unknown as Database.Statement<P, R>;
+  }
+
   /** Queued replicas whose backoff has passed, highest priority then oldest task first. */
   readyReplicas(now: number, limit: number): ReplicaReadyRow[] {
     return this.#replicatedOpen > 0 ? this.#readyReplicas.all(now, limit) : [];
@@ -739,8 +747,7 @@ export class Journal {
   }
 
   #completeReplica(item: Completion, now: number, random: () => number): ReplicaEnded | null {
-    const row = this.db
-      .prepare<[string, string], { idx: number; attempts: number; node_id: string | null; max_attempts: number; kind: TaskKind; created_at: number; task_state: TaskState }>(
+    const row = this.#prep<[string, string], { idx: number; attempts: number; node_id: string | null; max_attempts: number; kind: TaskKind; created_at: number; task_state: TaskState }>(
         `SELECT r.idx, r.attempts, r.node_id, t.max_attempts, t.kind, t.created_at, t.state AS task_state FROM task_replicas r JOIN tasks t ON t.id = r.task_id
          WHERE r.task_id = ? AND r.lease_id = ? AND r.state = 'leased'`,
       )
@@ -768,8 +775,7 @@ export class Journal {
         runAfter = now + Math.floor(random() * Math.min(LIMITS.retryMaxMs, this.retryBaseMs * 2 ** (row.attempts - 1)));
       } else state = 'dead';
     }
-    this.db
-      .prepare(
+    this.#prep(
         `UPDATE task_replicas SET state = @state, run_after = @runAfter, lease_id = NULL, outcome = @outcome, digest = @digest,
            error = @error, updated_at = @now WHERE task_id = @taskId AND idx = @idx`,
       )
@@ -800,12 +806,11 @@ export class Journal {
 
   /** A replica that ended after its task was decided: agreed or outvoted against the quorum's output (none: no marks). */
   #judgeLate(taskId: TaskId, idx: number, nodeId: string | null, digest: string, now: number): ReputationMark[] {
-    const agreedDigest = this.db
-      .prepare<[string], { digest: string }>('SELECT digest FROM task_replicas WHERE task_id = ? AND agreed = 1 LIMIT 1')
+    const agreedDigest = this.#prep<[string], { digest: string }>('SELECT digest FROM task_replicas WHERE task_id = ? AND agreed = 1 LIMIT 1')
       .get(taskId)?.digest;
     if (agreedDigest === undefined) return [];
     const agreed = agreedDigest === digest;
-    this.db.prepare('UPDATE task_replicas SET agreed = ? WHERE task_id = ? AND idx = ?').run(agreed ? 1 : 0, taskId, idx);
+    this.#prep('UPDATE task_replicas SET agreed = ? WHERE task_id = ? AND idx = ?').run(agreed ? 1 : 0, taskId, idx);
     if (!nodeId) return [];
     const marks: ReputationMark[] = [{ nodeId, mark: agreed ? 'agreed' : 'outvoted', delta: 1 }];
     this.#mark(marks, now);
@@ -835,11 +840,11 @@ export class Journal {
         return none;
       }
       case 'agreed': {
-        const setAgreed = this.db.prepare('UPDATE task_replicas SET agreed = ? WHERE task_id = ? AND idx = ?');
+        const setAgreed = this.#prep('UPDATE task_replicas SET agreed = ? WHERE task_id = ? AND idx = ?');
         for (const idx of d.agreed) setAgreed.run(1, taskId, idx);
         for (const idx of d.outvoted) setAgreed.run(0, taskId, idx);
         // Replicas not started are not needed; running ones finish and are judged against this output (#judgeLate).
-        this.db.prepare(`UPDATE task_replicas SET state = 'cancelled', updated_at = ? WHERE task_id = ? AND state = 'queued'`).run(now, taskId);
+        this.#prep(`UPDATE task_replicas SET state = 'cancelled', updated_at = ? WHERE task_id = ? AND state = 'queued'`).run(now, taskId);
         const cancelLeases: string[] = [];
         const winner = rows.find((x) => x.idx === d.agreed[0])!;
         const outcome = JSON.parse(winner.outcome!) as ReplicaOutcome;
@@ -883,8 +888,7 @@ export class Journal {
     agreed: number | null;
     error: string | null;
   }> {
-    return this.db
-      .prepare<[string], { idx: number; state: ReplicaState; attempts: number; node_id: string | null; lease_id: string | null; outcome: string | null; digest: string | null; agreed: number | null; error: string | null }>(
+    return this.#prep<[string], { idx: number; state: ReplicaState; attempts: number; node_id: string | null; lease_id: string | null; outcome: string | null; digest: string | null; agreed: number | null; error: string | null }>(
         'SELECT idx, state, attempts, node_id, lease_id, outcome, digest, agreed, error FROM task_replicas WHERE task_id = ? ORDER BY idx',
       )
       .all(taskId);
@@ -892,8 +896,7 @@ export class Journal {
 
   /** Ends a replicated task (it is 'leased' while its replicas run). */
   #endReplicated(taskId: TaskId, state: TaskState, result: unknown, error: ErrorInfo | null, nodeId: string | null, attempts: number, now: number): Ended | null {
-    const row = this.db
-      .prepare(
+    const row = this.#prep(
         `UPDATE tasks SET state = @state, result = @result, error = @error, node_id = @nodeId, attempts = @attempts, lease_id = NULL,
            updated_at = @now, finished_at = @now WHERE id = @id AND state = 'leased'
          RETURNING state, kind, attempts, created_at, node_id, webhook`,
@@ -908,12 +911,10 @@ export class Journal {
 
   /** Cancels a task's queued and leased replicas; answers the leases to take back. */
   #stopReplicas(taskId: string, now: number): string[] {
-    const leases = this.db
-      .prepare<[string], { lease_id: string }>(`SELECT lease_id FROM task_replicas WHERE task_id = ? AND state = 'leased' AND lease_id IS NOT NULL`)
+    const leases = this.#prep<[string], { lease_id: string }>(`SELECT lease_id FROM task_replicas WHERE task_id = ? AND state = 'leased' AND lease_id IS NOT NULL`)
       .all(taskId)
       .map((r) => r.lease_id);
-    this.db
-      .prepare(`UPDATE task_replicas SET state = 'cancelled', lease_id = NULL, updated_at = ? WHERE task_id = ? AND state IN ('queued', 'leased')`)
+    this.#prep(`UPDATE task_replicas SET state = 'cancelled', lease_id = NULL, updated_at = ? WHERE task_id = ? AND state IN ('queued', 'leased')`)
       .run(now, taskId);
     return leases;
   }
@@ -939,8 +940,7 @@ export class Journal {
 
   /** Replicas a restart found leased: queued again (or dead when out of attempts); tasks left undecided are decided. */
   #requeueReplicas(now: number, error: string): number {
-    const info = this.db
-      .prepare(
+    const info = this.#prep(
         `UPDATE task_replicas SET
            state = CASE WHEN (SELECT state FROM tasks t WHERE t.id = task_id) != 'leased' THEN 'cancelled'
                         WHEN attempts < (SELECT max_attempts FROM tasks t WHERE t.id = task_id) THEN 'queued' ELSE 'dead' END,
@@ -949,8 +949,7 @@ export class Journal {
       )
       .run(error, now, now);
     if (info.changes > 0) {
-      const stuck = this.db
-        .prepare<[], { id: TaskId }>(
+      const stuck = this.#prep<[], { id: TaskId }>(
           `SELECT id FROM tasks WHERE state = 'leased' AND replication IS NOT NULL
              AND NOT EXISTS (SELECT 1 FROM task_replicas r WHERE r.task_id = tasks.id AND r.state IN ('queued', 'leased'))`,
         )
@@ -979,16 +978,14 @@ export class Journal {
   /** A node's reputation marks, or null if it has none. */
   reputation(nodeId: string): ReputationCounts | null {
     return (
-      this.db
-        .prepare<[string], ReputationCounts>('SELECT agreed, outvoted, pass, fail FROM node_reputation WHERE node_id = ?')
+      this.#prep<[string], ReputationCounts>('SELECT agreed, outvoted, pass, fail FROM node_reputation WHERE node_id = ?')
         .get(nodeId) ?? null
     );
   }
 
   /** Records the digest of a node's resume secret, so the node keeps its id (and reputation) across a restart. */
   rememberNode(nodeId: string, secretSha256: string): void {
-    this.db
-      .prepare(
+    this.#prep(
         `INSERT INTO node_reputation (node_id, secret_sha256, updated_at) VALUES (?, ?, ?)
          ON CONFLICT (node_id) DO UPDATE SET secret_sha256 = excluded.secret_sha256, updated_at = excluded.updated_at`,
       )
@@ -997,12 +994,12 @@ export class Journal {
 
   /** The digest of the resume secret last given to this node id, or null. */
   nodeSecretSha256(nodeId: string): string | null {
-    return this.db.prepare<[string], { s: string | null }>('SELECT secret_sha256 AS s FROM node_reputation WHERE node_id = ?').get(nodeId)?.s ?? null;
+    return this.#prep<[string], { s: string | null }>('SELECT secret_sha256 AS s FROM node_reputation WHERE node_id = ?').get(nodeId)?.s ?? null;
   }
 
   #mark(marks: readonly ReputationMark[], now: number): void {
     if (marks.length === 0) return;
-    const bump = this.db.prepare(
+    const bump = this.#prep(
       `INSERT INTO node_reputation (node_id, agreed, outvoted, pass, fail, updated_at) VALUES (@nodeId, @agreed, @outvoted, @pass, @fail, @now)
        ON CONFLICT (node_id) DO UPDATE SET agreed = agreed + excluded.agreed, outvoted = outvoted + excluded.outvoted,
          pass = pass + excluded.pass, fail = fail + excluded.fail, updated_at = excluded.updated_at`,
