@@ -1,10 +1,15 @@
 /**
  * The WebSocket hub at `/v1/nodes/ws`: the node protocol's state machine. A
- * node says `hello` first and gets `welcome` with its NodeId (the old one when
- * it reconnects); then heartbeats, progress and result batches. A bad message
- * gets an `error` reply and the socket stays open, unless the node keeps
- * sending bad ones.
+ * node says `hello` first and gets `welcome` with its NodeId and a resume secret
+ * (the old id when it reconnects with that secret); then heartbeats, progress and
+ * result batches. A bad message gets an `error` reply and the socket stays open,
+ * unless the node keeps sending bad ones.
+ *
+ * Trust: a browser's `Origin` must be the coordinator's own or an allowed one;
+ * with --auth the hello (or the upgrade's `authorization` header) must carry a
+ * token with the `node` role; a node reports only on the leases it holds.
  */
+import { isIP } from 'node:net';
 import type { RawData, WebSocket } from 'ws';
 import {
   AppError,
@@ -16,8 +21,9 @@ import {
   type NodeId,
   type NodeMessage,
 } from '../shared';
+import { Auth, type Principal } from './auth';
 import type { Clock, Journal } from './journal';
-import { NodeSession, type CircuitOptions } from './node';
+import { NodeSession, type CircuitOptions, type NodeLimits } from './node';
 import type { Scheduler } from './scheduler';
 import { parseNodeMessage } from './validate';
 
@@ -28,6 +34,53 @@ export interface HubOptions {
   circuit: CircuitOptions;
   /** Bad messages a connection may send before it is closed. */
   maxProtocolErrors: number;
+  /** Bounds on the leases one node may hold, whatever it advertises. */
+  limits: NodeLimits;
+  /** Origins (scheme://host[:port]) whose pages may join besides the coordinator's own (`--allow-origin`). */
+  allowOrigins: readonly string[];
+}
+
+/** What the hub reads from the upgrade request. */
+export interface Upgrade {
+  origin?: string | undefined;
+  host?: string | undefined;
+  authorization?: string | readonly string[] | undefined;
+}
+
+/**
+ * Whether a page of `origin` may join: one of `allowed` (normalized origins), or the
+ * coordinator's own, i.e. the origin of the `host` the request was sent to, when that host is
+ * an IP address or localhost (a DNS name there could be a rebinding attacker's: name it
+ * with --allow-origin). No Origin header: not a browser page; such clients need a token
+ * when auth is on, like every node.
+ */
+export function originAllowed(origin: string | undefined, host: string | undefined, allowed: readonly string[]): boolean {
+  if (origin === undefined) return true;
+  let url: URL;
+  try {
+    url = new URL(origin);
+  } catch {
+    return false;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return false;
+  if (allowed.includes(url.origin)) return true;
+  if (host === undefined || url.host !== host.toLowerCase()) return false;
+  const name = url.hostname.replace(/^\[|\]$/g, '');
+  return isIP(name) !== 0 || name === 'localhost' || name.endsWith('.localhost');
+}
+
+/** `scheme://host[:port]` of an --allow-origin value, or a coded error saying what is wrong with it. */
+export function normalizeOrigin(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new AppError('INVALID_ARGUMENT', `--allow-origin ${value}: not a URL; give scheme://host[:port], e.g. https://nodes.example.com.`);
+  }
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.pathname !== '/' || url.search || url.hash || url.username) {
+    throw new AppError('INVALID_ARGUMENT', `--allow-origin ${value}: give only scheme://host[:port] (http or https), no path.`);
+  }
+  return url.origin;
 }
 
 export class Hub {
@@ -52,16 +105,27 @@ export class Hub {
     return [...this.#scheduler.nodes.values()].filter((n) => n.connected);
   }
 
-  /** Takes a new socket through the protocol. */
-  attach(socket: WebSocket): void {
+  /** Takes a new socket through the protocol; `upgrade` is what its HTTP request said, `auth` checks its join token. */
+  attach(socket: WebSocket, upgrade: Upgrade = {}, auth: Auth = Auth.open()): void {
     if (!this.#accepting) {
       this.#sendError(socket, new AppError('SHUTTING_DOWN', 'The coordinator is shutting down; connect to another one.'));
       socket.close(1013, 'shutting down');
       return;
     }
+    if (!originAllowed(upgrade.origin, upgrade.host, this.#opts.allowOrigins)) {
+      this.#sendError(
+        socket,
+        new AppError('ORIGIN_NOT_ALLOWED', `Pages of ${String(upgrade.origin).slice(0, 200)} may not join as nodes; serve the page from the coordinator or start it with --allow-origin ${String(upgrade.origin).slice(0, 200)}.`, {
+          origin: String(upgrade.origin).slice(0, 200),
+        }),
+      );
+      socket.close(1008, 'origin not allowed');
+      return;
+    }
     this.#sockets.add(socket);
     let node: NodeSession | null = null;
     let errors = 0;
+    const headerToken = Auth.bearer(upgrade.authorization);
 
     socket.on('message', (data: RawData, isBinary: boolean) => {
       let msg: NodeMessage;
@@ -85,13 +149,29 @@ export class Hub {
           socket.close(1008, 'hello first');
           return;
         }
+        const principal = joinPrincipal(auth, headerToken, msg.token);
+        if (!Auth.has(principal, 'node')) {
+          const known = principal !== null;
+          this.#sendError(
+            socket,
+            known
+              ? new AppError('FORBIDDEN', 'The join token lacks the node role; ask the operator for a node token.')
+              : new AppError('UNAUTHORIZED', 'Joining needs a node token: put it in hello.token (the page takes ?token=) or send authorization: Bearer <token> on the upgrade.'),
+          );
+          socket.close(1008, known ? 'forbidden' : 'unauthorized');
+          return;
+        }
         try {
-          node = this.#hello(socket, msg);
+          node = this.#hello(socket, msg, principal!);
         } catch (err) {
           const info = err instanceof AppError ? err : null;
           this.#sendError(socket, new AppError('PROTOCOL_ERROR', `Bad hello: ${info?.message ?? String(err)}`, { cause: info?.code ?? 'INTERNAL' }));
           socket.close(1008, 'bad hello');
         }
+        return;
+      }
+      if (node.socket !== socket) {
+        if (msg.type !== 'heartbeat') this.#sendError(socket, new AppError('LEASE_NOT_HELD', 'This connection was replaced by a newer one for the same node; it holds no leases.'));
         return;
       }
       try {
@@ -120,19 +200,30 @@ export class Hub {
       case 'task.progress':
         this.#scheduler.progress(node, msg);
         return;
-      case 'task.result':
-        this.#scheduler.results(node, msg.results);
+      case 'task.result': {
+        const refused = this.#scheduler.results(node, msg.results);
+        if (refused.length) {
+          throw new AppError('LEASE_NOT_HELD', `${refused.length} of ${msg.results.length} results were on leases this node does not hold; they changed nothing. A node reports only on its own leases.`, {
+            refused: refused.slice(0, 20).map((r) => ({ taskId: r.taskId.slice(0, 64), leaseId: r.leaseId.slice(0, 64) })),
+            count: refused.length,
+          });
+        }
         return;
+      }
       default:
         assertNever(msg, 'node message');
     }
   }
 
-  #hello(socket: WebSocket, msg: HelloMessage): NodeSession {
+  #hello(socket: WebSocket, msg: HelloMessage, principal: Principal): NodeSession {
     const now = this.#opts.clock.now();
     let id: NodeId | null = null;
     if (msg.nodeId !== undefined) id = parseNodeId(msg.nodeId);
     let node = id ? this.#scheduler.nodes.get(id) : undefined;
+    if (node && !node.secretMatches(msg.secret)) {
+      this.#journal.event('node_resume_refused', null, node.id, { name: msg.name, principal: principal.id });
+      node = undefined;
+    }
     if (node) {
       const old = node.socket;
       node.socket = socket;
@@ -142,17 +233,21 @@ export class Hub {
       node.lastSeen = now;
       node.disconnectedAt = null;
       node.draining = false;
+      node.principal = principal.id;
       // The node keeps its leases; they live leaseMs past this hello unless a heartbeat renews them.
       for (const l of node.leases.values()) l.expiresAt = Math.max(l.expiresAt, now + this.#opts.leaseMs);
       this.#journal.event('node_reconnected', null, node.id, { name: msg.name, leases: node.leases.size });
     } else {
-      node = new NodeSession(id ?? newNodeId(), msg.name, msg.capabilities, socket, this.#opts.clock, this.#opts.circuit);
+      // A new id every time: an id the coordinator does not know (it restarted, or forgot the node) is not taken over either.
+      node = new NodeSession(newNodeId(), msg.name, msg.capabilities, socket, this.#opts.clock, this.#opts.circuit, this.#opts.limits);
+      node.principal = principal.id;
       this.#scheduler.nodes.set(node.id, node);
-      this.#journal.event('node_connected', null, node.id, { name: msg.name, kinds: msg.capabilities.kinds });
+      this.#journal.event('node_connected', null, node.id, { name: msg.name, kinds: msg.capabilities.kinds, principal: principal.id });
     }
     node.send({
       type: 'welcome',
       nodeId: node.id,
+      secret: node.secret(),
       heartbeatIntervalMs: this.#opts.heartbeatIntervalMs,
       leaseMs: this.#opts.leaseMs,
       serverTime: now,
@@ -177,6 +272,16 @@ export class Hub {
   closeAll(): void {
     for (const s of this.#sockets) s.close(1001, 'coordinator closing');
   }
+}
+
+/** The principal a join presents: the upgrade's bearer token, else hello.token (open mode: admin). */
+function joinPrincipal(auth: Auth, headerToken: string | null, helloToken: string | undefined): Principal | null {
+  const fromHeader = headerToken !== null ? auth.verify(headerToken) : null;
+  if (Auth.has(fromHeader, 'node')) return fromHeader;
+  const fromHello = helloToken !== undefined ? auth.verify(helloToken) : null;
+  if (Auth.has(fromHello, 'node')) return fromHello;
+  if (auth.isOpen) return auth.verify(null);
+  return fromHeader ?? fromHello;
 }
 
 function rawText(data: RawData): string {

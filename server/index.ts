@@ -13,7 +13,7 @@ import { installAccess, loggerOptions, type LogOptions } from './access';
 import { Auth } from './auth';
 import type { Context } from './context';
 import { installErrorHandling } from './http';
-import { Hub } from './hub';
+import { Hub, normalizeOrigin } from './hub';
 import { Journal, systemClock, type Clock } from './journal';
 import { Metrics } from './metrics';
 import { ModelStore } from './models';
@@ -83,7 +83,7 @@ export interface CoordinatorOptions {
   webhook?: Partial<WebhookOptions>;
   /**
    * Origins (`scheme://host[:port]`) of pages served elsewhere that this coordinator trusts beside its own
-   * (--allow-origin): their state-changing requests are not refused as cross-site.
+   * (--allow-origin): their state-changing requests are not refused as cross-site, and their pages may join as nodes.
    */
   allowOrigins?: readonly string[];
   /** How long close() waits for leased tasks to finish. Default 5000 ms. */
@@ -92,6 +92,12 @@ export interface CoordinatorOptions {
   logger?: LogOptions;
   /** Bearer tokens and roles (Auth.fromFile for --auth). Absent: Auth.open(), every caller is admin. */
   auth?: Auth;
+  /** Stall rule: a heartbeating node with no result or progress for its longest task budget plus this long loses its leases. Default 60 s. */
+  stallGraceMs?: number;
+  /** Agent tasks one node may hold queued per worker, whatever queueDepth it advertises. Default 127 (the page's default). */
+  maxQueuePerWorker?: number;
+  /** Leases of every kind one node may hold at once. Default 4096. */
+  maxLeasesPerNode?: number;
 }
 
 export interface Coordinator {
@@ -125,6 +131,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     nodeGraceMs: opts.nodeGraceMs ?? heartbeatIntervalMs,
     prefetch: opts.prefetch ?? 8,
     tickMs: opts.tickMs ?? 50,
+    stallGraceMs: opts.stallGraceMs ?? 60_000,
   });
   const hub = new Hub(scheduler, journal, {
     clock,
@@ -132,6 +139,8 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     leaseMs,
     circuit: { threshold: opts.circuitThreshold ?? 3, cooldownMs: opts.circuitCooldownMs ?? 10_000 },
     maxProtocolErrors: 20,
+    limits: { maxQueuePerWorker: opts.maxQueuePerWorker ?? 127, maxLeasesPerNode: opts.maxLeasesPerNode ?? 4096 },
+    allowOrigins: (opts.allowOrigins ?? []).map(normalizeOrigin),
   });
   let shuttingDown = false;
   const ctx: Context = {

@@ -4,6 +4,8 @@
  * `webhook-secret` beside the journal).
  * `--auth FILE`: bearer tokens and roles (docs/api.md "Authentication"); without it, `auth.json` beside the --db
  * file is used, written with an admin token and a node join token (mode 0600) when missing.
+ * `--allow-origin ORIGIN` (repeatable): a page served from ORIGIN (`scheme://host[:port]`) may join as a node and send
+ * state-changing requests; the coordinator's own origin always may.
  * Prints `coordinator listening on URL` and closes gracefully on SIGINT/SIGTERM.
  */
 import { dirname, join } from 'node:path';
@@ -23,6 +25,7 @@ const { values } = parseArgs({
     auth: { type: 'string' },
     'webhook-allow-host': { type: 'string', multiple: true, default: [] },
     'webhook-secret': { type: 'string' },
+    'allow-origin': { type: 'string', multiple: true, default: [] },
   },
 });
 
@@ -65,6 +68,7 @@ const coordinator = await createCoordinator({
   ...(values.static ? { staticDir: values.static } : {}),
   ...(values.models ? { modelsDir: values.models } : {}),
   logger: values.logger,
+  allowOrigins: values['allow-origin'],
   webhook: {
     allowHosts: values['webhook-allow-host'],
     ...(values['webhook-secret'] ? { secret: values['webhook-secret'] } : {}),

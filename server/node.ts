@@ -2,6 +2,7 @@
  * One connected browser node as the coordinator sees it: what it can run, the
  * leases it holds, its health, its circuit breaker and its reputation.
  */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import type { Capabilities, CoordinatorMessage, NodeId, NodeMetrics, TaskId, TaskKind } from '../shared';
 import type { Clock } from './journal';
@@ -17,9 +18,22 @@ export interface Slots {
   idle: number;
   /** generate tasks: the sequences the node decodes at once (continuous batching), less those it holds. */
   generate: number;
+  /** Leases of any kind still under the node's lease cap (coordinator's maxLeasesPerNode, the allocator's maxLeases). */
+  cap: number;
 }
 
-const NO_SLOTS: Readonly<Slots> = { total: 0, heavy: 0, idle: 0, generate: 0 };
+const NO_SLOTS: Readonly<Slots> = { total: 0, heavy: 0, idle: 0, generate: 0, cap: 0 };
+
+/** The coordinator's bounds on what one node may hold, whatever it advertises. */
+export interface NodeLimits {
+  /** Agent tasks queued per worker beyond those running, at most (caps an advertised `queueDepth`). */
+  maxQueuePerWorker: number;
+  /** Leases of every kind one node may hold at once. */
+  maxLeasesPerNode: number;
+}
+
+/** Most lease ids a node remembers having given back (a late result on one is a duplicate, not a foreign lease). */
+const RELEASED_MEMORY = 8192;
 
 export type CircuitState = 'closed' | 'open' | 'half-open';
 
@@ -33,6 +47,7 @@ export const INFRA_CODES: ReadonlySet<string> = new Set([
   'GPU_DEVICE_LOST',
   'GPU_OUT_OF_MEMORY',
   'NODE_RESOURCE_EXHAUSTED',
+  'LEASE_STALLED',
 ]);
 
 export interface CircuitOptions {
@@ -92,6 +107,8 @@ export interface LeaseInfo {
   attempt: number;
   kind: TaskKind;
   expiresAt: number;
+  /** How long the task may run on the node without a result (agent: its timeoutMs); the stall rule adds its grace. */
+  budgetMs: number;
 }
 
 export class NodeSession {
@@ -111,20 +128,52 @@ export class NodeSession {
   #heavy = 0;
   /** Leases of generate tasks (batched on the node, up to inference.maxSequences). */
   #generate = 0;
+  /** Lease ids given back lately (results, expiry, cancel), oldest first; bounded by RELEASED_MEMORY. */
+  readonly #released = new Set<string>();
+  /**
+   * Agent tasks the node has earned the right to hold queued beyond `maxConcurrent × (prefetch − 1)`:
+   * one more per task it finished, back to 0 when it stalls or lets a lease expire (slow start:
+   * a node that only takes work never grows its window).
+   */
+  #credit = 0;
+  /** Last result or progress on one of its leases, or when it took its first lease after holding none. */
+  lastWorkAt: number;
+  /** The allocator's cap on leases held at once (`PUT /v1/nodes/:id/caps`); null: none beyond the coordinator's. */
+  maxLeases: number | null = null;
+  /** Who joined it: the Principal.id of the join token ('open' without --auth). */
+  principal = 'open';
+  readonly #secret: Buffer;
+  readonly #limits: NodeLimits;
   readonly circuit: Circuit;
   protocolErrors = 0;
   reputation = { pass: 0, fail: 0 };
   done = 0;
   failed = 0;
 
-  constructor(id: NodeId, name: string, capabilities: Capabilities, socket: WebSocket, clock: Clock, circuit: CircuitOptions) {
+  constructor(id: NodeId, name: string, capabilities: Capabilities, socket: WebSocket, clock: Clock, circuit: CircuitOptions, limits: NodeLimits) {
     this.id = id;
     this.name = name;
     this.capabilities = capabilities;
     this.socket = socket;
     this.connectedAt = clock.now();
     this.lastSeen = this.connectedAt;
+    this.lastWorkAt = this.connectedAt;
     this.circuit = new Circuit(circuit);
+    this.#limits = limits;
+    this.#secret = randomBytes(32);
+  }
+
+  /** The resume secret, sent once in `welcome`; never in view() or logs. */
+  secret(): string {
+    return this.#secret.toString('base64url');
+  }
+
+  /** Whether `presented` is this node's resume secret (constant time over the SHA-256 of both). */
+  secretMatches(presented: string | undefined): boolean {
+    if (typeof presented !== 'string' || presented.length === 0) return false;
+    const a = createHash('sha256').update(presented, 'utf8').digest();
+    const b = createHash('sha256').update(this.#secret.toString('base64url'), 'utf8').digest();
+    return timingSafeEqual(a, b);
   }
 
   get connected(): boolean {
@@ -135,7 +184,8 @@ export class NodeSession {
     return this.connected && now - this.lastSeen <= 3 * heartbeatIntervalMs;
   }
 
-  hold(lease: LeaseInfo): void {
+  hold(lease: LeaseInfo, now: number): void {
+    if (this.leases.size === 0) this.lastWorkAt = now;
     (this.leases as Map<string, LeaseInfo>).set(lease.leaseId, lease);
     if (lease.kind === 'train') this.#heavy++;
     else if (lease.kind === 'generate') this.#generate++;
@@ -147,18 +197,58 @@ export class NodeSession {
       (this.leases as Map<string, LeaseInfo>).delete(leaseId);
       if (lease.kind === 'train') this.#heavy--;
       else if (lease.kind === 'generate') this.#generate--;
+      this.#released.add(leaseId);
+      if (this.#released.size > RELEASED_MEMORY) this.#released.delete(this.#released.values().next().value!);
     }
     return lease;
   }
 
+  /** The lease was this node's once (a late or repeated report on it is a duplicate, not a forgery). */
+  heldOnce(leaseId: string): boolean {
+    return this.#released.has(leaseId);
+  }
+
+  /** A task it held ended by its own report (not an infrastructure failure): its window may grow by one. */
+  earned(): void {
+    if (this.#credit < this.#limits.maxLeasesPerNode) this.#credit++;
+  }
+
+  /** It stalled or let a lease expire: back to the starting window. */
+  forfeit(): void {
+    this.#credit = 0;
+  }
+
+  /** Leases of every kind it may hold at once: the coordinator's cap and the allocator's. */
+  leaseCap(): number {
+    return Math.min(this.#limits.maxLeasesPerNode, this.maxLeases ?? Infinity);
+  }
+
+  /** What it may run without a result before the stall rule takes its leases: the longest budget it holds plus `graceMs`. */
+  stallAfter(graceMs: number): number {
+    let budget = 0;
+    for (const l of this.leases.values()) if (l.budgetMs > budget) budget = l.budgetMs;
+    return budget + graceMs;
+  }
+
   /**
-   * Agent tasks the node may hold at once: its workers plus the queue it asked
-   * for (`queueDepth`); a node that does not say gets `maxConcurrent × (prefetch − 1)`
-   * queued, as before the field existed.
+   * Agent tasks the node may hold at once, as asked: its workers plus the queue it asked
+   * for (`queueDepth`, at most maxQueuePerWorker per worker); a node that does not say gets
+   * `maxConcurrent × (prefetch − 1)` queued, as before the field existed.
    */
   agentWindow(prefetch: number): number {
     const { maxConcurrent, queueDepth } = this.capabilities;
-    return maxConcurrent + (queueDepth ?? maxConcurrent * Math.max(0, prefetch - 1));
+    const asked = queueDepth ?? maxConcurrent * Math.max(0, prefetch - 1);
+    return maxConcurrent + Math.min(asked, maxConcurrent * this.#limits.maxQueuePerWorker);
+  }
+
+  /**
+   * Agent tasks it may hold now: the window it asked for, but queued beyond its workers only
+   * `maxConcurrent × (prefetch − 1)` plus what it earned by finishing tasks, and never more than its lease cap.
+   */
+  earnedWindow(prefetch: number): number {
+    const max = this.capabilities.maxConcurrent;
+    const earned = max + max * Math.max(0, prefetch - 1) + this.#credit;
+    return Math.min(this.agentWindow(prefetch), earned, this.leaseCap());
   }
 
   /**
@@ -174,19 +264,21 @@ export class NodeSession {
     if (circuit === 'open') return NO_SLOTS;
     if (circuit === 'half-open') {
       // One trial task: an agent task where the node runs them, else one generate task.
-      if (this.leases.size > 0) return NO_SLOTS;
-      return this.capabilities.kinds.includes('agent') ? { total: 1, heavy: 1, idle: 1, generate: 0 } : { total: 0, heavy: 0, idle: 0, generate: 1 };
+      if (this.leases.size > 0 || this.leaseCap() < 1) return NO_SLOTS;
+      return this.capabilities.kinds.includes('agent') ? { total: 1, heavy: 1, idle: 1, generate: 0, cap: 1 } : { total: 0, heavy: 0, idle: 0, generate: 1, cap: 1 };
     }
     const max = this.capabilities.maxConcurrent;
     const sequences = this.capabilities.inference?.maxSequences ?? 0;
     // generate leases are held by the node's batcher, not its workers: they have their own room.
     const held = this.leases.size - this.#generate;
-    const total = Math.max(0, this.agentWindow(prefetch) - held);
+    const cap = Math.max(0, this.leaseCap() - this.leases.size);
+    const total = Math.min(cap, Math.max(0, this.earnedWindow(prefetch) - held));
     return {
       total,
       heavy: Math.min(total, Math.max(0, max - this.#heavy)),
       idle: Math.min(total, Math.max(0, max - held)),
-      generate: Math.max(0, sequences - this.#generate),
+      generate: Math.min(cap, Math.max(0, sequences - this.#generate)),
+      cap,
     };
   }
 
@@ -234,6 +326,10 @@ export class NodeSession {
       /** Workers (maxConcurrent) and the agent tasks it may hold queued beyond them. */
       workers: max,
       queueDepth: this.queueDepth(prefetch),
+      /** Agent tasks it may hold now: its window, as earned by finishing tasks (slow start), under its lease cap. */
+      window: this.earnedWindow(prefetch),
+      /** Leases of every kind it may hold: the coordinator's cap, and the allocator's (`maxLeases`, null when unset). */
+      caps: { leaseCap: this.leaseCap(), maxLeases: this.maxLeases },
       /** Leases held: running (at most one per worker) plus queued on the node. */
       held,
       running: busy,

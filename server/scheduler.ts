@@ -9,6 +9,7 @@
  */
 import {
   AppError,
+  DEFAULT_AGENT_LIMITS,
   LIMITS,
   TASK_KINDS,
   newLeaseId,
@@ -39,7 +40,16 @@ export interface SchedulerOptions {
   prefetch: number;
   /** Period of the lease/backoff tick. */
   tickMs: number;
+  /**
+   * The stall rule: a connected node that holds leases and sends no result or progress on any
+   * of them for this long beyond the longest task budget it holds (an agent's timeoutMs) loses
+   * them all (LEASE_STALLED, an infrastructure failure of that node).
+   */
+  stallGraceMs: number;
 }
+
+/** Budget of a generate or train lease for the stall rule (both send progress while they work). */
+const MODEL_TASK_BUDGET_MS = 300_000;
 
 /** How often queued tasks are checked for a passed deadline (also checked whenever one is about to be assigned). */
 const DEADLINE_SWEEP_MS = 1_000;
@@ -100,10 +110,11 @@ export class Scheduler {
     });
   }
 
-  /** One periodic round: expire leases, forget long-gone nodes, dispatch. */
+  /** One periodic round: expire leases, take stalled ones back, forget long-gone nodes, dispatch. */
   tick(): void {
     if (this.#stopped || !this.#journal.db.open) return;
     this.expireLeases();
+    this.reclaimStalled();
     const now = this.#opts.clock.now();
     if (now - this.#lastSweep >= DEADLINE_SWEEP_MS || now < this.#lastSweep) {
       this.#lastSweep = now;
@@ -123,7 +134,7 @@ export class Scheduler {
     const free = new Map<NodeSession, Slots>();
     for (const node of this.nodes.values()) {
       const slots = node.freeSlots(now, this.#opts.heartbeatIntervalMs, this.#opts.prefetch);
-      if (slots.total > 0 || slots.generate > 0) free.set(node, { ...slots });
+      if (slots.cap > 0 && (slots.total > 0 || slots.generate > 0)) free.set(node, { ...slots });
     }
     if (free.size === 0) return 0;
 
@@ -153,6 +164,7 @@ export class Scheduler {
       const node = pickNode(row.kind, row.model, free);
       if (!node) continue;
       const slots = free.get(node)!;
+      slots.cap--;
       if (row.kind === 'generate') {
         slots.generate--;
       } else {
@@ -177,9 +189,9 @@ export class Scheduler {
       let chars = 0;
       for (const { row, leaseId } of list) {
         if (!leased.has(row.id)) continue;
-        const info: LeaseInfo = { leaseId, taskId: row.id, node, attempt: row.attempts + 1, kind: row.kind, expiresAt };
+        const info: LeaseInfo = { leaseId, taskId: row.id, node, attempt: row.attempts + 1, kind: row.kind, expiresAt, budgetMs: budgetOf(row) };
         this.leases.set(leaseId, info);
-        node.hold(info);
+        node.hold(info, now);
         const part = assignmentJson(row, leaseId);
         parts.push(part);
         chars += part.length;
@@ -210,10 +222,21 @@ export class Scheduler {
     this.requestDispatch();
   }
 
+  /**
+   * Progress on a lease. Only the node holding the lease may report on it: progress on a lease it
+   * gave back lately is dropped; on any other lease it is refused (LEASE_NOT_HELD) and changes nothing.
+   */
   progress(node: NodeSession, msg: ProgressMessage): void {
     node.lastSeen = this.#opts.clock.now();
     const lease = node.leases.get(msg.leaseId);
-    if (!lease || lease.taskId !== msg.taskId) return;
+    if (!lease || lease.taskId !== msg.taskId) {
+      if (node.heldOnce(msg.leaseId)) return;
+      throw new AppError('LEASE_NOT_HELD', `This node does not hold lease ${msg.leaseId.slice(0, 64)} of task ${msg.taskId.slice(0, 64)}; progress is accepted only from the node that holds the lease.`, {
+        taskId: msg.taskId.slice(0, 64),
+        leaseId: msg.leaseId.slice(0, 64),
+      });
+    }
+    node.lastWorkAt = node.lastSeen;
     lease.expiresAt = Math.max(lease.expiresAt, node.lastSeen + this.#opts.leaseMs);
     if (lease.kind === 'generate') {
       // Tokens are kept for the attempt, so a stream that joins late replays them.
@@ -227,22 +250,34 @@ export class Scheduler {
    * A `task.result` batch. Items are released from their leases at once and
    * journaled on the next turn of the event loop together with every other
    * result that arrived meanwhile: one transaction (one fsync) for all of them.
+   *
+   * Only the node that holds a lease may end it. A result on a lease this node gave back
+   * lately (expired, cancelled, already reported) is a late duplicate: dropped and counted.
+   * Any other item is answered: the items refused (LEASE_NOT_HELD), which change nothing.
    */
-  results(node: NodeSession, results: ResultMessage['results']): void {
+  results(node: NodeSession, results: ResultMessage['results']): Array<{ taskId: string; leaseId: string }> {
     if (!this.#journal.db.open) throw new AppError('SHUTTING_DOWN', 'The coordinator is closing; the results will be retried by the next one.');
     node.lastSeen = this.#opts.clock.now();
+    const refused: Array<{ taskId: string; leaseId: string }> = [];
+    let accepted = 0;
     for (const item of results) {
       const lease = node.leases.get(item.leaseId);
-      if (lease && lease.taskId === item.taskId) {
-        node.release(item.leaseId);
-        this.leases.delete(item.leaseId);
+      if (!lease || lease.taskId !== item.taskId) {
+        if (node.heldOnce(item.leaseId)) this.#journal.duplicatesDropped++;
+        else refused.push({ taskId: item.taskId, leaseId: item.leaseId });
+        continue;
       }
+      node.release(item.leaseId);
+      this.leases.delete(item.leaseId);
       this.#pending.push({ node, item });
+      accepted++;
     }
-    if (!this.#flushPending) {
+    if (accepted > 0) node.lastWorkAt = node.lastSeen;
+    if (accepted > 0 && !this.#flushPending) {
       this.#flushPending = true;
       setImmediate(() => this.flushResults());
     }
+    return refused;
   }
 
   /** Journals every result received since the last flush, in one transaction. */
@@ -269,10 +304,14 @@ export class Scheduler {
       if (item.ok) {
         node.done++;
         node.circuit.success();
+        node.earned();
       } else {
         node.failed++;
         if (INFRA_CODES.has(item.error.code)) this.#infraFailure(node, item.error.code, now);
-        else node.circuit.success();
+        else {
+          node.circuit.success();
+          node.earned();
+        }
       }
       this.#ended(e, now);
     }
@@ -289,17 +328,44 @@ export class Scheduler {
     return expired.length;
   }
 
-  #failLeases(leases: readonly LeaseInfo[], now: number): void {
+  /**
+   * The stall rule: a connected node that heartbeats but has sent no result or progress on its
+   * leases for longer than the longest task budget it holds plus stallGraceMs loses them all
+   * (LEASE_STALLED: the tasks go back to the queue, an infrastructure failure of that node).
+   * Answers how many leases were taken back.
+   */
+  reclaimStalled(): number {
+    const now = this.#opts.clock.now();
+    const grace = this.#opts.stallGraceMs;
+    const stalled: LeaseInfo[] = [];
+    for (const node of this.nodes.values()) {
+      if (!node.connected || node.leases.size === 0) continue;
+      const quiet = now - node.lastWorkAt;
+      if (quiet <= grace || quiet <= node.stallAfter(grace)) continue;
+      this.#journal.event('node_stalled', null, node.id, { leases: node.leases.size, quietMs: quiet });
+      stalled.push(...node.leases.values());
+    }
+    if (stalled.length) this.#failLeases(stalled, now, 'LEASE_STALLED');
+    return stalled.length;
+  }
+
+  #failLeases(leases: readonly LeaseInfo[], now: number, why?: 'LEASE_STALLED'): void {
     const completions: Completion[] = leases.map((l) => {
       this.leases.delete(l.leaseId);
       l.node.release(l.leaseId);
-      const code: ErrorCode = l.node.connected ? 'LEASE_EXPIRED' : 'NODE_LOST';
-      if (l.node.connected) l.node.send({ type: 'task.cancel', taskId: l.taskId, reason: 'The lease expired; the task was given back to the queue.' });
+      const code: ErrorCode = !l.node.connected ? 'NODE_LOST' : (why ?? 'LEASE_EXPIRED');
+      if (l.node.connected) {
+        l.node.forfeit();
+        const reason = code === 'LEASE_STALLED' ? 'The node made no progress on its tasks; they were given back to the queue.' : 'The lease expired; the task was given back to the queue.';
+        l.node.send({ type: 'task.cancel', taskId: l.taskId, reason });
+      }
       this.#infraFailure(l.node, code, now);
       const message =
         code === 'LEASE_EXPIRED'
           ? `Node ${l.node.id} did not renew lease ${l.leaseId} within ${this.#opts.leaseMs} ms.`
-          : `Node ${l.node.id} disconnected while running the task.`;
+          : code === 'LEASE_STALLED'
+            ? `Node ${l.node.id} sent no result or progress on its leases for longer than its tasks' budget plus ${this.#opts.stallGraceMs} ms.`
+            : `Node ${l.node.id} disconnected while running the task.`;
       return { taskId: l.taskId, leaseId: l.leaseId, outcome: { ok: false, error: errorInfo(code, message, { nodeId: l.node.id, attempt: l.attempt }) } };
     });
     const ended = this.#journal.complete(completions);
@@ -352,6 +418,13 @@ export class Scheduler {
     }
     this.#maybeIdle();
     return true;
+  }
+
+  /** The allocator's cap on the leases a node holds at once (null: none beyond the coordinator's); held leases are kept. */
+  setCaps(node: NodeSession, caps: { maxLeases: number | null }): void {
+    node.maxLeases = caps.maxLeases;
+    this.#journal.event('node_caps', null, node.id, { maxLeases: caps.maxLeases });
+    this.requestDispatch();
   }
 
   drain(node: NodeSession, reason: string): void {
@@ -414,8 +487,24 @@ function pickNode(kind: TaskKind, model: string | null, free: Map<NodeSession, S
 
 /** Tasks of this kind a node's slots take now. */
 function roomFor(kind: TaskKind, s: Slots): number {
-  if (kind === 'agent') return s.total;
-  return kind === 'generate' ? s.generate : Math.min(s.total, s.heavy);
+  const room = kind === 'agent' ? s.total : kind === 'generate' ? s.generate : Math.min(s.total, s.heavy);
+  return Math.min(room, s.cap);
+}
+
+const TIMEOUT_KEY = '"timeoutMs":';
+
+/**
+ * How long the task may run on a node without a result, for the stall rule: an agent task's
+ * `limits.timeoutMs` (the submit route writes the effective limits into the payload; the last
+ * occurrence is read, so a key of that name inside the input can only lengthen its own task's
+ * budget, never past 2 × MODEL_TASK_BUDGET_MS), a generate or train task MODEL_TASK_BUDGET_MS.
+ */
+function budgetOf(row: ReadyRow): number {
+  if (row.kind !== 'agent') return MODEL_TASK_BUDGET_MS;
+  const at = row.payload.lastIndexOf(TIMEOUT_KEY);
+  if (at < 0) return DEFAULT_AGENT_LIMITS.timeoutMs;
+  const n = Number.parseInt(row.payload.slice(at + TIMEOUT_KEY.length, at + TIMEOUT_KEY.length + 16), 10);
+  return Number.isFinite(n) && n > 0 ? Math.min(n, MODEL_TASK_BUDGET_MS * 2) : DEFAULT_AGENT_LIMITS.timeoutMs;
 }
 
 /** The Assignment as JSON, with the stored payload text spliced in rather than parsed and printed again. */

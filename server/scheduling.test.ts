@@ -166,7 +166,7 @@ test('a node reconnecting with its id keeps the id and its leases', async () => 
   const id = await submit();
   const [lease] = await a.assignments(1);
   await a.close();
-  const again = await connect({ name: 'a', nodeId: a.id });
+  const again = await connect({ name: 'a', nodeId: a.id, secret: a.secret });
   assert.equal(again.id, a.id);
   again.succeed([lease!]);
   const done = await until(async () => {

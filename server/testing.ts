@@ -48,6 +48,12 @@ export interface NodeOptions {
   models?: string[];
   webgpu?: boolean;
   nodeId?: string;
+  /** The resume secret of `nodeId` (a TestNode's `secret`); without it the coordinator gives a new id. */
+  secret?: string;
+  /** Join token sent in hello (`token`). */
+  token?: string;
+  /** Headers of the upgrade request (`origin`, `authorization`). */
+  headers?: Record<string, string>;
   /** Advertised `inference.maxSequences` (generate tasks held at once); absent: no inference (no generate tasks). */
   sequences?: number;
 }
@@ -58,6 +64,8 @@ export const IDLE_METRICS: NodeMetrics = { running: 0, workers: 1, tasksDone: 0,
 export class TestNode {
   readonly ws: WebSocket;
   id = '' as NodeId;
+  /** The resume secret from welcome. */
+  secret = '';
   readonly inbox: CoordinatorMessage[] = [];
   readonly #waiters: Array<{ type: string; resolve(m: CoordinatorMessage): void }> = [];
   readonly closed: Promise<{ code: number; reason: string }>;
@@ -73,8 +81,8 @@ export class TestNode {
     this.closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: String(reason) })));
   }
 
-  static async open(baseUrl: string): Promise<TestNode> {
-    const ws = new WebSocket(`${baseUrl.replace(/^http/, 'ws')}/v1/nodes/ws`);
+  static async open(baseUrl: string, headers: Record<string, string> = {}): Promise<TestNode> {
+    const ws = new WebSocket(`${baseUrl.replace(/^http/, 'ws')}/v1/nodes/ws`, { headers });
     const node = new TestNode(ws);
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
@@ -84,17 +92,19 @@ export class TestNode {
   }
 
   static async connect(baseUrl: string, opts: NodeOptions = {}): Promise<TestNode> {
-    const node = await TestNode.open(baseUrl);
+    const node = await TestNode.open(baseUrl, opts.headers);
     node.send({
       type: 'hello',
       protocol: 1,
       ...(opts.nodeId ? { nodeId: opts.nodeId } : {}),
+      ...(opts.secret ? { secret: opts.secret } : {}),
+      ...(opts.token ? { token: opts.token } : {}),
       name: opts.name ?? 'test-node',
       capabilities: capabilities(opts),
     });
     const welcome = await node.next('welcome');
-    if (welcome.type !== 'welcome') throw new Error('expected welcome');
     node.id = welcome.nodeId;
+    node.secret = welcome.secret;
     return node;
   }
 

@@ -65,6 +65,9 @@ export const ERRORS = {
   PROTOCOL_ERROR: { status: 400, retryable: false, message: 'A message broke the node protocol.' },
   TASK_KIND_UNSUPPORTED: { status: 501, retryable: false, message: 'This node cannot run tasks of this kind.' },
   NODE_DRAINING: { status: 503, retryable: true, message: 'The node is draining and takes no new tasks; the task goes to another node.' },
+  LEASE_NOT_HELD: { status: 409, retryable: false, message: 'This connection does not hold the lease it reported on; a node reports only on its own leases.' },
+  LEASE_STALLED: { status: 500, retryable: true, message: 'The node held the task without progress or a result for too long while it heartbeated; the task went back to the queue.' },
+  ORIGIN_NOT_ALLOWED: { status: 403, retryable: false, message: "The page's Origin may not join as a node; serve the page from the coordinator or start it with --allow-origin ORIGIN." },
 
   // Models, weights, GPU
   MODEL_NOT_FOUND: { status: 404, retryable: false, message: 'No model folder has this name.' },

@@ -356,8 +356,12 @@ const Id = Type.String({ minLength: 1, maxLength: 64 });
 export const HelloSchema = Type.Object({
   type: Type.Literal('hello'),
   protocol: Type.Literal(PROTOCOL_VERSION),
-  /** Set when reconnecting, so the coordinator keeps the node's leases. */
+  /** Set when reconnecting, so the coordinator keeps the node's leases; honoured only with its `secret`. */
   nodeId: Type.Optional(Id),
+  /** The resume secret the coordinator sent in `welcome` for `nodeId`; without the right one the node gets a new id. */
+  secret: Type.Optional(Type.String({ maxLength: 128 })),
+  /** Join token (a bearer token with the `node` role) when the coordinator runs with --auth; browsers cannot set headers on a WebSocket. */
+  token: Type.Optional(Type.String({ maxLength: 4096 })),
   name: Type.String({ maxLength: 128 }),
   capabilities: CapabilitiesSchema,
 });
@@ -436,7 +440,8 @@ export interface Assignment {
 }
 
 export type CoordinatorMessage =
-  | { type: 'welcome'; nodeId: NodeId; heartbeatIntervalMs: number; leaseMs: number; serverTime: number }
+  /** `secret` (32 random bytes, base64url) resumes `nodeId` in a later hello; keep it in memory only. */
+  | { type: 'welcome'; nodeId: NodeId; secret: string; heartbeatIntervalMs: number; leaseMs: number; serverTime: number }
   | { type: 'task.assign'; tasks: Assignment[] }
   | { type: 'task.cancel'; taskId: TaskId; reason: string }
   | { type: 'drain'; reason: string }

@@ -6,8 +6,9 @@ import { AppError, parseNodeId } from '../../shared';
 import type { Context } from '../context';
 
 export function opsRoutes(app: FastifyInstance, ctx: Context): void {
-  app.get('/v1/nodes/ws', { websocket: true }, (socket) => {
-    ctx.hub.attach(socket);
+  // The join token is checked by the hub (in hello, or this request's authorization header): browsers cannot set headers on a WebSocket.
+  app.get('/v1/nodes/ws', { websocket: true }, (socket, req) => {
+    ctx.hub.attach(socket, { origin: req.headers.origin, host: req.headers.host, authorization: req.headers.authorization }, ctx.auth);
   });
 
   app.get('/v1/nodes', async (req) => {
@@ -23,6 +24,21 @@ export function opsRoutes(app: FastifyInstance, ctx: Context): void {
     if (!node || !node.connected) throw new AppError('NODE_NOT_FOUND', `No connected node has id ${id}; GET /v1/nodes lists them.`, { id });
     const body = req.body as { reason?: unknown } | undefined;
     ctx.scheduler.drain(node, typeof body?.reason === 'string' ? body.reason.slice(0, 500) : 'Drain requested by an operator.');
+    return node.view(ctx.clock.now(), ctx.heartbeatIntervalMs, ctx.scheduler.options.prefetch);
+  });
+
+  // The allocator's cap on the leases one node holds at once ({ maxLeases: n }, null: no cap beyond the coordinator's).
+  app.put('/v1/nodes/:id/caps', async (req) => {
+    const id = parseNodeId((req.params as { id: string }).id);
+    const node = ctx.scheduler.nodes.get(id);
+    if (!node) throw new AppError('NODE_NOT_FOUND', `No node has id ${id}; GET /v1/nodes?all=1 lists them.`, { id });
+    const body = req.body as { maxLeases?: unknown } | undefined;
+    const keys = body !== null && typeof body === 'object' && !Array.isArray(body) ? Object.keys(body) : null;
+    const max = body?.maxLeases;
+    if (!keys || keys.some((k) => k !== 'maxLeases') || !(max === null || (Number.isSafeInteger(max) && (max as number) >= 0 && (max as number) <= 1_000_000))) {
+      throw new AppError('SCHEMA_VIOLATION', 'The body must be { "maxLeases": integer 0 to 1000000, or null for no cap }.', { errors: [{ path: '/maxLeases', message: 'integer 0–1000000 or null' }] });
+    }
+    ctx.scheduler.setCaps(node, { maxLeases: max as number | null });
     return node.view(ctx.clock.now(), ctx.heartbeatIntervalMs, ctx.scheduler.options.prefetch);
   });
 

@@ -62,6 +62,8 @@ export interface NodeClientOptions {
   inference?: InferenceRuntime;
   /** Shown in the coordinator's node list. */
   name?: string;
+  /** Join token (a token with the `node` role) sent in hello when the coordinator runs with --auth; the page takes it from `?token=`. */
+  token?: string;
   /**
    * Agent tasks the node asks the coordinator to lease it beyond those its workers
    * run (its advertised `queueDepth`), held in the node's own queue so every worker
@@ -76,7 +78,11 @@ export interface NodeClientOptions {
    * 8 → 77k, 16 → 96k tasks/min end to end).
    */
   tasksPerWorker?: number;
-  /** Keeps the NodeId across reloads of the page (sessionStorage in the browser); null: none. */
+  /**
+   * Remembers the last NodeId across reloads of the page (sessionStorage in the browser); null: none.
+   * Only shown: resuming an id takes the secret its welcome carried, which the client keeps in memory
+   * only, so a reloaded page joins as a new node.
+   */
   storage?: StorageLike | null;
   createSocket?: (url: string) => SocketLike;
   fetch?: FetchLike;
@@ -132,6 +138,7 @@ export class NodeClient {
   readonly #runners: Partial<Record<TaskKind, TaskRunner>>;
   readonly #urls: { httpBase: string; wsUrl: string };
   readonly #name: string;
+  readonly #token: string | undefined;
   /** Advertised: tasks the node runs at once (its workers) and holds queued beyond them. */
   readonly #maxConcurrent: number;
   readonly #queueDepth: number;
@@ -154,6 +161,8 @@ export class NodeClient {
   #socket: SocketLike | null = null;
   #state: ConnectionState = 'idle';
   #nodeId: NodeId | null = null;
+  /** The coordinator's resume secret for #nodeId, from welcome; in memory only (a reloaded page joins as a new node). */
+  #secret: string | null = null;
   #attempt = 0;
   #connects = 0;
   #heartbeatTimer: ReturnType<typeof setInterval> | null = null;
@@ -170,6 +179,7 @@ export class NodeClient {
     this.#inference = opts.inference ?? null;
     this.#urls = coordinatorUrls(opts.url);
     this.#name = (opts.name ?? 'exec-node').slice(0, 128);
+    this.#token = opts.token || undefined;
     const host: RunnerHost = {
       finish: (lease, outcome) => this.#finish(lease, outcome),
       progress: (lease, progress) => this.#progress(lease, progress),
@@ -329,7 +339,9 @@ export class NodeClient {
     return {
       type: 'hello',
       protocol: PROTOCOL_VERSION,
-      ...(this.#nodeId ? { nodeId: this.#nodeId } : {}),
+      // An id is resumed only with its secret; without one the coordinator would give a new id anyway.
+      ...(this.#nodeId && this.#secret ? { nodeId: this.#nodeId, secret: this.#secret } : {}),
+      ...(this.#token ? { token: this.#token } : {}),
       name: this.#name,
       capabilities: this.#capabilities(),
     };
@@ -375,6 +387,7 @@ export class NodeClient {
   #handle(msg: CoordinatorMessage): void {
     switch (msg.type) {
       case 'welcome':
+        this.#secret = typeof msg.secret === 'string' ? msg.secret : null;
         this.#onWelcome(msg.nodeId, msg.heartbeatIntervalMs, msg.leaseMs);
         return;
       case 'task.assign':
