@@ -171,6 +171,7 @@ export class Hub {
         return;
       }
       if (node.socket !== socket) {
+        // A newer connection resumed this node; this one is closing and speaks for it no more.
         if (msg.type !== 'heartbeat') this.#sendError(socket, new AppError('LEASE_NOT_HELD', 'This connection was replaced by a newer one for the same node; it holds no leases.'));
         return;
       }
@@ -220,6 +221,7 @@ export class Hub {
     let id: NodeId | null = null;
     if (msg.nodeId !== undefined) id = parseNodeId(msg.nodeId);
     let node = id ? this.#scheduler.nodes.get(id) : undefined;
+    // An id is resumed only with the secret its welcome carried; anyone else joins as a new node, the real one untouched.
     if (node && !node.secretMatches(msg.secret)) {
       this.#journal.event('node_resume_refused', null, node.id, { name: msg.name, principal: principal.id });
       node = undefined;
@@ -239,7 +241,10 @@ export class Hub {
       this.#journal.event('node_reconnected', null, node.id, { name: msg.name, leases: node.leases.size });
     } else {
       // A new id every time: an id the coordinator does not know (it restarted, or forgot the node) is not taken over either.
-      node = new NodeSession(newNodeId(), msg.name, msg.capabilities, socket, this.#opts.clock, this.#opts.circuit, this.#opts.limits);
+      // …unless the journal holds this id's secret from before a restart (server/reputation.ts): then it resumes its id and reputation.
+      const resumed = id !== null && !this.#scheduler.nodes.has(id) && this.#scheduler.reputation.recognizes(id, msg.secret);
+      node = new NodeSession(resumed ? id! : newNodeId(), msg.name, msg.capabilities, socket, this.#opts.clock, this.#opts.circuit, this.#opts.limits);
+      this.#scheduler.reputation.attach(node);
       node.principal = principal.id;
       this.#scheduler.nodes.set(node.id, node);
       this.#journal.event('node_connected', null, node.id, { name: msg.name, kinds: msg.capabilities.kinds, principal: principal.id });

@@ -98,6 +98,10 @@ export interface CoordinatorOptions {
   maxQueuePerWorker?: number;
   /** Leases of every kind one node may hold at once. Default 4096. */
   maxLeasesPerNode?: number;
+  /** Share (0–1) of tasks of deterministic agent versions (config `deterministic`) also run on a second node to spot-check them. Default 0. */
+  spotCheck?: number;
+  /** Node reputation score (0–1) below which a node gets no new work. Default 0.25. */
+  reputationThreshold?: number;
 }
 
 export interface Coordinator {
@@ -132,6 +136,8 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     prefetch: opts.prefetch ?? 8,
     tickMs: opts.tickMs ?? 50,
     stallGraceMs: opts.stallGraceMs ?? 60_000,
+    spotCheck: opts.spotCheck ?? 0,
+    reputationThreshold: opts.reputationThreshold ?? 0.25,
   });
   const hub = new Hub(scheduler, journal, {
     clock,

@@ -6,6 +6,7 @@
  * file is used, written with an admin token and a node join token (mode 0600) when missing.
  * `--allow-origin ORIGIN` (repeatable): a page served from ORIGIN (`scheme://host[:port]`) may join as a node and send
  * state-changing requests; the coordinator's own origin always may.
+ * `--spot-check FRACTION` (0–1, default 0): that share of deterministic agent tasks runs on a second node too (docs/api.md "Replicas").
  * Prints `coordinator listening on URL` and closes gracefully on SIGINT/SIGTERM.
  */
 import { dirname, join } from 'node:path';
@@ -26,8 +27,16 @@ const { values } = parseArgs({
     'webhook-allow-host': { type: 'string', multiple: true, default: [] },
     'webhook-secret': { type: 'string' },
     'allow-origin': { type: 'string', multiple: true, default: [] },
+    'spot-check': { type: 'string', default: '0' },
   },
 });
+
+// --spot-check FRACTION: that share of the tasks of deterministic agent versions also runs on a second node.
+const spotCheck = Number(values['spot-check']);
+if (!Number.isFinite(spotCheck) || spotCheck < 0 || spotCheck > 1) {
+  console.error(`--spot-check must be a fraction from 0 to 1; got ${values['spot-check']}`);
+  process.exit(2);
+}
 
 const port = Number(values.port);
 if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -61,6 +70,8 @@ try {
 
 const coordinator = await createCoordinator({
   auth,
+  allowOrigins: values['allow-origin'],
+  spotCheck,
   attemptSync,
   port,
   host: values.host,
@@ -68,7 +79,6 @@ const coordinator = await createCoordinator({
   ...(values.static ? { staticDir: values.static } : {}),
   ...(values.models ? { modelsDir: values.models } : {}),
   logger: values.logger,
-  allowOrigins: values['allow-origin'],
   webhook: {
     allowHosts: values['webhook-allow-host'],
     ...(values['webhook-secret'] ? { secret: values['webhook-secret'] } : {}),

@@ -189,6 +189,8 @@ export class Metrics {
       ['coordinator_node_memory_bytes', 'gauge', 'Memory the node reports.', (n) => n.metrics?.memoryBytes],
       ['coordinator_node_gpu_memory_bytes', 'gauge', 'GPU memory the node reports.', (n) => n.metrics?.gpuMemoryBytes],
       ['coordinator_node_tokens_per_second', 'gauge', 'Generation speed the node reports.', (n) => n.metrics?.tokensPerSec],
+      ['coordinator_node_reputation', 'gauge', 'Reputation score 0–1 from quorums and verdicts; below the threshold the node gets no new work.', (n) => n.reputation.score],
+      ['coordinator_node_excluded', 'gauge', '1 when the node is excluded from new work by its reputation.', (n) => (n.reputation.excluded ? 1 : 0)],
     ];
     for (const [name, type, help, get] of perNode) {
       metric(name, type as 'gauge', help);

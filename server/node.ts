@@ -6,6 +6,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import type { Capabilities, CoordinatorMessage, NodeId, NodeMetrics, TaskId, TaskKind } from '../shared';
 import type { Clock } from './journal';
+import { NodeReputation } from './reputation';
 
 /**
  * Room on one node for a dispatch round: `total` agent or train tasks, of which at
@@ -107,6 +108,8 @@ export interface LeaseInfo {
   attempt: number;
   kind: TaskKind;
   expiresAt: number;
+  /** Set when the lease runs one replica of a replicated task (server/quorum.ts). */
+  replica?: number;
   /** How long the task may run on the node without a result (agent: its timeoutMs); the stall rule adds its grace. */
   budgetMs: number;
 }
@@ -146,7 +149,8 @@ export class NodeSession {
   readonly #limits: NodeLimits;
   readonly circuit: Circuit;
   protocolErrors = 0;
-  reputation = { pass: 0, fail: 0 };
+  /** Marks from quorums and verdicts (server/reputation.ts); the scheduler attaches the journaled one. */
+  reputation: NodeReputation = new NodeReputation(null, 0);
   done = 0;
   failed = 0;
 

@@ -21,9 +21,10 @@ import {
   type TaskId,
   type TaskKind,
 } from '../shared';
-import { errorInfo, type Clock, type Completion, type Ended, type Journal, type Lease, type ReadyRow } from './journal';
+import { errorInfo, type Clock, type Completion, type Ended, type Journal, type Lease, type ReadyRow, type ReplicaEnded, type ReplicaReadyRow } from './journal';
 import type { Metrics } from './metrics';
 import { INFRA_CODES, type LeaseInfo, type NodeSession, type Slots } from './node';
+import { Reputations } from './reputation';
 import type { TaskWatch } from './watch';
 import type { Webhooks } from './webhook';
 
@@ -46,6 +47,10 @@ export interface SchedulerOptions {
    * them all (LEASE_STALLED, an infrastructure failure of that node).
    */
   stallGraceMs: number;
+  /** Reputation score below which a node gets no new work (server/quorum.ts reputationScore). Default 0.25. */
+  reputationThreshold?: number;
+  /** Share (0–1) of tasks of deterministic agent versions run on a second node as a spot check. Default 0. */
+  spotCheck?: number;
 }
 
 /** Budget of a generate or train lease for the stall rule (both send progress while they work). */
@@ -71,6 +76,10 @@ export class Scheduler {
   #stopped = false;
   #lastSweep = 0;
   #pending: Array<{ node: NodeSession; item: ResultMessage['results'][number] }> = [];
+  /** Results of replica leases, journaled apart (server/quorum.ts decides their tasks). */
+  #pendingReplicas: Array<{ node: NodeSession; item: ResultMessage['results'][number] }> = [];
+  /** Node reputation from quorums and verdicts, journaled; the router weighs each node's room by it. */
+  readonly reputation: Reputations;
   #flushPending = false;
   /** Called after leases are released; shutdown waits on it. */
   onIdle: (() => void) | null = null;
@@ -81,6 +90,7 @@ export class Scheduler {
     this.#watch = watch;
     this.#webhooks = webhooks;
     this.#opts = opts;
+    this.reputation = new Reputations(journal, opts.reputationThreshold ?? 0.25);
   }
 
   get options(): Readonly<SchedulerOptions> {
@@ -134,35 +144,59 @@ export class Scheduler {
     const free = new Map<NodeSession, Slots>();
     for (const node of this.nodes.values()) {
       const slots = node.freeSlots(now, this.#opts.heartbeatIntervalMs, this.#opts.prefetch);
-      if (slots.cap > 0 && (slots.total > 0 || slots.generate > 0)) free.set(node, { ...slots });
+      if (slots.cap > 0 && (slots.total > 0 || slots.generate > 0)) {
+        const weight = node.reputation.weight;
+        if (weight < 1) weigh(node, slots, weight, this.#opts.prefetch);
+        if (slots.total > 0 || slots.generate > 0) free.set(node, { ...slots });
+      }
     }
     if (free.size === 0) return 0;
 
-    let rows: ReadyRow[] = [];
+    let rows: Array<ReadyRow & Partial<Pick<ReplicaReadyRow, 'replica' | 'avoid'>>> = [];
     let kindsWithRows = 0;
+    let replicaCapacity = 0;
     for (const kind of TASK_KINDS) {
       let capacity = 0;
       for (const [node, slots] of free) if (node.fits(kind)) capacity += roomFor(kind, slots);
       if (capacity === 0) continue;
+      if (kind !== 'train') replicaCapacity += capacity;
       const got = this.#journal.ready(kind, now, Math.min(capacity, MAX_DISPATCH));
       if (got.length) {
         kindsWithRows++;
         rows = rows.length ? rows.concat(got) : got;
       }
     }
+    if (replicaCapacity > 0) {
+      const replicas = this.#journal.readyReplicas(now, Math.min(replicaCapacity, MAX_DISPATCH));
+      if (replicas.length) {
+        kindsWithRows += 2;
+        rows = rows.length ? rows.concat(replicas) : replicas;
+      }
+    }
     if (rows.length === 0) return 0;
     if (kindsWithRows > 1) rows.sort((a, b) => b.priority - a.priority || a.seq - b.seq);
+    /** Per replicated task, the nodes its replicas hold or ran on (never the same node twice). */
+    let placed: Map<TaskId, Set<string>> | null = null;
+    let replicatedPastDeadline: Set<TaskId> | null = null;
 
-    const plan = new Map<NodeSession, Array<{ row: ReadyRow; leaseId: string }>>();
+    const plan = new Map<NodeSession, Array<{ row: (typeof rows)[number]; leaseId: string }>>();
     const leases: Lease[] = [];
     const pastDeadline: TaskId[] = [];
     for (const row of rows) {
       if (row.deadline !== null && row.deadline < now) {
-        pastDeadline.push(row.id);
+        if (row.replica === undefined) pastDeadline.push(row.id);
+        else (replicatedPastDeadline ??= new Set()).add(row.id);
         continue;
       }
-      const node = pickNode(row.kind, row.model, free);
+      let avoid: Set<string> | null = null;
+      if (row.replica !== undefined) {
+        placed ??= new Map();
+        avoid = placed.get(row.id) ?? new Set(row.avoid ? row.avoid.split(',') : []);
+        placed.set(row.id, avoid);
+      }
+      const node = pickNode(row.kind, row.model, free, avoid);
       if (!node) continue;
+      if (avoid) avoid.add(node.id);
       const slots = free.get(node)!;
       slots.cap--;
       if (row.kind === 'generate') {
@@ -173,14 +207,17 @@ export class Scheduler {
         if (row.kind === 'train') slots.heavy--;
       }
       const leaseId = newLeaseId();
-      leases.push({ taskId: row.id, leaseId, nodeId: node.id });
+      leases.push(row.replica === undefined ? { taskId: row.id, leaseId, nodeId: node.id } : { taskId: row.id, leaseId, nodeId: node.id, replica: row.replica });
       let list = plan.get(node);
       if (!list) plan.set(node, (list = []));
       list.push({ row, leaseId });
     }
 
+    if (replicatedPastDeadline) {
+      for (const r of this.#journal.expireReplicated([...replicatedPastDeadline])) this.#replicaEnded(r, now);
+    }
     if (leases.length === 0 && pastDeadline.length === 0) return 0;
-    const { leased, expired } = this.#journal.leaseBatch(leases, pastDeadline);
+    const { leased, expired, leasedReplicas } = this.#journal.leaseBatch(leases, pastDeadline);
     for (const e of expired) this.#ended(e, now);
 
     const expiresAt = now + this.#opts.leaseMs;
@@ -188,8 +225,9 @@ export class Scheduler {
       let parts: string[] = [];
       let chars = 0;
       for (const { row, leaseId } of list) {
-        if (!leased.has(row.id)) continue;
+        if (row.replica === undefined ? !leased.has(row.id) : !leasedReplicas.has(leaseId)) continue;
         const info: LeaseInfo = { leaseId, taskId: row.id, node, attempt: row.attempts + 1, kind: row.kind, expiresAt, budgetMs: budgetOf(row) };
+        if (row.replica !== undefined) info.replica = row.replica;
         this.leases.set(leaseId, info);
         node.hold(info, now);
         const part = assignmentJson(row, leaseId);
@@ -206,7 +244,7 @@ export class Scheduler {
       }
       if (parts.length) node.sendRaw(`{"type":"task.assign","tasks":[${parts.join(',')}]}`);
     }
-    return leased.size;
+    return leased.size + leasedReplicas.size;
   }
 
   heartbeat(node: NodeSession, msg: HeartbeatMessage): void {
@@ -269,7 +307,8 @@ export class Scheduler {
       }
       node.release(item.leaseId);
       this.leases.delete(item.leaseId);
-      this.#pending.push({ node, item });
+      if (lease.replica === undefined) this.#pending.push({ node, item });
+      else this.#pendingReplicas.push({ node, item });
       accepted++;
     }
     if (accepted > 0) node.lastWorkAt = node.lastSeen;
@@ -283,6 +322,7 @@ export class Scheduler {
   /** Journals every result received since the last flush, in one transaction. */
   flushResults(): void {
     this.#flushPending = false;
+    if (this.#pendingReplicas.length && this.#journal.db.open) this.#flushReplicas();
     const pending = this.#pending;
     if (pending.length === 0 || !this.#journal.db.open) return;
     this.#pending = [];
@@ -317,6 +357,51 @@ export class Scheduler {
     }
     this.requestDispatch();
     this.#maybeIdle();
+  }
+
+  /** Journals the replica results received since the last flush, and acts on the tasks they decided. */
+  #flushReplicas(): void {
+    const pending = this.#pendingReplicas;
+    this.#pendingReplicas = [];
+    const now = this.#opts.clock.now();
+    const out = this.#journal.completeReplicas(pending.map(({ item }) => completionOf(item)));
+    for (let i = 0; i < out.length; i++) {
+      const r = out[i];
+      if (!r) continue;
+      const { node, item } = pending[i]!;
+      if (item.ok) {
+        node.done++;
+        node.circuit.success();
+        node.earned();
+      } else {
+        node.failed++;
+        if (INFRA_CODES.has(item.error.code)) this.#infraFailure(node, item.error.code, now);
+        else {
+          node.circuit.success();
+          node.earned();
+        }
+      }
+      this.#replicaEnded(r, now);
+    }
+    this.requestDispatch();
+    this.#maybeIdle();
+  }
+
+  /** After a replica's end is journaled: sibling leases taken back, reputation mirrored, the task's end announced. */
+  #replicaEnded(r: Omit<ReplicaEnded, 'attempt'> & { attempt?: Ended }, now: number): void {
+    for (const leaseId of r.cancelLeases) this.#takeBack(leaseId, 'Enough replicas agreed (or the task ended); this replica is no longer needed.');
+    if (r.marks.length) this.reputation.applied(r.marks);
+    if (r.task) this.#ended(r.task, now);
+    else if (r.attempt) this.#metrics.ended(r.attempt, now);
+  }
+
+  /** Takes a lease back from its node (the journal already moved on) and tells the node. */
+  #takeBack(leaseId: string, reason: string): void {
+    const lease = this.leases.get(leaseId);
+    if (!lease) return;
+    this.leases.delete(leaseId);
+    lease.node.release(leaseId);
+    lease.node.send({ type: 'task.cancel', taskId: lease.taskId, reason });
   }
 
   /** Fails every lease past its time: LEASE_EXPIRED, or NODE_LOST when its node is gone. */
@@ -368,7 +453,12 @@ export class Scheduler {
             : `Node ${l.node.id} disconnected while running the task.`;
       return { taskId: l.taskId, leaseId: l.leaseId, outcome: { ok: false, error: errorInfo(code, message, { nodeId: l.node.id, attempt: l.attempt }) } };
     });
-    const ended = this.#journal.complete(completions);
+    const replicaAt: number[] = [];
+    for (let i = 0; i < leases.length; i++) if (leases[i]!.replica !== undefined) replicaAt.push(i);
+    if (replicaAt.length) {
+      for (const r of this.#journal.completeReplicas(replicaAt.map((i) => completions[i]!))) if (r) this.#replicaEnded(r, now);
+    }
+    const ended = this.#journal.complete(replicaAt.length ? completions.filter((_, i) => leases[i]!.replica === undefined) : completions);
     for (const e of ended) if (e) this.#ended(e, now);
     this.requestDispatch();
     this.#maybeIdle();
@@ -409,6 +499,7 @@ export class Scheduler {
         lease.node.send({ type: 'task.cancel', taskId, reason });
       }
     }
+    for (const leaseId of res.replicaLeases ?? []) this.#takeBack(leaseId, reason);
     const record = this.#journal.getTask(taskId);
     if (record) {
       this.#ended(
@@ -451,7 +542,7 @@ export class Scheduler {
   }
 
   #maybeIdle(): void {
-    if (this.leases.size === 0 && this.#pending.length === 0 && this.onIdle) this.onIdle();
+    if (this.leases.size === 0 && this.#pending.length === 0 && this.#pendingReplicas.length === 0 && this.onIdle) this.onIdle();
   }
 }
 
@@ -460,7 +551,7 @@ export class Scheduler {
  * the model loaded, then merely stored (generate/train), then the most free workers (a task there
  * starts at once), then the most free queue space, then the best reputation.
  */
-function pickNode(kind: TaskKind, model: string | null, free: Map<NodeSession, Slots>): NodeSession | null {
+function pickNode(kind: TaskKind, model: string | null, free: Map<NodeSession, Slots>, avoid: ReadonlySet<string> | null = null): NodeSession | null {
   let best: NodeSession | null = null;
   let bestCached = -1;
   let bestIdle = -1;
@@ -469,10 +560,10 @@ function pickNode(kind: TaskKind, model: string | null, free: Map<NodeSession, S
   for (const [node, s] of free) {
     const room = roomFor(kind, s);
     if (room <= 0 || !node.fits(kind)) continue;
+    if (avoid !== null && avoid.has(node.id)) continue;
     const cached = node.holds(model);
     const idle = Math.min(s.idle, room);
-    const { pass, fail } = node.reputation;
-    const rep = pass + fail ? pass / (pass + fail) : 1;
+    const rep = node.reputation.score;
     // The first criterion that differs decides (called once per task: no allocation here).
     if ((cached - bestCached || idle - bestIdle || room - bestRoom || rep - bestRep) > 0) {
       best = node;
@@ -483,6 +574,30 @@ function pickNode(kind: TaskKind, model: string | null, free: Map<NodeSession, S
     }
   }
   return best;
+}
+
+/**
+ * A node with a reputation below 1 gets that share of its room: of its agent window (less what it holds)
+ * and of its generate sequences; none when it is excluded (weight 0).
+ */
+function weigh(node: NodeSession, s: Slots, weight: number, prefetch: number): void {
+  if (weight <= 0) {
+    s.total = s.heavy = s.idle = s.generate = 0;
+    return;
+  }
+  const allowed = Math.max(0, Math.ceil(node.earnedWindow(prefetch) * weight) - node.leases.size);
+  if (s.total > allowed) s.total = allowed;
+  if (s.heavy > s.total) s.heavy = s.total;
+  if (s.idle > s.total) s.idle = s.total;
+  s.generate = Math.min(s.generate, Math.ceil(s.generate * weight));
+}
+
+function completionOf(item: ResultMessage['results'][number]): Completion {
+  return {
+    taskId: item.taskId as TaskId,
+    leaseId: item.leaseId,
+    outcome: item.ok ? { ok: true, result: item.result } : { ok: false, error: { ...item.error, code: item.error.code as ErrorCode } },
+  };
 }
 
 /** Tasks of this kind a node's slots take now. */

@@ -37,7 +37,12 @@ export const QuotaSchema = Type.Object(
 );
 /** Config of an agent version: default limits and a description. */
 export const AgentConfigSchema = Type.Object(
-  { limits: Type.Optional(AgentLimitsSchema), description: Type.Optional(Type.String({ maxLength: 4096 })) },
+  {
+    limits: Type.Optional(AgentLimitsSchema),
+    description: Type.Optional(Type.String({ maxLength: 4096 })),
+    /** Same input, same output on every node (no clock, no randomness): its tasks may be spot-checked (--spot-check). */
+    deterministic: Type.Optional(Type.Boolean()),
+  },
   { additionalProperties: false },
 );
 export type AgentConfig = Static<typeof AgentConfigSchema>;

@@ -20,6 +20,7 @@ import type { Context } from '../context';
 import { openEventStream } from '../http';
 import type { ModelCatalog } from '../openai/models';
 import type { InsertOutcome, NewTask, StoredTask } from '../journal';
+import { SPOT_CHECK, replicationOf } from '../quorum';
 import { effectiveLimits } from '../registry';
 import type { TaskEvent } from '../watch';
 import { VerdictSchema, checkCompiled, parseSubmission } from '../validate';
@@ -111,14 +112,10 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
     if (!isTerminal(task.state)) {
       throw new AppError('TASK_NOT_TERMINAL', `Task ${task.id} is ${task.state}; post a verdict once it has ended (GET /v1/tasks/${task.id}/wait).`, { state: task.state });
     }
-    const node = task.nodeId ? ctx.scheduler.nodes.get(task.nodeId) : undefined;
-    if (task.verdict) {
-      ctx.metrics.verdicts[task.verdict.verdict]--;
-      if (node) node.reputation[task.verdict.verdict]--;
-    }
+    if (task.verdict) ctx.metrics.verdicts[task.verdict.verdict]--;
     ctx.metrics.verdicts[body.verdict]++;
-    if (node) node.reputation[body.verdict]++;
-    ctx.journal.setVerdict(task, body.verdict, body.reason ?? null);
+    // The verdict marks the reputation of the node that ran it (of a replicated task: the agreeing replicas' nodes).
+    ctx.scheduler.reputation.applied(ctx.journal.setVerdict(task, body.verdict, body.reason ?? null));
     ctx.journal.event('verdict', task.id, task.nodeId, { verdict: body.verdict, reason: body.reason ?? null });
     return ctx.journal.getTask(task.id);
   });
@@ -257,6 +254,7 @@ function checkTenantQuotas(ctx: Context, specs: readonly TaskSpec[]): void {
 
 function toNewTask(ctx: Context, spec: TaskSpec, path: string): NewTask {
   const quota = ctx.registry.quota(spec.tenant);
+  let replication = replicationOf(spec, path);
   let payload: TaskSpec['payload'] = spec.payload;
   let moduleHash: string | null = null;
   let moduleSize: number | null = null;
@@ -267,6 +265,9 @@ function toNewTask(ctx: Context, spec: TaskSpec, path: string): NewTask {
     moduleHash = version.moduleHash;
     moduleSize = version.size;
     payload = { ...p, version: version.version, limits: effectiveLimits(version, p.limits, quota?.agentLimits) };
+    // Spot checks: a share of the tasks of deterministic agent versions runs on a second node too.
+    const spotCheck = ctx.scheduler.options.spotCheck ?? 0;
+    if (!replication && version.config.deterministic && spotCheck > 0 && Math.random() < spotCheck) replication = { ...SPOT_CHECK };
     if (p.input !== undefined || p.files) {
       let bytes = p.input === undefined ? 0 : Buffer.byteLength(JSON.stringify(p.input));
       for (const text of Object.values(p.files ?? {})) bytes += Buffer.byteLength(text);
@@ -295,6 +296,7 @@ function toNewTask(ctx: Context, spec: TaskSpec, path: string): NewTask {
     model,
     payload,
     labels: spec.labels ?? null,
+    replication,
   };
 }
 
