@@ -59,6 +59,8 @@ const client = new NodeClient({
   tasksPerWorker: Number(params.get('perWorker')) || undefined,
   queueDepth: params.get('queueDepth') ? Number(params.get('queueDepth')) : undefined,
   resultDelayMs: params.has('flushMs') ? Number(params.get('flushMs')) : undefined,
+  // The join token (a token with the node role) of a coordinator run with --auth: npm start prints the link.
+  token: params.get('token') ?? undefined,
 });
 
 const app = document.createElement('exec-node-app');
