@@ -4,8 +4,11 @@
  * project's codes, and the isolation headers.
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, ERRORS, LIMITS, isErrorCode, type ErrorCode } from '../shared';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import { AppError, ERROR_CODES, ERRORS, LIMITS, isErrorCode, type ErrorCode } from '../shared';
 import type { Metrics } from './metrics';
+import { parseJsonBody } from './json';
 import { setSecurityHeaders } from './headers';
 
 export interface ErrorBody {
@@ -40,6 +43,12 @@ export function toAppError(err: unknown, req: FastifyRequest): AppError {
       return new AppError('UNSUPPORTED_MEDIA_TYPE', `Content type ${JSON.stringify(req.headers['content-type'] ?? '')} is not accepted here; send application/json (or application/wasm for modules).`);
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new AppError('BAD_JSON', 'The body length does not match its content-length header.');
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return uriTooLong();
+    case 'FST_ERR_BAD_URL':
+      return new AppError('MALFORMED_REQUEST', 'The URL is not valid (a path segment has bad percent-encoding).');
+    case 'ECONNRESET':
+      return new AppError('REQUEST_ABORTED', 'The client closed the connection before the request body was complete.');
     default:
       break;
   }
@@ -108,5 +117,172 @@ export function openEventStream(reply: FastifyReply, extraHeaders: Record<string
     ...extraHeaders,
     'cross-origin-resource-policy': 'cross-origin',
   });
+  if (reply.request.method === 'HEAD') {
+    // HEAD has no body: the headers are the whole answer (unsent, they would wait for the first event
+    // forever). The caller's later writes are dropped, not errors.
+    res.on('error', () => {});
+    res.end();
+  }
   return res;
+}
+
+/** Longest path segment the router takes: a Name (128) fits in every route, with room for percent-encoding. */
+export const MAX_PARAM_LENGTH = 512;
+/** Longest request target (path and query) a route reads. */
+export const MAX_URL_LENGTH = 8192;
+/** Node's limit on the request line plus headers (http.maxHeaderSize). */
+export const MAX_HEADER_BYTES = 16 << 10;
+
+function uriTooLong(): AppError {
+  return new AppError('URI_TOO_LONG', `The request target is longer than ${MAX_URL_LENGTH} characters or a path segment longer than ${MAX_PARAM_LENGTH}; names are at most 128 characters.`, {
+    maxUrlLength: MAX_URL_LENGTH,
+    maxSegmentLength: MAX_PARAM_LENGTH,
+  });
+}
+
+/** Methods whose bodies fastify reads (GET, HEAD and TRACE bodies are never read, so never buffered). */
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+const TOKEN = /^[\w!#$%&'*+.^`|~-]+\/[\w!#$%&'*+.^`|~-]+$/;
+
+/** `type/subtype` in lower case and the charset parameter (lower case, unquoted), or type null when malformed. */
+export function mediaType(header: string): { type: string | null; charset: string | null } {
+  const parts = header.split(';');
+  const type = parts[0]!.trim().toLowerCase();
+  let charset: string | null = null;
+  for (let i = 1; i < parts.length; i++) {
+    const eq = parts[i]!.indexOf('=');
+    if (eq < 0) continue;
+    if (parts[i]!.slice(0, eq).trim().toLowerCase() !== 'charset') continue;
+    charset = parts[i]!.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1').toLowerCase();
+  }
+  return { type: TOKEN.test(type) ? type : null, charset };
+}
+
+/**
+ * The gate in front of every body: the application/json parser is the bounded one (server/json.ts), the
+ * only parser at the root (fastify's text/plain one is removed); a scope that reads other types (the module
+ * upload) adds its own. Before any body byte is read (onRequest), a request whose content type no parser of
+ * its route's scope takes, or JSON declared in a charset other than UTF-8, is refused with 415; its body is
+ * then discarded as it arrives, never buffered. Call before routes are registered.
+ */
+export function installInputGate(app: FastifyInstance, metrics: Metrics): void {
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, done) => {
+    try {
+      done(null, parseJsonBody(body as Buffer));
+    } catch (err) {
+      done(err as Error, undefined);
+    }
+  });
+  // An error answered with no body (a plugin's bare `reply.code(404).send()`, such as @fastify/websocket's
+  // for a plain GET of the socket route) gets one in our shape.
+  app.addHook('onSend', async (req, reply, payload) => {
+    if (reply.statusCode < 400 || req.method === 'HEAD' || (payload !== undefined && payload !== null && payload !== '')) return payload;
+    const code = reply.statusCode === 404 ? 'NOT_FOUND' : (ERROR_CODES.find((c) => ERRORS[c].status === reply.statusCode) ?? 'INTERNAL');
+    const message = code === 'NOT_FOUND' ? `Nothing answers ${req.method} ${req.url.split('?')[0]!.slice(0, 200)} here (a WebSocket route takes only upgrades); see docs/api.md.` : ERRORS[code].message;
+    void reply.type('application/json; charset=utf-8');
+    return JSON.stringify(errorBody(new AppError(code, message)));
+  });
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.url.length > MAX_URL_LENGTH) throw uriTooLong();
+    // The router answers a segment past maxParamLength as no route; say what is wrong instead.
+    if (req.url.length > MAX_PARAM_LENGTH && (req.url.split('?')[0] ?? '').split('/').some((seg) => seg.length > MAX_PARAM_LENGTH)) throw uriTooLong();
+    if (!BODY_METHODS.has(req.method) || req.is404) return;
+    const header = req.headers['content-type'];
+    if (header === undefined) {
+      const length = req.headers['content-length'];
+      if (req.headers['transfer-encoding'] === undefined && (length === undefined || length === '0')) return;
+      return refuseBody(req, reply, metrics, new AppError('UNSUPPORTED_MEDIA_TYPE', 'The request has a body but no content-type; send application/json (or application/wasm for modules).'));
+    }
+    const { type, charset } = mediaType(header);
+    if (type === null || !req.server.hasContentTypeParser(type)) {
+      return refuseBody(req, reply, metrics, new AppError('UNSUPPORTED_MEDIA_TYPE', `Content type ${JSON.stringify(header.slice(0, 100))} is not accepted here; send application/json (or application/wasm for modules).`, {
+        contentType: header.slice(0, 100),
+      }));
+    }
+    if (type === 'application/json' && charset !== null && charset !== 'utf-8' && charset !== 'utf8') {
+      return refuseBody(req, reply, metrics, new AppError('UNSUPPORTED_MEDIA_TYPE', `JSON is read as UTF-8 only, not ${JSON.stringify(charset.slice(0, 40))}; encode the body as UTF-8 and send charset=utf-8 (or no charset).`, {
+        charset: charset.slice(0, 40),
+      }));
+    }
+  });
+}
+
+/** A refused body up to this size is read and discarded as usual (the connection stays open). */
+const DISCARD_BYTES = 64 << 10;
+/** How long a connection with a refused large body stays half-open for the client to read the answer. */
+const LINGER_MS = 2_000;
+
+/**
+ * Refuses a request before its body is read. A small body is discarded as it arrives (keep-alive goes on);
+ * a large or chunked one is never read at all: the answer is written on the socket, which then stops reading
+ * (the client's sends stall, costing nothing here), half-closes, and is destroyed once the client closes or
+ * after LINGER_MS. Reading 15 MiB only to throw it away kept the event loop busy for a fifth of a second.
+ */
+function refuseBody(req: FastifyRequest, reply: FastifyReply, metrics: Metrics, err: AppError): void {
+  const length = Number(req.headers['content-length'] ?? 0);
+  const socket = req.raw.socket;
+  if ((req.headers['transfer-encoding'] === undefined && length <= DISCARD_BYTES) || !socket.writable) throw err;
+  void reply.hijack();
+  socket.pause();
+  const status = ERRORS[err.code].status;
+  const body = JSON.stringify(errorBody(err));
+  metrics.httpAnswered(status);
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+  socket.once('end', () => socket.destroy());
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      `x-content-type-options: nosniff\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+/**
+ * Fastify's `frameworkErrors`: errors the router raises before a route runs (a path segment past
+ * MAX_PARAM_LENGTH, bad percent-encoding), in our shape.
+ */
+export function frameworkErrors(err: FastifyError, req: FastifyRequest, reply: FastifyReply): void {
+  const appErr = toAppError(err, req);
+  void reply.code(ERRORS[appErr.code].status).send(errorBody(appErr));
+}
+
+/**
+ * Fastify's `clientErrorHandler` (the http server's 'clientError' event): what Node's HTTP parser refuses
+ * before fastify sees a request — headers past MAX_HEADER_BYTES (431), a request not received within the
+ * request timeout (408), anything not HTTP/1.1 (400) — answered in our shape, then the connection closes.
+ */
+export function clientErrorHandler(metrics: Metrics): (err: Error & { code?: string }, socket: Socket) => void {
+  return (err, socket) => {
+    if (err.code === 'ECONNRESET' || socket.destroyed) return;
+    let appErr: AppError;
+    if (err.code === 'HPE_HEADER_OVERFLOW') {
+      appErr = new AppError('HEADERS_TOO_LARGE', `The request line and headers are larger than ${MAX_HEADER_BYTES} bytes; send fewer or shorter headers.`, {
+        limit: MAX_HEADER_BYTES,
+      });
+    } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      appErr = new AppError('REQUEST_TIMEOUT', 'The request was not received in time; send it again, faster.');
+    } else {
+      appErr = new AppError('MALFORMED_REQUEST', 'The request is not well-formed HTTP/1.1; check the request line, the headers and the body framing.', {
+        parserCode: err.code ?? null,
+      });
+    }
+    const status = ERRORS[appErr.code].status;
+    metrics.httpAnswered(status);
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const body = JSON.stringify(errorBody(appErr));
+    // Destroyed once the answer is flushed (at once it could drop it), or after a second at most.
+    const timer = setTimeout(() => socket.destroy(), 1_000);
+    timer.unref();
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      () => {
+        clearTimeout(timer);
+        socket.destroy();
+      },
+    );
+  };
 }

@@ -12,7 +12,7 @@ import { LIMITS } from '../shared';
 import { installAccess, loggerOptions, type LogOptions } from './access';
 import { Auth } from './auth';
 import type { Context } from './context';
-import { installErrorHandling } from './http';
+import { MAX_HEADER_BYTES, MAX_PARAM_LENGTH, clientErrorHandler, frameworkErrors, installErrorHandling, installInputGate } from './http';
 import { Hub, normalizeOrigin } from './hub';
 import { Journal, systemClock, type Clock } from './journal';
 import { Metrics } from './metrics';
@@ -163,10 +163,20 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     shuttingDown: () => shuttingDown,
   };
 
-  const app = Fastify({ logger: loggerOptions(opts.logger), bodyLimit: LIMITS.maxBodyBytes });
+  const app = Fastify({
+    logger: loggerOptions(opts.logger),
+    bodyLimit: LIMITS.maxBodyBytes,
+    // Hostile input (server/http.ts): a Name (128 characters) fits every route; router and HTTP parser errors in our shape.
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    frameworkErrors,
+    clientErrorHandler: clientErrorHandler(metrics),
+    http: { maxHeaderSize: MAX_HEADER_BYTES },
+    requestTimeout: 60_000,
+  });
   installErrorHandling(app, metrics);
   installAccess(app, ctx.auth); // before any route, so every one is collected and checked
   installCrossSiteRefusal(app, { allowOrigins: opts.allowOrigins ?? [] });
+  installInputGate(app, metrics); // content type before the body, the bounded JSON parser (before any route)
   await app.register(fastifyWebsocket, { options: { maxPayload: LIMITS.maxSocketMessageBytes } });
   const modelRoots = [...(opts.modelsDir ? [opts.modelsDir] : []), ...(opts.modelsDirs ?? [])];
   const modelStore = modelRoots.length ? new ModelStore(modelRoots) : null;

@@ -2,7 +2,7 @@
  * Agent registry routes (Layer 7 publishes versions), module downloads for the
  * nodes (immutable, by content hash) and Layer 8's tenant quotas.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, LIMITS, parseModuleHash, parseName } from '../../shared';
 import { tenantOf } from '../access';
 import type { Context } from '../context';
@@ -34,13 +34,18 @@ function parseConfig(raw: string | undefined): AgentConfig {
 }
 
 export function agentRoutes(app: FastifyInstance, ctx: Context): void {
-  app.addContentTypeParser(
-    ['application/wasm', 'application/octet-stream'],
-    { parseAs: 'buffer', bodyLimit: LIMITS.maxWasmBytes },
-    (_req, body, done) => done(null, body),
-  );
+  // The module bytes: only this route's scope reads application/wasm and octet-stream (every other route
+  // refuses them with 415 before reading the body; server/http.ts installInputGate).
+  void app.register(async (scope) => {
+    scope.addContentTypeParser(
+      ['application/wasm', 'application/octet-stream'],
+      { parseAs: 'buffer', bodyLimit: LIMITS.maxWasmBytes },
+      (_req, body, done) => done(null, body),
+    );
+    scope.put('/v1/agents/:name/versions/:version', { bodyLimit: LIMITS.maxWasmBytes }, publish);
+  });
 
-  app.put('/v1/agents/:name/versions/:version', { bodyLimit: LIMITS.maxWasmBytes }, async (req, reply) => {
+  async function publish(req: FastifyRequest, reply: FastifyReply) {
     const params = req.params as { name: string; version: string };
     const name = parseName(params.name);
     const version = parseName(params.version);
@@ -54,7 +59,7 @@ export function agentRoutes(app: FastifyInstance, ctx: Context): void {
     const { created, agent } = ctx.registry.publish(name, version, bytes, config);
     void reply.code(created ? 201 : 200);
     return view(agent, ctx.journal.agentVerdicts(name));
-  });
+  }
 
   app.get('/v1/agents', async () => ({
     agents: ctx.registry.agents().map((a) => {
