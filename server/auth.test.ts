@@ -408,6 +408,27 @@ describe('every route under --auth, over real HTTP', () => {
     assert.ok(all.body.tasks.some((t: { tenant: string }) => t.tenant === 'acme') && all.body.tasks.some((t: { tenant: string }) => t.tenant === 'beta'));
   });
 
+  test('idempotency keys are per tenant: the same key in two tenants makes two tasks and shows neither the other', async () => {
+    const spec = (n: number) => ({ kind: 'agent', idempotencyKey: 'order-7', payload: { agent: 'hello', input: { n } } });
+    const a = await call({ path: '/v1/tasks', method: 'POST', json: spec(1) }, T.acmePlanner);
+    const b = await call({ path: '/v1/tasks', method: 'POST', json: spec(2) }, T.betaPlanner);
+    assert.equal(a.status, 202, JSON.stringify(a.body));
+    assert.equal(b.status, 202, 'another tenant with the same key and another spec is no conflict');
+    assert.notEqual(a.body.id, b.body.id);
+    const again = await call({ path: '/v1/tasks', method: 'POST', json: spec(2) }, T.betaPlanner);
+    assert.equal(again.body.id, b.body.id, 'the same tenant, key and spec give back its task');
+    const conflict = await call({ path: '/v1/tasks', method: 'POST', json: spec(3) }, T.betaPlanner);
+    assert.equal(code(conflict), 'IDEMPOTENCY_CONFLICT');
+    assert.equal(conflict.body.error.details.existingId, b.body.id, 'the conflict names only its own tenant’s task');
+    const rec = await call({ path: `/v1/tasks/${b.body.id}` }, T.betaPlanner);
+    assert.equal(rec.body.idempotencyKey, 'order-7', 'the record shows the key as sent');
+    const untenanted = await call({ path: '/v1/tasks', method: 'POST', json: spec(4) }, T.planner);
+    assert.equal(untenanted.status, 202);
+    assert.ok(![a.body.id, b.body.id].includes(untenanted.body.id));
+    const control = await call({ path: '/v1/tasks', method: 'POST', json: { ...spec(5), idempotencyKey: '\u0001acme\u0001order-7' } }, T.planner);
+    assert.equal(code(control), 'SCHEMA_VIOLATION', 'keys with control characters are refused');
+  });
+
   test('quotas: a tenant-bound allocator sets and sees only its own tenant', async () => {
     assert.equal((await call({ path: '/v1/quotas/beta', method: 'PUT', json: { maxQueued: 50 } }, T.betaAllocator)).status, 200);
     const foreign = await call({ path: '/v1/quotas/acme', method: 'PUT', json: { maxQueued: 0 } }, T.betaAllocator);

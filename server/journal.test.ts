@@ -184,3 +184,25 @@ test('queued tasks past their deadline fail without a node', () => {
   assert.equal(j.getTask(later.id)!.state, 'queued');
   j.close();
 });
+
+test('a journal from before per-tenant idempotency keys: its tenants’ keys are scoped on open, and still answer a resend', () => {
+  const path = file();
+  const old = new Journal(path);
+  const t = task({ tenant: 'acme', idempotencyKey: 'k1', specHash: 'h1' });
+  const u = task({ idempotencyKey: 'k1-global', specHash: 'h2' });
+  old.insertTasks([t, u]);
+  // As the older coordinator wrote them: the key as sent, and schema version 0.
+  old.db.prepare('UPDATE tasks SET idempotency_key = ? WHERE id = ?').run('k1', t.id);
+  old.db.pragma('user_version = 0');
+  old.close();
+  const j = new Journal(path);
+  assert.equal(j.db.pragma('user_version', { simple: true }), 1);
+  assert.equal(j.getTask(t.id)!.idempotencyKey, 'k1', 'the record shows the key as sent');
+  const [again] = j.insertTasks([{ ...task({ tenant: 'acme', idempotencyKey: 'k1', specHash: 'h1' }) }]);
+  assert.deepEqual(again, { id: t.id, created: false }, 'a resend by the same tenant finds its task');
+  const [other] = j.insertTasks([task({ tenant: 'beta', idempotencyKey: 'k1', specHash: 'h9' })]);
+  assert.equal(other!.created, true, 'another tenant’s same key is its own');
+  const [global] = j.insertTasks([task({ idempotencyKey: 'k1-global', specHash: 'h2' })]);
+  assert.deepEqual(global, { id: u.id, created: false }, 'keys of untenanted tasks are unchanged');
+  j.close();
+});

@@ -445,7 +445,7 @@ export class Journal {
           maxAttempts: t.maxAttempts,
           now,
           deadline: t.deadline,
-          idempotencyKey: t.idempotencyKey,
+          idempotencyKey: storedKey(t.tenant, t.idempotencyKey),
           specHash: t.specHash,
           tenant: t.tenant,
           webhook: t.webhook,
@@ -466,7 +466,7 @@ export class Journal {
           out.push({ id: t.id, created: true });
           continue;
         }
-        const existing = this.#byKey.get(t.idempotencyKey ?? '');
+        const existing = this.#byKey.get(storedKey(t.tenant, t.idempotencyKey) ?? '');
         if (!existing) throw new AppError('INTERNAL', 'A task insert was ignored without an idempotency conflict.');
         if (existing.spec_hash !== t.specHash) {
           throw new AppError(
@@ -1109,6 +1109,29 @@ export function errorInfo(code: keyof typeof ERRORS, message: string, details?: 
 function migrate(db: Database.Database): void {
   const columns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(tasks)').all().map((c) => c.name));
   if (!columns.has('replication')) db.exec('ALTER TABLE tasks ADD COLUMN replication TEXT');
+  if ((db.pragma('user_version', { simple: true }) as number) < 1) {
+    // Version 1: idempotency keys are per tenant (see storedKey). Keys were global before, so no two collide.
+    db.transaction(() => {
+      db.prepare(
+        `UPDATE tasks SET idempotency_key = char(1) || tenant || char(1) || idempotency_key
+         WHERE tenant IS NOT NULL AND idempotency_key IS NOT NULL AND substr(idempotency_key, 1, 1) <> char(1)`,
+      ).run();
+      db.pragma('user_version = 1');
+    })();
+  }
+}
+
+/**
+ * Idempotency keys are per tenant: one tenant's key never meets another's (no conflict, no task id
+ * shown across tenants). A tenant's key is stored as `\x01tenant\x01key`; callers' keys hold no
+ * control characters (the submission schema), so no caller's key takes that form.
+ */
+function storedKey(tenant: string | null, key: string | null): string | null {
+  return key === null || tenant === null ? key : `\x01${tenant}\x01${key}`;
+}
+
+function callerKey(stored: string | null): string | null {
+  return stored !== null && stored.startsWith('\x01') ? stored.slice(stored.indexOf('\x01', 1) + 1) : stored;
 }
 
 function rowToRecord(r: TaskRow): StoredTask {
@@ -1119,7 +1142,7 @@ function rowToRecord(r: TaskRow): StoredTask {
     priority: r.priority,
     attempts: r.attempts,
     maxAttempts: r.max_attempts,
-    idempotencyKey: r.idempotency_key,
+    idempotencyKey: callerKey(r.idempotency_key),
     tenant: r.tenant,
     nodeId: r.node_id as NodeId | null,
     createdAt: r.created_at,

@@ -133,7 +133,8 @@ export const TrainPayloadSchema = Type.Object(
 const Common = {
   /** Higher runs first; 0..9, default 5. */
   priority: Type.Optional(Type.Integer({ minimum: 0, maximum: 9 })),
-  idempotencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  /** Per tenant; no control characters. */
+  idempotencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]+$' })),
   maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: LIMITS.maxAttempts })),
   /** Epoch milliseconds after which the task is not started (and fails DEADLINE_EXCEEDED). */
   deadline: Type.Optional(Type.Integer({ minimum: 0 })),
