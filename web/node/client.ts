@@ -41,6 +41,9 @@ import type { Lease, RunnerHost, RunOutcome, TaskRunner } from './runner';
 import { coordinatorUrls } from './url';
 
 /** The part of a WebSocket the client uses; the browser's and the `ws` package's both fit. */
+
+/** Codes with which the coordinator refuses a node before closing its socket (1008). */
+const REFUSALS: ReadonlySet<string> = new Set(['UNAUTHORIZED', 'FORBIDDEN', 'ORIGIN_NOT_ALLOWED']);
 export interface SocketLike {
   readonly readyState: number;
   send(data: string): void;
@@ -317,7 +320,10 @@ export class NodeClient {
       // A drain holds for one connection (the coordinator forgets it on hello too):
       // after a restart of the coordinator the node takes tasks again.
       this.#draining = false;
-      if (ev.code !== 1000 && ev.code !== 1005) {
+      // 1008: the coordinator refused this node (no or wrong join token, an origin it does not allow) and
+      // said why in an `error` just before: keep that reason rather than a bare "socket closed".
+      const refused = ev.code === 1008 && this.#lastError !== null && REFUSALS.has(this.#lastError.code);
+      if (ev.code !== 1000 && ev.code !== 1005 && !refused) {
         this.#lastError = { code: 'NODE_LOST', name: 'AppError', message: `Socket closed (${ev.code}) ${ev.reason}`.trim() };
       }
       if (!this.#closed) this.#scheduleReconnect();
