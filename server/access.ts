@@ -65,6 +65,18 @@ export const ACCESS: Readonly<Record<string, Access>> = {
   'GET /v1/agents': { roles: ['evolver', 'planner', 'validator'] },
   'GET /v1/agents/:name': { roles: ['evolver', 'planner', 'validator'] },
 
+  // Adapters are shared by every tenant (one registry per base), so uploads take a token without a tenant.
+  'PUT /v1/adapters/:base/:name': { roles: ['evolver'], shared: true },
+  'GET /v1/adapters': { roles: ['planner', 'evolver'] },
+  'GET /v1/adapters/:base/:name': { roles: ['planner', 'evolver'] },
+  'GET /v1/adapters/:base/:name/:file': { roles: ['planner', 'evolver'] },
+
+  // Datasets are tenant data: a tenant-bound token sees its own tenant's uploads only (server/routes/datasets.ts).
+  'POST /v1/datasets': { roles: ['planner'] },
+  'GET /v1/datasets': { roles: ['planner'] },
+  'GET /v1/datasets/:sha256': { roles: ['planner'] },
+  'GET /v1/datasets/:sha256/content': { roles: ['planner'] },
+
   'PUT /v1/quotas/:tenant': { roles: ['allocator'] },
   'GET /v1/quotas': { roles: ['allocator'] },
 };

@@ -252,6 +252,25 @@ const SAMPLES: Record<string, { sample: (f: Fixture) => Sample; tenant: TenantRu
   },
   'GET /v1/agents': { sample: () => ({ path: '/v1/agents' }), tenant: 'none' },
   'GET /v1/agents/:name': { sample: () => ({ path: '/v1/agents/hello' }), tenant: 'none' },
+  'PUT /v1/adapters/:base/:name': {
+    sample: () => ({
+      path: '/v1/adapters/tiny/style',
+      method: 'PUT',
+      body: new Uint8Array(16),
+      headers: { 'content-type': 'application/octet-stream', 'x-adapter-config': '{"peft_type":"LORA"}' },
+    }),
+    tenant: 'shared',
+  },
+  'GET /v1/adapters': { sample: () => ({ path: '/v1/adapters' }), tenant: 'none' },
+  'GET /v1/adapters/:base/:name': { sample: () => ({ path: '/v1/adapters/tiny/style' }), tenant: 'none' },
+  'GET /v1/adapters/:base/:name/:file': { sample: () => ({ path: '/v1/adapters/tiny/style@1/adapter_config.json' }), tenant: 'none' },
+  'POST /v1/datasets': {
+    sample: () => ({ path: '/v1/datasets', method: 'POST', body: '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}\n', headers: { 'content-type': 'application/x-ndjson' } }),
+    tenant: 'none',
+  },
+  'GET /v1/datasets': { sample: () => ({ path: '/v1/datasets' }), tenant: 'none' },
+  'GET /v1/datasets/:sha256': { sample: () => ({ path: `/v1/datasets/${'0'.repeat(64)}` }), tenant: 'none' },
+  'GET /v1/datasets/:sha256/content': { sample: () => ({ path: `/v1/datasets/${'0'.repeat(64)}/content` }), tenant: 'none' },
   'PUT /v1/quotas/:tenant': { sample: () => ({ path: '/v1/quotas/acme', method: 'PUT', json: { maxQueued: 1000 } }), tenant: 'none' },
   'GET /v1/quotas': { sample: () => ({ path: '/v1/quotas' }), tenant: 'none' },
 };

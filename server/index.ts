@@ -7,9 +7,12 @@ import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
-import { dirname } from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { LIMITS } from '../shared';
 import { installAccess, loggerOptions, type LogOptions } from './access';
+import { AdapterRegistry } from './adapters';
 import { Auth } from './auth';
 import type { Context } from './context';
 import { MAX_HEADER_BYTES, MAX_PARAM_LENGTH, clientErrorHandler, frameworkErrors, installErrorHandling, installInputGate } from './http';
@@ -18,7 +21,9 @@ import { Journal, systemClock, type Clock } from './journal';
 import { Metrics } from './metrics';
 import { ModelStore } from './models';
 import { Registry } from './registry';
+import { adapterRoutes } from './routes/adapters';
 import { agentRoutes } from './routes/agents';
+import { datasetRoutes } from './routes/datasets';
 import { modelRoutes } from './routes/models';
 import { ModelCatalog } from './openai/models';
 import { openAiRoutes } from './routes/openai';
@@ -102,6 +107,8 @@ export interface CoordinatorOptions {
   spotCheck?: number;
   /** Node reputation score (0–1) below which a node gets no new work. Default 0.25. */
   reputationThreshold?: number;
+  /** The adapter registry's folder. Default `adapters/` beside the journal (a temporary folder, removed on close, for ':memory:'). */
+  adaptersDir?: string;
 }
 
 export interface Coordinator {
@@ -180,12 +187,17 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   await app.register(fastifyWebsocket, { options: { maxPayload: LIMITS.maxSocketMessageBytes } });
   const modelRoots = [...(opts.modelsDir ? [opts.modelsDir] : []), ...(opts.modelsDirs ?? [])];
   const modelStore = modelRoots.length ? new ModelStore(modelRoots) : null;
-  taskRoutes(app, ctx, new ModelCatalog(ctx, modelStore));
+  const dbPath = opts.dbPath ?? './data/coordinator.db';
+  const tempAdapters = opts.adaptersDir === undefined && (dbPath === ':memory:' || dbPath === '') ? mkdtempSync(join(tmpdir(), 'exec-node-adapters-')) : null;
+  const adapters = new AdapterRegistry(opts.adaptersDir ?? tempAdapters ?? join(dirname(dbPath), 'adapters'), modelStore);
+  taskRoutes(app, ctx, new ModelCatalog(ctx, modelStore, adapters));
+  datasetRoutes(app, ctx);
   agentRoutes(app, ctx);
+  adapterRoutes(app, adapters);
   opsRoutes(app, ctx);
-  if (modelStore) await app.register(modelRoutes(modelStore, staticHeaders));
+  if (modelStore) await app.register(modelRoutes(modelStore, staticHeaders, adapters));
   // OpenAI-compatible: GET /v1/models, GET /v1/models/:name, POST /v1/chat/completions, POST /v1/completions.
-  await app.register(openAiRoutes(ctx, modelStore));
+  await app.register(openAiRoutes(ctx, modelStore, adapters));
   // onnxruntime-web's .mjs and .wasm files, for the nodes' transformers.js backend (its default is a CDN they cannot reach).
   await app.register(fastifyStatic, { root: ORT_DIST, prefix: '/ort/', decorateReply: false, setHeaders: staticHeaders });
   if (opts.staticDir) {
@@ -219,6 +231,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
       await app.close();
       await webhooks.settle();
       journal.close();
+      if (tempAdapters) rmSync(tempAdapters, { recursive: true, force: true });
     })();
     return closing;
   };

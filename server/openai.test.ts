@@ -5,6 +5,7 @@
  * tasks with a known script of tokens.
  */
 import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import OpenAI, { APIError, BadRequestError, NotFoundError } from 'openai';
@@ -129,6 +130,9 @@ const taskIds = (headers: Headers): TaskId[] => (headers.get('x-task-ids') ?? ''
 
 before(async () => {
   await makeTinyModel({ seed: 1, dir: join(tmp.dir, 'models', MODEL) });
+  // The adapter BASE:ADAPTER requests name must exist at submit (ADAPTER_NOT_FOUND otherwise); the scripted node never reads it.
+  mkdirSync(join(tmp.dir, 'models', MODEL, 'adapters', 'my-lora'), { recursive: true });
+  writeFileSync(join(tmp.dir, 'models', MODEL, 'adapters', 'my-lora', 'adapter_config.json'), '{"peft_type":"LORA"}');
   c = await createCoordinator({ dbPath: join(tmp.dir, 'c.db'), modelsDir: join(tmp.dir, 'models'), heartbeatIntervalMs: 60_000, retryBaseMs: 5 });
   node = await ScriptedNode.connect(c.url);
   client = new OpenAI({ baseURL: `${c.url}/v1`, apiKey: 'unused', maxRetries: 0 });

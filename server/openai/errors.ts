@@ -19,7 +19,7 @@ export function openAiError(err: AppError): { status: number; body: OpenAiErrorB
 }
 
 /** An AppError that names the request field at fault (read back by `paramOf`). */
-export function badParam(param: string, message: string, code: 'SCHEMA_VIOLATION' | 'MODEL_NOT_FOUND' = 'SCHEMA_VIOLATION'): AppError {
+export function badParam(param: string, message: string, code: 'SCHEMA_VIOLATION' | 'MODEL_NOT_FOUND' | 'ADAPTER_NOT_FOUND' = 'SCHEMA_VIOLATION'): AppError {
   return new AppError(code, message, { param });
 }
 

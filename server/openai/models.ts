@@ -3,6 +3,7 @@
  * connected node advertises, each with the nodes that hold it and how they run it.
  */
 import type { Context } from '../context';
+import type { AdapterRegistry } from '../adapters';
 import type { ModelStore } from '../models';
 
 export interface ModelHolder {
@@ -24,22 +25,43 @@ export interface ModelObject {
   /** Served from the coordinator's models folder (nodes fetch it from /models/<id>/). */
   served: boolean;
   nodes: ModelHolder[];
+  /** For a `BASE:ADAPTER` id: the base model. */
+  parent?: string;
 }
 
 export class ModelCatalog {
   readonly #ctx: Context;
   readonly #store: ModelStore | null;
+  readonly #adapters: AdapterRegistry | null;
 
-  constructor(ctx: Context, store: ModelStore | null) {
+  constructor(ctx: Context, store: ModelStore | null, adapters: AdapterRegistry | null = null) {
     this.#ctx = ctx;
     this.#store = store;
+    this.#adapters = adapters;
   }
 
+  /** The models, each served base followed by its adapters as `BASE:ADAPTER` (registry and folder `adapters/`). */
   async list(): Promise<ModelObject[]> {
     const served = new Set(this.#store ? await this.#store.list() : []);
     const holders = this.#holders();
     const ids = [...new Set([...served, ...holders.keys()])].sort();
-    return ids.map((id) => this.#object(id, served.has(id), holders.get(id) ?? []));
+    const out: ModelObject[] = [];
+    for (const id of ids) {
+      const nodes = holders.get(id) ?? [];
+      out.push(this.#object(id, served.has(id), nodes));
+      if (!this.#adapters || !served.has(id)) continue;
+      for (const a of await this.#adapters.namesFor(id)) out.push({ ...this.#object(`${id}:${a}`, true, nodes), parent: id });
+    }
+    return out;
+  }
+
+  /**
+   * Whether `base` has adapter `adapter`: true when this coordinator does not serve `base` (the nodes say),
+   * else the registry or the folder must hold it.
+   */
+  async hasAdapter(base: string, adapter: string): Promise<boolean> {
+    if (!this.#store || !(await this.#store.list()).includes(base)) return true;
+    return this.#adapters ? this.#adapters.has(base, adapter) : true;
   }
 
   /** One model object, or null when neither the coordinator nor a connected node has it. */

@@ -9,6 +9,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import { tenantOf } from '../access';
 import type { Context } from '../context';
 import { toAppError } from '../http';
+import type { AdapterRegistry } from '../adapters';
 import type { ModelStore } from '../models';
 import { badParam, openAiError } from '../openai/errors';
 import { ModelCatalog } from '../openai/models';
@@ -17,9 +18,9 @@ import type { Api } from '../openai/response';
 import { completeStream, completeWhole } from '../openai/run';
 import { bindTenant } from './tasks';
 
-export function openAiRoutes(ctx: Context, store: ModelStore | null): FastifyPluginAsync {
+export function openAiRoutes(ctx: Context, store: ModelStore | null, adapters: AdapterRegistry | null = null): FastifyPluginAsync {
   return async (app: FastifyInstance) => {
-    const catalog = new ModelCatalog(ctx, store);
+    const catalog = new ModelCatalog(ctx, store, adapters);
 
     app.setErrorHandler((err, req, reply) => {
       const appErr = toAppError(err, req);
@@ -44,6 +45,9 @@ export function openAiRoutes(ctx: Context, store: ModelStore | null): FastifyPlu
         bindTenant(p.specs, false, tenantOf(req)); // the token's tenant owns the tasks
         if (!(await catalog.has(p.model.base))) {
           throw badParam('model', `The model \`${p.model.base}\` does not exist; GET /v1/models lists the models.`, 'MODEL_NOT_FOUND');
+        }
+        if (p.model.adapter !== undefined && !(await catalog.hasAdapter(p.model.base, p.model.adapter))) {
+          throw badParam('model', `The model \`${p.model.id}\` does not exist: ${p.model.base} has no adapter ${p.model.adapter}; GET /v1/models lists the models.`, 'ADAPTER_NOT_FOUND');
         }
         if (!p.stream) return completeWhole(ctx, api, p, reply);
         completeStream(ctx, api, p, reply);

@@ -24,6 +24,7 @@ import { SPOT_CHECK, replicationOf } from '../quorum';
 import { effectiveLimits } from '../registry';
 import type { TaskEvent } from '../watch';
 import { VerdictSchema, checkCompiled, parseSubmission } from '../validate';
+import { checkTrainDatasets } from './datasets';
 
 const STATES: readonly TaskState[] = ['queued', 'leased', 'succeeded', 'failed', 'dead', 'cancelled'];
 const MAX_WAIT_MS = 120_000;
@@ -36,6 +37,7 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
     bindTenant(specs, batch, tenantOf(req));
     for (const [i, spec] of specs.entries()) if (spec.webhook !== undefined) ctx.webhooks.check(spec.webhook, batch ? `/tasks/${i}/webhook` : '/webhook');
     await checkGenerate(specs, batch, models);
+    checkTrainDatasets(specs, batch, ctx, tenantOf(req));
     const outcomes = submitSpecs(ctx, specs, batch);
     void reply.code(outcomes.some((o) => o.created) ? 202 : 200);
     return batch ? { ids: outcomes.map((o) => o.id) } : { id: outcomes[0]!.id };
@@ -148,6 +150,12 @@ async function checkGenerate(specs: readonly TaskSpec[], batch: boolean, models:
     if (!known.has(p.model)) known.set(p.model, await models.has(p.model));
     if (!known.get(p.model)) {
       throw new AppError('MODEL_NOT_FOUND', `${at}/model: no model ${p.model} is served here or held by a connected node; GET /v1/models lists them.`, { model: p.model });
+    }
+    if (p.adapter !== undefined && !(await models.hasAdapter(p.model, p.adapter))) {
+      throw new AppError('ADAPTER_NOT_FOUND', `${at}/adapter: ${p.model} has no adapter ${p.adapter} here; GET /v1/adapters lists them (upload one with PUT /v1/adapters/${p.model}/${p.adapter}).`, {
+        model: p.model,
+        adapter: p.adapter,
+      });
     }
   }
 }

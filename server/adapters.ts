@@ -1,0 +1,256 @@
+/**
+ * The adapter registry: PEFT LoRA adapters uploaded for a base model the coordinator serves, each
+ * upload a new version (1, 2, …; the latest wins, `name@N` names one), kept in the coordinator's
+ * own data folder (never in the user's model folders):
+ * `<root>/<base>/<name>/<version>/{adapter_config.json, adapter_model.safetensors, meta.json}`.
+ *
+ * An upload is checked with the engine's own PEFT loader (worker/model/peft.ts `loadAdapter`): the
+ * safetensors header parses, tensor names follow PEFT, shapes fit the base's config (hidden size,
+ * heads, intermediate size, layers, rank r), target modules exist, and a `base_fingerprint` in the
+ * safetensors metadata (the engine's fingerprint, written by our trainer) equals the base's. The
+ * registry also records its own base fingerprint: SHA-256 of the base's config.json bytes, a newline,
+ * and the manifest digests of its `*.safetensors` files (sorted by path, `path:sha256` per line);
+ * an upload may state it (`fingerprint`) and is refused with ADAPTER_MISMATCH when it differs.
+ *
+ * The latest version of each adapter is served to the nodes inside the base's manifest as
+ * `adapters/<name>/adapter_config.json` and `adapters/<name>/adapter_model.safetensors`.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AppError, parseName } from '../shared';
+import { parseLlamaConfig, type LlamaConfig } from '../worker/model/config';
+import { readSafetensorsFiles } from '../worker/model/folder';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, baseModelFingerprint, loadAdapter } from '../worker/model/peft';
+import type { ModelFile, ModelStore } from './models';
+
+export const ADAPTER_FILES = [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE] as const;
+export type AdapterFileName = (typeof ADAPTER_FILES)[number];
+
+/** Largest adapter_model.safetensors an upload may carry. */
+export const MAX_ADAPTER_BYTES = 64 << 20;
+/** Bases up to this size are read whole to compute the engine's fingerprint (checked against the adapter's metadata). */
+const ENGINE_FINGERPRINT_MAX_BYTES = 256 << 20;
+const META_FILE = 'meta.json';
+
+export interface AdapterVersion {
+  base: string;
+  name: string;
+  version: number;
+  /** Bytes of adapter_model.safetensors. */
+  size: number;
+  /** SHA-256 of adapter_model.safetensors. */
+  sha256: string;
+  configSha256: string;
+  configSize: number;
+  createdAt: number;
+  /** The registry's base fingerprint (see the module comment) of the base it was checked against. */
+  fingerprint: string;
+  /** `base_model_name_or_path` of adapter_config.json ('' when absent). */
+  baseModel: string;
+  /** `base_fingerprint` from the safetensors metadata (the engine's), or null. */
+  engineFingerprint: string | null;
+  r: number;
+  alpha: number;
+  targetModules: string[];
+}
+
+export interface AdapterRecord {
+  base: string;
+  name: string;
+  latest: number;
+  versions: AdapterVersion[];
+}
+
+const sha256 = (b: Uint8Array | string): string => createHash('sha256').update(b).digest('hex');
+
+/** `name` or `name@N` → the name and the version (null: the latest). */
+export function parseAdapterRef(raw: string): { name: string; version: number | null } {
+  const at = raw.indexOf('@');
+  const name = parseName(at < 0 ? raw : raw.slice(0, at));
+  if (at < 0) return { name, version: null };
+  const v = raw.slice(at + 1);
+  if (!/^[1-9][0-9]{0,8}$/.test(v)) {
+    throw new AppError('SCHEMA_VIOLATION', `The adapter version in ${JSON.stringify(raw.slice(0, 200))} must be a positive integer (name@N).`, {
+      errors: [{ path: '/name', message: 'name@N' }],
+    });
+  }
+  return { name, version: Number(v) };
+}
+
+export class AdapterRegistry {
+  readonly root: string;
+  readonly #store: ModelStore | null;
+  #queue: Promise<unknown> = Promise.resolve();
+  readonly #engineFingerprints = new Map<string, string>();
+
+  constructor(root: string, store: ModelStore | null) {
+    this.root = root;
+    this.#store = store;
+  }
+
+  /** Checks and stores a new version of `base`'s adapter `name`. */
+  upload(rawBase: string, rawName: string, configJson: string, safetensors: Uint8Array, statedFingerprint?: string): Promise<AdapterVersion> {
+    const run = this.#queue.then(() => this.#upload(rawBase, rawName, configJson, safetensors, statedFingerprint));
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #upload(rawBase: string, rawName: string, configJson: string, safetensors: Uint8Array, statedFingerprint?: string): Promise<AdapterVersion> {
+    const base = parseName(rawBase);
+    const name = parseName(rawName);
+    const { config, fingerprint, engineFingerprint } = await this.#base(base);
+    if (statedFingerprint !== undefined && statedFingerprint !== fingerprint) {
+      throw new AppError('ADAPTER_MISMATCH', `The adapter states base fingerprint ${statedFingerprint.slice(0, 80)}, but ${base} has ${fingerprint}; upload it for the base it was trained on.`, {
+        base,
+        expected: fingerprint,
+        actual: statedFingerprint.slice(0, 80),
+      });
+    }
+    const adapter = loadAdapter({ configJson, safetensors }, config, engineFingerprint ?? undefined);
+    const dir = join(this.root, base, name);
+    await mkdir(dir, { recursive: true });
+    const version = (await this.#versionsOf(dir)).reduce((m, v) => Math.max(m, v), 0) + 1;
+    const configBytes = Buffer.from(configJson, 'utf8');
+    const meta: AdapterVersion = {
+      base,
+      name,
+      version,
+      size: safetensors.byteLength,
+      sha256: sha256(safetensors),
+      configSha256: sha256(configBytes),
+      configSize: configBytes.byteLength,
+      createdAt: Date.now(),
+      fingerprint,
+      baseModel: adapter.baseModel,
+      engineFingerprint: adapter.baseFingerprint || null,
+      r: adapter.settings.r,
+      alpha: adapter.settings.alpha,
+      targetModules: [...adapter.settings.targetModules],
+    };
+    const tmp = join(dir, `.upload-${version}-${process.pid}`);
+    await rm(tmp, { recursive: true, force: true });
+    await mkdir(tmp);
+    await writeFile(join(tmp, ADAPTER_CONFIG_FILE), configBytes);
+    await writeFile(join(tmp, ADAPTER_WEIGHTS_FILE), safetensors);
+    await writeFile(join(tmp, META_FILE), JSON.stringify(meta, null, 2) + '\n');
+    await rename(tmp, join(dir, String(version)));
+    return meta;
+  }
+
+  /** The base's parsed config, the registry fingerprint and (for bases small enough) the engine's fingerprint. */
+  async #base(base: string): Promise<{ config: LlamaConfig; fingerprint: string; engineFingerprint: string | null }> {
+    if (!this.#store) throw new AppError('MODEL_NOT_FOUND', `This coordinator serves no model folders, so it keeps no adapters for ${base}; start it with --models DIR.`, { model: base });
+    const folder = await this.#store.locate(base);
+    const manifest = await this.#store.manifest(base);
+    const configBytes = await readFile(join(folder.dir, 'config.json'));
+    const config = parseLlamaConfig(configBytes.toString('utf8'));
+    const weights = manifest.files.filter((f) => f.path.endsWith('.safetensors') && !f.path.startsWith('adapters/'));
+    const fingerprint = sha256(Buffer.concat([configBytes, Buffer.from('\n' + weights.map((f) => `${f.path}:${f.sha256}`).join('\n'))]));
+    let engineFingerprint: string | null = this.#engineFingerprints.get(fingerprint) ?? null;
+    const weightBytes = weights.reduce((n, f) => n + f.size, 0);
+    if (engineFingerprint === null && weights.length > 0 && weightBytes <= ENGINE_FINGERPRINT_MAX_BYTES) {
+      const files = await readSafetensorsFiles(async (p) => new Uint8Array(await readFile(join(folder.dir, ...p.split('/')))));
+      engineFingerprint = baseModelFingerprint(config, files);
+      this.#engineFingerprints.set(fingerprint, engineFingerprint);
+    }
+    return { config, fingerprint, engineFingerprint };
+  }
+
+  async #versionsOf(dir: string): Promise<number[]> {
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    return entries.filter((e) => e.isDirectory() && /^[1-9][0-9]*$/.test(e.name)).map((e) => Number(e.name)).sort((a, b) => a - b);
+  }
+
+  async #meta(base: string, name: string, version: number): Promise<AdapterVersion | null> {
+    const text = await readFile(join(this.root, base, name, String(version), META_FILE), 'utf8').catch(() => null);
+    return text === null ? null : (JSON.parse(text) as AdapterVersion);
+  }
+
+  /** Every adapter, by base then name. */
+  async list(): Promise<AdapterRecord[]> {
+    const out: AdapterRecord[] = [];
+    for (const base of (await dirNames(this.root)).sort()) {
+      for (const name of (await dirNames(join(this.root, base))).sort()) {
+        const rec = await this.get(base, name);
+        if (rec) out.push(rec);
+      }
+    }
+    return out;
+  }
+
+  /** One adapter with all its versions, or null. */
+  async get(rawBase: string, rawName: string): Promise<AdapterRecord | null> {
+    const base = parseName(rawBase);
+    const name = parseName(rawName);
+    const versions: AdapterVersion[] = [];
+    for (const v of await this.#versionsOf(join(this.root, base, name))) {
+      const m = await this.#meta(base, name, v);
+      if (m) versions.push(m);
+    }
+    if (!versions.length) return null;
+    return { base, name, latest: versions[versions.length - 1]!.version, versions };
+  }
+
+  /** The version `ref` names (`name` → latest, `name@N`), or ADAPTER_NOT_FOUND. */
+  async resolve(rawBase: string, ref: string): Promise<AdapterVersion> {
+    const base = parseName(rawBase);
+    const { name, version } = parseAdapterRef(ref);
+    const rec = await this.get(base, name);
+    const found = rec && (version === null ? rec.versions[rec.versions.length - 1] : rec.versions.find((v) => v.version === version));
+    if (!found) {
+      throw new AppError('ADAPTER_NOT_FOUND', `No adapter ${ref.slice(0, 200)} for ${base} in the registry; GET /v1/adapters lists them.`, { model: base, adapter: ref.slice(0, 200) });
+    }
+    return found;
+  }
+
+  /** Absolute path of one file of a version. */
+  filePath(v: AdapterVersion, file: AdapterFileName): string {
+    return join(this.root, v.base, v.name, String(v.version), file);
+  }
+
+  /** The latest version of each of `base`'s adapters, as manifest entries under `adapters/<name>/`. */
+  async manifestFiles(base: string): Promise<ModelFile[]> {
+    const out: ModelFile[] = [];
+    for (const name of (await dirNames(join(this.root, base))).sort()) {
+      const rec = await this.get(base, name);
+      if (!rec) continue;
+      const v = rec.versions[rec.versions.length - 1]!;
+      out.push({ path: `adapters/${name}/${ADAPTER_CONFIG_FILE}`, size: v.configSize, sha256: v.configSha256 });
+      out.push({ path: `adapters/${name}/${ADAPTER_WEIGHTS_FILE}`, size: v.size, sha256: v.sha256 });
+    }
+    return out;
+  }
+
+  /** Whether `base` has an adapter `ref` (registry, or `adapters/<name>/adapter_config.json` in its folder). */
+  async has(base: string, ref: string): Promise<boolean> {
+    try {
+      await this.resolve(base, ref);
+      return true;
+    } catch (err) {
+      if (!(err instanceof AppError)) throw err;
+    }
+    if (!this.#store || ref.includes('@')) return false;
+    const folder = await this.#store.locate(base).catch(() => null);
+    if (!folder) return false;
+    return (await stat(join(folder.dir, 'adapters', ref, ADAPTER_CONFIG_FILE)).catch(() => null))?.isFile() ?? false;
+  }
+
+  /** Adapter names of `base`: the registry's and those in its folder's `adapters/`. */
+  async namesFor(base: string): Promise<string[]> {
+    const names = new Set(await dirNames(join(this.root, base)));
+    const folder = this.#store ? await this.#store.locate(base).catch(() => null) : null;
+    if (folder) {
+      for (const n of await dirNames(join(folder.dir, 'adapters'))) {
+        if ((await stat(join(folder.dir, 'adapters', n, ADAPTER_CONFIG_FILE)).catch(() => null))?.isFile()) names.add(n);
+      }
+    }
+    return [...names].sort();
+  }
+}
+
+/** Visible subdirectory names of `dir` ([] when it does not exist). */
+async function dirNames(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  return entries.filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => e.name);
+}
