@@ -341,22 +341,26 @@ export class Scheduler {
       const e = ended[i];
       if (!e) continue;
       const { node, item } = pending[i]!;
-      if (item.ok) {
-        node.done++;
-        node.circuit.success();
-        node.earned();
-      } else {
-        node.failed++;
-        if (INFRA_CODES.has(item.error.code)) this.#infraFailure(node, item.error.code, now);
-        else {
-          node.circuit.success();
-          node.earned();
-        }
-      }
+      this.#account(node, item, now);
       this.#ended(e, now);
     }
     this.requestDispatch();
     this.#maybeIdle();
+  }
+
+  /** A journaled result on the node's books: done or failed, and its circuit (only infrastructure failures count against it). */
+  #account(node: NodeSession, item: ResultMessage['results'][number], now: number): void {
+    if (item.ok) {
+      node.done++;
+    } else {
+      node.failed++;
+      if (INFRA_CODES.has(item.error.code)) {
+        this.#infraFailure(node, item.error.code, now);
+        return;
+      }
+    }
+    node.circuit.success();
+    node.earned();
   }
 
   /** Journals the replica results received since the last flush, and acts on the tasks they decided. */
@@ -369,18 +373,7 @@ export class Scheduler {
       const r = out[i];
       if (!r) continue;
       const { node, item } = pending[i]!;
-      if (item.ok) {
-        node.done++;
-        node.circuit.success();
-        node.earned();
-      } else {
-        node.failed++;
-        if (INFRA_CODES.has(item.error.code)) this.#infraFailure(node, item.error.code, now);
-        else {
-          node.circuit.success();
-          node.earned();
-        }
-      }
+      this.#account(node, item, now);
       this.#replicaEnded(r, now);
     }
     this.requestDispatch();
