@@ -13,7 +13,12 @@ import { join } from 'node:path';
 import { makeBuiltinModels } from '../tools/tiny-model/builtin';
 import { linearShape } from '../worker/model/config';
 import { loadModelFolder } from '../worker/model/folder';
-import { loraKey, saveAdapter, type LoraPair } from '../worker/model/peft';
+import { loadAdapter, loraKey, saveAdapter, type LoraPair } from '../worker/model/peft';
+import type { GpuContext } from '../worker/engine';
+import { referenceForward } from '../worker/engine/reference';
+import { engineBackend, InferenceService } from '../worker/inference';
+import type { ModelFiles, ModelSource } from '../worker/inference/service';
+import { createNodeGpuContext } from '../worker/node';
 import { createCoordinator, type Coordinator } from './index';
 import { apiClient, tempDir, type ApiAnswer } from './testing';
 
@@ -46,19 +51,19 @@ function projShape(b: BaseShape, module: string): [number, number] {
 }
 
 /** A deterministic small-weight generator (xorshift). */
-function rng(seed: number): () => number {
+function rng(seed: number, amplitude = 0.1): () => number {
   let s = seed >>> 0 || 1;
   return () => {
     s ^= s << 13;
     s ^= s >>> 17;
     s ^= s << 5;
-    return ((s >>> 0) / 2 ** 32 - 0.5) * 0.1;
+    return ((s >>> 0) / 2 ** 32 - 0.5) * amplitude;
   };
 }
 
 /** safetensors by hand: 8-byte little-endian header length, the JSON header, then F32 data. */
-function safetensors(tensors: { name: string; shape: number[] }[], seed: number, metadata?: Record<string, string>): Uint8Array {
-  const next = rng(seed);
+function safetensors(tensors: { name: string; shape: number[] }[], seed: number, metadata?: Record<string, string>, amplitude?: number): Uint8Array {
+  const next = rng(seed, amplitude);
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   let offset = 0;
@@ -91,6 +96,8 @@ interface AdapterOpts {
   metadata?: Record<string, string>;
   /** target_modules in the config (default: `modules`). */
   configModules?: string[];
+  /** Weights uniform in ±amplitude/2. */
+  amplitude?: number;
 }
 
 function peftAdapter(base: BaseShape, o: AdapterOpts = {}): { config: string; weights: Uint8Array } {
@@ -118,7 +125,7 @@ function peftAdapter(base: BaseShape, o: AdapterOpts = {}): { config: string; we
     target_modules: o.configModules ?? modules,
     task_type: 'CAUSAL_LM',
   };
-  return { config: JSON.stringify(config), weights: safetensors(tensors, o.seed ?? 7, o.metadata ?? { format: 'pt' }) };
+  return { config: JSON.stringify(config), weights: safetensors(tensors, o.seed ?? 7, o.metadata ?? { format: 'pt' }, o.amplitude) };
 }
 
 describe('adapter registry over real HTTP', () => {
@@ -308,5 +315,107 @@ describe('adapter registry over real HTTP', () => {
     assert.equal(noConfig.body.error.code, 'ADAPTER_INVALID');
     assert.equal(JSON.stringify((await api('/v1/adapters')).body), before, 'no refused upload is stored');
     assert.equal((await api(`/v1/adapters/${BASE}/bad`)).body.error.code, 'ADAPTER_NOT_FOUND');
+  });
+});
+
+/** The node's side in Node: the coordinator's manifest and files over HTTP, each file checked against its digest. */
+function coordinatorSource(url: string, ensured: string[]): ModelSource {
+  return {
+    list: async () => [],
+    async ensure(model): Promise<ModelFiles> {
+      ensured.push(model);
+      const m = (await (await fetch(`${url}/v1/models/${model}/manifest`)).json()) as { files: { path: string; sha256: string }[]; totalBytes: number };
+      const digests = new Map(m.files.map((f) => [f.path, f.sha256]));
+      return {
+        paths: m.files.map((f) => f.path),
+        totalBytes: m.totalBytes,
+        async readFile(path) {
+          const res = await fetch(`${url}/models/${model}/${path}`);
+          if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
+          const b = new Uint8Array(await res.arrayBuffer());
+          assert.equal(sha(b), digests.get(path), `${path} matches the manifest`);
+          return b;
+        },
+      };
+    },
+  };
+}
+
+describe('a node that already holds the base picks up a newly uploaded adapter (engine on WebGPU in Node)', () => {
+  const tmp = tempDir('adapters-node-');
+  let c: Coordinator;
+  let gpu: GpuContext;
+
+  before(async () => {
+    await makeBuiltinModels(join(tmp.dir, 'models'), { only: [BASE] });
+    c = await createCoordinator({ dbPath: join(tmp.dir, 'coordinator.db'), modelsDir: join(tmp.dir, 'models') });
+    gpu = await createNodeGpuContext();
+  });
+
+  after(async () => {
+    await c.close();
+    gpu?.destroy();
+    tmp.cleanup();
+  });
+
+  test('ADAPTER_NOT_FOUND before the upload; after it, the same loaded model runs it (one manifest refresh) and its tokens are the reference\'s', async () => {
+    const baseDir = join(tmp.dir, 'models', BASE);
+    const folder = await loadModelFolder((p) => readFile(join(baseDir, ...p.split('/'))).then((b) => new Uint8Array(b)));
+    const cfg = folder.config;
+    const shape: BaseShape = {
+      hidden: cfg.hiddenSize,
+      heads: cfg.numHeads,
+      kvHeads: cfg.numKvHeads,
+      headDim: cfg.headDim,
+      intermediate: cfg.intermediateSize,
+      layers: cfg.numLayers,
+    };
+    const ensured: string[] = [];
+    const svc = new InferenceService({ source: coordinatorSource(c.url, ensured), backends: [engineBackend({ gpu: async () => gpu })], maxSequences: 2 });
+    const prompt = 'once upon a time';
+    const N = 8;
+    try {
+      const base = await svc.generate({ taskId: 'n-base', model: BASE, prompt, maxNewTokens: N });
+      assert.ok(base.ok, JSON.stringify(base));
+      assert.equal(ensured.length, 1);
+      const early = await svc.generate({ taskId: 'n-early', model: BASE, adapter: 'late', prompt, maxNewTokens: N });
+      assert.equal(!early.ok && early.error.code, 'ADAPTER_NOT_FOUND');
+      assert.equal(ensured.length, 2, 'a miss asks the coordinator once more');
+
+      const a = peftAdapter(shape, { modules: ['q_proj', 'v_proj', 'down_proj'], seed: 99, amplitude: 1.2 });
+      const put = await fetch(`${c.url}/v1/adapters/${BASE}/late`, {
+        method: 'PUT',
+        body: a.weights as Uint8Array<ArrayBuffer>,
+        headers: { 'content-type': 'application/octet-stream', 'x-adapter-config': a.config },
+      });
+      assert.equal(put.status, 201, await put.text());
+
+      const tuned = await svc.generate({ taskId: 'n-tuned', model: BASE, adapter: 'late', prompt, maxNewTokens: N });
+      assert.ok(tuned.ok, JSON.stringify(tuned));
+      assert.equal(ensured.length, 3, 'one refresh found it; the base was not reloaded');
+      const again = await svc.generate({ taskId: 'n-again', model: BASE, adapter: 'late', prompt, maxNewTokens: N });
+      assert.ok(again.ok);
+      assert.equal(ensured.length, 3, 'a held adapter needs no refresh');
+      assert.deepEqual(again.result.tokens, tuned.result.tokens);
+
+      // The float64 reference forward with the adapter merged, greedy.
+      const lora = loadAdapter({ configJson: a.config, safetensors: a.weights }, cfg);
+      const ids = folder.tokenizer.encode(prompt, { addSpecialTokens: true });
+      const ref: number[] = [];
+      for (let i = 0; i < N; i++) {
+        const logits = referenceForward(cfg, folder.weights, { inputIds: [ids], lora }).logits;
+        const V = cfg.vocabSize;
+        const last = logits.subarray((ids.length - 1) * V, ids.length * V);
+        let best = 0;
+        for (let v = 1; v < V; v++) if (last[v]! > last[best]!) best = v;
+        ref.push(best);
+        if (cfg.eosTokenIds.includes(best)) break;
+        ids.push(best);
+      }
+      assert.deepEqual(tuned.result.tokens, ref);
+      assert.notDeepEqual(tuned.result.tokens, base.result.tokens, 'the adapter changes the output');
+    } finally {
+      await svc.close();
+    }
   });
 });

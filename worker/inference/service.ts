@@ -325,7 +325,16 @@ export class InferenceService implements InferenceRuntime {
     if (!host) throw new AppError('MODEL_UNSUPPORTED', `The ${model.decoder.backend} backend runs no adapters.`);
     if (host.has(adapter)) return;
     const dir = `adapters/${adapter}`;
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(adapter) || !model.files.paths.includes(`${dir}/adapter_config.json`)) {
+    const valid = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(adapter);
+    if (valid && !model.files.paths.includes(`${dir}/adapter_config.json`)) {
+      // The coordinator's adapter registry may have gained it since the model loaded: ask the source once more
+      // (a fresh manifest; the weight store fetches and verifies only the new files).
+      const fresh = await this.#opts.source.ensure(model.name, {});
+      const old = model.files;
+      model.files = fresh;
+      old.release?.();
+    }
+    if (!valid || !model.files.paths.includes(`${dir}/adapter_config.json`)) {
       const known = [...new Set(model.files.paths.filter((p) => p.startsWith('adapters/')).map((p) => p.split('/')[1]))];
       throw new AppError('ADAPTER_NOT_FOUND', `${model.name} has no adapter ${adapter} (adapters/<name>/ in its folder); it has ${known.length ? known.join(', ') : 'none'}.`, {
         model: model.name,
