@@ -19,6 +19,7 @@ import wabtInit from 'wabt';
 import { AGENTS, type AgentSpec } from '../agents';
 import { createCoordinator } from '../server';
 import type { TaskRecord } from '../shared';
+import { postTasks as submitAll, waitAll as awaitAll } from './tasks';
 import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
 import { DIST, ensurePageBuilt } from '../scripts/page-build';
 import { registerAgent, registerSampleAgents } from '../scripts/register-agents';
@@ -84,34 +85,8 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-async function postTasks(specs: unknown[]): Promise<string[]> {
-  const res = await fetch(`${url}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ tasks: specs }) });
-  const body = (await res.json()) as { ids?: string[] };
-  assert.equal(res.status, 202, `submit answered ${res.status}: ${JSON.stringify(body).slice(0, 300)}`);
-  return body.ids!;
-}
-
-async function waitTask(id: string): Promise<TaskRecord> {
-  for (let i = 0; i < 6; i++) {
-    const res = await fetch(`${url}/v1/tasks/${id}/wait?timeoutMs=30000`);
-    const rec = (await res.json()) as TaskRecord;
-    if (['succeeded', 'failed', 'dead', 'cancelled'].includes(rec.state)) return rec;
-  }
-  throw new Error(`Task ${id} did not end within 3 minutes.`);
-}
-
-async function waitAll(ids: string[], concurrency = 48): Promise<TaskRecord[]> {
-  const out: TaskRecord[] = new Array(ids.length);
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    while (next < ids.length) {
-      const i = next++;
-      out[i] = await waitTask(ids[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, lane));
-  return out;
-}
+const postTasks = (specs: unknown[]): Promise<string[]> => submitAll(url, specs);
+const waitAll = (ids: string[]): Promise<TaskRecord[]> => awaitAll(url, ids, { concurrency: 48, polls: 6 });
 
 function catalogTask(agent: AgentSpec): Planned {
   const payload: Record<string, unknown> = { agent: agent.name, input: agent.input };

@@ -13,6 +13,7 @@ import { after, before, test } from 'node:test';
 import { AGENTS, type AgentSpec } from '../agents';
 import { createCoordinator } from '../server';
 import type { TaskRecord } from '../shared';
+import { postTasks as submitAll, waitAll as awaitAll } from './tasks';
 import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
 import { DIST, ensurePageBuilt } from '../scripts/page-build';
 import { registerSampleAgents, type Registration } from '../scripts/register-agents';
@@ -41,39 +42,8 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-async function postTasks(specs: unknown[]): Promise<string[]> {
-  const res = await fetch(`${url}/v1/tasks`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ tasks: specs }),
-  });
-  const body = (await res.json()) as { ids?: string[]; error?: unknown };
-  assert.equal(res.status, 202, `submit answered ${res.status}: ${JSON.stringify(body).slice(0, 300)}`);
-  return body.ids!;
-}
-
-async function waitTask(id: string): Promise<TaskRecord> {
-  // Bounded: a task that is not terminal after a few long polls is a failure of the test.
-  for (let i = 0; i < 4; i++) {
-    const res = await fetch(`${url}/v1/tasks/${id}/wait?timeoutMs=30000`);
-    const rec = (await res.json()) as TaskRecord;
-    if (['succeeded', 'failed', 'dead', 'cancelled'].includes(rec.state)) return rec;
-  }
-  throw new Error(`Task ${id} did not end within 2 minutes.`);
-}
-
-async function waitAll(ids: string[], concurrency = 32): Promise<TaskRecord[]> {
-  const out: TaskRecord[] = new Array(ids.length);
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    while (next < ids.length) {
-      const i = next++;
-      out[i] = await waitTask(ids[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, lane));
-  return out;
-}
+const postTasks = (specs: unknown[]): Promise<string[]> => submitAll(url, specs);
+const waitAll = (ids: string[]): Promise<TaskRecord[]> => awaitAll(url, ids);
 
 function specFor(agent: AgentSpec): Record<string, unknown> {
   const payload: Record<string, unknown> = { agent: agent.name, input: agent.input };

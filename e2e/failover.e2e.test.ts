@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createCoordinator, type Coordinator } from '../server';
 import type { TaskRecord } from '../shared';
+import { waitTask as waitEnded } from './tasks';
 import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
 import { DIST, ensurePageBuilt } from '../scripts/page-build';
 import { registerSampleAgents } from '../scripts/register-agents';
@@ -51,13 +52,7 @@ async function nodesView(): Promise<NodeView[]> {
   return ((await (await fetch(`${url}/v1/nodes?all=1`)).json()) as { nodes: NodeView[] }).nodes;
 }
 
-async function waitTask(id: string): Promise<TaskRecord> {
-  for (let i = 0; i < 4; i++) {
-    const rec = (await (await fetch(`${url}/v1/tasks/${id}/wait?timeoutMs=30000`)).json()) as TaskRecord;
-    if (['succeeded', 'failed', 'dead', 'cancelled'].includes(rec.state)) return rec;
-  }
-  throw new Error(`Task ${id} did not end within 2 minutes.`);
-}
+const waitTask = (id: string): Promise<TaskRecord> => waitEnded(url, id);
 
 test('a node crashed while holding leases: its tasks run on the other node, none lost, none twice', async () => {
   const doomedId = doomed!.nodeIds[0]!;
