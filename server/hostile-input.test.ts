@@ -405,7 +405,7 @@ describe('hostile input over HTTP', () => {
       if (a.status >= 400) {
         const code = refusalCode(a);
         // A long name is not a task id, node id or hash: those routes say so; the others take it.
-        assert.ok(['INVALID_ID', 'TASK_NOT_FOUND', 'NODE_NOT_FOUND', 'NOT_FOUND', 'AGENT_NOT_FOUND', 'MODEL_NOT_FOUND', 'AGENT_VERSION_NOT_FOUND', 'SCHEMA_VIOLATION', 'BAD_JSON'].includes(code), `${r.method} ${r.path}: ${code}`);
+        assert.ok(['INVALID_ID', 'TASK_NOT_FOUND', 'NODE_NOT_FOUND', 'NOT_FOUND', 'AGENT_NOT_FOUND', 'MODEL_NOT_FOUND', 'AGENT_VERSION_NOT_FOUND', 'ADAPTER_NOT_FOUND', 'SCHEMA_VIOLATION', 'BAD_JSON'].includes(code), `${r.method} ${r.path}: ${code}`);
       }
     }
     // The loop published a version under the long name; it reads back.
