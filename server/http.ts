@@ -36,6 +36,9 @@ export function toAppError(err: unknown, req: FastifyRequest): AppError {
           limit: LIMITS.maxWasmBytes,
         });
       }
+      if (req.url.startsWith('/v1/datasets')) {
+        return new AppError('BODY_TOO_LARGE', `The dataset is larger than ${LIMITS.maxDatasetBytes} bytes; split it into smaller datasets.`, { limit: LIMITS.maxDatasetBytes });
+      }
       return new AppError('BODY_TOO_LARGE', `The body is larger than ${LIMITS.maxBodyBytes} bytes; send smaller batches.`, {
         limit: LIMITS.maxBodyBytes,
       });

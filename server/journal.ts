@@ -234,6 +234,19 @@ CREATE TABLE IF NOT EXISTS modules (
   bytes BLOB NOT NULL,
   created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS datasets (
+  sha256 TEXT PRIMARY KEY,
+  size INTEGER NOT NULL,
+  conversations INTEGER NOT NULL,
+  bytes BLOB NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dataset_owners (
+  sha256 TEXT NOT NULL REFERENCES datasets (sha256),
+  tenant TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (tenant, sha256)
+);
 CREATE TABLE IF NOT EXISTS agent_versions (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   name TEXT NOT NULL,
@@ -1043,6 +1056,57 @@ export class Journal {
       .all();
   }
 
+  // ---------------------------------------------------------------- datasets
+
+  /**
+   * Stores a dataset (content-addressed: the same bytes are kept once) and records `tenant` as one of
+   * its uploaders ('' stands for no tenant). `created`: new to the caller — for a tenant, its first upload
+   * of these bytes (another tenant's upload of the same bytes is not shown); without a tenant, new bytes.
+   */
+  putDataset(sha256: string, bytes: Uint8Array, conversations: number, tenant: string | null): { created: boolean; record: DatasetRow } {
+    const now = this.#clock.now();
+    const owner = tenant ?? '';
+    return this.db.transaction(() => {
+      const stored = this.db
+        .prepare('INSERT INTO datasets (sha256, size, conversations, bytes, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
+        .run(sha256, bytes.byteLength, conversations, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), now);
+      const owned = this.db.prepare('INSERT INTO dataset_owners (sha256, tenant, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING').run(sha256, owner, now);
+      const created = tenant === null ? stored.changes === 1 : owned.changes === 1;
+      return { created, record: this.dataset(sha256, tenant)! };
+    })();
+  }
+
+  /** A dataset's record as `tenant` sees it (null: any tenant's), or null when it has none. */
+  dataset(sha256: string, tenant: string | null): DatasetRow | null {
+    const row =
+      tenant === null
+        ? this.db.prepare<[string], DatasetRow>('SELECT sha256, size, conversations, created_at FROM datasets WHERE sha256 = ?').get(sha256)
+        : this.db
+            .prepare<[string, string], DatasetRow>(
+              `SELECT d.sha256, d.size, d.conversations, o.created_at FROM dataset_owners o JOIN datasets d ON d.sha256 = o.sha256
+               WHERE o.sha256 = ? AND o.tenant = ?`,
+            )
+            .get(sha256, tenant);
+    return row ?? null;
+  }
+
+  /** The datasets `tenant` uploaded (null: all), oldest first. */
+  datasets(tenant: string | null): DatasetRow[] {
+    if (tenant === null) return this.db.prepare<[], DatasetRow>('SELECT sha256, size, conversations, created_at FROM datasets ORDER BY created_at, sha256').all();
+    return this.db
+      .prepare<[string], DatasetRow>(
+        `SELECT d.sha256, d.size, d.conversations, o.created_at FROM dataset_owners o JOIN datasets d ON d.sha256 = o.sha256
+         WHERE o.tenant = ? ORDER BY o.created_at, o.sha256`,
+      )
+      .all(tenant);
+  }
+
+  /** A dataset's bytes, when `tenant` (null: any) may read them. */
+  datasetBytes(sha256: string, tenant: string | null): Buffer | null {
+    if (this.dataset(sha256, tenant) === null) return null;
+    return this.db.prepare<[string], { bytes: Buffer }>('SELECT bytes FROM datasets WHERE sha256 = ?').get(sha256)?.bytes ?? null;
+  }
+
   // ---------------------------------------------------------------- quotas and events
 
   putQuota(tenant: string, maxQueued: number | null, agentLimits: unknown): void {
@@ -1075,6 +1139,13 @@ export class Journal {
   close(): void {
     if (this.db.open) this.db.close();
   }
+}
+
+export interface DatasetRow {
+  sha256: string;
+  size: number;
+  conversations: number;
+  created_at: number;
 }
 
 interface EndedRow {

@@ -6,6 +6,8 @@ export const LIMITS = {
   maxBatch: 1000,
   /** Largest agent module accepted by the registry. */
   maxWasmBytes: 16 << 20,
+  /** Largest training dataset (`POST /v1/datasets`, JSON lines) the coordinator stores. */
+  maxDatasetBytes: 64 << 20,
   /** Largest agent input (stdin JSON plus files), in bytes. */
   maxAgentInputBytes: 256 << 10,
   /** Attempts a task gets unless it asks for fewer. */
