@@ -311,6 +311,14 @@ describe('adapter registry over real HTTP', () => {
       assert.equal(a.status, k.status ?? 422, `${k.what}: ${a.status} ${JSON.stringify(a.body)}`);
       assert.equal(a.body.error.code, k.code, `${k.what}: ${JSON.stringify(a.body)}`);
     }
+    // The JSON form is for small adapters: a base64 string past the JSON parser's 256 Ki characters, or a body past 1 MiB, is refused.
+    const long = await api(`/v1/adapters/${BASE}/bad`, { method: 'PUT', json: { config: v1().config, weights: 'A'.repeat(300_000) } });
+    assert.equal(long.status, 400);
+    assert.equal(long.body.error.code, 'JSON_STRING_TOO_LONG');
+    const big = await api(`/v1/adapters/${BASE}/bad`, { method: 'PUT', json: { config: v1().config, weights: 'A'.repeat(200_000), pad: Array.from({ length: 5 }, () => 'A'.repeat(200_000)) } });
+    assert.equal(big.status, 413);
+    assert.equal(big.body.error.code, 'BODY_TOO_LARGE');
+    assert.match(big.body.error.message, /application\/octet-stream/);
     const noConfig = await api(`/v1/adapters/${BASE}/bad`, { method: 'PUT', body: v1().weights as Uint8Array<ArrayBuffer>, headers: { 'content-type': 'application/octet-stream' } });
     assert.equal(noConfig.body.error.code, 'ADAPTER_INVALID');
     assert.equal(JSON.stringify((await api('/v1/adapters')).body), before, 'no refused upload is stored');

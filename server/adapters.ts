@@ -238,7 +238,8 @@ export class AdapterRegistry {
 
   /** Adapter names of `base`: the registry's and those in its folder's `adapters/`. */
   async namesFor(base: string): Promise<string[]> {
-    const names = new Set(await dirNames(join(this.root, base)));
+    const names = new Set<string>();
+    for (const n of await dirNames(join(this.root, base))) if ((await this.#versionsOf(join(this.root, base, n))).length) names.add(n);
     const folder = this.#store ? await this.#store.locate(base).catch(() => null) : null;
     if (folder) {
       for (const n of await dirNames(join(folder.dir, 'adapters'))) {

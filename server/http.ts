@@ -6,6 +6,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
+import { MAX_ADAPTER_BYTES } from './adapters';
 import { AppError, ERROR_CODES, ERRORS, LIMITS, isErrorCode, type ErrorCode } from '../shared';
 import type { Metrics } from './metrics';
 import { parseJsonBody } from './json';
@@ -38,6 +39,11 @@ export function toAppError(err: unknown, req: FastifyRequest): AppError {
       }
       if (req.url.startsWith('/v1/datasets')) {
         return new AppError('BODY_TOO_LARGE', `The dataset is larger than ${LIMITS.maxDatasetBytes} bytes; split it into smaller datasets.`, { limit: LIMITS.maxDatasetBytes });
+      }
+      if (req.url.startsWith('/v1/adapters/')) {
+        const raw = req.headers['content-type']?.startsWith('application/octet-stream') ?? false;
+        const limit = raw ? MAX_ADAPTER_BYTES : LIMITS.maxBodyBytes;
+        return new AppError('BODY_TOO_LARGE', `The adapter upload is larger than ${limit} bytes; ${raw ? 'the registry takes adapters up to that size' : 'send adapter_model.safetensors as application/octet-stream (config in x-adapter-config) instead of base64 JSON'}.`, { limit });
       }
       return new AppError('BODY_TOO_LARGE', `The body is larger than ${LIMITS.maxBodyBytes} bytes; send smaller batches.`, {
         limit: LIMITS.maxBodyBytes,

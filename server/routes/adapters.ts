@@ -7,11 +7,11 @@
 import { readFile } from 'node:fs/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import { AppError } from '../../shared';
+import { AppError, LIMITS } from '../../shared';
 import { checkCompiled } from '../validate';
 import { ADAPTER_FILES, MAX_ADAPTER_BYTES, parseAdapterRef, type AdapterFileName, type AdapterRecord, type AdapterRegistry, type AdapterVersion } from '../adapters';
 
-/** The JSON form of an upload (adapters under the 1 MiB body limit): adapter_config.json as an object or its text, the safetensors in base64. */
+/** The JSON form of an upload (small adapters: the JSON parser's string and body limits apply): adapter_config.json as an object or its text, the safetensors in base64. */
 const UploadSchema = Type.Object(
   {
     config: Type.Union([Type.String({ maxLength: 65_536 }), Type.Record(Type.String(), Type.Unknown())]),
@@ -37,6 +37,15 @@ export function adapterRoutes(app: FastifyInstance, registry: AdapterRegistry): 
   // Only this scope reads application/octet-stream (every other route refuses it with 415, server/http.ts).
   void app.register(async (scope) => {
     scope.addContentTypeParser('application/octet-stream', { parseAs: 'buffer', bodyLimit: MAX_ADAPTER_BYTES }, (_req, body, done) => done(null, body));
+    // The route's limit is the raw upload's; a JSON body keeps the 1 MiB limit every other route has.
+    scope.addHook('onRequest', async (req) => {
+      const length = Number(req.headers['content-length'] ?? 0);
+      if (length > LIMITS.maxBodyBytes && !(req.headers['content-type'] ?? '').startsWith('application/octet-stream')) {
+        throw new AppError('BODY_TOO_LARGE', `The adapter upload is larger than ${LIMITS.maxBodyBytes} bytes; send adapter_model.safetensors as application/octet-stream (config in x-adapter-config) instead of base64 JSON.`, {
+          limit: LIMITS.maxBodyBytes,
+        });
+      }
+    });
     scope.put('/v1/adapters/:base/:name', { bodyLimit: MAX_ADAPTER_BYTES }, upload);
   });
 
