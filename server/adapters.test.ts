@@ -405,6 +405,8 @@ describe('a node that already holds the base picks up a newly uploaded adapter (
       assert.ok(again.ok);
       assert.equal(ensured.length, 3, 'a held adapter needs no refresh');
       assert.deepEqual(again.result.tokens, tuned.result.tokens);
+      const advertised = (await svc.models()).find((m) => m.name === BASE);
+      assert.deepEqual(advertised?.adapters, ['late'], 'the node advertises the adapter it holds, for the router');
 
       // The float64 reference forward with the adapter merged, greedy.
       const lora = loadAdapter({ configJson: a.config, safetensors: a.weights }, cfg);

@@ -294,9 +294,11 @@ export class NodeSession {
   }
 
   /** 2: the model is loaded for inference on this node; 1: its weights are in the node's store; 0: neither. */
-  holds(model: string | null): number {
+  /** 3: the model is loaded with the adapter on its GPU; 2: loaded; 1: in the weight store; 0: neither. */
+  holds(model: string | null, adapter: string | null = null): number {
     if (model === null) return 0;
-    if (this.capabilities.inference?.models.some((m) => m.name === model && m.loaded)) return 2;
+    const loaded = this.capabilities.inference?.models.find((m) => m.name === model && m.loaded);
+    if (loaded) return adapter !== null && loaded.adapters?.includes(adapter) ? 3 : 2;
     return this.capabilities.models.includes(model) ? 1 : 0;
   }
 

@@ -194,7 +194,7 @@ export class Scheduler {
         avoid = placed.get(row.id) ?? new Set(row.avoid ? row.avoid.split(',') : []);
         placed.set(row.id, avoid);
       }
-      const node = pickNode(row.kind, row.model, free, avoid);
+      const node = pickNode(row.kind, row.model, adapterOf(row), free, avoid);
       if (!node) continue;
       if (avoid) avoid.add(node.id);
       const slots = free.get(node)!;
@@ -541,10 +541,10 @@ export class Scheduler {
 
 /**
  * The router: among nodes with room that can run the kind, prefer one that has
- * the model loaded, then merely stored (generate/train), then the most free workers (a task there
+ * the model loaded with the task's adapter, then the model loaded, then merely stored (generate/train), then the most free workers (a task there
  * starts at once), then the most free queue space, then the best reputation.
  */
-function pickNode(kind: TaskKind, model: string | null, free: Map<NodeSession, Slots>, avoid: ReadonlySet<string> | null = null): NodeSession | null {
+function pickNode(kind: TaskKind, model: string | null, adapter: string | null, free: Map<NodeSession, Slots>, avoid: ReadonlySet<string> | null = null): NodeSession | null {
   let best: NodeSession | null = null;
   let bestCached = -1;
   let bestIdle = -1;
@@ -554,7 +554,7 @@ function pickNode(kind: TaskKind, model: string | null, free: Map<NodeSession, S
     const room = roomFor(kind, s);
     if (room <= 0 || !node.fits(kind)) continue;
     if (avoid !== null && avoid.has(node.id)) continue;
-    const cached = node.holds(model);
+    const cached = node.holds(model, adapter);
     const idle = Math.min(s.idle, room);
     const rep = node.reputation.score;
     // The first criterion that differs decides (called once per task: no allocation here).
@@ -597,6 +597,17 @@ function completionOf(item: ResultMessage['results'][number]): Completion {
 function roomFor(kind: TaskKind, s: Slots): number {
   const room = kind === 'agent' ? s.total : kind === 'generate' ? s.generate : Math.min(s.total, s.heavy);
   return Math.min(room, s.cap);
+}
+
+/** The adapter a generate task names (the payload is parsed only when it mentions one). */
+function adapterOf(row: ReadyRow): string | null {
+  if (row.kind !== 'generate' || !row.payload.includes('"adapter"')) return null;
+  try {
+    const adapter = (JSON.parse(row.payload) as { adapter?: unknown }).adapter;
+    return typeof adapter === 'string' ? adapter : null;
+  } catch {
+    return null;
+  }
 }
 
 const TIMEOUT_KEY = '"timeoutMs":';

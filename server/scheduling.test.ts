@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createCoordinator, type Coordinator, type CoordinatorOptions } from './index';
-import { MAX_QUEUE_DEPTH } from '../shared';
+import { MAX_QUEUE_DEPTH, type ModelCapability } from '../shared';
 import { HELLO_WAT, ManualClock, TestNode, apiClient, capabilities, tempDir, until, wat } from './testing';
 
 const tmp = tempDir();
@@ -375,6 +375,21 @@ test('a node that advertises queueDepth holds at most maxConcurrent + queueDepth
   assert.equal(view.workers, 2);
   assert.equal(view.queueDepth, 3);
   assert.match((await api('/metrics')).body, new RegExp(`coordinator_node_queue_depth\\{node="${node.id}",name="test-node"\\} 3`));
+});
+
+test('routing: a generate task goes to the node that has its adapter loaded, then to one with the model loaded', async () => {
+  const { c, api, connect } = await start();
+  const loaded = (adapters?: string[]): ModelCapability[] => [{ name: 'm', backend: 'engine', device: 'webgpu', loaded: true, ...(adapters ? { adapters } : {}) }];
+  const plain = await connect({ name: 'plain', kinds: ['agent', 'generate'], models: ['m'], sequences: 4, inferenceModels: loaded() });
+  const styled = await connect({ name: 'styled', kinds: ['agent', 'generate'], models: ['m'], sequences: 4, inferenceModels: loaded(['style', 'terse']) });
+  const stored = await connect({ name: 'stored', kinds: ['agent', 'generate'], models: ['m'], sequences: 4 });
+  const post = async (payload: Record<string, unknown>) => assert.equal((await api('/v1/tasks', { method: 'POST', json: { kind: 'generate', payload: { model: 'm', prompt: 'hi', ...payload } } })).status, 202);
+  for (let i = 0; i < 3; i++) await post({ adapter: i === 1 ? 'terse' : 'style' });
+  assert.equal((await styled.assignments(3)).length, 3, 'every adapter task went to the node holding its adapter');
+  await post({ adapter: 'other' });
+  assert.equal((await plain.assignments(1)).length, 1, 'an adapter no node holds: a node with the model loaded');
+  await until(() => c.scheduler.nodes.get(plain.id)!.leases.size === 1, 2_000, 'leased');
+  assert.equal(c.scheduler.nodes.get(stored.id)!.leases.size, 0);
 });
 
 test('routing prefers free workers, then free queue space', async () => {

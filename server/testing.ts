@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import wabtInit from 'wabt';
 import { WebSocket } from 'ws';
-import type { Assignment, Capabilities, CoordinatorMessage, NodeId, NodeMetrics } from '../shared';
+import type { Assignment, Capabilities, CoordinatorMessage, ModelCapability, NodeId, NodeMetrics } from '../shared';
 
 export function tempDir(prefix = 'coord-'): { dir: string; cleanup(): void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -56,6 +56,8 @@ export interface NodeOptions {
   headers?: Record<string, string>;
   /** Advertised `inference.maxSequences` (generate tasks held at once); absent: no inference (no generate tasks). */
   sequences?: number;
+  /** Advertised `inference.models` (with `sequences`): what the node has loaded, with which adapters. */
+  inferenceModels?: ModelCapability[];
 }
 
 export const IDLE_METRICS: NodeMetrics = { running: 0, workers: 1, tasksDone: 0, tasksFailed: 0 };
@@ -186,7 +188,7 @@ export function capabilities(opts: NodeOptions = {}): Capabilities {
       : null,
     models: opts.models ?? [],
     adapters: [],
-    ...(opts.sequences !== undefined ? { inference: { maxSequences: opts.sequences, models: [] } } : {}),
+    ...(opts.sequences !== undefined ? { inference: { maxSequences: opts.sequences, models: opts.inferenceModels ?? [] } } : {}),
   };
 }
 

@@ -285,6 +285,9 @@ export const MAX_NODE_CONCURRENCY = 1024;
 /** Largest `queueDepth` a node may advertise (agent tasks held beyond those running). */
 export const MAX_QUEUE_DEPTH = 65_536;
 
+/** Most adapters a node advertises per model. */
+export const MAX_MODEL_ADAPTERS = 64;
+
 /** Largest `inference.maxSequences` a node may advertise. */
 export const MAX_NODE_SEQUENCES = 256;
 
@@ -296,6 +299,8 @@ export const ModelCapabilitySchema = Type.Object({
   loaded: Type.Boolean(),
   /** Measured decode speed of one sequence, when the node has measured it. */
   tokensPerSec: Type.Optional(Type.Number({ minimum: 0, maximum: 1e7 })),
+  /** LoRA adapters of this model loaded on the node's GPU now (the router sends their requests here first). */
+  adapters: Type.Optional(Type.Array(Type.String({ maxLength: 128 }), { maxItems: MAX_MODEL_ADAPTERS })),
 });
 export const InferenceCapabilitiesSchema = Type.Object({
   /** generate tasks the node runs at once (continuous batching across models). */

@@ -168,6 +168,8 @@ export class InferenceController implements ReactiveController {
       case 'unload':
         this.#loads.delete(e.model);
         break;
+      case 'adapter':
+        break; // the models panel shows it after the poll below
       default: {
         const never: never = e;
         void never;

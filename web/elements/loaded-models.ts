@@ -50,7 +50,7 @@ export class LoadedModels extends LitElement {
       ${loaded.length === 0
         ? html`<p class="muted" data-testid="loaded-none">None loaded; a model loads with its first generate task.</p>`
         : html`<table data-testid="loaded-models">
-            <tr><th>model</th><th>backend</th><th>device</th><th title="tokens per second of one sequence, measured when the node chose the backend">tok/s</th><th title="time to load">load</th></tr>
+            <tr><th>model</th><th>backend</th><th>device</th><th title="tokens per second of one sequence, measured when the node chose the backend">tok/s</th><th title="time to load">load</th><th title="LoRA adapters loaded on the GPU">adapters</th></tr>
             ${loaded.map((m) => {
               const load = this.loads.get(m.name);
               return html`<tr data-model=${m.name}>
@@ -59,6 +59,7 @@ export class LoadedModels extends LitElement {
                 <td data-testid="device">${m.device}</td>
                 <td>${m.tokensPerSec !== undefined ? rate(m.tokensPerSec) : '—'}</td>
                 <td>${load ? duration(load.ms) : '—'}</td>
+                <td data-testid="adapters">${m.adapters?.length ? m.adapters.join(', ') : '—'}</td>
               </tr>`;
             })}
           </table>`}

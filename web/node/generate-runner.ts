@@ -39,7 +39,7 @@ export class GenerateRunner implements TaskRunner {
     this.#host = host;
     this.#off = runtime.on((e) => {
       if (e.type === 'download') this.#download(e.model, e.loadedBytes, e.totalBytes);
-      if (e.type === 'load' || e.type === 'unload' || (e.type === 'download' && e.loadedBytes === e.totalBytes)) void this.refresh();
+      if (e.type === 'load' || e.type === 'unload' || e.type === 'adapter' || (e.type === 'download' && e.loadedBytes === e.totalBytes)) void this.refresh();
     });
   }
 

@@ -61,6 +61,7 @@ function withAdapters(d: EngineDecoder, ctx: GpuContext, config: LlamaConfig, fi
   const held = new Map<string, GpuLoraAdapter>();
   const adapters: AdapterHost = {
     has: (name) => held.has(name),
+    names: () => [...held.keys()],
     async load(name, files) {
       if (held.has(name)) return;
       const a = loadAdapter(files, config, fingerprint);

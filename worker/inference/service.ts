@@ -5,6 +5,7 @@
  * least-recently-used unloading. The page runs it inside a Web Worker (./worker-api.ts).
  */
 import {
+  MAX_MODEL_ADAPTERS,
   AppError,
   serializeError,
   type ErrorCode,
@@ -154,6 +155,8 @@ export class InferenceService implements InferenceRuntime {
       const first = this.#opts.backends[0]!;
       const cap: ModelCapability = { name, backend: known?.backend ?? first.backend, device: known?.device ?? first.device, loaded: l !== undefined };
       if (known?.tokensPerSec !== undefined && Number.isFinite(known.tokensPerSec)) cap.tokensPerSec = Math.min(1e7, Math.max(0, known.tokensPerSec));
+      const adapters = [name, `${name}@adapters`].flatMap((k) => this.#loaded.get(k)?.decoder.adapters?.names() ?? []);
+      if (adapters.length > 0) cap.adapters = [...new Set(adapters)].sort().slice(0, MAX_MODEL_ADAPTERS);
       out.push(cap);
     }
     return out;
@@ -344,6 +347,7 @@ export class InferenceService implements InferenceRuntime {
     }
     const [configBytes, safetensors] = await Promise.all([model.files.readFile(`${dir}/adapter_config.json`), model.files.readFile(`${dir}/adapter_model.safetensors`)]);
     await host.load(adapter, { configJson: new TextDecoder().decode(configBytes), safetensors });
+    this.#emit({ type: 'adapter', model: model.name, adapter });
   }
 
   async #load(key: string, name: string, signal: AbortSignal | undefined, backends: readonly InferenceBackend[]): Promise<Loaded> {

@@ -57,6 +57,8 @@ export interface BatchDecoder {
 /** Adapters a decoder holds, by name; rows of one step may each name a different one. */
 export interface AdapterHost {
   has(name: string): boolean;
+  /** The adapters loaded now (what the node advertises, so the router sends their requests here). */
+  names(): string[];
   /** Loads a PEFT adapter (adapter_config.json + adapter_model.safetensors) for this decoder's base (ADAPTER_MISMATCH otherwise). */
   load(name: string, files: { configJson: string; safetensors: Uint8Array }): Promise<void>;
   remove(name: string): void;
@@ -134,6 +136,8 @@ export type InferenceEvent =
   /** `ms`: the whole load; `filesMs`: of it, making the files available (download and verify, or the store's check). */
   | { type: 'load'; model: string; backend: InferenceBackendKind; device: InferenceDevice; ms: number; filesMs: number }
   | { type: 'unload'; model: string; reason: string }
+  /** An adapter of `model` was loaded onto its decoder. */
+  | { type: 'adapter'; model: string; adapter: string }
   | { type: 'tokens'; model: string; tokens: number; at: number };
 
 /** A model in the node's weight store, as the page lists it. */
