@@ -2,11 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_AGENT_LIMITS, HOST_MEMORY_MODULE, HOST_MEMORY_NAME, type AgentLimits } from '../../shared';
+import { HOST_MEMORY_MODULE, HOST_MEMORY_NAME, type AgentLimits } from '../../shared';
 import { HostMemories } from './memories';
 import { prepareAgentModule } from './module-cache';
 import { AgentPool } from './pool';
 import { runAgentInThread } from './run';
+import { runRequest } from './testing/request';
 import { buildWatAgents } from './testing/wat-agents';
 import { createAgentWorkerApi } from './worker-api';
 import { expose } from 'comlink';
@@ -46,16 +47,7 @@ const hog = wat(`(module
     (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 1))
     (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`);
 
-const request = (name: string, limits: Partial<AgentLimits> = {}, taskId = 't'): AgentRunRequest => ({
-  taskId,
-  agentName: name,
-  moduleHash: 'x',
-  stdin: new Uint8Array(),
-  args: [],
-  env: {},
-  files: {},
-  limits: { ...DEFAULT_AGENT_LIMITS, ...limits },
-});
+const request = (name: string, limits: Partial<AgentLimits> = {}, taskId = 't'): AgentRunRequest => runRequest(name, { taskId }, limits);
 const codeOf = (o: AgentRunOutcome): unknown => (o.ok ? o.result.output : o.error.code);
 
 test('the memory becomes an import with the capped limits; the module still exports it', async () => {

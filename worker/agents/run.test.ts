@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { DEFAULT_AGENT_LIMITS, type AgentLimits } from '../../shared';
 import { prepareAgentModule, type PreparedModule } from './module-cache';
 import { runAgentInThread } from './run';
+import { runRequest } from './testing/request';
 import { buildWatAgents, type WatAgentName } from './testing/wat-agents';
 import type { AgentRunOutcome, AgentRunRequest } from './types';
 
@@ -17,17 +18,7 @@ async function run(name: WatAgentName, over: Partial<AgentRunRequest> = {}, limi
     prepared = await prepareAgentModule(bytes[name], lim.memoryMB);
     compiled.set(key, prepared);
   }
-  const req: AgentRunRequest = {
-    taskId: 'task-1',
-    agentName: name,
-    moduleHash: 'x',
-    stdin: new Uint8Array(),
-    args: [],
-    env: {},
-    files: {},
-    ...over,
-    limits: lim,
-  };
+  const req = runRequest(name, over, lim);
   return runAgentInThread(prepared.module, req, { capPages: prepared.capPages, memory: prepared.memory });
 }
 

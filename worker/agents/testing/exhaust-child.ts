@@ -4,22 +4,13 @@
  * as JSON. A refusal by the host is NODE_RESOURCE_EXHAUSTED; an agent past its own cap stays
  * AGENT_MEMORY_LIMIT.
  */
-import { DEFAULT_AGENT_LIMITS } from '../../../shared';
 import { prepareAgentModule } from '../module-cache';
 import { runAgentInThread } from '../run';
+import { runRequest } from './request';
 import { buildWatAgents } from './wat-agents';
 
 const bytes = await buildWatAgents();
-const req = (name: string, memoryMB: number) => ({
-  taskId: 't',
-  agentName: name,
-  moduleHash: 'x',
-  stdin: new Uint8Array(),
-  args: [],
-  env: {},
-  files: {},
-  limits: { ...DEFAULT_AGENT_LIMITS, memoryMB },
-});
+const req = (name: string, memoryMB: number) => runRequest(name, { taskId: 't' }, { memoryMB });
 const codeOf = (o: ReturnType<typeof runAgentInThread>): string => (o.ok ? 'ok' : o.error.code);
 const echo = await prepareAgentModule(bytes.echo, 16);
 const bomb = await prepareAgentModule(bytes.bomb, 64);
