@@ -6,11 +6,15 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
-import { MAX_ADAPTER_BYTES } from './adapters';
 import { AppError, ERROR_CODES, ERRORS, LIMITS, isErrorCode, type ErrorCode } from '../shared';
 import type { Metrics } from './metrics';
 import { parseJsonBody } from './json';
 import { setSecurityHeaders } from './headers';
+
+/** Route config the error mapping reads: a route that takes bodies above the app's limit says what is too large there. */
+export interface RouteConfig {
+  tooLarge?: (req: FastifyRequest) => AppError;
+}
 
 export interface ErrorBody {
   error: { code: ErrorCode; message: string; details?: Record<string, unknown> };
@@ -31,23 +35,14 @@ export function toAppError(err: unknown, req: FastifyRequest): AppError {
       return new AppError('BAD_JSON', 'The request body is not valid JSON; send one JSON value with content-type application/json.');
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return new AppError('BAD_JSON', 'The request body is empty; send a JSON value or drop the content-type header.');
-    case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      if (req.url.startsWith('/v1/agents/')) {
-        return new AppError('WASM_TOO_LARGE', `The module is larger than ${LIMITS.maxWasmBytes} bytes; strip debug sections (wasm-opt --strip-debug) or split the agent.`, {
-          limit: LIMITS.maxWasmBytes,
-        });
-      }
-      if (req.url.startsWith('/v1/datasets')) {
-        return new AppError('BODY_TOO_LARGE', `The dataset is larger than ${LIMITS.maxDatasetBytes} bytes; split it into smaller datasets.`, { limit: LIMITS.maxDatasetBytes });
-      }
-      if (req.url.startsWith('/v1/adapters/')) {
-        const raw = req.headers['content-type']?.startsWith('application/octet-stream') ?? false;
-        const limit = raw ? MAX_ADAPTER_BYTES : LIMITS.maxBodyBytes;
-        return new AppError('BODY_TOO_LARGE', `The adapter upload is larger than ${limit} bytes; ${raw ? 'the registry takes adapters up to that size' : 'send adapter_model.safetensors as application/octet-stream (config in x-adapter-config) instead of base64 JSON'}.`, { limit });
-      }
+    case 'FST_ERR_CTP_BODY_TOO_LARGE': {
+      // A route with a larger limit of its own says what is too large there (its config's tooLarge).
+      const own = (req.routeOptions?.config as RouteConfig | undefined)?.tooLarge;
+      if (own) return own(req);
       return new AppError('BODY_TOO_LARGE', `The body is larger than ${LIMITS.maxBodyBytes} bytes; send smaller batches.`, {
         limit: LIMITS.maxBodyBytes,
       });
+    }
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return new AppError('UNSUPPORTED_MEDIA_TYPE', `Content type ${JSON.stringify(req.headers['content-type'] ?? '')} is not accepted here; send application/json (or application/wasm for modules).`);
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':

@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { AppError, LIMITS } from '../../shared';
+import type { RouteConfig } from '../http';
 import { checkCompiled } from '../validate';
 import { ADAPTER_FILES, MAX_ADAPTER_BYTES, parseAdapterRef, type AdapterFileName, type AdapterRecord, type AdapterRegistry, type AdapterVersion } from '../adapters';
 
@@ -33,6 +34,15 @@ function recordView(r: AdapterRecord) {
   return { id: `${r.base}:${r.name}`, base: r.base, name: r.name, latest: r.latest, versions: r.versions.map(versionView) };
 }
 
+const isRaw = (req: FastifyRequest): boolean => (req.headers['content-type'] ?? '').startsWith('application/octet-stream');
+
+/** An upload over its limit: the raw form's 64 MiB, or the 1 MiB a JSON body keeps. */
+function tooLarge(req: FastifyRequest): AppError {
+  const raw = isRaw(req);
+  const limit = raw ? MAX_ADAPTER_BYTES : LIMITS.maxBodyBytes;
+  return new AppError('BODY_TOO_LARGE', `The adapter upload is larger than ${limit} bytes; ${raw ? 'the registry takes adapters up to that size' : 'send adapter_model.safetensors as application/octet-stream (config in x-adapter-config) instead of base64 JSON'}.`, { limit });
+}
+
 export function adapterRoutes(app: FastifyInstance, registry: AdapterRegistry): void {
   // Only this scope reads application/octet-stream (every other route refuses it with 415, server/http.ts).
   void app.register(async (scope) => {
@@ -40,13 +50,9 @@ export function adapterRoutes(app: FastifyInstance, registry: AdapterRegistry): 
     // The route's limit is the raw upload's; a JSON body keeps the 1 MiB limit every other route has.
     scope.addHook('onRequest', async (req) => {
       const length = Number(req.headers['content-length'] ?? 0);
-      if (length > LIMITS.maxBodyBytes && !(req.headers['content-type'] ?? '').startsWith('application/octet-stream')) {
-        throw new AppError('BODY_TOO_LARGE', `The adapter upload is larger than ${LIMITS.maxBodyBytes} bytes; send adapter_model.safetensors as application/octet-stream (config in x-adapter-config) instead of base64 JSON.`, {
-          limit: LIMITS.maxBodyBytes,
-        });
-      }
+      if (length > LIMITS.maxBodyBytes && !isRaw(req)) throw tooLarge(req);
     });
-    scope.put('/v1/adapters/:base/:name', { bodyLimit: MAX_ADAPTER_BYTES }, upload);
+    scope.put('/v1/adapters/:base/:name', { bodyLimit: MAX_ADAPTER_BYTES, config: { tooLarge } satisfies RouteConfig }, upload);
   });
 
   async function upload(req: FastifyRequest, reply: FastifyReply) {

@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, LIMITS, parseModuleHash, parseName } from '../../shared';
 import { tenantOf } from '../access';
 import type { Context } from '../context';
+import type { RouteConfig } from '../http';
 import type { AgentVersion } from '../registry';
 import { AgentConfigSchema, QuotaSchema, checkCompiled, type AgentConfig } from '../validate';
 
@@ -42,7 +43,13 @@ export function agentRoutes(app: FastifyInstance, ctx: Context): void {
       { parseAs: 'buffer', bodyLimit: LIMITS.maxWasmBytes },
       (_req, body, done) => done(null, body),
     );
-    scope.put('/v1/agents/:name/versions/:version', { bodyLimit: LIMITS.maxWasmBytes }, publish);
+    const config: RouteConfig = {
+      tooLarge: () =>
+        new AppError('WASM_TOO_LARGE', `The module is larger than ${LIMITS.maxWasmBytes} bytes; strip debug sections (wasm-opt --strip-debug) or split the agent.`, {
+          limit: LIMITS.maxWasmBytes,
+        }),
+    };
+    scope.put('/v1/agents/:name/versions/:version', { bodyLimit: LIMITS.maxWasmBytes, config }, publish);
   });
 
   async function publish(req: FastifyRequest, reply: FastifyReply) {

@@ -10,7 +10,7 @@ import { AppError, LIMITS, type TaskSpec } from '../../shared';
 import { parseConversations } from '../../worker/training/dataset';
 import { tenantOf } from '../access';
 import type { Context } from '../context';
-import { mediaType } from '../http';
+import { mediaType, type RouteConfig } from '../http';
 import type { DatasetRow } from '../journal';
 
 /** The media types a dataset upload takes (JSON lines). */
@@ -66,7 +66,10 @@ export function datasetRoutes(app: FastifyInstance, ctx: Context): void {
   void app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser([...DATASET_TYPES], { parseAs: 'buffer', bodyLimit: LIMITS.maxDatasetBytes }, (_req, body, done) => done(null, body));
-    scope.post('/v1/datasets', { bodyLimit: LIMITS.maxDatasetBytes }, upload);
+    const config: RouteConfig = {
+      tooLarge: () => new AppError('BODY_TOO_LARGE', `The dataset is larger than ${LIMITS.maxDatasetBytes} bytes; split it into smaller datasets.`, { limit: LIMITS.maxDatasetBytes }),
+    };
+    scope.post('/v1/datasets', { bodyLimit: LIMITS.maxDatasetBytes, config }, upload);
   });
 
   async function upload(req: FastifyRequest, reply: FastifyReply) {
