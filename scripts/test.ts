@@ -9,7 +9,7 @@ import { join, relative } from 'node:path';
 import { gpuEnv } from './env';
 
 const ROOT = join(import.meta.dirname, '..');
-const FOLDERS = ['shared', 'server', 'worker', 'web', 'tools', 'agents', 'e2e'];
+const FOLDERS = ['shared', 'server', 'worker', 'web', 'tools', 'agents', 'deploy', 'e2e'];
 
 function collect(path: string, out: string[]): void {
   const st = statSync(path);
