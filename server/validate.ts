@@ -35,6 +35,37 @@ export const QuotaSchema = Type.Object(
   { maxQueued: Type.Optional(Type.Integer({ minimum: 0 })), agentLimits: Type.Optional(AgentLimitsSchema) },
   { additionalProperties: false },
 );
+/** Body of `POST /v1/tasks/:id/cancel` and `POST /v1/nodes/:id/drain` (optional). */
+export const ReasonSchema = Type.Object({ reason: Type.Optional(Type.String({ description: 'Why (kept up to 1,000 characters for a cancel, 500 for a drain).' })) });
+/** Body of `PUT /v1/nodes/:id/caps`. */
+export const CapsSchema = Type.Object(
+  {
+    maxLeases: Type.Union([Type.Integer({ minimum: 0, maximum: 1_000_000 }), Type.Null()], {
+      description: 'integer 0 to 1000000, or null for no cap beyond the coordinator\'s',
+    }),
+  },
+  { additionalProperties: false },
+);
+/** Query of `GET /v1/tasks` (query values are text). */
+export const TaskListQuerySchema = Type.Object({
+  state: Type.Optional(
+    Type.Union(['queued', 'leased', 'succeeded', 'failed', 'dead', 'cancelled'].map((s) => Type.Literal(s)), {
+      description: 'one of queued, leased, succeeded, failed, dead, cancelled',
+    }),
+  ),
+  limit: Type.Optional(Type.String({ pattern: '^(1000|[1-9][0-9]{0,2})$', description: 'an integer from 1 to 1000 (default 100)' })),
+  tenant: Type.Optional(Type.String({ description: 'only this tenant\'s tasks' })),
+  cursor: Type.Optional(Type.String({ maxLength: 200, description: 'the nextCursor of the previous page' })),
+});
+/** Query of `GET /v1/tasks/:id/wait`. */
+export const WaitQuerySchema = Type.Object({
+  timeoutMs: Type.Optional(Type.String({ pattern: '^[0-9]{1,6}(\\.[0-9]+)?$', description: 'milliseconds to wait, 0 to 120000 (default 30000)' })),
+});
+/** Query of `GET /v1/nodes`. */
+export const NodeListQuerySchema = Type.Object({
+  all: Type.Optional(Type.String({ description: '1: every known node, not only the connected ones' })),
+});
+
 /** Config of an agent version: default limits and a description. */
 export const AgentConfigSchema = Type.Object(
   {
@@ -69,6 +100,22 @@ function run<S extends TSchema>(check: TypeCheck<S>, value: unknown, code: Error
   const errors = [...check.Errors(value)].slice(0, 5).map((e) => ({ path: prefix + (e.path || '') || '/', message: e.message }));
   const first = errors[0];
   throw new AppError(code, first ? `${first.path}: ${first.message}` : 'The value does not match the schema.', { errors });
+}
+
+/**
+ * Checks a query or body with a compiled schema whose properties carry a `description`: the message
+ * names the field and says what it takes (`/limit: an integer from 1 to 1000`), as a hand-written check would.
+ */
+export function checkDescribed<S extends TSchema>(schema: S, value: unknown): Static<S> {
+  try {
+    return checkCompiled(schema, value);
+  } catch (err) {
+    if (!(err instanceof AppError)) throw err;
+    const first = (err.details?.errors as { path: string }[] | undefined)?.[0];
+    const prop = first ? (schema as unknown as { properties?: Record<string, TSchema> }).properties?.[first.path.split('/')[1] ?? ''] : undefined;
+    if (!first || typeof prop?.description !== 'string') throw err;
+    throw new AppError('SCHEMA_VIOLATION', `${first.path}: must be ${prop.description}.`, err.details);
+  }
 }
 
 /** Checks one task spec, choosing the schema by `kind` so the error path points inside the right payload. */

@@ -4,6 +4,7 @@
 import type { FastifyInstance } from 'fastify';
 import { AppError, parseNodeId } from '../../shared';
 import type { Context } from '../context';
+import { CapsSchema, NodeListQuerySchema, ReasonSchema, checkCompiled, checkDescribed } from '../validate';
 
 export function opsRoutes(app: FastifyInstance, ctx: Context): void {
   // The join token is checked by the hub (in hello, or this request's authorization header): browsers cannot set headers on a WebSocket.
@@ -12,7 +13,7 @@ export function opsRoutes(app: FastifyInstance, ctx: Context): void {
   });
 
   app.get('/v1/nodes', async (req) => {
-    const all = (req.query as { all?: string }).all === '1';
+    const all = checkCompiled(NodeListQuerySchema, req.query).all === '1';
     const now = ctx.clock.now();
     const nodes = [...ctx.scheduler.nodes.values()].filter((n) => all || n.connected);
     return { nodes: nodes.map((n) => n.view(now, ctx.heartbeatIntervalMs, ctx.scheduler.options.prefetch)) };
@@ -22,8 +23,8 @@ export function opsRoutes(app: FastifyInstance, ctx: Context): void {
     const id = parseNodeId((req.params as { id: string }).id);
     const node = ctx.scheduler.nodes.get(id);
     if (!node || !node.connected) throw new AppError('NODE_NOT_FOUND', `No connected node has id ${id}; GET /v1/nodes lists them.`, { id });
-    const body = req.body as { reason?: unknown } | undefined;
-    ctx.scheduler.drain(node, typeof body?.reason === 'string' ? body.reason.slice(0, 500) : 'Drain requested by an operator.');
+    const body = checkCompiled(ReasonSchema, req.body ?? {});
+    ctx.scheduler.drain(node, body.reason?.slice(0, 500) ?? 'Drain requested by an operator.');
     return node.view(ctx.clock.now(), ctx.heartbeatIntervalMs, ctx.scheduler.options.prefetch);
   });
 
@@ -32,13 +33,8 @@ export function opsRoutes(app: FastifyInstance, ctx: Context): void {
     const id = parseNodeId((req.params as { id: string }).id);
     const node = ctx.scheduler.nodes.get(id);
     if (!node) throw new AppError('NODE_NOT_FOUND', `No node has id ${id}; GET /v1/nodes?all=1 lists them.`, { id });
-    const body = req.body as { maxLeases?: unknown } | undefined;
-    const keys = body !== null && typeof body === 'object' && !Array.isArray(body) ? Object.keys(body) : null;
-    const max = body?.maxLeases;
-    if (!keys || keys.some((k) => k !== 'maxLeases') || !(max === null || (Number.isSafeInteger(max) && (max as number) >= 0 && (max as number) <= 1_000_000))) {
-      throw new AppError('SCHEMA_VIOLATION', 'The body must be { "maxLeases": integer 0 to 1000000, or null for no cap }.', { errors: [{ path: '/maxLeases', message: 'integer 0–1000000 or null' }] });
-    }
-    ctx.scheduler.setCaps(node, { maxLeases: max as number | null });
+    const { maxLeases } = checkDescribed(CapsSchema, req.body ?? {});
+    ctx.scheduler.setCaps(node, { maxLeases });
     return node.view(ctx.clock.now(), ctx.heartbeatIntervalMs, ctx.scheduler.options.prefetch);
   });
 

@@ -23,10 +23,10 @@ import type { InsertOutcome, NewTask, StoredTask } from '../journal';
 import { SPOT_CHECK, replicationOf } from '../quorum';
 import { effectiveLimits } from '../registry';
 import type { TaskEvent } from '../watch';
-import { VerdictSchema, checkCompiled, parseSubmission } from '../validate';
+import { ReasonSchema, TaskListQuerySchema, VerdictSchema, WaitQuerySchema, checkCompiled, checkDescribed, parseSubmission } from '../validate';
+import { untracedTraceparent } from '../tracing';
 import { checkTrainDatasets } from './datasets';
 
-const STATES: readonly TaskState[] = ['queued', 'leased', 'succeeded', 'failed', 'dead', 'cancelled'];
 const MAX_WAIT_MS = 120_000;
 const SSE_KEEPALIVE_MS = 15_000;
 
@@ -38,20 +38,14 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
     for (const [i, spec] of specs.entries()) if (spec.webhook !== undefined) ctx.webhooks.check(spec.webhook, batch ? `/tasks/${i}/webhook` : '/webhook');
     await checkGenerate(specs, batch, models);
     checkTrainDatasets(specs, batch, ctx, tenantOf(req));
-    const outcomes = submitSpecs(ctx, specs, batch);
+    const outcomes = submitSpecs(ctx, specs, batch, req.headers.traceparent);
     void reply.code(outcomes.some((o) => o.created) ? 202 : 200);
     return batch ? { ids: outcomes.map((o) => o.id) } : { id: outcomes[0]!.id };
   });
 
   app.get('/v1/tasks', async (req) => {
-    const q = req.query as { state?: string; limit?: string; tenant?: string; cursor?: unknown };
-    if (q.state !== undefined && !STATES.includes(q.state as TaskState)) {
-      throw new AppError('SCHEMA_VIOLATION', `state must be one of ${STATES.join(', ')}.`, { errors: [{ path: '/state', message: 'Unknown state' }] });
-    }
+    const q = checkDescribed(TaskListQuerySchema, req.query);
     const limit = q.limit === undefined ? 100 : Number(q.limit);
-    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
-      throw new AppError('SCHEMA_VIOLATION', 'limit must be an integer from 1 to 1000.', { errors: [{ path: '/limit', message: 'Out of range' }] });
-    }
     const opts: { state?: TaskState; tenant?: string; limit: number; before?: number } = { limit };
     if (q.state) opts.state = q.state as TaskState;
     const own = tenantOf(req);
@@ -70,7 +64,7 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
   app.get('/v1/tasks/:id/wait', async (req) => {
     const task = getTask(ctx, req);
     if (isTerminal(task.state)) return task;
-    const raw = (req.query as { timeoutMs?: string }).timeoutMs;
+    const raw = checkDescribed(WaitQuerySchema, req.query).timeoutMs;
     const timeoutMs = raw === undefined ? 30_000 : Number(raw);
     if (!Number.isFinite(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_WAIT_MS) {
       throw new AppError('SCHEMA_VIOLATION', `timeoutMs must be a number from 0 to ${MAX_WAIT_MS}.`, { errors: [{ path: '/timeoutMs', message: 'Out of range' }] });
@@ -102,8 +96,8 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
 
   app.post('/v1/tasks/:id/cancel', async (req) => {
     const task = getTask(ctx, req);
-    const body = req.body as { reason?: unknown } | undefined;
-    const reason = typeof body?.reason === 'string' ? body.reason.slice(0, 1000) : 'Cancelled by the caller.';
+    const body = checkCompiled(ReasonSchema, req.body ?? {});
+    const reason = body.reason?.slice(0, 1000) ?? 'Cancelled by the caller.';
     ctx.scheduler.cancel(task.id, reason);
     return ctx.journal.getTask(task.id);
   });
@@ -165,10 +159,31 @@ async function checkGenerate(specs: readonly TaskSpec[], batch: boolean, models:
  * one transaction) and wakes the scheduler. `batch` only shapes error paths.
  * Used by POST /v1/tasks and the OpenAI-compatible routes.
  */
-export function submitSpecs(ctx: Context, specs: readonly TaskSpec[], batch: boolean): InsertOutcome[] {
-  checkTenantQuotas(ctx, specs);
-  const tasks = specs.map((spec, i) => toNewTask(ctx, spec, batch ? `/tasks/${i}` : ''));
-  const outcomes = ctx.journal.insertTasks(tasks);
+export function submitSpecs(ctx: Context, specs: readonly TaskSpec[], batch: boolean, traceHeader?: unknown): InsertOutcome[] {
+  // The tasks' trace context: a child of the caller's `traceparent` when it is valid, else a new trace (server/tracing.ts).
+  const traced = ctx.tracing ? ctx.tracing.submit(traceHeader, specs.length) : null;
+  const traceparent = traced ? traced.traceparent : untracedTraceparent(traceHeader);
+  let tasks: NewTask[];
+  try {
+    checkTenantQuotas(ctx, specs);
+    tasks = specs.map((spec, i) => toNewTask(ctx, spec, batch ? `/tasks/${i}` : '', traceparent));
+  } catch (err) {
+    if (traced) ctx.tracing!.refused(traced, err);
+    throw err;
+  }
+  let outcomes: InsertOutcome[];
+  if (traced) {
+    const t0 = Date.now();
+    try {
+      outcomes = ctx.journal.insertTasks(tasks);
+    } catch (err) {
+      ctx.tracing!.journaled(traced, t0, Date.now(), 0, err);
+      throw err;
+    }
+    ctx.tracing!.journaled(traced, t0, Date.now(), outcomes.reduce((n, o) => n + (o.created ? 1 : 0), 0));
+  } else {
+    outcomes = ctx.journal.insertTasks(tasks);
+  }
   let created = 0;
   for (let i = 0; i < outcomes.length; i++) {
     if (outcomes[i]!.created) {
@@ -260,7 +275,7 @@ function checkTenantQuotas(ctx: Context, specs: readonly TaskSpec[]): void {
   }
 }
 
-function toNewTask(ctx: Context, spec: TaskSpec, path: string): NewTask {
+function toNewTask(ctx: Context, spec: TaskSpec, path: string, traceparent: string): NewTask {
   const quota = ctx.registry.quota(spec.tenant);
   let replication = replicationOf(spec, path);
   let payload: TaskSpec['payload'] = spec.payload;
@@ -305,6 +320,7 @@ function toNewTask(ctx: Context, spec: TaskSpec, path: string): NewTask {
     payload,
     labels: spec.labels ?? null,
     replication,
+    traceparent,
   };
 }
 
