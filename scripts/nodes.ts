@@ -4,6 +4,10 @@
  * display can run tasks too.
  *
  *   tsx scripts/nodes.ts --url http://127.0.0.1:8080 --count 2 [--workers 4] [--token JOIN_TOKEN]
+ *
+ * `--url` may come from COORDINATOR_URL and the token from NODE_TOKEN (a container's environment, e.g.
+ * deploy/k8s/nodes.yaml). A coordinator reached over plain http by a name that is not loopback (a Kubernetes
+ * Service, `http://coordinator:8080`) is treated as a secure origin for the pages (see `secureOriginArgs`).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -62,6 +66,19 @@ export interface LaunchedNodes {
 
 const DEFAULT_CHROMIUM = '/usr/bin/chromium';
 
+/**
+ * Chromium flags that make the coordinator's origin a secure context when it is plain http on a host that is
+ * not loopback: without them the page has no WebGPU, no crypto.subtle and no cross-origin isolation (measured:
+ * `isSecureContext` false, `navigator.gpu` undefined on `http://coordinator:8080`). Loopback and https need none.
+ */
+export function secureOriginArgs(url: string): string[] {
+  const u = new URL(url);
+  if (u.protocol !== 'http:') return [];
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  const loopback = host === 'localhost' || host.endsWith('.localhost') || /^127\./.test(host) || host === '::1';
+  return loopback ? [] : [`--unsafely-treat-insecure-origin-as-secure=${u.origin}`];
+}
+
 /** The Chromium to drive: CHROMIUM_PATH, else /usr/bin/chromium (installed with apt-get when root). */
 export function chromiumPath(log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): string {
   const fromEnv = process.env.CHROMIUM_PATH;
@@ -99,7 +116,7 @@ export async function launchNodes(opts: LaunchNodesOptions): Promise<LaunchedNod
     context = await chromium.launchPersistentContext(userDataDir, {
       executablePath,
       headless: true,
-      args: [...CHROMIUM_ARGS, ...(opts.args ?? [])],
+      args: [...CHROMIUM_ARGS, ...secureOriginArgs(opts.url), ...(opts.args ?? [])],
       // The callers own the signals and close the nodes in order (Playwright would kill the browser first).
       handleSIGINT: false,
       handleSIGTERM: false,
@@ -156,17 +173,18 @@ async function main(): Promise<void> {
       token: { type: 'string' },
     },
   });
-  if (!values.url) throw new Error('Usage: tsx scripts/nodes.ts --url http://127.0.0.1:8080 [--count N] [--workers W] [--token JOIN_TOKEN]');
+  const url = values.url ?? process.env.COORDINATOR_URL;
+  if (!url) throw new Error('Usage: tsx scripts/nodes.ts --url http://127.0.0.1:8080 [--count N] [--workers W] [--token JOIN_TOKEN] (or COORDINATOR_URL and NODE_TOKEN in the environment)');
   const count = Number(values.count);
   if (!Number.isInteger(count) || count < 1 || count > 64) throw new Error('--count must be an integer from 1 to 64.');
   const nodes = await launchNodes({
-    url: values.url,
+    url,
     count,
     workers: values.workers ? Number(values.workers) : undefined,
     userDataRoot: values['user-data-root'],
     token: values.token ?? process.env.NODE_TOKEN,
   });
-  for (const [i, id] of nodes.nodeIds.entries()) console.log(`node ${i + 1}: ${id} connected to ${values.url}`);
+  for (const [i, id] of nodes.nodeIds.entries()) console.log(`node ${i + 1}: ${id} connected to ${url}`);
   console.log('Press Ctrl-C to stop.');
   await new Promise<void>((done) => {
     process.once('SIGINT', done);

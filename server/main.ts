@@ -7,14 +7,18 @@
  * `--allow-origin ORIGIN` (repeatable): a page served from ORIGIN (`scheme://host[:port]`) may join as a node and send
  * state-changing requests; the coordinator's own origin always may.
  * `--spot-check FRACTION` (0–1, default 0): that share of deterministic agent tasks runs on a second node too (docs/api.md "Replicas").
+ * `--otlp-endpoint URL`: export spans with OpenTelemetry over OTLP/HTTP to this collector (`/v1/traces` is added to a
+ * URL without a path); off by default (docs/api.md "Tracing").
  * Prints `coordinator listening on URL` and closes gracefully on SIGINT/SIGTERM.
+ * Path flags (--db, --static, --models, --auth) may be relative: they resolve against the working directory.
  */
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Auth, ensureLocalTokens } from './auth';
 import { createCoordinator } from './index';
+import { otlpTracesUrl } from './tracing';
 
-const { values } = parseArgs({
+const { values: flags } = parseArgs({
   options: {
     port: { type: 'string', default: '8080' },
     host: { type: 'string', default: '127.0.0.1' },
@@ -28,8 +32,19 @@ const { values } = parseArgs({
     'webhook-secret': { type: 'string' },
     'allow-origin': { type: 'string', multiple: true, default: [] },
     'spot-check': { type: 'string', default: '0' },
+    'otlp-endpoint': { type: 'string' },
   },
 });
+
+// Every path flag resolves against the working directory, as a shell user expects (@fastify/static, for one,
+// refuses a relative root). `:memory:` is SQLite's in-memory journal, not a path.
+const values = {
+  ...flags,
+  db: flags.db === ':memory:' ? flags.db : resolve(flags.db),
+  ...(flags.static ? { static: resolve(flags.static) } : {}),
+  ...(flags.models ? { models: resolve(flags.models) } : {}),
+  ...(flags.auth ? { auth: resolve(flags.auth) } : {}),
+};
 
 // --spot-check FRACTION: that share of the tasks of deterministic agent versions also runs on a second node.
 const spotCheck = Number(values['spot-check']);
@@ -68,7 +83,19 @@ try {
   process.exit(2);
 }
 
+// --otlp-endpoint URL: spans go there over OTLP/HTTP (off without it).
+const otlpEndpoint = values['otlp-endpoint'];
+if (otlpEndpoint !== undefined) {
+  try {
+    otlpTracesUrl(otlpEndpoint);
+  } catch (err) {
+    console.error(err instanceof Error ? err.message : String(err));
+    process.exit(2);
+  }
+}
+
 const coordinator = await createCoordinator({
+  ...(otlpEndpoint !== undefined ? { tracing: { otlpEndpoint } } : {}),
   auth,
   allowOrigins: values['allow-origin'],
   spotCheck,
