@@ -34,6 +34,9 @@ const TASK_READERS: Access = { roles: ['planner', 'validator'] };
 export const ACCESS: Readonly<Record<string, Access>> = {
   'GET /healthz': OPEN,
   'GET /readyz': OPEN,
+  // The API described (server/openapi.ts): routes, schemas and roles, nothing secret; each route still checks its token.
+  'GET /openapi.json': OPEN,
+  'GET /docs': OPEN,
   'GET /*': OPEN, // the node page (static files)
   'GET /ort/*': OPEN,
   'GET /v1/modules/:sha256': OPEN,

@@ -221,6 +221,8 @@ type TenantRule = 'task' | 'shared' | 'none';
 const SAMPLES: Record<string, { sample: (f: Fixture) => Sample; tenant: TenantRule }> = {
   'GET /healthz': { sample: () => ({ path: '/healthz' }), tenant: 'none' },
   'GET /readyz': { sample: () => ({ path: '/readyz' }), tenant: 'none' },
+  'GET /openapi.json': { sample: () => ({ path: '/openapi.json' }), tenant: 'none' },
+  'GET /docs': { sample: () => ({ path: '/docs' }), tenant: 'none' },
   'GET /*': { sample: () => ({ path: '/index.html' }), tenant: 'none' },
   'GET /ort/*': { sample: () => ({ path: '/ort/ort.wasm.min.mjs' }), tenant: 'none' },
   'GET /v1/modules/:sha256': { sample: (f) => ({ path: `/v1/modules/${f.helloHash}` }), tenant: 'none' },

@@ -28,6 +28,7 @@ import { modelRoutes } from './routes/models';
 import { ModelCatalog } from './openai/models';
 import { openAiRoutes } from './routes/openai';
 import { opsRoutes } from './routes/ops';
+import { openApiRoutes } from './routes/openapi';
 import { taskRoutes } from './routes/tasks';
 import { Scheduler } from './scheduler';
 import { TaskWatch } from './watch';
@@ -195,6 +196,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   agentRoutes(app, ctx);
   adapterRoutes(app, adapters);
   opsRoutes(app, ctx);
+  openApiRoutes(app); // GET /openapi.json and GET /docs (server/openapi.ts)
   if (modelStore) await app.register(modelRoutes(modelStore, staticHeaders, adapters));
   // OpenAI-compatible: GET /v1/models, GET /v1/models/:name, POST /v1/chat/completions, POST /v1/completions.
   await app.register(openAiRoutes(ctx, modelStore, adapters));

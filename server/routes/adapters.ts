@@ -13,7 +13,7 @@ import { checkCompiled } from '../validate';
 import { ADAPTER_FILES, MAX_ADAPTER_BYTES, parseAdapterRef, type AdapterFileName, type AdapterRecord, type AdapterRegistry, type AdapterVersion } from '../adapters';
 
 /** The JSON form of an upload (small adapters: the JSON parser's string and body limits apply): adapter_config.json as an object or its text, the safetensors in base64. */
-const UploadSchema = Type.Object(
+export const UploadSchema = Type.Object(
   {
     config: Type.Union([Type.String({ maxLength: 65_536 }), Type.Record(Type.String(), Type.Unknown())]),
     weights: Type.String(),
