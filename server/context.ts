@@ -5,6 +5,7 @@ import type { Clock, Journal } from './journal';
 import type { Metrics } from './metrics';
 import type { Registry } from './registry';
 import type { Scheduler } from './scheduler';
+import type { Tracing } from './tracing';
 import type { TaskWatch } from './watch';
 import type { Webhooks } from './webhook';
 
@@ -20,6 +21,8 @@ export interface Context {
   webhooks: Webhooks;
   clock: Clock;
   heartbeatIntervalMs: number;
+  /** Spans (server/tracing.ts); null when tracing is off: every call site checks. */
+  tracing: Tracing | null;
   /** True once close() began: new tasks are refused with SHUTTING_DOWN. */
   shuttingDown(): boolean;
 }

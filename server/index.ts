@@ -31,6 +31,7 @@ import { opsRoutes } from './routes/ops';
 import { openApiRoutes } from './routes/openapi';
 import { taskRoutes } from './routes/tasks';
 import { Scheduler } from './scheduler';
+import { Tracing, type TracingOptions } from './tracing';
 import { TaskWatch } from './watch';
 import { Webhooks, webhookSecretFor, type WebhookOptions } from './webhook';
 import { installCrossSiteRefusal } from './csrf';
@@ -110,6 +111,11 @@ export interface CoordinatorOptions {
   reputationThreshold?: number;
   /** The adapter registry's folder. Default `adapters/` beside the journal (a temporary folder, removed on close, for ':memory:'). */
   adaptersDir?: string;
+  /**
+   * Spans with OpenTelemetry (docs/api.md "Tracing"): `otlpEndpoint` (--otlp-endpoint, OTLP/HTTP) or an `exporter`
+   * (tests: InMemorySpanExporter). Absent: off, and no tracer exists (tasks still keep their traceparent).
+   */
+  tracing?: TracingOptions;
 }
 
 export interface Coordinator {
@@ -135,7 +141,8 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   const registry = new Registry(journal);
   const metrics = new Metrics(clock.now());
   const watch = new TaskWatch();
-  const webhooks = new Webhooks(journal, { ...opts.webhook, secret: opts.webhook?.secret ?? webhookSecretFor(opts.dbPath ?? './data/coordinator.db') });
+  const tracing = Tracing.create(opts.tracing);
+  const webhooks = new Webhooks(journal, { ...opts.webhook, secret: opts.webhook?.secret ?? webhookSecretFor(opts.dbPath ?? './data/coordinator.db') }, tracing);
   const scheduler = new Scheduler(journal, metrics, watch, webhooks, {
     clock,
     leaseMs,
@@ -146,6 +153,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     stallGraceMs: opts.stallGraceMs ?? 60_000,
     spotCheck: opts.spotCheck ?? 0,
     reputationThreshold: opts.reputationThreshold ?? 0.25,
+    tracing,
   });
   const hub = new Hub(scheduler, journal, {
     clock,
@@ -168,6 +176,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     webhooks,
     clock,
     heartbeatIntervalMs,
+    tracing,
     shuttingDown: () => shuttingDown,
   };
 
@@ -232,6 +241,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
       hub.closeAll();
       await app.close();
       await webhooks.settle();
+      await tracing?.shutdown().catch(() => undefined); // exports the spans still pending (bounded by the export timeout)
       journal.close();
       if (tempAdapters) rmSync(tempAdapters, { recursive: true, force: true });
     })();

@@ -196,7 +196,7 @@ test('a journal from before per-tenant idempotency keys: its tenants’ keys are
   old.db.pragma('user_version = 0');
   old.close();
   const j = new Journal(path);
-  assert.equal(j.db.pragma('user_version', { simple: true }), 1);
+  assert.equal(j.db.pragma('user_version', { simple: true }), 2, 'migrated to the current version (1: tenant keys, 2: traces)');
   assert.equal(j.getTask(t.id)!.idempotencyKey, 'k1', 'the record shows the key as sent');
   const [again] = j.insertTasks([{ ...task({ tenant: 'acme', idempotencyKey: 'k1', specHash: 'h1' }) }]);
   assert.deepEqual(again, { id: t.id, created: false }, 'a resend by the same tenant finds its task');
@@ -204,5 +204,26 @@ test('a journal from before per-tenant idempotency keys: its tenants’ keys are
   assert.equal(other!.created, true, 'another tenant’s same key is its own');
   const [global] = j.insertTasks([task({ idempotencyKey: 'k1-global', specHash: 'h2' })]);
   assert.deepEqual(global, { id: u.id, created: false }, 'keys of untenanted tasks are unchanged');
+  j.close();
+});
+
+test('a journal from before traces (user_version 1, no traceparent column) opens: old tasks show trace null, new ones keep theirs', () => {
+  const path = file();
+  const old = new Journal(path);
+  const t = task();
+  old.insertTasks([t]);
+  // As the older coordinator wrote it: no traceparent column, schema version 1.
+  old.db.exec('ALTER TABLE tasks DROP COLUMN traceparent');
+  old.db.pragma('user_version = 1');
+  old.close();
+  const j = new Journal(path);
+  assert.equal(j.db.pragma('user_version', { simple: true }), 2);
+  assert.equal(j.getTask(t.id)!.trace, null);
+  assert.equal(j.getTask(t.id)!.state, 'queued');
+  const traced = task({ traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' });
+  j.insertTasks([traced]);
+  assert.deepEqual(j.getTask(traced.id)!.trace, { traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331' });
+  const [ready] = j.ready('agent', Number.MAX_SAFE_INTEGER, 10).filter((r) => r.id === traced.id);
+  assert.equal(ready!.traceparent, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', 'the scheduler reads it with the ready row');
   j.close();
 });

@@ -50,6 +50,8 @@ export interface NewTask {
   labels: Record<string, string> | null;
   /** Run as replicas on distinct nodes with a quorum (server/quorum.ts); absent or null: once. */
   replication?: Replication | null;
+  /** W3C trace context (server/tracing.ts); absent or null: none. */
+  traceparent?: string | null;
 }
 
 export interface InsertOutcome {
@@ -70,6 +72,10 @@ export interface ReadyRow {
   module_size: number | null;
   model: string | null;
   payload: string;
+  /** When it became ready (submit, or the end of its backoff): the dispatch-latency histogram measures from here. */
+  run_after: number;
+  /** W3C trace context kept since submit (null for tasks journaled before traces). */
+  traceparent: string | null;
 }
 
 export interface Lease {
@@ -179,6 +185,7 @@ interface TaskRow {
   updated_at: number;
   finished_at: number | null;
   replication: string | null;
+  traceparent: string | null;
 }
 
 /** The task record plus what the coordinator adds to it. */
@@ -223,7 +230,8 @@ CREATE TABLE IF NOT EXISTS tasks (
   created_at INTEGER NOT NULL,
   updated_at INTEGER NOT NULL,
   finished_at INTEGER,
-  replication TEXT
+  replication TEXT,
+  traceparent TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_ready ON tasks (state, kind, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS tasks_deadline ON tasks (deadline) WHERE deadline IS NOT NULL AND state = 'queued';
@@ -356,14 +364,14 @@ export class Journal {
 
     this.#insert = this.db.prepare(`
       INSERT INTO tasks (id, kind, state, priority, attempts, max_attempts, run_after, deadline, idempotency_key,
-        spec_hash, tenant, webhook, module_hash, module_size, model, payload, labels, created_at, updated_at, replication)
+        spec_hash, tenant, webhook, module_hash, module_size, model, payload, labels, created_at, updated_at, replication, traceparent)
       VALUES (@id, @kind, @state, @priority, 0, @maxAttempts, @now, @deadline, @idempotencyKey,
-        @specHash, @tenant, @webhook, @moduleHash, @moduleSize, @model, @payload, @labels, @now, @now, @replication)
+        @specHash, @tenant, @webhook, @moduleHash, @moduleSize, @model, @payload, @labels, @now, @now, @replication, @traceparent)
       ON CONFLICT (idempotency_key) DO NOTHING`);
     this.#byKey = this.db.prepare('SELECT id, spec_hash FROM tasks WHERE idempotency_key = ?');
     this.#get = this.db.prepare('SELECT * FROM tasks WHERE id = ?');
     this.#ready = this.db.prepare(`
-      SELECT seq, id, kind, priority, attempts, max_attempts, deadline, module_hash, module_size, model, payload
+      SELECT seq, id, kind, priority, attempts, max_attempts, deadline, module_hash, module_size, model, payload, run_after, traceparent
       FROM tasks WHERE state = 'queued' AND kind = ? AND run_after <= ?
       ORDER BY priority DESC, seq LIMIT ?`);
     this.#lease = this.db.prepare(`
@@ -408,7 +416,7 @@ export class Journal {
     );
     this.#readyReplicas = this.db.prepare(`
       SELECT t.seq, t.id, t.kind, t.priority, r.attempts, t.max_attempts, t.deadline, t.module_hash, t.module_size, t.model, t.payload,
-        r.idx AS replica,
+        r.run_after, t.traceparent, r.idx AS replica,
         (SELECT group_concat(o.node_id) FROM task_replicas o
           WHERE o.task_id = r.task_id AND o.idx != r.idx AND o.node_id IS NOT NULL AND o.state IN ('leased', 'done')) AS avoid
       FROM task_replicas r INDEXED BY task_replicas_ready JOIN tasks t ON t.id = r.task_id
@@ -470,6 +478,7 @@ export class Journal {
           // A replicated task is in progress from the start: its replicas are what is queued and leased.
           state: t.replication ? 'leased' : 'queued',
           replication: t.replication ? JSON.stringify(t.replication) : null,
+          traceparent: t.traceparent ?? null,
         });
         if (info.changes === 1) {
           if (t.replication) {
@@ -1190,6 +1199,13 @@ function migrate(db: Database.Database): void {
       db.pragma('user_version = 1');
     })();
   }
+  if ((db.pragma('user_version', { simple: true }) as number) < 2) {
+    // Version 2: each task keeps its W3C trace context (server/tracing.ts); older tasks have none (trace: null).
+    db.transaction(() => {
+      if (!columns.has('traceparent')) db.exec('ALTER TABLE tasks ADD COLUMN traceparent TEXT');
+      db.pragma('user_version = 2');
+    })();
+  }
 }
 
 /**
@@ -1203,6 +1219,11 @@ function storedKey(tenant: string | null, key: string | null): string | null {
 
 function callerKey(stored: string | null): string | null {
   return stored !== null && stored.startsWith('\x01') ? stored.slice(stored.indexOf('\x01', 1) + 1) : stored;
+}
+
+/** The record's `trace` from a stored traceparent (`00-<trace id>-<span id>-<flags>`); null for tasks journaled before traces. */
+function traceRef(traceparent: string | null): StoredTask['trace'] {
+  return traceparent === null || traceparent.length < 55 ? null : { traceId: traceparent.slice(3, 35), spanId: traceparent.slice(36, 52) };
 }
 
 function rowToRecord(r: TaskRow): StoredTask {
@@ -1229,5 +1250,6 @@ function rowToRecord(r: TaskRow): StoredTask {
     finishedAt: r.finished_at,
     verdict: r.verdict ? { verdict: r.verdict as 'pass' | 'fail', reason: r.verdict_reason } : null,
     replication: r.replication ? (JSON.parse(r.replication) as Replication) : null,
+    trace: traceRef(r.traceparent),
   };
 }

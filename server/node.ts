@@ -7,6 +7,7 @@ import type { WebSocket } from 'ws';
 import type { Capabilities, CoordinatorMessage, NodeId, NodeMetrics, TaskId, TaskKind } from '../shared';
 import type { Clock } from './journal';
 import { NodeReputation } from './reputation';
+import type { AttemptTrace } from './tracing';
 
 /**
  * Room on one node for a dispatch round: `total` agent or train tasks, of which at
@@ -112,6 +113,8 @@ export interface LeaseInfo {
   replica?: number;
   /** How long the task may run on the node without a result (agent: its timeoutMs); the stall rule adds its grace. */
   budgetMs: number;
+  /** The attempt's span, when tracing is on (server/tracing.ts). */
+  trace?: AttemptTrace;
 }
 
 export class NodeSession {

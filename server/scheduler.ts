@@ -25,6 +25,7 @@ import { errorInfo, type Clock, type Completion, type Ended, type Journal, type 
 import type { Metrics } from './metrics';
 import { INFRA_CODES, type LeaseInfo, type NodeSession, type Slots } from './node';
 import { Reputations } from './reputation';
+import type { AttemptTrace, Tracing } from './tracing';
 import type { TaskWatch } from './watch';
 import type { Webhooks } from './webhook';
 
@@ -51,7 +52,19 @@ export interface SchedulerOptions {
   reputationThreshold?: number;
   /** Share (0–1) of tasks of deterministic agent versions run on a second node as a spot check. Default 0. */
   spotCheck?: number;
+  /** Spans per attempt (server/tracing.ts); null or absent: off. */
+  tracing?: Tracing | null;
 }
+
+/** A result released from its lease, waiting for the next journal flush. */
+interface PendingResult {
+  node: NodeSession;
+  item: ResultMessage['results'][number];
+  /** The attempt's span (tracing on), for the `task.result` span of the journal write. */
+  trace: AttemptTrace | undefined;
+}
+
+const TRACE_OK = { ok: true } as const;
 
 /** Budget of a generate or train lease for the stall rule (both send progress while they work). */
 const MODEL_TASK_BUDGET_MS = 300_000;
@@ -75,9 +88,10 @@ export class Scheduler {
   #timer: NodeJS.Timeout | null = null;
   #stopped = false;
   #lastSweep = 0;
-  #pending: Array<{ node: NodeSession; item: ResultMessage['results'][number] }> = [];
+  #pending: PendingResult[] = [];
   /** Results of replica leases, journaled apart (server/quorum.ts decides their tasks). */
-  #pendingReplicas: Array<{ node: NodeSession; item: ResultMessage['results'][number] }> = [];
+  #pendingReplicas: PendingResult[] = [];
+  readonly #tracing: Tracing | null;
   /** Node reputation from quorums and verdicts, journaled; the router weighs each node's room by it. */
   readonly reputation: Reputations;
   #flushPending = false;
@@ -90,6 +104,7 @@ export class Scheduler {
     this.#watch = watch;
     this.#webhooks = webhooks;
     this.#opts = opts;
+    this.#tracing = opts.tracing ?? null;
     this.reputation = new Reputations(journal, opts.reputationThreshold ?? 0.25);
   }
 
@@ -228,9 +243,12 @@ export class Scheduler {
         if (row.replica === undefined ? !leased.has(row.id) : !leasedReplicas.has(leaseId)) continue;
         const info: LeaseInfo = { leaseId, taskId: row.id, node, attempt: row.attempts + 1, kind: row.kind, expiresAt, budgetMs: budgetOf(row) };
         if (row.replica !== undefined) info.replica = row.replica;
+        if (this.#tracing) {
+          info.trace = this.#tracing.attempt(row.traceparent, now - row.run_after, { taskId: row.id, nodeId: node.id, attempt: info.attempt, kind: row.kind, ...(row.replica !== undefined ? { replica: row.replica } : {}) });
+        }
         this.leases.set(leaseId, info);
         node.hold(info, now);
-        const part = assignmentJson(row, leaseId);
+        const part = assignmentJson(row, leaseId, info.trace?.traceparent);
         parts.push(part);
         chars += part.length;
         if (chars > MAX_ASSIGN_CHARS) {
@@ -307,8 +325,9 @@ export class Scheduler {
       }
       node.release(item.leaseId);
       this.leases.delete(item.leaseId);
-      if (lease.replica === undefined) this.#pending.push({ node, item });
-      else this.#pendingReplicas.push({ node, item });
+      if (lease.trace) this.#tracing!.resulted(lease.trace, item.spans, item.ok ? TRACE_OK : { ok: false, code: String(item.error.code).slice(0, 64) });
+      if (lease.replica === undefined) this.#pending.push({ node, item, trace: lease.trace });
+      else this.#pendingReplicas.push({ node, item, trace: lease.trace });
       accepted++;
     }
     if (accepted > 0) node.lastWorkAt = node.lastSeen;
@@ -336,7 +355,9 @@ export class Scheduler {
         outcome: item.ok ? { ok: true, result: item.result } : { ok: false, error: { ...item.error, code: item.error.code as ErrorCode } },
       };
     }
+    const t0 = this.#tracing ? Date.now() : 0;
     const ended = this.#journal.complete(completions);
+    if (this.#tracing) recordResults(this.#tracing, pending, ended, t0);
     for (let i = 0; i < ended.length; i++) {
       const e = ended[i];
       if (!e) continue;
@@ -368,7 +389,9 @@ export class Scheduler {
     const pending = this.#pendingReplicas;
     this.#pendingReplicas = [];
     const now = this.#opts.clock.now();
+    const t0 = this.#tracing ? Date.now() : 0;
     const out = this.#journal.completeReplicas(pending.map(({ item }) => completionOf(item)));
+    if (this.#tracing) recordResults(this.#tracing, pending, out.map((r) => r?.attempt ?? null), t0);
     for (let i = 0; i < out.length; i++) {
       const r = out[i];
       if (!r) continue;
@@ -394,6 +417,7 @@ export class Scheduler {
     if (!lease) return;
     this.leases.delete(leaseId);
     lease.node.release(leaseId);
+    if (lease.trace) this.#tracing!.endAttempt(lease.trace, { ok: false, code: 'CANCELLED' });
     lease.node.send({ type: 'task.cancel', taskId: lease.taskId, reason });
   }
 
@@ -444,6 +468,7 @@ export class Scheduler {
           : code === 'LEASE_STALLED'
             ? `Node ${l.node.id} sent no result or progress on its leases for longer than its tasks' budget plus ${this.#opts.stallGraceMs} ms.`
             : `Node ${l.node.id} disconnected while running the task.`;
+      if (l.trace) this.#tracing!.endAttempt(l.trace, { ok: false, code });
       return { taskId: l.taskId, leaseId: l.leaseId, outcome: { ok: false, error: errorInfo(code, message, { nodeId: l.node.id, attempt: l.attempt }) } };
     });
     const replicaAt: number[] = [];
@@ -489,6 +514,7 @@ export class Scheduler {
       if (lease) {
         this.leases.delete(res.leaseId);
         lease.node.release(res.leaseId);
+        if (lease.trace) this.#tracing!.endAttempt(lease.trace, { ok: false, code: 'CANCELLED' });
         lease.node.send({ type: 'task.cancel', taskId, reason });
       }
     }
@@ -626,8 +652,21 @@ function budgetOf(row: ReadyRow): number {
   return Number.isFinite(n) && n > 0 ? Math.min(n, MODEL_TASK_BUDGET_MS * 2) : DEFAULT_AGENT_LIMITS.timeoutMs;
 }
 
-/** The Assignment as JSON, with the stored payload text spliced in rather than parsed and printed again. */
-function assignmentJson(row: ReadyRow, leaseId: string): string {
+/**
+ * The Assignment as JSON, with the stored payload text spliced in rather than parsed and printed again.
+ * `traceparent` (tracing on) is one the coordinator made: hex and dashes only.
+ */
+function assignmentJson(row: ReadyRow, leaseId: string, traceparent: string | undefined): string {
   const module = row.module_hash ? `,"module":{"sha256":"${row.module_hash}","size":${row.module_size ?? 0}}` : '';
-  return `{"taskId":"${row.id}","leaseId":"${leaseId}","attempt":${row.attempts + 1},"kind":"${row.kind}","payload":${row.payload}${module},"deadline":${row.deadline ?? 'null'}}`;
+  const trace = traceparent === undefined ? '' : `,"traceparent":"${traceparent}"`;
+  return `{"taskId":"${row.id}","leaseId":"${leaseId}","attempt":${row.attempts + 1},"kind":"${row.kind}","payload":${row.payload}${module},"deadline":${row.deadline ?? 'null'}${trace}}`;
+}
+
+/** `task.result` spans: one per traced result of a journal flush that began at `t0` (wall clock) and ended now. */
+function recordResults(tracing: Tracing, pending: readonly PendingResult[], ended: ReadonlyArray<Ended | null>, t0: number): void {
+  const t1 = Date.now();
+  for (let i = 0; i < pending.length; i++) {
+    const trace = pending[i]!.trace;
+    if (trace) tracing.recorded(trace, t0, t1, ended[i]?.state ?? null);
+  }
 }

@@ -12,7 +12,8 @@
  *
  * Each delivery carries `x-webhook-id` (the same on every retry of one delivery) and
  * `x-webhook-signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` under the
- * coordinator's webhook secret (README: "Verifying webhook signatures").
+ * coordinator's webhook secret (README: "Verifying webhook signatures"), and `traceparent`: the task's W3C
+ * trace context, or the `webhook.deliver` span's when tracing is on (docs/api.md "Tracing").
  */
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
@@ -23,6 +24,7 @@ import { isIP, type LookupFunction } from 'node:net';
 import { dirname, join } from 'node:path';
 import { AppError } from '../shared';
 import type { Journal, StoredTask } from './journal';
+import { traceparentOf, type Tracing } from './tracing';
 
 export interface WebhookOptions {
   attempts: number;
@@ -154,11 +156,13 @@ export class Webhooks {
   readonly #allowed: ReadonlySet<string>;
   readonly #journal: Journal;
   readonly #pending = new Set<Promise<void>>();
+  readonly #tracing: Tracing | null;
   delivered = 0;
   failed = 0;
 
-  constructor(journal: Journal, opts: Partial<WebhookOptions> = {}) {
+  constructor(journal: Journal, opts: Partial<WebhookOptions> = {}, tracing: Tracing | null = null) {
     this.#journal = journal;
+    this.#tracing = tracing;
     this.#opts = { ...DEFAULT_WEBHOOK_OPTIONS, secret: randomBytes(32).toString('hex'), ...opts };
     this.#allowed = new Set(this.#opts.allowHosts.map((h) => h.toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.+$/, '')));
   }
@@ -201,13 +205,18 @@ export class Webhooks {
   async #deliver(raw: string, record: StoredTask): Promise<void> {
     const body = JSON.stringify(record);
     const id = randomUUID();
+    const parent = record.trace ? traceparentOf(record.trace) : null;
+    const span = this.#tracing && parent ? this.#tracing.webhook(parent, raw, record.id) : null;
+    const traceparent = span ? span.traceparent : parent;
     let last = '';
     let code: string | null = null;
-    for (let attempt = 1; attempt <= this.#opts.attempts; attempt++) {
+    let attempt = 1;
+    for (; attempt <= this.#opts.attempts; attempt++) {
       try {
-        const status = await this.#post(raw, body, id, record);
+        const status = await this.#post(raw, body, id, record, traceparent);
         if (status >= 200 && status < 300) {
           this.delivered++;
+          if (span) this.#tracing!.webhookDone(span, attempt, null);
           return;
         }
         last = status >= 300 && status < 400 ? `HTTP ${status} (redirects are not followed)` : `HTTP ${status}`;
@@ -223,6 +232,7 @@ export class Webhooks {
       }
     }
     this.failed++;
+    if (span) this.#tracing!.webhookDone(span, Math.min(attempt, this.#opts.attempts), last || 'failed');
     try {
       this.#journal.event('webhook_failed', record.id, null, { url: raw, error: last, code, attempts: this.#opts.attempts, webhookId: id });
     } catch {
@@ -231,7 +241,7 @@ export class Webhooks {
   }
 
   /** One attempt: check, resolve, check every address, POST to the checked address; answers the status. */
-  async #post(raw: string, body: string, id: string, record: StoredTask): Promise<number> {
+  async #post(raw: string, body: string, id: string, record: StoredTask, traceparent: string | null): Promise<number> {
     const url = this.#checkUrl(raw, undefined, false);
     const host = bareHost(url);
     const allowed = this.#allowed.has(host);
@@ -262,6 +272,7 @@ export class Webhooks {
       'x-task-id': record.id,
       'x-webhook-id': id,
       'x-webhook-signature': signWebhook(this.#opts.secret, body, t),
+      ...(traceparent ? { traceparent } : {}),
     };
     const request = url.protocol === 'https:' ? https.request : http.request;
     return new Promise<number>((resolve, reject) => {

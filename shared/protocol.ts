@@ -266,6 +266,8 @@ export interface TaskRecord {
   payload: TaskSpec['payload'];
   result: TaskResult | null;
   error: ErrorInfo | null;
+  /** W3C trace context: the task's trace and its submit span (docs/api.md "Tracing"); null for tasks journaled before traces. */
+  trace: { traceId: string; spanId: string } | null;
 }
 
 // ---------------------------------------------------------------- node capabilities
@@ -409,9 +411,26 @@ export const ProgressSchema = Type.Object({
   ]),
 });
 
+/** Most node spans one result may carry, and the longest span name (the coordinator drops the rest: server/tracing.ts). */
+export const MAX_NODE_SPANS = 16;
+export const MAX_NODE_SPAN_NAME = 64;
+
+/**
+ * A worker phase the node measured for a task it was assigned with a `traceparent`: milliseconds since
+ * the node took the assignment. The coordinator checks each one (see MAX_NODE_SPANS) and records it as a
+ * child of the attempt's span.
+ */
+export interface NodeSpan {
+  name: string;
+  startMs: number;
+  endMs: number;
+  attributes?: Record<string, string | number | boolean>;
+}
+
+// `spans` is checked span by span where it is recorded (a bad span is dropped, not the result).
 export const ResultItemSchema = Type.Union([
-  Type.Object({ taskId: Id, leaseId: Id, ok: Type.Literal(true), result: Type.Unknown() }),
-  Type.Object({ taskId: Id, leaseId: Id, ok: Type.Literal(false), error: ErrorInfoSchema }),
+  Type.Object({ taskId: Id, leaseId: Id, ok: Type.Literal(true), result: Type.Unknown(), spans: Type.Optional(Type.Unknown()) }),
+  Type.Object({ taskId: Id, leaseId: Id, ok: Type.Literal(false), error: ErrorInfoSchema, spans: Type.Optional(Type.Unknown()) }),
 ]);
 
 /** Results travel in batches: one socket message can end many tasks. */
@@ -429,6 +448,8 @@ export type NodeMessage = Static<typeof NodeMessageSchema>;
 export type ResultItem = {
   taskId: TaskId;
   leaseId: LeaseId;
+  /** Worker phases, when the assignment carried a traceparent. */
+  spans?: NodeSpan[];
 } & ({ ok: true; result: TaskResult } | { ok: false; error: ErrorInfo });
 
 // ---------------------------------------------------------------- messages: coordinator → node
@@ -443,6 +464,8 @@ export interface Assignment {
   module?: { sha256: string; size: number };
   /** Epoch ms; the node should give up after this. */
   deadline: number | null;
+  /** W3C trace context of the attempt, when the coordinator records traces: the node may send back `spans` in its result. */
+  traceparent?: string;
 }
 
 export type CoordinatorMessage =

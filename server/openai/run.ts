@@ -31,10 +31,10 @@ const DISCONNECTED = 'The client disconnected before the completion ended.';
 type TokensProgress = Extract<ProgressMessage['progress'], { kind: 'tokens' }>;
 
 /** Journals the plan's tasks; answers their ids (the `x-task-ids` header names them for GET /v1/tasks/:id). */
-function submit(ctx: Context, plan: Plan): TaskId[] {
+function submit(ctx: Context, plan: Plan, traceHeader: unknown): TaskId[] {
   if (ctx.shuttingDown()) throw new AppError('SHUTTING_DOWN', 'The coordinator is shutting down; retry on another one or after it restarts.');
   const specs = plan.specs.map((s) => checkSpec(s));
-  return submitSpecs(ctx, specs, false).map((o) => o.id as TaskId);
+  return submitSpecs(ctx, specs, false, traceHeader).map((o) => o.id as TaskId);
 }
 
 function metaFor(ctx: Context, api: Api, plan: Plan, ids: readonly TaskId[]): AnswerMeta {
@@ -55,7 +55,7 @@ function cancelAll(ctx: Context, ids: readonly TaskId[], reason: string): void {
 
 /** Non-streamed: waits for every task, then answers one completion object (or throws the first failure). */
 export async function completeWhole(ctx: Context, api: Api, plan: Plan, reply: FastifyReply): Promise<Record<string, unknown>> {
-  const ids = submit(ctx, plan);
+  const ids = submit(ctx, plan, reply.request.headers.traceparent);
   void reply.header('x-task-ids', ids.join(','));
   const meta = metaFor(ctx, api, plan, ids);
   const records = await new Promise<StoredTask[]>((resolve, reject) => {
@@ -122,7 +122,7 @@ interface ChoiceStream {
  * `data: [DONE]`. A failure is one `data: {error}` event, then the stream ends.
  */
 export function completeStream(ctx: Context, api: Api, plan: Plan, reply: FastifyReply): void {
-  const ids = submit(ctx, plan);
+  const ids = submit(ctx, plan, reply.request.headers.traceparent);
   const meta = metaFor(ctx, api, plan, ids);
   const alternatives = plan.logprobs;
   const res = openEventStream(reply, { 'x-task-ids': ids.join(',') });

@@ -24,6 +24,7 @@ import { SPOT_CHECK, replicationOf } from '../quorum';
 import { effectiveLimits } from '../registry';
 import type { TaskEvent } from '../watch';
 import { ReasonSchema, TaskListQuerySchema, VerdictSchema, WaitQuerySchema, checkCompiled, checkDescribed, parseSubmission } from '../validate';
+import { untracedTraceparent } from '../tracing';
 import { checkTrainDatasets } from './datasets';
 
 const MAX_WAIT_MS = 120_000;
@@ -37,7 +38,7 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
     for (const [i, spec] of specs.entries()) if (spec.webhook !== undefined) ctx.webhooks.check(spec.webhook, batch ? `/tasks/${i}/webhook` : '/webhook');
     await checkGenerate(specs, batch, models);
     checkTrainDatasets(specs, batch, ctx, tenantOf(req));
-    const outcomes = submitSpecs(ctx, specs, batch);
+    const outcomes = submitSpecs(ctx, specs, batch, req.headers.traceparent);
     void reply.code(outcomes.some((o) => o.created) ? 202 : 200);
     return batch ? { ids: outcomes.map((o) => o.id) } : { id: outcomes[0]!.id };
   });
@@ -158,10 +159,31 @@ async function checkGenerate(specs: readonly TaskSpec[], batch: boolean, models:
  * one transaction) and wakes the scheduler. `batch` only shapes error paths.
  * Used by POST /v1/tasks and the OpenAI-compatible routes.
  */
-export function submitSpecs(ctx: Context, specs: readonly TaskSpec[], batch: boolean): InsertOutcome[] {
-  checkTenantQuotas(ctx, specs);
-  const tasks = specs.map((spec, i) => toNewTask(ctx, spec, batch ? `/tasks/${i}` : ''));
-  const outcomes = ctx.journal.insertTasks(tasks);
+export function submitSpecs(ctx: Context, specs: readonly TaskSpec[], batch: boolean, traceHeader?: unknown): InsertOutcome[] {
+  // The tasks' trace context: a child of the caller's `traceparent` when it is valid, else a new trace (server/tracing.ts).
+  const traced = ctx.tracing ? ctx.tracing.submit(traceHeader, specs.length) : null;
+  const traceparent = traced ? traced.traceparent : untracedTraceparent(traceHeader);
+  let tasks: NewTask[];
+  try {
+    checkTenantQuotas(ctx, specs);
+    tasks = specs.map((spec, i) => toNewTask(ctx, spec, batch ? `/tasks/${i}` : '', traceparent));
+  } catch (err) {
+    if (traced) ctx.tracing!.refused(traced, err);
+    throw err;
+  }
+  let outcomes: InsertOutcome[];
+  if (traced) {
+    const t0 = Date.now();
+    try {
+      outcomes = ctx.journal.insertTasks(tasks);
+    } catch (err) {
+      ctx.tracing!.journaled(traced, t0, Date.now(), 0, err);
+      throw err;
+    }
+    ctx.tracing!.journaled(traced, t0, Date.now(), outcomes.reduce((n, o) => n + (o.created ? 1 : 0), 0));
+  } else {
+    outcomes = ctx.journal.insertTasks(tasks);
+  }
   let created = 0;
   for (let i = 0; i < outcomes.length; i++) {
     if (outcomes[i]!.created) {
@@ -253,7 +275,7 @@ function checkTenantQuotas(ctx: Context, specs: readonly TaskSpec[]): void {
   }
 }
 
-function toNewTask(ctx: Context, spec: TaskSpec, path: string): NewTask {
+function toNewTask(ctx: Context, spec: TaskSpec, path: string, traceparent: string): NewTask {
   const quota = ctx.registry.quota(spec.tenant);
   let replication = replicationOf(spec, path);
   let payload: TaskSpec['payload'] = spec.payload;
@@ -298,6 +320,7 @@ function toNewTask(ctx: Context, spec: TaskSpec, path: string): NewTask {
     payload,
     labels: spec.labels ?? null,
     replication,
+    traceparent,
   };
 }
 

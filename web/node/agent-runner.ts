@@ -13,7 +13,7 @@ import {
 } from '../../shared';
 import type { AgentRunOutcome, AgentRunRequest, AgentRuntime } from '../../worker';
 import { ModuleLoader, type FetchLike } from './modules';
-import type { Lease, RunnerHost, RunOutcome, TaskRunner } from './runner';
+import { addSpan, type Lease, type RunnerHost, type RunOutcome, type TaskRunner } from './runner';
 
 const STDERR_TAIL = 1024;
 // Shared by every request that has none of these (the runtime only reads them).
@@ -29,6 +29,8 @@ interface Pending {
   hash: string;
   /** Set once the module was fetched again after the runtime evicted it. */
   refetched?: boolean;
+  /** performance.now() when the run was handed to the runtime (traced leases only). */
+  runAt?: number;
 }
 
 export class AgentRunner implements TaskRunner {
@@ -123,6 +125,7 @@ export class AgentRunner implements TaskRunner {
     }
     lease.running = true;
     this.#inFlight++;
+    if (lease.trace) p.runAt = performance.now();
     this.#runtime.run(req).then(
       (outcome) => this.#ran(p, outcome),
       (err: unknown) => this.#ran(p, { ok: false, error: serializeError(err) }),
@@ -138,6 +141,7 @@ export class AgentRunner implements TaskRunner {
       return this.#refetch(p);
     }
     this.#pump();
+    if (p.lease.trace && p.runAt !== undefined) traceRun(p.lease, p.runAt, outcome);
     this.#host.finish(p.lease, toOutcome(outcome, p.lease));
   }
 
@@ -172,6 +176,22 @@ export class AgentRunner implements TaskRunner {
   #fail(lease: Lease, code: ErrorCode, message: string): void {
     this.#host.finish(lease, { ok: false, error: { code, name: 'AppError', message } });
   }
+}
+
+/**
+ * The phases of a traced agent run: waiting on the node (module fetch, a free worker), then the
+ * worker's spawn (compile, instantiate) and the agent's own run (its durationMs).
+ */
+function traceRun(lease: Lease, runAt: number, outcome: AgentRunOutcome): void {
+  const end = performance.now();
+  addSpan(lease, 'node.queue', lease.trace!.t0, runAt);
+  const execMs = outcome.ok ? outcome.result.durationMs : outcome.durationMs;
+  if (execMs === undefined || !(execMs >= 0) || execMs > end - runAt) {
+    addSpan(lease, 'agent.run', runAt, end);
+    return;
+  }
+  addSpan(lease, 'agent.spawn', runAt, end - execMs);
+  addSpan(lease, 'agent.run', end - execMs, end);
 }
 
 function toOutcome(outcome: AgentRunOutcome, lease: Lease): RunOutcome {

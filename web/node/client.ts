@@ -499,6 +499,7 @@ export class NodeClient {
     if (this.#leases.has(a.taskId)) return; // a repeated assignment of a task already running
     const name = taskName(a);
     const lease: Lease = { taskId: a.taskId, leaseId: a.leaseId, kind: a.kind, name, startedAt: Date.now(), cancelled: null, running: false, ended: false };
+    if (a.traceparent !== undefined) lease.trace = { t0: performance.now(), spans: [] };
     this.#leases.set(a.taskId, lease);
     this.#emit({ type: 'task.start', task: lease });
 
@@ -555,6 +556,7 @@ export class NodeClient {
       code = error.code;
       this.#tasksFailed++;
     }
+    if (lease.trace && lease.trace.spans.length > 0) item.spans = lease.trace.spans;
     this.#byCode[code] = (this.#byCode[code] ?? 0) + 1;
     this.#batcher.push(item);
     const entry: TaskEntry = {

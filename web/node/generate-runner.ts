@@ -3,9 +3,9 @@
  * streamed to the coordinator as `task.progress` (coalesced per lease so a fast decoder does not
  * send one socket message per token), the result sent when the sequence ends.
  */
-import { MAX_NODE_SEQUENCES, serializeError, type Assignment, type GeneratePayload, type InferenceCapabilities, type ModelCapability, type TokenLogprob } from '../../shared';
+import { MAX_NODE_SEQUENCES, serializeError, type Assignment, type GeneratePayload, type GenerateResult, type InferenceCapabilities, type ModelCapability, type TokenLogprob } from '../../shared';
 import type { GenerateRunRequest, GenerationProgress, InferenceRuntime } from '../../worker/inference';
-import type { Lease, RunnerHost, TaskRunner } from './runner';
+import { addSpan, type Lease, type RunnerHost, type TaskRunner } from './runner';
 
 /** generate leases held per decoding slot (running plus waiting in the batcher). */
 const HELD_PER_SLOT = 2;
@@ -116,6 +116,7 @@ export class GenerateRunner implements TaskRunner {
     this.#runtime.generate(req, onProgress).then(
       (outcome) => {
         this.#ended(lease, outcome.ok);
+        if (outcome.ok && lease.trace) traceGeneration(lease, outcome.result);
         if (outcome.ok) this.#host.finish(lease, { ok: true, result: outcome.result, durationMs: outcome.result.durationMs });
         else this.#host.finish(lease, { ok: false, error: outcome.error });
       },
@@ -168,4 +169,15 @@ export class GenerateRunner implements TaskRunner {
     s.logprobs = [];
     this.#host.progress(lease, progress);
   }
+}
+
+/** The phases of a traced generation, from its timings: waiting (model load, a batch slot), prefill (to the first token), decode. */
+function traceGeneration(lease: Lease, r: GenerateResult): void {
+  const end = performance.now();
+  const t0 = lease.trace!.t0;
+  const start = Number.isFinite(r.durationMs) ? Math.max(t0, end - r.durationMs) : t0;
+  const first = Number.isFinite(r.ttftMs) ? Math.min(end, start + Math.max(0, r.ttftMs)) : start;
+  addSpan(lease, 'generate.wait', t0, start);
+  addSpan(lease, 'generate.prefill', start, first);
+  addSpan(lease, 'generate.decode', first, end);
 }

@@ -3,7 +3,7 @@
  * hands it to the runner for the task's kind; the runner runs it in its runtime and reports back
  * through the host exactly once (`finish`), with progress on the way.
  */
-import type { Assignment, ErrorInfo, LeaseId, ProgressMessage, TaskKind, TaskResult } from '../../shared';
+import { MAX_NODE_SPANS, type Assignment, type ErrorInfo, type LeaseId, type NodeSpan, type ProgressMessage, type TaskKind, type TaskResult } from '../../shared';
 import type { RunningTask } from './events';
 
 /** A lease the node holds, as the connection and the runners share it. */
@@ -13,6 +13,18 @@ export interface Lease extends RunningTask {
   cancelled: string | null;
   /** Set once the lease was finished (its result queued for the coordinator). */
   ended: boolean;
+  /**
+   * Set when the assignment carried a `traceparent`: `t0` is performance.now() when the node took it, and
+   * `spans` the phases measured since (sent back in the result).
+   */
+  trace?: { t0: number; spans: NodeSpan[] };
+}
+
+/** Records a phase of a traced lease, from two performance.now() readings. */
+export function addSpan(lease: Lease, name: string, start: number, end: number): void {
+  const t = lease.trace;
+  if (!t || t.spans.length >= MAX_NODE_SPANS || !(end >= start)) return;
+  t.spans.push({ name, startMs: Math.max(0, start - t.t0), endMs: Math.max(0, end - t.t0) });
 }
 
 /** How a run ended. Failures carry the wire error (with details such as stderr for agents). */
