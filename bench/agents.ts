@@ -10,20 +10,23 @@
  * - e2eTasksPerMin: submitted in batches over HTTP, journaled, routed to two nodes, results journaled;
  * - memoryPerAgentMB: see web/node/pool-bench.ts (memoryMethod says how).
  * Also where the time went: CPU seconds of this process (coordinator + driver) and of the browsers.
+ * - tracingOnOverOff: e2e throughput with tracing on (OTLP/HTTP to a loopback collector) ÷ off (ABBA phases, two coordinators).
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { readAgent } from '../agents';
 import { createCoordinator } from '../server';
-import { launchNodes } from '../scripts/nodes';
+import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
 import { DIST, ensurePageBuilt } from '../scripts/page-build';
 import { registerAgent } from '../scripts/register-agents';
 import type { PoolBenchResult } from '../web';
 
 const GOALS = { spawnWarmP50Ms: 2, spawnWarmP99Ms: 10, e2eTasksPerMin: 60_000, ratio: 0.5, memoryPerAgentMB: 16 };
 const BATCH = 1000;
+const TRACING_GOAL = 0.95;
 
 /** CPU seconds (user + system) of every live process below `root` (here: the headless browsers). */
 function descendantsCpuSeconds(root = process.pid): number {
@@ -69,6 +72,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       nodes: { type: 'string', default: '2' },
       'budget-s': { type: 'string', default: '60' },
       'per-worker': { type: 'string' },
+      'trace-phase-tasks': { type: 'string', default: '4000' },
       'flush-ms': { type: 'string' },
     },
   });
@@ -165,6 +169,9 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     const cpu = process.cpuUsage(cpu0);
     const browsersCpu = descendantsCpuSeconds() - b0;
 
+    log('Throughput with tracing on (OTLP to a loopback collector) vs off…');
+    const launchMore = (u: string): Promise<LaunchedNodes> => launchNodes({ url: u, count: Number(values.nodes), workers: values.workers ? Number(values.workers) : undefined, log });
+    const tracing = await tracingRatio({ offUrl: url, offPages: pages, launch: launchMore, dir, tasks: Number(values['trace-phase-tasks']), log });
     const stats = await Promise.all(pages.map((p) => p.evaluate(() => window.__execNode!.stats())));
     const e2eTasksPerMin = (finished * 60_000) / e2eMs;
     const ratio = e2eTasksPerMin / pool.rawTasksPerMin;
@@ -179,6 +186,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       e2eTasksPerMin: Math.round(e2eTasksPerMin),
       rawTasksPerMin: Math.round(pool.rawTasksPerMin),
       ratio: r2(ratio),
+      tracingOnOverOff: r2(tracing.ratio),
+      tracing: { tasksPerMinOff: Math.round(tracing.off), tasksPerMinOn: Math.round(tracing.on), tasksPerPhase: tracing.tasksPerPhase, otlpPosts: tracing.posts, otlpBytes: tracing.bytes, phases: 'off, on, on, off' },
       memoryPerAgentMB: r2(pool.memoryPerAgentMB),
       memoryMethod: pool.memoryMethod,
       goals: {
@@ -186,6 +195,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         spawnWarmP99Ms: `<= ${GOALS.spawnWarmP99Ms}`,
         e2eTasksPerMin: `>= ${GOALS.e2eTasksPerMin}`,
         ratio: `>= ${GOALS.ratio}`,
+        tracingOnOverOff: `>= ${TRACING_GOAL}`,
         memoryPerAgentMB: `<= ${GOALS.memoryPerAgentMB}`,
       },
       pass: {
@@ -193,6 +203,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         spawnWarmP99Ms: pool.spawnWarmP99Ms <= GOALS.spawnWarmP99Ms,
         e2eTasksPerMin: e2eTasksPerMin >= GOALS.e2eTasksPerMin,
         ratio: ratio >= GOALS.ratio,
+        tracingOnOverOff: tracing.ratio >= TRACING_GOAL,
         memoryPerAgentMB: pool.memoryPerAgentMB !== null && pool.memoryPerAgentMB <= GOALS.memoryPerAgentMB,
       },
       e2e: {
@@ -225,5 +236,76 @@ async function waitUntil(cond: () => Promise<boolean>, timeoutMs: number, everyM
   while (!(await cond())) {
     if (performance.now() > end) throw new Error(`Timed out after ${timeoutMs} ms.`);
     await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/**
+ * Agent throughput with tracing configured (OTLP/HTTP to a collector on loopback that this bench starts)
+ * over the same without: a second coordinator with tracing on and its own headless nodes, beside the
+ * first (off); four phases of `tasks` each, off / on / on / off, so a drift over the run weighs on both.
+ */
+async function tracingRatio(opts: {
+  offUrl: string;
+  offPages: LaunchedNodes['pages'];
+  launch: (url: string) => Promise<LaunchedNodes>;
+  dir: string;
+  tasks: number;
+  log: (line: string) => void;
+}): Promise<{ ratio: number; off: number; on: number; tasksPerPhase: number; posts: number; bytes: number }> {
+  let posts = 0;
+  let bytes = 0;
+  const collector = createServer((req, res) => {
+    req.on('data', (d: Buffer) => (bytes += d.length));
+    req.on('end', () => {
+      if (req.url === '/v1/traces') posts++;
+      res.setHeader('content-type', 'application/json');
+      res.end('{}');
+    });
+  });
+  await new Promise<void>((r) => collector.listen(0, '127.0.0.1', r));
+  const otlpEndpoint = `http://127.0.0.1:${(collector.address() as { port: number }).port}`;
+  const traced = await createCoordinator({ dbPath: join(opts.dir, 'traced.db'), port: 0, staticDir: DIST, tracing: { otlpEndpoint } });
+  const onUrl = traced.url.replace(/\/$/, '');
+  let nodes: LaunchedNodes | null = null;
+  try {
+    const reg = await registerAgent(onUrl, 'trivial', readAgent('trivial'));
+    if (reg.code) throw new Error(`The traced coordinator refused the trivial agent: ${reg.code} ${reg.message}`);
+    nodes = await opts.launch(onUrl);
+    const onPages = nodes.pages;
+    const doneOf = async (pages: LaunchedNodes['pages']): Promise<number> => {
+      let n = 0;
+      for (const p of pages) n += await p.evaluate(() => { const s = window.__execNode!.stats(); return s.tasksDone + s.tasksFailed; });
+      return n;
+    };
+    const spec = { kind: 'agent', payload: { agent: 'trivial', input: {} }, maxAttempts: 1 };
+    /** Runs `n` tasks through one coordinator (at most 5 batches ahead of its nodes); answers tasks per minute. */
+    const phase = async (url: string, pages: LaunchedNodes['pages'], n: number): Promise<number> => {
+      const base = await doneOf(pages);
+      const t0 = performance.now();
+      let sent = 0;
+      while (sent < n) {
+        if (sent - ((await doneOf(pages)) - base) > 5 * BATCH) {
+          await new Promise((r) => setTimeout(r, 20));
+          continue;
+        }
+        const k = Math.min(BATCH, n - sent);
+        await post(`${url}/v1/tasks`, { tasks: Array.from({ length: k }, () => spec) });
+        sent += k;
+      }
+      await waitUntil(async () => (await doneOf(pages)) - base >= n, 120_000, 25);
+      return (n * 60_000) / (performance.now() - t0);
+    };
+    await phase(onUrl, onPages, 1000); // warm-up: module fetch, JIT
+    const perMin = { off: 0, on: 0 };
+    for (const on of [false, true, true, false]) {
+      const rate = on ? await phase(onUrl, onPages, opts.tasks) : await phase(opts.offUrl, opts.offPages, opts.tasks);
+      opts.log(`  tracing ${on ? 'on ' : 'off'}: ${Math.round(rate)} tasks/min`);
+      perMin[on ? 'on' : 'off'] += rate / 2;
+    }
+    return { ratio: perMin.on / perMin.off, off: perMin.off, on: perMin.on, tasksPerPhase: opts.tasks, posts, bytes };
+  } finally {
+    await nodes?.close();
+    await traced.close(); // flushes the last spans to the collector
+    await new Promise<void>((r) => collector.close(() => r()));
   }
 }
