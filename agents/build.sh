@@ -71,6 +71,17 @@ trap cleanup EXIT
 "$CLANG" --target=wasm32-wasi --sysroot=/usr -Wl,--strip-all "$OUT/text_stats.o" -o "$OUT/text-stats.wasm"
 rm "$OUT/text_stats.o"
 
+# WASI preview1 test programs, one per function family (agents/wasi-tests/*.c, sharing
+# check.h): built the same way into dist/wasi-tests/, apart from the sample agents.
+mkdir -p "$OUT/wasi-tests"
+for src in agents/wasi-tests/*.c; do
+  name=$(basename "$src" .c)
+  "$CLANG" --target=wasm32-wasi --sysroot=/usr -O2 -c -Wall -Wextra -Werror \
+    -ffile-prefix-map="$ROOT"=. "$src" -o "$OUT/wasi-tests/$name.o"
+  "$CLANG" --target=wasm32-wasi --sysroot=/usr -Wl,--strip-all "$OUT/wasi-tests/$name.o" -o "$OUT/wasi-tests/$name.wasm"
+  rm "$OUT/wasi-tests/$name.o"
+done
+
 # ----------------------------------------------------------------------- Rust
 # std only; LTO drops most of std's unused code; panics abort. The slowest step, so it
 # runs in the background while the others build; `wait` below collects its status.
@@ -128,6 +139,10 @@ if [[ $mode == build ]]; then
     [[ -f "$OUT/$(basename "$f")" ]] || echo "agents/build.sh: note: $f has no source any more; remove it" >&2
   done
   for f in "${built[@]}"; do printf '%8d  agents/dist/%s\n' "$(wc -c <"$f")" "$(basename "$f")"; done
+  mkdir -p agents/dist/wasi-tests
+  rm -f agents/dist/wasi-tests/*.wasm
+  cp "$OUT"/wasi-tests/*.wasm agents/dist/wasi-tests/
+  printf '%8d  agents/dist/wasi-tests/ (%d programs)\n' "$(cat "$OUT"/wasi-tests/*.wasm | wc -c)" "$(ls "$OUT"/wasi-tests/*.wasm | wc -l)"
   exit 0
 fi
 
@@ -149,5 +164,20 @@ for f in agents/dist/*.wasm; do
     status=1
   fi
 done
-((status == 0)) && echo "agents/build.sh --check: all ${#built[@]} agents match their sources"
+for f in "$OUT"/wasi-tests/*.wasm; do
+  name=agents/dist/wasi-tests/$(basename "$f")
+  if [[ ! -f $name ]] || ! cmp -s "$f" "$name"; then
+    echo "agents/build.sh --check: $name is missing or differs from a fresh build of its source; run bash agents/build.sh and commit it" >&2
+    status=1
+  fi
+done
+for f in agents/dist/wasi-tests/*.wasm; do
+  [[ -f $f ]] || continue
+  if [[ ! -f "$OUT/wasi-tests/$(basename "$f")" ]]; then
+    echo "agents/build.sh --check: $f has no source; remove it" >&2
+    status=1
+  fi
+done
+wasi_tests=("$OUT"/wasi-tests/*.wasm)
+((status == 0)) && echo "agents/build.sh --check: all ${#built[@]} agents match their sources, and all ${#wasi_tests[@]} WASI test programs"
 exit "$status"

@@ -3,7 +3,7 @@
  * module. Used inside each pooled worker and directly by Node tests.
  * Never throws for agent faults: every ending maps to an AgentRunOutcome.
  */
-import { File, OpenFile, PreopenDirectory, WASI, type Inode } from '@bjorn3/browser_wasi_shim';
+import { File, OpenFile, PreopenDirectory, type Inode } from '@bjorn3/browser_wasi_shim';
 import {
   AppError,
   FUEL_EXPORT,
@@ -18,6 +18,7 @@ import {
 } from '../../shared';
 import { createMemory, isHostOutOfMemory, type HostMemories } from './memories';
 import { CappedOutput } from './output';
+import { AgentWasi } from './wasi';
 import type { AgentRunOutcome, AgentRunRequest } from './types';
 
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
@@ -97,8 +98,8 @@ export function runAgentInThread(compiled: WebAssembly.Module, req: AgentRunRequ
   const stdout = new CappedOutput('stdout', limits.maxStdoutBytes);
   const stderr = new CappedOutput('stderr', limits.maxStderrBytes);
   const env = [`AGENT_TASK_ID=${req.taskId}`, `AGENT_NAME=${req.agentName}`, ...Object.entries(req.env).map(([k, v]) => `${k}=${v}`)];
-  const wasi = new WASI([req.agentName, ...req.args], env, [new OpenFile(new File(req.stdin, { readonly: true })), stdout, stderr, inputDir(req.files)], {
-    debug: false,
+  const wasi = new AgentWasi([req.agentName, ...req.args], env, [new OpenFile(new File(req.stdin, { readonly: true })), stdout, stderr, inputDir(req.files)], {
+    deadline: wallClock() + limits.timeoutMs,
   });
 
   const t0 = performance.now();
@@ -131,7 +132,7 @@ function runInstance(
   capPages: number,
   stdout: CappedOutput,
   stderr: CappedOutput,
-  wasi: WASI,
+  wasi: AgentWasi,
   t0: number,
   requestedAt: number,
   options: RunOptions,
