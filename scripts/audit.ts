@@ -175,7 +175,8 @@ function main(): number {
     allow = parseAllowList(readFileSync(values.allow, 'utf8'), values.allow);
   } catch (err) {
     console.error(`audit: ${err instanceof Error ? err.message : String(err)}`);
-    return 2;
+    // A broken allow list is a mistake to fix, not a registry that cannot answer: it fails CI.
+    return 1;
   }
   const ran = runNpmAudit(root);
   if ('error' in ran) {
