@@ -8,7 +8,9 @@
  * - spawnColdP50Ms: the same for a new runtime with one new worker;
  * - rawTasksPerMin: the trivial agent through the page's pool directly (no coordinator);
  * - e2eTasksPerMin: submitted in batches over HTTP, journaled, routed to two nodes, results journaled;
- * - memoryPerAgentMB: see web/node/pool-bench.ts (memoryMethod says how).
+ * - memoryPerAgentMB: see web/node/pool-bench.ts (memoryMethod says how);
+ * - metricsScrapeMs: median GET /metrics with 16 more nodes connected (cheap socket test nodes, heartbeating);
+ * - scrapedEverySecondOverNever: e2e throughput with /metrics fetched every second ÷ never, same run (ABBA phases).
  * Also where the time went: CPU seconds of this process (coordinator + driver) and of the browsers.
  * - tracingOnOverOff: e2e throughput with tracing on (OTLP/HTTP to a loopback collector) ÷ off (ABBA phases, two coordinators).
  */
@@ -19,12 +21,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { readAgent } from '../agents';
 import { createCoordinator } from '../server';
+import { TestNode } from '../server/testing';
 import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
 import { DIST, ensurePageBuilt } from '../scripts/page-build';
 import { registerAgent } from '../scripts/register-agents';
 import type { PoolBenchResult } from '../web';
 
-const GOALS = { spawnWarmP50Ms: 2, spawnWarmP99Ms: 10, e2eTasksPerMin: 60_000, ratio: 0.5, memoryPerAgentMB: 16 };
+const GOALS = { spawnWarmP50Ms: 2, spawnWarmP99Ms: 10, e2eTasksPerMin: 60_000, ratio: 0.5, memoryPerAgentMB: 16, scrapedEverySecondOverNever: 0.98 };
 const BATCH = 1000;
 const TRACING_GOAL = 0.95;
 
@@ -74,6 +77,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       'per-worker': { type: 'string' },
       'trace-phase-tasks': { type: 'string', default: '4000' },
       'flush-ms': { type: 'string' },
+      'scrape-phase-tasks': { type: 'string', default: '4000' },
     },
   });
   const total = Number(values.tasks);
@@ -172,6 +176,11 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     log('Throughput with tracing on (OTLP to a loopback collector) vs off…');
     const launchMore = (u: string): Promise<LaunchedNodes> => launchNodes({ url: u, count: Number(values.nodes), workers: values.workers ? Number(values.workers) : undefined, log });
     const tracing = await tracingRatio({ offUrl: url, offPages: pages, launch: launchMore, dir, tasks: Number(values['trace-phase-tasks']), log });
+    log('Throughput with /metrics scraped every second vs never…');
+    const scraping = await scrapeRatio(url, submit, done, Number(values['scrape-phase-tasks']));
+    log('GET /metrics with 16 more nodes connected…');
+    const scrape = await metricsScrape(url, 16);
+
     const stats = await Promise.all(pages.map((p) => p.evaluate(() => window.__execNode!.stats())));
     const e2eTasksPerMin = (finished * 60_000) / e2eMs;
     const ratio = e2eTasksPerMin / pool.rawTasksPerMin;
@@ -190,6 +199,10 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       tracing: { tasksPerMinOff: Math.round(tracing.off), tasksPerMinOn: Math.round(tracing.on), tasksPerPhase: tracing.tasksPerPhase, otlpPosts: tracing.posts, otlpBytes: tracing.bytes, phases: 'off, on, on, off' },
       memoryPerAgentMB: r2(pool.memoryPerAgentMB),
       memoryMethod: pool.memoryMethod,
+      metricsScrapeMs: r2(scrape.medianMs),
+      metricsScrape: { nodes: scrape.nodes, scrapes: scrape.scrapes, bytes: scrape.bytes, p90Ms: r2(scrape.p90Ms), how: scrape.how },
+      scrapedEverySecondOverNever: r2(scraping.ratio),
+      scraping: { tasksPerMinNever: Math.round(scraping.never), tasksPerMinScraped: Math.round(scraping.scraped), tasksPerPhase: scraping.tasksPerPhase, scrapes: scraping.scrapes, phases: 'never, scraped, scraped, never' },
       goals: {
         spawnWarmP50Ms: `<= ${GOALS.spawnWarmP50Ms}`,
         spawnWarmP99Ms: `<= ${GOALS.spawnWarmP99Ms}`,
@@ -197,6 +210,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         ratio: `>= ${GOALS.ratio}`,
         tracingOnOverOff: `>= ${TRACING_GOAL}`,
         memoryPerAgentMB: `<= ${GOALS.memoryPerAgentMB}`,
+        scrapedEverySecondOverNever: `>= ${GOALS.scrapedEverySecondOverNever}`,
       },
       pass: {
         spawnWarmP50Ms: pool.spawnWarmP50Ms <= GOALS.spawnWarmP50Ms,
@@ -205,6 +219,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         ratio: ratio >= GOALS.ratio,
         tracingOnOverOff: tracing.ratio >= TRACING_GOAL,
         memoryPerAgentMB: pool.memoryPerAgentMB !== null && pool.memoryPerAgentMB <= GOALS.memoryPerAgentMB,
+        scrapedEverySecondOverNever: scraping.ratio >= GOALS.scrapedEverySecondOverNever,
       },
       e2e: {
         tasks: finished,
@@ -228,6 +243,82 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     await nodes?.close();
     await coordinator.close();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Agent throughput through the coordinator with GET /metrics fetched every second, over the same
+ * without: four phases of `tasks` each, never / scraped / scraped / never, so a drift over the run
+ * (JIT, caches) weighs on both sides alike.
+ */
+async function scrapeRatio(
+  url: string,
+  submit: (n: number) => Promise<string[]>,
+  done: () => Promise<number>,
+  tasks: number,
+): Promise<{ ratio: number; never: number; scraped: number; tasksPerPhase: number; scrapes: number }> {
+  let scrapes = 0;
+  const phase = async (scraped: boolean): Promise<number> => {
+    const base = await done();
+    let timer: NodeJS.Timeout | null = null;
+    if (scraped) {
+      timer = setInterval(() => {
+        void fetch(`${url}/metrics`)
+          .then(async (r) => {
+            await r.text();
+            scrapes++;
+          })
+          .catch(() => undefined);
+      }, 1000);
+    }
+    const t0 = performance.now();
+    try {
+      await submit(tasks);
+      await waitUntil(async () => (await done()) - base >= tasks, 120_000, 25);
+    } finally {
+      if (timer) clearInterval(timer);
+    }
+    return (tasks * 60_000) / (performance.now() - t0);
+  };
+  const perMin = { never: 0, scraped: 0 };
+  for (const scraped of [false, true, true, false]) perMin[scraped ? 'scraped' : 'never'] += (await phase(scraped)) / 2;
+  return { ratio: perMin.scraped / perMin.never, never: perMin.never, scraped: perMin.scraped, tasksPerPhase: tasks, scrapes };
+}
+
+/**
+ * Median time of GET /metrics with `count` more nodes connected: socket test nodes (server/testing.ts
+ * TestNode; no kinds, so they take no tasks) that heartbeat full metrics, so each adds its per-node series.
+ */
+async function metricsScrape(url: string, count: number): Promise<{ medianMs: number; p90Ms: number; nodes: number; scrapes: number; bytes: number; how: string }> {
+  const extra: TestNode[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const node = await TestNode.connect(url, { name: `scrape-${i}`, kinds: [], maxConcurrent: 4 });
+      node.heartbeat([], { workers: 4, tasksDone: 1000 + i, spawnP50Ms: 0.3, spawnP99Ms: 2, memoryBytes: 64 << 20, agentMemoryBytes: 1 << 20, gpuMemoryBytes: 0, tokensPerSec: 0 });
+      extra.push(node);
+    }
+    const want = `node_name="scrape-${count - 1}"`;
+    await waitUntil(async () => (await (await fetch(`${url}/metrics`)).text()).includes(want), 10_000);
+    const times: number[] = [];
+    let bytes = 0;
+    for (let i = 0; i < 50; i++) {
+      const t0 = performance.now();
+      const text = await (await fetch(`${url}/metrics`)).text();
+      times.push(performance.now() - t0);
+      bytes = text.length;
+    }
+    times.sort((a, b) => a - b);
+    const connected = (await (await fetch(`${url}/v1/nodes`)).json()) as { nodes: unknown[] };
+    return {
+      medianMs: times[Math.floor((times.length - 1) / 2)]!,
+      p90Ms: times[Math.floor(times.length * 0.9)]!,
+      nodes: connected.nodes.length,
+      scrapes: times.length,
+      bytes,
+      how: `${count} socket test nodes (heartbeating, no tasks) beside the benchmark's Chromium nodes; 50 sequential scrapes over loopback`,
+    };
+  } finally {
+    for (const n of extra) await n.close();
   }
 }
 

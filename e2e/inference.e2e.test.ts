@@ -85,8 +85,8 @@ async function reference(model: string, prompt: string, maxNew: number): Promise
 
 const PROMPTS = ['the cat', 'a dog and a bird went', 'once upon a time there was', 'hello', 'the quick brown fox jumps over', 'we', 'light and dark', 'rain falls on the'];
 
-function fileRequests(model: string): number {
-  return coordinator.metrics.modelFileRequests.get(model) ?? 0;
+function fileRequests(model: string): Promise<number> {
+  return coordinator.metrics.value('coordinator_model_file_requests_total', { model });
 }
 
 async function launch(backends: string): Promise<LaunchedNodes> {
@@ -183,13 +183,13 @@ for (const [label, backends, models, want] of [
 
     test('weights come from IndexedDB after a reload: no model file request reaches the coordinator', async () => {
       assert.ok(result(await generate({ model: 'tiny-llama', prompt: 'warm', maxNewTokens: 2 })).tokens.length > 0);
-      const before = fileRequests('tiny-llama');
+      const before = await fileRequests('tiny-llama');
       assert.ok(before > 0, 'the first load fetched the files');
       const page = nodes.pages[0]!;
       await page.reload();
       await page.waitForFunction(() => window.__execNode?.state === 'connected', null, { timeout: 60_000 });
       assert.ok(result(await generate({ model: 'tiny-llama', prompt: 'after the reload', maxNewTokens: 3 })).tokens.length > 0);
-      assert.equal(fileRequests('tiny-llama'), before);
+      assert.equal(await fileRequests('tiny-llama'), before);
     });
 
     test('the official openai client: chat and completions, whole and streamed, JSON mode; an abort mid-stream cancels the task', async () => {
@@ -276,7 +276,7 @@ for (const [label, backends, models, want] of [
 
     if (backends === 'engine') {
       test('the GPU process crashes mid-generation: the attempt fails GPU_DEVICE_LOST, the retry reloads the model from IndexedDB on a new device', async () => {
-        const before = fileRequests('tiny-llama');
+        const before = await fileRequests('tiny-llama');
         const id = await submit({ kind: 'generate', payload: { model: 'tiny-llama', prompt: 'the cat', maxNewTokens: 200 } });
         // Wait until it is generating, then crash Chromium's GPU process (a real device loss, every worker's).
         await until(() => coordinator.watch.backlog(id).some((e) => e.type === 'progress'), 60_000, 'first tokens');
@@ -285,8 +285,8 @@ for (const [label, backends, models, want] of [
         const rec = await wait(id);
         assert.equal(rec.state, 'succeeded', JSON.stringify(rec.error));
         assert.equal(rec.attempts, 2, 'one attempt lost with the device, the retry succeeded');
-        assert.equal(fileRequests('tiny-llama'), before, 'the reload came from IndexedDB');
-        assert.ok((coordinator.metrics.attemptErrors.get('GPU_DEVICE_LOST') ?? 0) >= 1, 'the lost attempt was counted as GPU_DEVICE_LOST');
+        assert.equal(await fileRequests('tiny-llama'), before, 'the reload came from IndexedDB');
+        assert.ok((await coordinator.metrics.value('coordinator_task_attempt_errors_total', { code: 'GPU_DEVICE_LOST' })) >= 1, 'the lost attempt was counted as GPU_DEVICE_LOST');
       });
     }
   });

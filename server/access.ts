@@ -60,6 +60,8 @@ export const ACCESS: Readonly<Record<string, Access>> = {
 
   'GET /metrics': { roles: ['refiner'] },
   'GET /v1/kpis': { roles: ['refiner'] },
+  'GET /v1/maintenance': { roles: ['refiner'] },
+  'PUT /v1/maintenance': { roles: ['admin'], shared: true },
   'GET /v1/nodes': { roles: ['refiner', 'allocator'] },
   'POST /v1/nodes/:id/drain': { roles: ['allocator'], shared: true },
   'PUT /v1/nodes/:id/caps': { roles: ['allocator'], shared: true },

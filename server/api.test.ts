@@ -327,21 +327,23 @@ describe('operations', () => {
     const sample = /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})? -?[0-9.eE+-]+$|^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})? (\+Inf|NaN)$/;
     const names = new Set<string>();
     for (const line of text.trimEnd().split('\n')) {
+      if (line === '') continue; // prom-client separates metric families with a blank line
       if (line.startsWith('# HELP ') || line.startsWith('# TYPE ')) {
         names.add(line.split(' ')[2]!);
         continue;
       }
       assert.match(line, sample, `bad sample line: ${line}`);
     }
-    for (const n of ['coordinator_tasks_submitted_total', 'coordinator_queue_depth', 'coordinator_task_latency_seconds', 'coordinator_nodes']) assert.ok(names.has(n), n);
+    for (const n of ['coordinator_tasks_submitted_total', 'coordinator_tasks', 'coordinator_task_latency_seconds', 'coordinator_nodes', 'process_cpu_seconds_total']) assert.ok(names.has(n), n);
     assert.match(text, /coordinator_tasks_submitted_total\{kind="agent"\} \d+/);
-    assert.match(text, /coordinator_task_latency_seconds_bucket\{le="\+Inf"\} [1-9]/);
+    assert.match(text, /coordinator_task_latency_seconds_bucket\{[^}]*le="\+Inf"[^}]*\} [1-9]/);
   });
 
   test('/v1/kpis: every KPI has value, target and pass', async () => {
     const res = await api('/v1/kpis');
     assert.equal(res.status, 200);
-    for (const name of ['successRate', 'errorRate', 'throughput', 'latencyP50', 'availability', 'agentSpawn']) {
+    assert.equal(res.body.windowSeconds, 300);
+    for (const name of ['successRate', 'errorRate', 'throughput', 'latencyP50', 'availability', 'agentSpawn', 'memoryPerAgent', 'utilisation']) {
       const k = res.body.kpis[name];
       assert.ok(k, name);
       assert.ok('value' in k && 'target' in k && 'pass' in k, name);

@@ -2,6 +2,7 @@
 import type { Auth } from './auth';
 import type { Hub } from './hub';
 import type { Clock, Journal } from './journal';
+import type { Maintenance } from './maintenance';
 import type { Metrics } from './metrics';
 import type { Registry } from './registry';
 import type { Scheduler } from './scheduler';
@@ -23,6 +24,8 @@ export interface Context {
   heartbeatIntervalMs: number;
   /** Spans (server/tracing.ts); null when tracing is off: every call site checks. */
   tracing: Tracing | null;
+  /** Maintenance mode (PUT /v1/maintenance): in memory, sets coordinator_maintenance. */
+  maintenance: Maintenance;
   /** True once close() began: new tasks are refused with SHUTTING_DOWN. */
   shuttingDown(): boolean;
 }

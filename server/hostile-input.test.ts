@@ -447,7 +447,7 @@ describe('hostile input over HTTP', () => {
     const headMissing = await send({ method: 'HEAD', path: '/v1/tasks/nope' });
     assert.equal(headMissing.status, 400);
     // A body cut off mid-way: the connection closes, the coordinator counts no server error and keeps answering.
-    const errorsBefore = c.metrics.http.serverErrors;
+    const errorsBefore = await c.metrics.value('coordinator_http_server_errors_total');
     await new Promise<void>((resolve) => {
       const s = connect(Number(base.port), base.hostname, () => {
         s.write('POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"kind":"ag');
@@ -457,7 +457,7 @@ describe('hostile input over HTTP', () => {
     });
     const health = await send({ method: 'GET', path: '/healthz' });
     assert.equal(health.status, 200);
-    assert.equal(c.metrics.http.serverErrors, errorsBefore);
+    assert.equal(await c.metrics.value('coordinator_http_server_errors_total'), errorsBefore);
   });
 
   test('property: 2,000 generated requests over every route — no 5xx, every refusal coded and documented, /healthz within 100 ms', async () => {
@@ -491,7 +491,7 @@ describe('hostile input over HTTP', () => {
     assert.ok(sent >= 2000);
     assert.deepEqual(poller.failures, []);
     assert.ok(health.worst < 100, fmt(health));
-    assert.equal(c.metrics.http.serverErrors, 0);
+    assert.equal(await c.metrics.value('coordinator_http_server_errors_total'), 0);
   });
 });
 

@@ -18,6 +18,7 @@ import type { Context } from './context';
 import { MAX_HEADER_BYTES, MAX_PARAM_LENGTH, clientErrorHandler, frameworkErrors, installErrorHandling, installInputGate } from './http';
 import { Hub, normalizeOrigin } from './hub';
 import { Journal, systemClock, type Clock } from './journal';
+import { Maintenance } from './maintenance';
 import { Metrics } from './metrics';
 import { ModelStore } from './models';
 import { Registry } from './registry';
@@ -164,6 +165,8 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     limits: { maxQueuePerWorker: opts.maxQueuePerWorker ?? 127, maxLeasesPerNode: opts.maxLeasesPerNode ?? 4096 },
     allowOrigins: (opts.allowOrigins ?? []).map(normalizeOrigin),
   });
+  const maintenance = new Maintenance(clock.now());
+  metrics.attach({ clock, journal, nodes: () => scheduler.nodes.values(), webhooks, maintenance, heartbeatIntervalMs, prefetch: scheduler.options.prefetch });
   let shuttingDown = false;
   const ctx: Context = {
     auth: opts.auth ?? Auth.open(),
@@ -177,6 +180,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     clock,
     heartbeatIntervalMs,
     tracing,
+    maintenance,
     shuttingDown: () => shuttingDown,
   };
 

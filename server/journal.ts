@@ -730,6 +730,11 @@ export class Journal {
     return out;
   }
 
+  /** Queued tasks by priority (0–9; priorities with none are absent). */
+  queuedByPriority(): Array<{ priority: number; n: number }> {
+    return this.#prep<[], { priority: number; n: number }>(`SELECT priority, COUNT(*) AS n FROM tasks WHERE state = 'queued' GROUP BY priority`).all();
+  }
+
   pendingForTenant(tenant: string): number {
     return this.#tenantPending.get(tenant)?.n ?? 0;
   }

@@ -113,6 +113,8 @@ export interface LeaseInfo {
   replica?: number;
   /** How long the task may run on the node without a result (agent: its timeoutMs); the stall rule adds its grace. */
   budgetMs: number;
+  /** The model a generate task names (its results' timings are labelled with it). */
+  model?: string;
   /** The attempt's span, when tracing is on (server/tracing.ts). */
   trace?: AttemptTrace;
 }
@@ -121,7 +123,8 @@ export class NodeSession {
   readonly id: NodeId;
   name: string;
   capabilities: Capabilities;
-  metrics: NodeMetrics | null = null;
+  /** The last heartbeat's figures, bounded (server/metrics.ts nodeReported: values out of bounds dropped). */
+  metrics: Partial<NodeMetrics> | null = null;
   socket: WebSocket | null;
   readonly connectedAt: number;
   lastSeen: number;

@@ -138,7 +138,7 @@ describe('quorum', () => {
       assert.equal((await reputationOf(c, liar)).outvoted, 1);
       assert.equal((await reputationOf(c, nodes[0]!.node.id)).agreed, 1);
       const metrics = await (await fetch(`${c.url}/metrics`)).text();
-      assert.match(metrics, new RegExp(`coordinator_node_reputation\\{node="${liar}",name="liar"\\} 0\\.5`));
+      assert.match(metrics, new RegExp(`coordinator_node_reputation\\{node="${liar}",node_name="liar"\\} 0\\.5`));
     } finally {
       for (const n of nodes) await n.node.close();
       await c.close();

@@ -246,8 +246,10 @@ export class Scheduler {
         if (this.#tracing) {
           info.trace = this.#tracing.attempt(row.traceparent, now - row.run_after, { taskId: row.id, nodeId: node.id, attempt: info.attempt, kind: row.kind, ...(row.replica !== undefined ? { replica: row.replica } : {}) });
         }
+        if (row.kind === 'generate' && row.model !== null) info.model = row.model;
         this.leases.set(leaseId, info);
         node.hold(info, now);
+        this.#metrics.dispatched((now - row.run_after) / 1000);
         const part = assignmentJson(row, leaseId, info.trace?.traceparent);
         parts.push(part);
         chars += part.length;
@@ -268,7 +270,7 @@ export class Scheduler {
   heartbeat(node: NodeSession, msg: HeartbeatMessage): void {
     const now = this.#opts.clock.now();
     node.lastSeen = now;
-    node.metrics = msg.metrics;
+    node.metrics = this.#metrics.nodeReported(msg.metrics);
     if (msg.capabilities) node.capabilities = msg.capabilities;
     const until = now + this.#opts.leaseMs;
     for (const id of msg.leases) {
@@ -325,6 +327,7 @@ export class Scheduler {
       }
       node.release(item.leaseId);
       this.leases.delete(item.leaseId);
+      if (item.ok) this.#metrics.resultReported(lease.kind, lease.model ?? null, item.result);
       if (lease.trace) this.#tracing!.resulted(lease.trace, item.spans, item.ok ? TRACE_OK : { ok: false, code: String(item.error.code).slice(0, 64) });
       if (lease.replica === undefined) this.#pending.push({ node, item, trace: lease.trace });
       else this.#pendingReplicas.push({ node, item, trace: lease.trace });
@@ -493,6 +496,7 @@ export class Scheduler {
     const now = this.#opts.clock.now();
     node.socket = null;
     node.disconnectedAt = now;
+    this.#metrics.nodeDisconnected(node.draining ? 'drained' : 'lost');
     // After stop() the journal may be closed; the leases stay in it and are requeued on the next start.
     if (this.#stopped) return;
     this.#journal.event('node_disconnected', null, node.id, { leases: node.leases.size });

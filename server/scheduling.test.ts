@@ -374,7 +374,7 @@ test('a node that advertises queueDepth holds at most maxConcurrent + queueDepth
   const view = (await api(`/v1/nodes`)).body.nodes.find((x: { id: string }) => x.id === node.id);
   assert.equal(view.workers, 2);
   assert.equal(view.queueDepth, 3);
-  assert.match((await api('/metrics')).body, new RegExp(`coordinator_node_queue_depth\\{node="${node.id}",name="test-node"\\} 3`));
+  assert.match((await api('/metrics')).body, new RegExp(`coordinator_node_queue_depth\\{node="${node.id}",node_name="test-node"\\} 3`));
 });
 
 test('routing: a generate task goes to the node that has its adapter loaded, then to one with the model loaded', async () => {

@@ -206,6 +206,8 @@ export interface AgentResult {
   fuelUsed: number;
   durationMs: number;
   memoryBytes: number;
+  /** From the run's start on the node to the agent's first instruction (worker and instance ready), when the node measured it. */
+  spawnMs?: number;
 }
 
 /** One generated token's log-probability, with the most likely alternatives when asked. */
@@ -336,14 +338,41 @@ export const CapabilitiesSchema = Type.Object({
 export type Capabilities = Static<typeof CapabilitiesSchema>;
 export type WebGpuInfo = Static<typeof WebGpuInfoSchema>;
 
+/**
+ * Largest value the coordinator takes for each figure a node reports (heartbeat metrics, and the
+ * timings in its task results). A value that is not finite, negative or above its bound is dropped
+ * (not exported, counted in `coordinator_node_metrics_rejected_total`); the rest of the message
+ * stands, so one bad gauge costs the node that gauge, not its heartbeat and leases.
+ */
+export const NODE_METRIC_BOUNDS = {
+  running: 1_048_576,
+  workers: 65_536,
+  tasksDone: Number.MAX_SAFE_INTEGER,
+  tasksFailed: Number.MAX_SAFE_INTEGER,
+  /** Milliseconds (one hour). */
+  spawnP50Ms: 3.6e6,
+  spawnP99Ms: 3.6e6,
+  /** Bytes (1 PiB). */
+  memoryBytes: 2 ** 50,
+  agentMemoryBytes: 2 ** 50,
+  gpuMemoryBytes: 2 ** 50,
+  tokensPerSec: 1e7,
+} as const satisfies Record<string, number>;
+
+/** Bounds on the timings a task result carries (agent `spawnMs`, generate `ttftMs` and `tokensPerSec`), checked the same way. */
+export const RESULT_METRIC_BOUNDS = { spawnMs: 3.6e6, ttftMs: 3.6e6, tokensPerSec: 1e7 } as const;
+
 export const NodeMetricsSchema = Type.Object({
   running: Type.Integer({ minimum: 0 }),
   workers: Type.Integer({ minimum: 0 }),
   tasksDone: Type.Integer({ minimum: 0 }),
   tasksFailed: Type.Integer({ minimum: 0 }),
+  // Magnitudes are checked value by value against NODE_METRIC_BOUNDS where the coordinator takes them.
   spawnP50Ms: Type.Optional(Type.Number()),
   spawnP99Ms: Type.Optional(Type.Number()),
   memoryBytes: Type.Optional(Type.Number()),
+  /** Memory one agent run used (median of the node's recent runs' linear memory). */
+  agentMemoryBytes: Type.Optional(Type.Number()),
   gpuMemoryBytes: Type.Optional(Type.Number()),
   tokensPerSec: Type.Optional(Type.Number()),
 });

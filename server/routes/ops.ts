@@ -4,6 +4,8 @@
 import type { FastifyInstance } from 'fastify';
 import { AppError, parseNodeId } from '../../shared';
 import type { Context } from '../context';
+import { MaintenanceSchema } from '../maintenance';
+import { KPI_WINDOW_S } from '../metrics';
 import { CapsSchema, NodeListQuerySchema, ReasonSchema, checkCompiled, checkDescribed } from '../validate';
 
 export function opsRoutes(app: FastifyInstance, ctx: Context): void {
@@ -55,26 +57,31 @@ export function opsRoutes(app: FastifyInstance, ctx: Context): void {
   });
 
   app.get('/metrics', async (_req, reply) => {
-    const now = ctx.clock.now();
-    const text = ctx.metrics.render(now, ctx.journal.countsByState(), [...ctx.scheduler.nodes.values()], {
-      duplicates: ctx.journal.duplicatesDropped,
-      webhooksDelivered: ctx.webhooks.delivered,
-      webhooksFailed: ctx.webhooks.failed,
-      heartbeatIntervalMs: ctx.heartbeatIntervalMs,
-      prefetch: ctx.scheduler.options.prefetch,
-    });
-    return reply.type('text/plain; version=0.0.4; charset=utf-8').send(text);
+    const { contentType, text } = await ctx.metrics.scrape();
+    return reply.type(contentType).send(text);
   });
 
   app.get('/v1/kpis', async () => {
     const now = ctx.clock.now();
-    const kpis = ctx.metrics.kpis(now, ctx.hub.connected());
+    const kpis = ctx.metrics.kpis(now);
     const values = Object.values(kpis);
     return {
       at: now,
       uptimeMs: now - ctx.metrics.startedAt,
+      windowSeconds: KPI_WINDOW_S,
+      maintenance: ctx.maintenance.on,
       pass: values.every((k) => k.pass !== false),
       kpis,
     };
+  });
+
+  // Maintenance mode: in memory; coordinator_maintenance is 1 while it is on, and the alert rules are silenced.
+  app.get('/v1/maintenance', async () => ctx.maintenance.view());
+
+  app.put('/v1/maintenance', async (req) => {
+    const body = checkDescribed(MaintenanceSchema, req.body ?? {});
+    const state = ctx.maintenance.set(body.on, body.reason ?? null, ctx.clock.now());
+    req.log.info({ maintenance: state }, body.on ? 'maintenance mode on' : 'maintenance mode off');
+    return state;
   });
 }

@@ -108,8 +108,7 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
     if (!isTerminal(task.state)) {
       throw new AppError('TASK_NOT_TERMINAL', `Task ${task.id} is ${task.state}; post a verdict once it has ended (GET /v1/tasks/${task.id}/wait).`, { state: task.state });
     }
-    if (task.verdict) ctx.metrics.verdicts[task.verdict.verdict]--;
-    ctx.metrics.verdicts[body.verdict]++;
+    ctx.metrics.verdict(task.verdict?.verdict ?? null, body.verdict, ctx.clock.now());
     // The verdict marks the reputation of the node that ran it (of a replicated task: the agreeing replicas' nodes).
     ctx.scheduler.reputation.applied(ctx.journal.setVerdict(task, body.verdict, body.reason ?? null));
     ctx.journal.event('verdict', task.id, task.nodeId, { verdict: body.verdict, reason: body.reason ?? null });

@@ -462,6 +462,7 @@ export class NodeClient {
     };
     if (Number.isFinite(pool.spawnP50Ms)) m.spawnP50Ms = pool.spawnP50Ms;
     if (Number.isFinite(pool.spawnP99Ms)) m.spawnP99Ms = pool.spawnP99Ms;
+    if (pool.agentMemoryBytes > 0) m.agentMemoryBytes = pool.agentMemoryBytes;
     const mem = (globalThis.performance as Performance & { memory?: { usedJSHeapSize: number } }).memory;
     if (mem) m.memoryBytes = mem.usedJSHeapSize;
     const inf = this.#inference?.stats();

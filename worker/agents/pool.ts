@@ -94,6 +94,8 @@ interface Job {
   done: boolean;
   /** Whether it was already tried again after NODE_RESOURCE_EXHAUSTED. */
   retried: boolean;
+  /** The spawn time its worker reported (set once the agent started). */
+  spawnMs?: number;
 }
 
 function defaultCreateWorker(): WorkerLike {
@@ -128,6 +130,9 @@ export class AgentPool implements AgentRuntime {
   readonly #listeners = new Set<(e: AgentEvent) => void>();
   readonly #spawn = new Float64Array(SPAWN_SAMPLES);
   #spawnCount = 0;
+  /** Linear memory of the latest runs, for the node's memory-per-agent figure. */
+  readonly #memory = new Float64Array(SPAWN_SAMPLES);
+  #memoryCount = 0;
   #nextWorkerId = 1;
   #startFailures = 0;
   #closed = false;
@@ -218,6 +223,7 @@ export class AgentPool implements AgentRuntime {
       resourceRetries: this.#resourceRetries,
       spawnP50Ms: percentile(sorted, 50),
       spawnP99Ms: percentile(sorted, 99),
+      agentMemoryBytes: percentile(this.#memory.slice(0, Math.min(this.#memoryCount, SPAWN_SAMPLES)).sort(), 50),
     };
   }
 
@@ -416,6 +422,8 @@ export class AgentPool implements AgentRuntime {
     } else if (answer.uncollected >= this.#maxUncollected) {
       this.#recycle(slot, `${answer.uncollected} Wasm memories not yet collected: giving their address space back`);
     }
+    if (memoryBytes !== undefined) this.#memory[this.#memoryCount++ % SPAWN_SAMPLES] = memoryBytes;
+    if (outcome.ok && job.spawnMs !== undefined) outcome.result.spawnMs = job.spawnMs;
     this.#finish(job, outcome);
   }
 
@@ -438,6 +446,7 @@ export class AgentPool implements AgentRuntime {
     const job = slot.job;
     if (!job || job.req.taskId !== taskId) return;
     this.#spawn[this.#spawnCount++ % SPAWN_SAMPLES] = spawnMs;
+    job.spawnMs = spawnMs;
     this.#emit({ type: 'spawn', taskId, agentName: job.req.agentName, workerId: slot.id, warm: job.warm, spawnMs });
   }
 

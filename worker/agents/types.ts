@@ -58,6 +58,8 @@ export interface AgentRuntimeStats {
   resourceRetries: number;
   spawnP50Ms: number;
   spawnP99Ms: number;
+  /** Median linear memory of the latest runs (0 before any). */
+  agentMemoryBytes: number;
 }
 
 export interface AgentRuntime {
