@@ -268,6 +268,8 @@ describe('OpenAPI document', () => {
       await run('GET /healthz', '/healthz');
       await run('GET /readyz', '/readyz');
       await run('GET /v1/kpis', '/v1/kpis');
+      await run('PUT /v1/maintenance', '/v1/maintenance', { method: 'PUT', json: { on: true, reason: 'docs' } });
+      await run('GET /v1/maintenance', '/v1/maintenance');
       await run('GET /v1/models', '/v1/models');
       await run('GET /v1/models/:name', '/v1/models/tiny');
       await run('GET /v1/models/:name/manifest', '/v1/models/tiny/manifest');

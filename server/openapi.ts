@@ -31,6 +31,7 @@ import {
   type ErrorCode,
 } from '../shared';
 import { ACCESS, type Access } from './access';
+import { MaintenanceSchema } from './maintenance';
 import { ChatCompletionRequestSchema, CompletionRequestSchema } from './openai/schemas';
 import { UploadSchema } from './routes/adapters';
 import {
@@ -256,6 +257,12 @@ const TextCompletionSchema = Type.Object({
   usage: Usage,
 });
 
+const MaintenanceStateSchema = Type.Object({
+  on: Type.Boolean(),
+  reason: Nullable(Type.String()),
+  since: Type.Number({ description: 'When the current state began (ms since the epoch).' }),
+});
+
 /** Named schemas: written once under components/schemas, referenced by `$ref` wherever they appear. */
 export const COMPONENTS: Readonly<Record<string, TSchema>> = {
   Error: ErrorBodySchema,
@@ -286,6 +293,7 @@ export const COMPONENTS: Readonly<Record<string, TSchema>> = {
   Model: ModelObjectSchema,
   Kpi: KpiSchema,
   Quota: QuotaViewSchema,
+  Maintenance: MaintenanceStateSchema,
 };
 
 // ---------------------------------------------------------------- the table
@@ -500,6 +508,18 @@ export const OPERATIONS: Readonly<Record<string, Operation>> = {
     tag: 'Operations',
     summary: 'The KPIs against their targets',
     ok: { 200: { description: 'Each KPI `{ value, target, unit, pass }` (value and pass null without data).', schema: Type.Object({ at: Int, uptimeMs: Type.Number(), pass: Type.Boolean(), kpis: Type.Record(Type.String(), KpiSchema) }) } },
+  },
+  'GET /v1/maintenance': {
+    tag: 'Operations',
+    summary: 'Maintenance mode: on or off, why, since when',
+    ok: { 200: { description: 'The state (kept in memory: a restarted coordinator starts out of maintenance).', schema: MaintenanceStateSchema } },
+  },
+  'PUT /v1/maintenance': {
+    tag: 'Operations',
+    summary: 'Enter or leave maintenance mode (coordinator_maintenance 1, alerts silenced)',
+    body: { types: JSON_TYPE, schema: MaintenanceSchema, required: true, example: { on: true, reason: 'Upgrading the nodes.' } },
+    ok: { 200: { description: 'The new state.', schema: MaintenanceStateSchema, example: { on: true, reason: 'Upgrading the nodes.', since: 1767225600000 } } },
+    errors: ['SCHEMA_VIOLATION'],
   },
   'GET /openapi.json': {
     tag: 'Operations',
