@@ -82,6 +82,11 @@ export const ACCESS: Readonly<Record<string, Access>> = {
   'GET /v1/datasets/:sha256': { roles: ['planner'] },
   'GET /v1/datasets/:sha256/content': { roles: ['planner'] },
 
+  // Blobs (large agent inputs by reference) are tenant data like datasets; node tokens may read any blob (server/routes/blobs.ts).
+  'POST /v1/blobs': { roles: ['planner', 'evolver'] },
+  'GET /v1/blobs': { roles: ['planner', 'evolver'] },
+  'GET /v1/blobs/:sha256': { roles: ['planner', 'evolver', 'node'] },
+
   'PUT /v1/quotas/:tenant': { roles: ['allocator'] },
   'GET /v1/quotas': { roles: ['allocator'] },
 };

@@ -277,6 +277,9 @@ const SAMPLES: Record<string, { sample: (f: Fixture) => Sample; tenant: TenantRu
   'GET /v1/datasets': { sample: () => ({ path: '/v1/datasets' }), tenant: 'none' },
   'GET /v1/datasets/:sha256': { sample: () => ({ path: `/v1/datasets/${'0'.repeat(64)}` }), tenant: 'none' },
   'GET /v1/datasets/:sha256/content': { sample: () => ({ path: `/v1/datasets/${'0'.repeat(64)}/content` }), tenant: 'none' },
+  'POST /v1/blobs': { sample: () => ({ path: '/v1/blobs', method: 'POST', body: new Uint8Array(16), headers: { 'content-type': 'application/octet-stream' } }), tenant: 'none' },
+  'GET /v1/blobs': { sample: () => ({ path: '/v1/blobs' }), tenant: 'none' },
+  'GET /v1/blobs/:sha256': { sample: () => ({ path: `/v1/blobs/${'0'.repeat(64)}` }), tenant: 'none' },
   'PUT /v1/quotas/:tenant': { sample: () => ({ path: '/v1/quotas/acme', method: 'PUT', json: { maxQueued: 1000 } }), tenant: 'none' },
   'GET /v1/quotas': { sample: () => ({ path: '/v1/quotas' }), tenant: 'none' },
 };

@@ -27,6 +27,8 @@ import { agentRoutes } from './routes/agents';
 import { datasetRoutes } from './routes/datasets';
 import { modelRoutes } from './routes/models';
 import { ModelCatalog } from './openai/models';
+import { blobRoutes } from './routes/blobs';
+import { BlobStore } from './blobs';
 import { openAiRoutes } from './routes/openai';
 import { opsRoutes } from './routes/ops';
 import { openApiRoutes } from './routes/openapi';
@@ -112,6 +114,8 @@ export interface CoordinatorOptions {
   reputationThreshold?: number;
   /** The adapter registry's folder. Default `adapters/` beside the journal (a temporary folder, removed on close, for ':memory:'). */
   adaptersDir?: string;
+  /** Blob bytes (POST /v1/blobs). Default `blobs/` beside the journal (a temporary folder, removed on close, for ':memory:'). */
+  blobsDir?: string;
   /**
    * Spans with OpenTelemetry (docs/api.md "Tracing"): `otlpEndpoint` (--otlp-endpoint, OTLP/HTTP) or an `exporter`
    * (tests: InMemorySpanExporter). Absent: off, and no tracer exists (tasks still keep their traceparent).
@@ -206,6 +210,8 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   const adapters = new AdapterRegistry(opts.adaptersDir ?? tempAdapters ?? join(dirname(dbPath), 'adapters'), modelStore);
   taskRoutes(app, ctx, new ModelCatalog(ctx, modelStore, adapters));
   datasetRoutes(app, ctx);
+  const tempBlobs = opts.blobsDir === undefined && (dbPath === ':memory:' || dbPath === '') ? mkdtempSync(join(tmpdir(), 'exec-node-blobs-')) : null;
+  blobRoutes(app, ctx, new BlobStore(opts.blobsDir ?? tempBlobs ?? join(dirname(dbPath), 'blobs')));
   agentRoutes(app, ctx);
   adapterRoutes(app, adapters);
   opsRoutes(app, ctx);
@@ -248,6 +254,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
       await tracing?.shutdown().catch(() => undefined); // exports the spans still pending (bounded by the export timeout)
       journal.close();
       if (tempAdapters) rmSync(tempAdapters, { recursive: true, force: true });
+      if (tempBlobs) rmSync(tempBlobs, { recursive: true, force: true });
     })();
     return closing;
   };

@@ -196,7 +196,7 @@ test('a journal from before per-tenant idempotency keys: its tenants’ keys are
   old.db.pragma('user_version = 0');
   old.close();
   const j = new Journal(path);
-  assert.equal(j.db.pragma('user_version', { simple: true }), 2, 'migrated to the current version (1: tenant keys, 2: traces)');
+  assert.equal(j.db.pragma('user_version', { simple: true }), 3, 'migrated to the current version (1: tenant keys, 2: traces, 3: blobs)');
   assert.equal(j.getTask(t.id)!.idempotencyKey, 'k1', 'the record shows the key as sent');
   const [again] = j.insertTasks([{ ...task({ tenant: 'acme', idempotencyKey: 'k1', specHash: 'h1' }) }]);
   assert.deepEqual(again, { id: t.id, created: false }, 'a resend by the same tenant finds its task');
@@ -217,7 +217,7 @@ test('a journal from before traces (user_version 1, no traceparent column) opens
   old.db.pragma('user_version = 1');
   old.close();
   const j = new Journal(path);
-  assert.equal(j.db.pragma('user_version', { simple: true }), 2);
+  assert.equal(j.db.pragma('user_version', { simple: true }), 3);
   assert.equal(j.getTask(t.id)!.trace, null);
   assert.equal(j.getTask(t.id)!.state, 'queued');
   const traced = task({ traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' });

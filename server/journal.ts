@@ -255,6 +255,17 @@ CREATE TABLE IF NOT EXISTS dataset_owners (
   created_at INTEGER NOT NULL,
   PRIMARY KEY (tenant, sha256)
 );
+CREATE TABLE IF NOT EXISTS blobs (
+  sha256 TEXT PRIMARY KEY,
+  size INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blob_owners (
+  sha256 TEXT NOT NULL REFERENCES blobs (sha256),
+  tenant TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (tenant, sha256)
+);
 CREATE TABLE IF NOT EXISTS agent_versions (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   name TEXT NOT NULL,
@@ -1121,6 +1132,45 @@ export class Journal {
     return this.db.prepare<[string], { bytes: Buffer }>('SELECT bytes FROM datasets WHERE sha256 = ?').get(sha256)?.bytes ?? null;
   }
 
+  // ---------------------------------------------------------------- blobs
+
+  /**
+   * Records a blob whose bytes are stored (server/blobs.ts keeps them as files) and `tenant` as one of its
+   * uploaders ('' for no tenant). `created` as for datasets: new to the caller's tenant (or new bytes without one).
+   */
+  putBlob(sha256: string, size: number, tenant: string | null): { created: boolean; record: BlobRow } {
+    const now = this.#clock.now();
+    return this.db.transaction(() => {
+      const stored = this.db.prepare('INSERT INTO blobs (sha256, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING').run(sha256, size, now);
+      const owned = this.db.prepare('INSERT INTO blob_owners (sha256, tenant, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING').run(sha256, tenant ?? '', now);
+      const created = tenant === null ? stored.changes === 1 : owned.changes === 1;
+      return { created, record: this.blob(sha256, tenant)! };
+    })();
+  }
+
+  /** A blob's record as `tenant` sees it (null: any tenant's), or null when it has none. */
+  blob(sha256: string, tenant: string | null): BlobRow | null {
+    const row =
+      tenant === null
+        ? this.db.prepare<[string], BlobRow>('SELECT sha256, size, created_at FROM blobs WHERE sha256 = ?').get(sha256)
+        : this.db
+            .prepare<[string, string], BlobRow>(
+              'SELECT b.sha256, b.size, o.created_at FROM blob_owners o JOIN blobs b ON b.sha256 = o.sha256 WHERE o.sha256 = ? AND o.tenant = ?',
+            )
+            .get(sha256, tenant);
+    return row ?? null;
+  }
+
+  /** The blobs `tenant` uploaded (null: all), oldest first. */
+  blobs(tenant: string | null): BlobRow[] {
+    if (tenant === null) return this.db.prepare<[], BlobRow>('SELECT sha256, size, created_at FROM blobs ORDER BY created_at, sha256').all();
+    return this.db
+      .prepare<[string], BlobRow>(
+        'SELECT b.sha256, b.size, o.created_at FROM blob_owners o JOIN blobs b ON b.sha256 = o.sha256 WHERE o.tenant = ? ORDER BY o.created_at, o.sha256',
+      )
+      .all(tenant);
+  }
+
   // ---------------------------------------------------------------- quotas and events
 
   putQuota(tenant: string, maxQueued: number | null, agentLimits: unknown): void {
@@ -1153,6 +1203,12 @@ export class Journal {
   close(): void {
     if (this.db.open) this.db.close();
   }
+}
+
+export interface BlobRow {
+  sha256: string;
+  size: number;
+  created_at: number;
 }
 
 export interface DatasetRow {
@@ -1210,6 +1266,10 @@ function migrate(db: Database.Database): void {
       if (!columns.has('traceparent')) db.exec('ALTER TABLE tasks ADD COLUMN traceparent TEXT');
       db.pragma('user_version = 2');
     })();
+  }
+  if ((db.pragma('user_version', { simple: true }) as number) < 3) {
+    // Version 3: blobs (POST /v1/blobs) and their owners per tenant; the tables are new (SCHEMA creates them), no rows to move.
+    db.pragma('user_version = 3');
   }
 }
 

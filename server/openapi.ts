@@ -208,6 +208,14 @@ export const DatasetSchema = Type.Object({
   contentUrl: Type.String(),
 });
 
+export const BlobSchema = Type.Object({
+  blob: Type.String({ pattern: '^sha256:[0-9a-f]{64}$' }),
+  sha256: Type.String({ pattern: SHA256_PATTERN }),
+  bytes: Int,
+  createdAt: Int,
+  url: Type.String(),
+});
+
 export const ModelObjectSchema = Type.Object({
   id: Type.String(),
   object: Type.Literal('model'),
@@ -626,6 +634,30 @@ export const OPERATIONS: Readonly<Record<string, Operation>> = {
     params: Type.Object({ sha256: Type.String({ description: 'The hex digest or sha256:<hex>.' }) }),
     ok: { 200: bytes('application/x-ndjson', 'The dataset as uploaded (`etag`, 304 on `if-none-match`).') },
     errors: ['INVALID_ID', 'DATASET_NOT_FOUND'],
+  },
+
+  // ---- blobs
+  'POST /v1/blobs': {
+    tag: 'Blobs',
+    summary: 'Upload a blob (an agent input named by a mount)',
+    body: { types: ['application/octet-stream'], required: true, description: `Any bytes, at most ${LIMITS.maxBlobBytes} (BLOB_TOO_LARGE, measured while the body streams).` },
+    ok: {
+      201: { description: "New to the caller's tenant.", schema: BlobSchema },
+      200: { description: 'These bytes were uploaded before.', schema: BlobSchema },
+    },
+    errors: ['BLOB_TOO_LARGE'],
+  },
+  'GET /v1/blobs': {
+    tag: 'Blobs',
+    summary: "List the tenant's blobs",
+    ok: { 200: { description: 'Oldest first.', schema: Type.Object({ blobs: Type.Array(BlobSchema) }) } },
+  },
+  'GET /v1/blobs/:sha256': {
+    tag: 'Blobs',
+    summary: 'The bytes of a blob (HEAD: its length)',
+    params: Type.Object({ sha256: Type.String({ description: 'The hex digest or sha256:<hex>.' }) }),
+    ok: { 200: bytes('application/octet-stream', 'The bytes as uploaded (`etag`, 304 on `if-none-match`).') },
+    errors: ['INVALID_ID', 'BLOB_NOT_FOUND'],
   },
 
   // ---- quotas

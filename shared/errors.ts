@@ -63,6 +63,7 @@ export const ERRORS = {
     message: 'The node ran out of a resource (Wasm memory or address space) it needed to run the agent; the task goes to another worker or node. Not the agent\'s fault.',
   },
   WASM_HASH_MISMATCH: { status: 422, retryable: false, message: 'The module bytes do not match their SHA-256; fetch the module again.' },
+  WASM_COMPILE_OUT_OF_MEMORY: { status: 507, retryable: true, message: 'The node ran out of memory compiling the module; the task goes to another node.' },
 
   // Scheduling and nodes
   NO_CAPABLE_NODE: { status: 503, retryable: true, message: 'No connected node can run this task.' },
@@ -92,6 +93,9 @@ export const ERRORS = {
   ADAPTER_INVALID: { status: 422, retryable: false, message: 'The adapter files are not a valid PEFT LoRA adapter.' },
   DATASET_INVALID: { status: 422, retryable: false, message: 'A dataset line is not a conversation.' },
   DATASET_NOT_FOUND: { status: 404, retryable: false, message: 'The dataset file does not exist or cannot be read.' },
+  BLOB_NOT_FOUND: { status: 404, retryable: false, message: 'No blob with this SHA-256 was uploaded (by this tenant); POST /v1/blobs uploads one.' },
+  BLOB_TOO_LARGE: { status: 413, retryable: false, message: 'The blob is larger than the limit.' },
+  BLOB_CORRUPT: { status: 502, retryable: true, message: 'The blob bytes the node received do not match their SHA-256 (or their length); they were not used or cached.' },
   DATASET_NO_TARGETS: { status: 422, retryable: false, message: 'No assistant token is left to learn from (after templating, or within the sequence length); add assistant turns, raise the sequence length or use overflow "split".' },
   CHAT_TEMPLATE_MISSING: { status: 422, retryable: false, message: "The model's tokenizer has no chat template; name one (template: 'chatml' or a Jinja string)." },
   MODEL_CONFIG_INCONSISTENT: { status: 422, retryable: false, message: "config.json's model_type contradicts its architectures; fix config.json so both name the same model family." },

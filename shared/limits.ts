@@ -5,7 +5,9 @@ export const LIMITS = {
   /** Most tasks in one `POST /v1/tasks` batch. */
   maxBatch: 1000,
   /** Largest agent module accepted by the registry. */
-  maxWasmBytes: 16 << 20,
+  maxWasmBytes: 64 << 20,
+  /** Largest blob (`POST /v1/blobs`, input by reference in an agent mount), measured while it streams. */
+  maxBlobBytes: 256 << 20,
   /** Largest training dataset (`POST /v1/datasets`, JSON lines) the coordinator stores. */
   maxDatasetBytes: 64 << 20,
   /** Largest agent input (stdin JSON plus files), in bytes. */

@@ -25,6 +25,7 @@ import { effectiveLimits } from '../registry';
 import type { TaskEvent } from '../watch';
 import { ReasonSchema, TaskListQuerySchema, VerdictSchema, WaitQuerySchema, checkCompiled, checkDescribed, parseSubmission } from '../validate';
 import { untracedTraceparent } from '../tracing';
+import { checkBlobRefs } from './blobs';
 import { checkTrainDatasets } from './datasets';
 
 const MAX_WAIT_MS = 120_000;
@@ -38,6 +39,7 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
     for (const [i, spec] of specs.entries()) if (spec.webhook !== undefined) ctx.webhooks.check(spec.webhook, batch ? `/tasks/${i}/webhook` : '/webhook');
     await checkGenerate(specs, batch, models);
     checkTrainDatasets(specs, batch, ctx, tenantOf(req));
+    checkBlobRefs(specs, batch, ctx, tenantOf(req));
     const outcomes = submitSpecs(ctx, specs, batch, req.headers.traceparent);
     void reply.code(outcomes.some((o) => o.created) ? 202 : 200);
     return batch ? { ids: outcomes.map((o) => o.id) } : { id: outcomes[0]!.id };

@@ -38,6 +38,7 @@ import type { GpuProbe } from './gpu';
 import type { FetchLike } from './modules';
 import { ResultBatcher } from './result-batcher';
 import type { Lease, RunnerHost, RunOutcome, TaskRunner } from './runner';
+import { configureBlobs } from './blobs';
 import { coordinatorUrls } from './url';
 
 /** The part of a WebSocket the client uses; the browser's and the `ws` package's both fit. */
@@ -183,6 +184,8 @@ export class NodeClient {
     this.#urls = coordinatorUrls(opts.url);
     this.#name = (opts.name ?? 'exec-node').slice(0, 128);
     this.#token = opts.token || undefined;
+    // fetchBlob (web/node/blobs.ts) reads blobs from this coordinator with this node's token.
+    configureBlobs({ baseUrl: this.#urls.httpBase, ...(this.#token ? { token: this.#token } : {}) });
     const host: RunnerHost = {
       finish: (lease, outcome) => this.#finish(lease, outcome),
       progress: (lease, progress) => this.#progress(lease, progress),
