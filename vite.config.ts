@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vite';
 
 // The page and its workers. Cross-origin isolation gives SharedArrayBuffer
@@ -9,8 +10,18 @@ const isolation = {
 
 export default defineConfig({
   root: '.',
-  build: { outDir: 'dist', target: 'es2022', sourcemap: true },
+  build: {
+    outDir: 'dist',
+    target: 'es2022',
+    sourcemap: true,
+    // Two pages: the node (index.html) and the operator's view of the pool (ops.html).
+    rolldownOptions: { input: { main: page('index.html'), ops: page('ops.html') } },
+  },
   worker: { format: 'es' },
   server: { headers: isolation },
   preview: { headers: isolation },
 });
+
+function page(name: string): string {
+  return fileURLToPath(new URL(name, import.meta.url));
+}

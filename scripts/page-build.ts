@@ -10,7 +10,7 @@ export const ROOT = join(import.meta.dirname, '..');
 export const DIST = join(ROOT, 'dist');
 
 /** What the page is built from. */
-const SOURCES = ['index.html', 'vite.config.ts', 'package.json', 'web', 'worker', 'shared'];
+const SOURCES = ['index.html', 'ops.html', 'vite.config.ts', 'package.json', 'web', 'worker', 'shared'];
 
 function newest(path: string): number {
   let st;
@@ -31,7 +31,7 @@ function newest(path: string): number {
 /** True when dist/index.html is missing or older than a source file. */
 export function pageIsStale(): boolean {
   const built = join(DIST, 'index.html');
-  if (!existsSync(built)) return true;
+  if (!existsSync(built) || !existsSync(join(DIST, 'ops.html'))) return true;
   const builtAt = statSync(built).mtimeMs;
   return SOURCES.some((s) => newest(join(ROOT, s)) > builtAt);
 }

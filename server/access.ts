@@ -65,6 +65,9 @@ export const ACCESS: Readonly<Record<string, Access>> = {
   'GET /v1/nodes': { roles: ['refiner', 'allocator'] },
   'POST /v1/nodes/:id/drain': { roles: ['allocator'], shared: true },
   'PUT /v1/nodes/:id/caps': { roles: ['allocator'], shared: true },
+  // The operator page (ops.html): the pool's view, and the caller's own roles (open: it says only what the token sent may do).
+  'GET /v1/pool': { roles: ['refiner', 'allocator'] },
+  'GET /v1/whoami': OPEN,
 
   'PUT /v1/agents/:name/versions/:version': { roles: ['evolver'], shared: true },
   'GET /v1/agents': { roles: ['evolver', 'planner', 'validator'] },

@@ -252,6 +252,8 @@ const SAMPLES: Record<string, { sample: (f: Fixture) => Sample; tenant: TenantRu
   'GET /v1/nodes': { sample: () => ({ path: '/v1/nodes' }), tenant: 'none' },
   'POST /v1/nodes/:id/drain': { sample: () => ({ path: `/v1/nodes/${UNKNOWN_NODE}/drain`, method: 'POST', json: {} }), tenant: 'shared' },
   'PUT /v1/nodes/:id/caps': { sample: () => ({ path: `/v1/nodes/${UNKNOWN_NODE}/caps`, method: 'PUT', json: { maxLeases: 2 } }), tenant: 'shared' },
+  'GET /v1/pool': { sample: () => ({ path: '/v1/pool' }), tenant: 'none' },
+  'GET /v1/whoami': { sample: () => ({ path: '/v1/whoami' }), tenant: 'none' },
   'PUT /v1/agents/:name/versions/:version': {
     sample: (f) => ({ path: '/v1/agents/hello/versions/1.0.0', method: 'PUT', body: f.hello, headers: { 'content-type': 'application/wasm' } }),
     tenant: 'shared',

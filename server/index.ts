@@ -32,6 +32,7 @@ import { BlobStore } from './blobs';
 import { openAiRoutes } from './routes/openai';
 import { opsRoutes } from './routes/ops';
 import { openApiRoutes } from './routes/openapi';
+import { poolRoutes } from './routes/pool';
 import { taskRoutes } from './routes/tasks';
 import { Scheduler } from './scheduler';
 import { Tracing, type TracingOptions } from './tracing';
@@ -112,6 +113,8 @@ export interface CoordinatorOptions {
   spotCheck?: number;
   /** Node reputation score (0–1) below which a node gets no new work. Default 0.25. */
   reputationThreshold?: number;
+  /** How often the operator page's history (GET /v1/pool) takes a sample. Default 5000 ms. */
+  historySampleMs?: number;
   /** The adapter registry's folder. Default `adapters/` beside the journal (a temporary folder, removed on close, for ':memory:'). */
   adaptersDir?: string;
   /** Blob bytes (POST /v1/blobs). Default `blobs/` beside the journal (a temporary folder, removed on close, for ':memory:'). */
@@ -216,6 +219,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   adapterRoutes(app, adapters);
   opsRoutes(app, ctx);
   openApiRoutes(app); // GET /openapi.json and GET /docs (server/openapi.ts)
+  poolRoutes(app, ctx, { sampleMs: opts.historySampleMs }); // GET /v1/pool, /v1/whoami: the operator page (ops.html)
   if (modelStore) await app.register(modelRoutes(modelStore, staticHeaders, adapters));
   // OpenAI-compatible: GET /v1/models, GET /v1/models/:name, POST /v1/chat/completions, POST /v1/completions.
   await app.register(openAiRoutes(ctx, modelStore, adapters));

@@ -97,6 +97,8 @@ export class Scheduler {
   #flushPending = false;
   /** Called after leases are released; shutdown waits on it. */
   onIdle: (() => void) | null = null;
+  /** Called with each attempt's end once it is journaled, after the metrics (server/history.ts listens). */
+  readonly endedListeners = new Set<(e: Ended, now: number) => void>();
 
   constructor(journal: Journal, metrics: Metrics, watch: TaskWatch, webhooks: Webhooks, opts: SchedulerOptions) {
     this.#journal = journal;
@@ -549,6 +551,7 @@ export class Scheduler {
 
   #ended(e: Ended, now: number): void {
     this.#metrics.ended(e, now);
+    for (const listener of this.endedListeners) listener(e, now);
     const terminal = e.state !== 'queued' && e.state !== 'leased';
     this.#watch.forget(e.taskId, terminal);
     const watched = this.#watch.has(e.taskId);

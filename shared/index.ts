@@ -3,3 +3,4 @@ export * from './ids';
 export * from './limits';
 export * from './protocol';
 export * from './wasm';
+export * from './pool';

@@ -35,6 +35,10 @@ export class ExecNodeApp extends LitElement {
       font-size: 20px;
       margin: 0;
     }
+    .pool {
+      margin-left: auto;
+      color: #2563eb;
+    }
     .grid {
       display: grid;
       grid-template-columns: repeat(auto-fit, minmax(300px, 1fr));
@@ -80,6 +84,7 @@ export class ExecNodeApp extends LitElement {
       <header>
         <h1>Execution node</h1>
         <span class="muted">${v ? `${v.stats.state} · ${v.stats.nodeId ?? 'no id yet'}` : 'starting'}</span>
+        <a class="pool" href="/ops.html" title="The operator page: every node, the queue, throughput and errors">Pool</a>
       </header>
       <div class="grid">
         <node-connection class="card" .stats=${v?.stats ?? null}></node-connection>
