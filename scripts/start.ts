@@ -101,6 +101,9 @@ Node page (open it in a browser to add a node; the link carries the join token):
   ${url}/?token=${tokens.join}
 Admin token (every route; data/auth.json holds it, add tokens with fewer roles there, docs/api.md "Authentication"):
   TOKEN=${tokens.admin}
+Operator page (nodes, queue, throughput and latency charts, errors; drain and cancel with this token):
+  ${url}/ops.html?token=${tokens.admin}
+API reference (OpenAPI): ${url}/docs and ${url}/openapi.json; Prometheus metrics: ${url}/metrics (role refiner)
 Submit a task and wait for it:
   ID=$(curl -s -X POST ${url}/v1/tasks -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
     -d '${body}' | sed -E 's/.*"id":"([^"]+)".*/\\1/')
