@@ -49,8 +49,30 @@ async function compileInstrumented(instrumented: Uint8Array, memoryMB: number, h
   const capped = capMemory(instrumented, capPages);
   const imported = memoryAsImport(capped);
   const final = imported?.bytes ?? capped;
-  const module = await WebAssembly.compile(final as Uint8Array<ArrayBuffer>);
+  const module = await compileCoded(final);
   return { key: moduleKey(hash, memoryMB), module, capPages, memory: imported?.memory ?? null, byteLength: final.byteLength };
+}
+
+/**
+ * WebAssembly.compile with coded errors: a module the engine refuses is WASM_INVALID; a compile that runs out
+ * of memory (a RangeError, or the engine's "Out of memory" CompileError) is WASM_COMPILE_OUT_OF_MEMORY, retryable
+ * elsewhere. Either way the node keeps serving: nothing of the failed compile is kept.
+ */
+export async function compileCoded(bytes: Uint8Array): Promise<WebAssembly.Module> {
+  try {
+    return await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    if (err instanceof RangeError || /out of memory/i.test(message)) {
+      throw new AppError('WASM_COMPILE_OUT_OF_MEMORY', `Compiling the ${bytes.byteLength}-byte module ran out of memory (${message.slice(0, 200)}); the task goes to another node.`, {
+        bytes: bytes.byteLength,
+      });
+    }
+    if (err instanceof WebAssembly.CompileError) {
+      throw new AppError('WASM_INVALID', `The engine refuses the module: ${message.slice(0, 300)}. Rebuild it with a WebAssembly toolchain for wasm32-wasi.`);
+    }
+    throw err;
+  }
 }
 
 export const DEFAULT_MAX_MODULES = 64;
@@ -156,7 +178,8 @@ export class ModuleCache {
         actual,
       });
     }
-    const info = validateAgentModule(bytes);
+    // The engine's own check happens in the compile below (compileCoded: WASM_INVALID).
+    const info = validateAgentModule(bytes, { engine: false });
     const instrumented = instrumentFuel(bytes);
     const entry: Entry = { hash, info, instrumented, compiled: new Map(), compiling: new Map(), bytes: instrumented.byteLength, state: 'adding' };
     if (info.initialPages <= pagesForMB(DEFAULT_AGENT_LIMITS.memoryMB)) {
