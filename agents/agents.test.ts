@@ -571,7 +571,7 @@ const missingToolchain = ['clang-19', 'wasm-ld-19', 'rust-lld'].find((t) => spaw
 
 describe('agents/build.sh', () => {
   it('--check rebuilds every agent byte for byte', { skip: missingToolchain && `no ${missingToolchain}: apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32 rustc libstd-rust-dev-wasm32 lld-14` }, () => {
-    const r = spawnSync('bash', ['agents/build.sh', '--check'], { cwd: ROOT, encoding: 'utf8', timeout: 300_000 });
+    const r = spawnSync('bash', ['agents/build.sh', '--check'], { cwd: ROOT, encoding: 'utf8', timeout: 600_000 });
     assert.equal(r.status, 0, r.stderr + r.stdout);
     assert.match(r.stdout, new RegExp(`all ${AGENTS.length} agents match`));
   });

@@ -56,8 +56,10 @@ fi
 
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/agents-build.XXXXXX")
 rust_pid=
+sqlite_pid=
 cleanup() {
   if [[ -n $rust_pid ]] && kill "$rust_pid" 2>/dev/null; then wait "$rust_pid" 2>/dev/null || true; fi
+  if [[ -n $sqlite_pid ]] && kill "$sqlite_pid" 2>/dev/null; then wait "$sqlite_pid" 2>/dev/null || true; fi
   rm -rf "$OUT"
 }
 trap cleanup EXIT
@@ -81,6 +83,44 @@ for src in agents/wasi-tests/*.c; do
   "$CLANG" --target=wasm32-wasi --sysroot=/usr -Wl,--strip-all "$OUT/wasi-tests/$name.o" -o "$OUT/wasi-tests/$name.wasm"
   rm "$OUT/wasi-tests/$name.o"
 done
+
+# ------------------------------------------------------------ C: WASI programs
+# Real programs that are not JSON agents, built into dist/programs/. SQLite comes from the
+# amalgamation better-sqlite3 ships (pinned by package-lock; a tarball in newer releases is
+# unpacked into the temp folder); its source is never copied into the project. Locking:
+# wasi-libc has no fcntl locks, so the unix VFS runs with "unix-none" (one process per
+# sandbox); no WAL (no shared memory); temp files in memory (no /tmp). The feature set is
+# better-sqlite3's, so a test can compare results with it. The slowest C step (about
+# 1.5 min on two cores), so it runs in the background beside Rust.
+SQLITE_DIR=node_modules/better-sqlite3/deps/sqlite3
+if [[ ! -f $SQLITE_DIR/sqlite3.c ]]; then
+  tarball=$(compgen -G "node_modules/better-sqlite3/deps/sqlite3*.tar.gz" | head -n 1 || true)
+  [[ -n $tarball ]] || { echo "agents/build.sh: no SQLite amalgamation under node_modules/better-sqlite3/deps/ (run npm ci)" >&2; exit 1; }
+  mkdir -p "$OUT/sqlite-src"
+  tar -xzf "$tarball" -C "$OUT/sqlite-src" --strip-components=1
+  SQLITE_DIR=$OUT/sqlite-src
+fi
+SQLITE_DEFINES=(
+  -DSQLITE_THREADSAFE=0 -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_WAL
+  '-DSQLITE_DEFAULT_UNIX_VFS="unix-none"' -DSQLITE_TEMP_STORE=3 -DSQLITE_USE_URI=0
+  -DSQLITE_DEFAULT_MEMSTATUS=0 -DSQLITE_DEFAULT_FOREIGN_KEYS=1 -DSQLITE_DQS=0
+  -DSQLITE_OMIT_DEPRECATED -DSQLITE_OMIT_SHARED_CACHE -DSQLITE_OMIT_PROGRESS_CALLBACK
+  -DSQLITE_LIKE_DOESNT_MATCH_BLOBS -DSQLITE_ENABLE_MATH_FUNCTIONS -DSQLITE_ENABLE_PERCENTILE
+  -DSQLITE_ENABLE_FTS3 -DSQLITE_ENABLE_FTS3_PARENTHESIS -DSQLITE_ENABLE_FTS4 -DSQLITE_ENABLE_FTS5
+  -DSQLITE_ENABLE_RTREE -DSQLITE_ENABLE_GEOPOLY -DSQLITE_ENABLE_STAT4 -DSQLITE_ENABLE_DBSTAT_VTAB
+  -DSQLITE_ENABLE_COLUMN_METADATA -DSQLITE_ENABLE_UPDATE_DELETE_LIMIT -DSQLITE_SOUNDEX
+)
+mkdir -p "$OUT/programs"
+(
+  "$CLANG" --target=wasm32-wasi --sysroot=/usr -O2 -c -D_WASI_EMULATED_MMAN "${SQLITE_DEFINES[@]}" \
+    -ffile-prefix-map="$ROOT"=. -ffile-prefix-map="$OUT"=. "$SQLITE_DIR/sqlite3.c" -o "$OUT/programs/sqlite3.o"
+  "$CLANG" --target=wasm32-wasi --sysroot=/usr -O2 -c -Wall -Wextra -Werror "${SQLITE_DEFINES[@]}" -I"$SQLITE_DIR" \
+    -ffile-prefix-map="$ROOT"=. -ffile-prefix-map="$OUT"=. agents/sqlite/sqlite_agent.c -o "$OUT/programs/sqlite_agent.o"
+  "$CLANG" --target=wasm32-wasi --sysroot=/usr -Wl,--strip-all "$OUT/programs/sqlite_agent.o" "$OUT/programs/sqlite3.o" \
+    -lwasi-emulated-mman -o "$OUT/programs/sqlite.wasm"
+  rm "$OUT/programs/sqlite3.o" "$OUT/programs/sqlite_agent.o"
+) &
+sqlite_pid=$!
 
 # ----------------------------------------------------------------------- Rust
 # std only; LTO drops most of std's unused code; panics abort. The slowest step, so it
@@ -121,6 +161,10 @@ rust_status=0
 wait "$rust_pid" || rust_status=$?
 rust_pid=
 ((rust_status == 0)) || { echo "agents/build.sh: rustc failed on agents/json-transform/main.rs" >&2; exit 1; }
+sqlite_status=0
+wait "$sqlite_pid" || sqlite_status=$?
+sqlite_pid=
+((sqlite_status == 0)) || { echo "agents/build.sh: clang failed on SQLite or agents/sqlite/sqlite_agent.c" >&2; exit 1; }
 
 # ------------------------------------------------------------- install / check
 expected=(text-stats json-transform digest)
@@ -143,6 +187,10 @@ if [[ $mode == build ]]; then
   rm -f agents/dist/wasi-tests/*.wasm
   cp "$OUT"/wasi-tests/*.wasm agents/dist/wasi-tests/
   printf '%8d  agents/dist/wasi-tests/ (%d programs)\n' "$(cat "$OUT"/wasi-tests/*.wasm | wc -c)" "$(ls "$OUT"/wasi-tests/*.wasm | wc -l)"
+  mkdir -p agents/dist/programs
+  rm -f agents/dist/programs/*.wasm
+  cp "$OUT"/programs/*.wasm agents/dist/programs/
+  for f in "$OUT"/programs/*.wasm; do printf '%8d  agents/dist/programs/%s\n' "$(wc -c <"$f")" "$(basename "$f")"; done
   exit 0
 fi
 
@@ -164,20 +212,23 @@ for f in agents/dist/*.wasm; do
     status=1
   fi
 done
-for f in "$OUT"/wasi-tests/*.wasm; do
-  name=agents/dist/wasi-tests/$(basename "$f")
-  if [[ ! -f $name ]] || ! cmp -s "$f" "$name"; then
-    echo "agents/build.sh --check: $name is missing or differs from a fresh build of its source; run bash agents/build.sh and commit it" >&2
-    status=1
-  fi
-done
-for f in agents/dist/wasi-tests/*.wasm; do
-  [[ -f $f ]] || continue
-  if [[ ! -f "$OUT/wasi-tests/$(basename "$f")" ]]; then
-    echo "agents/build.sh --check: $f has no source; remove it" >&2
-    status=1
-  fi
+for dir in wasi-tests programs; do
+  for f in "$OUT/$dir"/*.wasm; do
+    name=agents/dist/$dir/$(basename "$f")
+    if [[ ! -f $name ]] || ! cmp -s "$f" "$name"; then
+      echo "agents/build.sh --check: $name is missing or differs from a fresh build of its source; run bash agents/build.sh and commit it" >&2
+      status=1
+    fi
+  done
+  for f in agents/dist/"$dir"/*.wasm; do
+    [[ -f $f ]] || continue
+    if [[ ! -f "$OUT/$dir/$(basename "$f")" ]]; then
+      echo "agents/build.sh --check: $f has no source; remove it" >&2
+      status=1
+    fi
+  done
 done
 wasi_tests=("$OUT"/wasi-tests/*.wasm)
-((status == 0)) && echo "agents/build.sh --check: all ${#built[@]} agents match their sources, and all ${#wasi_tests[@]} WASI test programs"
+programs=("$OUT"/programs/*.wasm)
+((status == 0)) && echo "agents/build.sh --check: all ${#built[@]} agents match their sources, all ${#wasi_tests[@]} WASI test programs and ${#programs[@]} programs"
 exit "$status"
