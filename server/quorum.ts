@@ -83,15 +83,20 @@ export function canonicalJson(value: unknown): string {
 }
 
 /**
- * The part of an outcome replicas must agree on: for agents the exit code and
- * output (not timings, fuel or memory, which vary by node); for generate the
+ * The part of an outcome replicas must agree on: for agents the exit code,
+ * output and writable mounts' files (not timings, fuel or memory, which vary by node); for generate the
  * text, tokens and finish reason; for an error its code.
  */
 export function comparable(kind: TaskKind, outcome: ReplicaOutcome): unknown {
   if (!outcome.ok) return { error: outcome.error.code };
   const r = (outcome.result ?? null) as Record<string, unknown> | null;
   if (r === null || typeof r !== 'object') return { result: r };
-  if (kind === 'agent') return { exitCode: r.exitCode ?? null, output: r.output ?? null };
+  if (kind === 'agent') {
+    // Output is stdout as the payload asked for it (JSON, text or base64); files of writable mounts, when any, count too.
+    const c: Record<string, unknown> = { exitCode: r.exitCode ?? null, output: r.output ?? null };
+    if (r.files !== undefined) c.files = r.files;
+    return c;
+  }
   if (kind === 'generate') return { text: r.text ?? null, tokens: r.tokens ?? null, finishReason: r.finishReason ?? null };
   return { result: r };
 }

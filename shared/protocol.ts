@@ -10,42 +10,17 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { AppError, type ErrorCode, type ErrorInfo } from './errors';
 import type { LeaseId, NodeId, TaskId } from './ids';
-import { LIMITS, MAX_AGENT_LIMITS } from './limits';
+import { LIMITS } from './limits';
 
 export const PROTOCOL_VERSION = 1;
 
 // ---------------------------------------------------------------- task specs
 
 const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' });
-const Ascii = Type.String({ pattern: '^[\\x20-\\x7e]*$', maxLength: 4096 });
 
-export const AgentLimitsSchema = Type.Object(
-  {
-    memoryMB: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_AGENT_LIMITS.memoryMB })),
-    fuel: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_AGENT_LIMITS.fuel })),
-    timeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_AGENT_LIMITS.timeoutMs })),
-    maxStdoutBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_AGENT_LIMITS.maxStdoutBytes })),
-    maxStderrBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_AGENT_LIMITS.maxStderrBytes })),
-  },
-  { additionalProperties: false },
-);
-
-export const AgentPayloadSchema = Type.Object(
-  {
-    agent: Name,
-    /** Omitted: the newest version. */
-    version: Type.Optional(Name),
-    /** Written to the agent's stdin as JSON. */
-    input: Type.Optional(Type.Unknown()),
-    /** Extra argv after the agent name; printable ASCII only. */
-    args: Type.Optional(Type.Array(Ascii, { maxItems: 64 })),
-    env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,63}$' }), Ascii)),
-    /** Files in the preopened directory `/input`, name → UTF-8 text. */
-    files: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9._-]{1,128}$' }), Type.String())),
-    limits: Type.Optional(AgentLimitsSchema),
-  },
-  { additionalProperties: false },
-);
+// The agent payload, its checks and the agent result live in agent-payload.ts.
+export * from './agent-payload';
+import { AgentPayloadSchema, type AgentResult } from './agent-payload';
 
 export const ChatMessageSchema = Type.Object(
   {
@@ -182,7 +157,6 @@ export const TaskBatchSchema = Type.Object(
   { additionalProperties: false },
 );
 
-export type AgentPayload = Static<typeof AgentPayloadSchema>;
 export type GeneratePayload = Static<typeof GeneratePayloadSchema>;
 export type TrainPayload = Static<typeof TrainPayloadSchema>;
 export type LoraConfig = Static<typeof LoraConfigSchema>;
@@ -195,20 +169,6 @@ export const TASK_KINDS: readonly TaskKind[] = ['agent', 'generate', 'train'];
 
 export type TaskState = 'queued' | 'leased' | 'succeeded' | 'failed' | 'dead' | 'cancelled';
 export const TERMINAL_STATES: readonly TaskState[] = ['succeeded', 'failed', 'dead', 'cancelled'];
-
-/** What an agent run returns. */
-export interface AgentResult {
-  exitCode: number;
-  /** stdout parsed as JSON. */
-  output: unknown;
-  /** stderr as text, cut at the cap. */
-  stderr: string;
-  fuelUsed: number;
-  durationMs: number;
-  memoryBytes: number;
-  /** From the run's start on the node to the agent's first instruction (worker and instance ready), when the node measured it. */
-  spawnMs?: number;
-}
 
 /** One generated token's log-probability, with the most likely alternatives when asked. */
 export interface TokenLogprob {

@@ -8,6 +8,7 @@ import {
   AppError,
   LIMITS,
   TERMINAL_STATES,
+  checkAgentPayload,
   newTaskId,
   parseTaskId,
   type TaskId,
@@ -292,15 +293,8 @@ function toNewTask(ctx: Context, spec: TaskSpec, path: string, traceparent: stri
     // Spot checks: a share of the tasks of deterministic agent versions runs on a second node too.
     const spotCheck = ctx.scheduler.options.spotCheck ?? 0;
     if (!replication && version.config.deterministic && spotCheck > 0 && Math.random() < spotCheck) replication = { ...SPOT_CHECK };
-    if (p.input !== undefined || p.files) {
-      let bytes = p.input === undefined ? 0 : Buffer.byteLength(JSON.stringify(p.input));
-      for (const text of Object.values(p.files ?? {})) bytes += Buffer.byteLength(text);
-      if (bytes > LIMITS.maxAgentInputBytes) {
-        throw new AppError('SCHEMA_VIOLATION', `${path}/payload: input and files hold ${bytes} bytes; the limit is ${LIMITS.maxAgentInputBytes}.`, {
-          errors: [{ path: `${path}/payload/input`, message: 'Too large' }],
-        });
-      }
-    }
+    // Mount paths, base64, NUL in args/env, inline size: a coded error before anything is written.
+    checkAgentPayload(p, `${path}/payload`);
   } else {
     model = spec.payload.model;
   }

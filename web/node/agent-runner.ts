@@ -3,15 +3,21 @@
  * is free, run it in the agent runtime, and turn its outcome into the wire result.
  */
 import {
+  AppError,
   DEFAULT_AGENT_LIMITS,
+  base64ToBytes,
+  checkAgentPayload,
+  inlineBytes,
   serializeError,
   type AgentLimits,
   type AgentPayload,
   type Assignment,
   type ErrorCode,
   type ErrorInfo,
+  type MountPlan,
 } from '../../shared';
-import type { AgentRunOutcome, AgentRunRequest, AgentRuntime } from '../../worker';
+import type { AgentMount, AgentRunOutcome, AgentRunRequest, AgentRuntime } from '../../worker';
+import { fetchBlob } from './blobs';
 import { ModuleLoader, type FetchLike } from './modules';
 import { addSpan, type Lease, type RunnerHost, type RunOutcome, type TaskRunner } from './runner';
 
@@ -22,6 +28,9 @@ const NO_ARGS: string[] = [];
 const NO_ENV: Record<string, string> = {};
 const NO_FILES: Record<string, Uint8Array> = {};
 
+/** Bytes of a blob named in a mount (`sha256:<hex>`), verified; web/node/blobs.ts `fetchBlob` by default. */
+export type BlobResolver = (sha256: string) => Promise<Uint8Array>;
+
 /** A leased agent task waiting for a free worker. */
 interface Pending {
   a: Assignment;
@@ -31,6 +40,8 @@ interface Pending {
   refetched?: boolean;
   /** performance.now() when the run was handed to the runtime (traced leases only). */
   runAt?: number;
+  /** The payload's blobs, fetched before the run (null: none named). */
+  blobs?: Map<string, Uint8Array> | null;
 }
 
 export class AgentRunner implements TaskRunner {
@@ -38,6 +49,7 @@ export class AgentRunner implements TaskRunner {
   readonly #runtime: AgentRuntime;
   readonly #host: RunnerHost;
   readonly #loader: ModuleLoader;
+  readonly #blob: BlobResolver;
   readonly #encoder = new TextEncoder();
   /** Runs handed to the runtime at once: one per worker, so its spawn times are not queue waits. */
   readonly slots: number;
@@ -45,10 +57,11 @@ export class AgentRunner implements TaskRunner {
   #queueHead = 0;
   #inFlight = 0;
 
-  constructor(runtime: AgentRuntime, host: RunnerHost, httpBase: string, fetch?: FetchLike) {
+  constructor(runtime: AgentRuntime, host: RunnerHost, httpBase: string, fetch?: FetchLike, blob: BlobResolver = fetchBlob) {
     this.#runtime = runtime;
     this.#host = host;
     this.#loader = new ModuleLoader(runtime, httpBase, fetch);
+    this.#blob = blob;
     this.slots = Math.max(1, runtime.stats().workers);
   }
 
@@ -72,6 +85,17 @@ export class AgentRunner implements TaskRunner {
   start(a: Assignment, lease: Lease): void {
     const hash = a.module?.sha256;
     if (!hash) return this.#fail(lease, 'PROTOCOL_ERROR', 'An agent assignment came without its module hash.');
+    const refs = blobRefs(a.payload as AgentPayload);
+    if (refs) {
+      // Blobs first (cached by the node like modules), then the module; either failing ends the lease.
+      Promise.all([...refs].map(async (ref) => [ref, await this.#blob(ref)] as const))
+        .then(async (got) => {
+          if (!this.#loader.has(hash)) await this.#loader.ensure(hash);
+          this.#enqueue({ a, lease, hash, blobs: new Map(got) });
+        })
+        .catch((err: unknown) => this.#host.finish(lease, { ok: false, error: serializeError(err) }));
+      return;
+    }
     if (this.#loader.has(hash)) {
       this.#enqueue({ a, lease, hash });
     } else {
@@ -119,7 +143,7 @@ export class AgentRunner implements TaskRunner {
     if (!this.#loader.has(hash)) return this.#refetch(p);
     let req: AgentRunRequest;
     try {
-      req = this.#request(a, hash);
+      req = this.#request(a, hash, p.blobs ?? null);
     } catch (err) {
       return this.#host.finish(lease, { ok: false, error: serializeError(err) });
     }
@@ -153,22 +177,59 @@ export class AgentRunner implements TaskRunner {
     );
   }
 
-  #request(a: Assignment, hash: string): AgentRunRequest {
+  /**
+   * The run request of an assignment. A plain payload (input, args, env, files) takes the short
+   * path it always took; one with the issue-8 fields is checked again here (checkAgentPayload: a
+   * coordinator is not trusted with mount paths, base64 or sizes) and its mounts decoded.
+   */
+  #request(a: Assignment, hash: string, blobs: Map<string, Uint8Array> | null): AgentRunRequest {
     const p = a.payload as AgentPayload;
-    let files = NO_FILES;
-    if (p.files) {
-      files = {};
-      for (const k of Object.keys(p.files)) files[k] = this.#encoder.encode(p.files[k]);
-    }
     const limits: AgentLimits = p.limits ? { ...DEFAULT_AGENT_LIMITS, ...p.limits } : DEFAULT_AGENT_LIMITS;
+    const plain = p.stdin === undefined && p.stdout === undefined && p.mounts === undefined && p.okExitCodes === undefined
+      && p.injectEnv === undefined && p.argv0 === undefined;
+    if (plain) {
+      let files = NO_FILES;
+      if (p.files) {
+        files = {};
+        for (const k of Object.keys(p.files)) files[k] = this.#encoder.encode(p.files[k]);
+      }
+      return {
+        taskId: a.taskId,
+        agentName: p.agent,
+        moduleHash: hash,
+        stdin: p.input === undefined ? EMPTY : this.#encoder.encode(JSON.stringify(p.input)),
+        args: p.args ?? NO_ARGS,
+        env: p.env ?? NO_ENV,
+        files,
+        limits,
+      };
+    }
+    const plans = checkAgentPayload(p);
+    let stdin: Uint8Array = EMPTY;
+    if (p.input !== undefined) stdin = this.#encoder.encode(JSON.stringify(p.input));
+    else if (p.stdin) stdin = 'text' in p.stdin ? this.#encoder.encode(p.stdin.text) : base64ToBytes(p.stdin.base64)!;
+    const files: Record<string, Uint8Array> = {};
+    const mounts: AgentMount[] = [];
+    for (const plan of plans) {
+      if (plan.path === '/input' && p.files) {
+        for (const [name, content] of plan.files) files[name] = inlineBytes(content)!;
+        continue;
+      }
+      mounts.push(toMount(plan, blobs));
+    }
     return {
       taskId: a.taskId,
       agentName: p.agent,
       moduleHash: hash,
-      stdin: p.input === undefined ? EMPTY : this.#encoder.encode(JSON.stringify(p.input)),
+      stdin,
       args: p.args ?? NO_ARGS,
+      ...(p.argv0 !== undefined ? { argv0: p.argv0 } : {}),
       env: p.env ?? NO_ENV,
+      ...(p.injectEnv !== undefined ? { injectEnv: p.injectEnv } : {}),
       files,
+      mounts,
+      ...(p.stdout !== undefined ? { stdout: p.stdout } : {}),
+      ...(p.okExitCodes !== undefined ? { okExitCodes: p.okExitCodes } : {}),
       limits,
     };
   }
@@ -176,6 +237,26 @@ export class AgentRunner implements TaskRunner {
   #fail(lease: Lease, code: ErrorCode, message: string): void {
     this.#host.finish(lease, { ok: false, error: { code, name: 'AppError', message } });
   }
+}
+
+/** The blob refs a payload's mounts name, or null (most payloads: no allocation). */
+function blobRefs(p: AgentPayload): Set<string> | null {
+  if (!p.mounts) return null;
+  let refs: Set<string> | null = null;
+  for (const m of Object.values(p.mounts)) {
+    for (const c of Object.values(m.files ?? {})) if ('blob' in c) (refs ??= new Set()).add(c.blob);
+  }
+  return refs;
+}
+
+function toMount(plan: MountPlan, blobs: Map<string, Uint8Array> | null): AgentMount {
+  const files: Record<string, Uint8Array> = {};
+  for (const [rel, content] of plan.files) {
+    const bytes = 'blob' in content ? blobs?.get(content.blob) : inlineBytes(content);
+    if (!bytes) throw new AppError('BLOB_NOT_FOUND', `The blob ${'blob' in content ? content.blob : '?'} of ${plan.path}/${rel} was not fetched before the run.`);
+    files[rel] = bytes;
+  }
+  return { path: plan.path, files, ...(plan.writable ? { writable: true, maxBytes: plan.maxBytes } : {}) };
 }
 
 /**

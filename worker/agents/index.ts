@@ -1,4 +1,4 @@
-export type { AgentRunRequest, AgentRunOutcome, AgentEvent, AgentRuntime, AgentRuntimeStats } from './types';
+export type { AgentMount, AgentRunRequest, AgentRunOutcome, AgentEvent, AgentRuntime, AgentRuntimeStats } from './types';
 export { runAgentInThread, wallClock, type RunOptions } from './run';
 export {
   ModuleCache,

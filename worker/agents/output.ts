@@ -5,6 +5,8 @@ import { AppError } from '../../shared';
 export class CappedOutput extends ConsoleStdout {
   readonly #chunks: Uint8Array[] = [];
   #bytes = 0;
+  /** The agent wrote past the cap (what fit was kept). */
+  overflowed = false;
 
   constructor(
     readonly stream: 'stdout' | 'stderr',
@@ -22,6 +24,7 @@ export class CappedOutput extends ConsoleStdout {
     const room = this.cap - this.#bytes;
     if (data.byteLength > room) {
       if (room > 0) this.#push(data.subarray(0, room));
+      this.overflowed = true;
       throw new AppError(
         'AGENT_OUTPUT_LIMIT',
         `The agent wrote more than ${this.cap} bytes to ${this.stream}; raise limits.max${this.stream === 'stdout' ? 'Stdout' : 'Stderr'}Bytes or make the agent write less.`,

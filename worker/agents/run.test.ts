@@ -57,11 +57,12 @@ test('a missing input file is the agent exiting non-zero, not a runtime fault', 
   assert.equal((out as any).error.details.exitCode, 9);
 });
 
-test('non-ASCII args or env are refused before the agent runs', async () => {
-  assert.equal(errorCode(await run('echo', { args: ['héllo'] })), 'AGENT_BAD_ARGS');
-  assert.equal(errorCode(await run('echo', { env: { K: 'ünï' } })), 'AGENT_BAD_ARGS');
+test('NUL in args or env, or = in an env name, is refused before the agent runs; UTF-8 and tabs are not', async () => {
+  assert.equal(errorCode(await run('echo', { args: ['nul\0here'] })), 'AGENT_BAD_ARGS');
+  assert.equal(errorCode(await run('echo', { env: { K: 'ü\0' } })), 'AGENT_BAD_ARGS');
   assert.equal(errorCode(await run('echo', { env: { 'A=B': 'x' } })), 'AGENT_BAD_ARGS');
-  assert.equal(errorCode(await run('echo', { args: ['tab\there'] })), 'AGENT_BAD_ARGS');
+  const stdin = utf8('{}');
+  assert.equal(errorCode(await run('echo', { stdin, args: ['héllo', 'tab\there'], env: { K: 'ünï\nline' } })), 'ok');
 });
 
 test('an endless loop runs out of fuel', async () => {
@@ -95,7 +96,12 @@ test('exit 3 is AGENT_EXIT_NONZERO with the stderr tail', async () => {
   assert.equal(errorCode(out), 'AGENT_EXIT_NONZERO');
   assert.ok(!out.ok);
   assert.equal(out.stderr, 'oops, exiting with 3\n');
-  assert.deepEqual(out.error.details, { exitCode: 3, stderrTail: 'oops, exiting with 3\n' });
+  assert.deepEqual(out.error.details, {
+    exitCode: 3,
+    stderrTail: 'oops, exiting with 3\n',
+    stdout: { text: '', bytes: 0, truncated: false },
+    stderr: { text: 'oops, exiting with 3\n', bytes: 21, truncated: false },
+  });
 });
 
 test('a stderr flood past its cap is AGENT_OUTPUT_LIMIT too', async () => {

@@ -3,27 +3,32 @@
  * module. Used inside each pooled worker and directly by Node tests.
  * Never throws for agent faults: every ending maps to an AgentRunOutcome.
  */
-import { File, OpenFile, PreopenDirectory, type Inode } from '@bjorn3/browser_wasi_shim';
+import { File, OpenFile, type PreopenDirectory } from '@bjorn3/browser_wasi_shim';
 import {
+  AGENT_IO_LIMITS,
   AppError,
   FUEL_EXPORT,
   GROW_EXPORT,
   HOST_MEMORY_MODULE,
   HOST_MEMORY_NAME,
   WASM_PAGE_BYTES,
+  bytesToBase64,
+  isCleanText,
   serializeError,
+  type AgentResult,
+  type CapturedStream,
   type ErrorCode,
   type ErrorInfo,
   type HostMemoryDescriptor,
 } from '../../shared';
 import { createMemory, isHostOutOfMemory, type HostMemories } from './memories';
 import { CappedOutput } from './output';
-import { AgentWasi } from './wasi';
+import { AgentWasi, collectFiles, mountTree, type MountOptions } from './wasi';
 import type { AgentRunOutcome, AgentRunRequest } from './types';
 
-const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const STDERR_TAIL = 2048;
+const lossy = new TextDecoder('utf-8', { fatal: false });
+const strict = new TextDecoder('utf-8', { fatal: true });
 
 export interface RunOptions {
   /** Wall-clock start of the run request (performance.timeOrigin + performance.now()), for spawn timing. */
@@ -68,23 +73,75 @@ function hostRefusedGrowth(memory: WebAssembly.Memory, capPages: number): unknow
   }
 }
 
+/** Args, argv0 and env as the agent gets them: any UTF-8 without NUL (names without `=`). */
 function checkArgs(req: AgentRunRequest): AgentRunOutcome | null {
   const bad = (what: string, value: string): AgentRunOutcome =>
-    refuse('AGENT_BAD_ARGS', `${what} ${JSON.stringify(value.slice(0, 40))} is not printable ASCII; percent- or base64-encode it.`, { what });
-  if (!PRINTABLE_ASCII.test(req.agentName)) return bad('The agent name', req.agentName);
-  if (!PRINTABLE_ASCII.test(req.taskId)) return bad('The task id', req.taskId);
-  for (const a of req.args) if (!PRINTABLE_ASCII.test(a)) return bad('An argument', a);
+    refuse('AGENT_BAD_ARGS', `${what} ${JSON.stringify(value.slice(0, 40))} holds NUL or text that is not UTF-8; pass bytes through stdin or a mount.`, { what });
+  if (!isCleanText(req.agentName)) return bad('The agent name', req.agentName);
+  if (!isCleanText(req.taskId)) return bad('The task id', req.taskId);
+  if (req.argv0 !== undefined && !isCleanText(req.argv0)) return bad('argv0', req.argv0);
+  for (const a of req.args) if (!isCleanText(a)) return bad('An argument', a);
   for (const [k, v] of Object.entries(req.env)) {
-    if (!ENV_NAME.test(k)) return refuse('AGENT_BAD_ARGS', `The env name ${JSON.stringify(k.slice(0, 40))} must match ${ENV_NAME.source}.`);
-    if (!PRINTABLE_ASCII.test(v)) return bad(`The env value of ${k}`, v);
+    if (k === '' || k.includes('=') || !isCleanText(k)) return refuse('AGENT_BAD_ARGS', `The env name ${JSON.stringify(k.slice(0, 40))} must be non-empty, without = or NUL.`);
+    if (!isCleanText(v)) return bad(`The env value of ${k}`, v);
   }
   return null;
 }
 
-function inputDir(files: Record<string, Uint8Array>): PreopenDirectory {
-  const entries = new Map<string, Inode>();
-  for (const [name, data] of Object.entries(files)) entries.set(name, new File(data, { readonly: true }));
-  return new PreopenDirectory('/input', entries);
+interface Preopens {
+  fds: PreopenDirectory[];
+  mounts: MountOptions[];
+  /** Writable mounts, guest path → preopen, for the files coming back. */
+  writable: [string, PreopenDirectory][];
+}
+
+/** `/input` (the files shorthand; always there when the request has no mounts), then the mounts in order. */
+function preopens(req: AgentRunRequest): Preopens {
+  const out: Preopens = { fds: [], mounts: [], writable: [] };
+  const add = (path: string, files: Record<string, Uint8Array>, writable: boolean, maxBytes?: number): void => {
+    const pre = mountTree(path, files, !writable);
+    out.fds.push(pre);
+    out.mounts.push({ root: pre.dir, readonly: !writable, maxBytes });
+    if (writable) out.writable.push([path, pre]);
+  };
+  if (!req.mounts || Object.keys(req.files).length > 0) add('/input', req.files, false);
+  for (const m of req.mounts ?? []) add(m.path, m.files, m.writable === true, m.writable ? (m.maxBytes ?? AGENT_IO_LIMITS.defaultMountBytes) : undefined);
+  return out;
+}
+
+/** stdout or stderr as a failed attempt keeps it. */
+function captured(out: CappedOutput, base64: boolean): CapturedStream {
+  const all = out.contents();
+  const keep = all.byteLength > AGENT_IO_LIMITS.maxFailureStreamBytes ? all.subarray(0, AGENT_IO_LIMITS.maxFailureStreamBytes) : all;
+  const truncated = out.overflowed || keep.byteLength < all.byteLength;
+  return base64 ? { base64: bytesToBase64(keep), bytes: out.bytes, truncated } : { text: lossy.decode(keep), bytes: out.bytes, truncated };
+}
+
+type ResultFiles = NonNullable<AgentResult['files']>;
+
+/** The writable mounts' files (UTF-8 without NUL as text, else base64), bounded; AGENT_OUTPUT_TOO_LARGE past AGENT_IO_LIMITS.maxResultFileBytes. */
+function filesBack(writable: [string, PreopenDirectory][]): { files: ResultFiles } | { over: number } {
+  const files: ResultFiles = {};
+  let total = 0;
+  for (const [path, pre] of writable) {
+    const mount: ResultFiles[string] = {};
+    for (const [rel, data] of collectFiles(pre.dir)) {
+      total += data.byteLength;
+      if (total > AGENT_IO_LIMITS.maxResultFileBytes) return { over: total };
+      // Text when it is UTF-8 without NUL bytes; anything else (binary) as base64.
+      let text: string | null = null;
+      if (!data.includes(0)) {
+        try {
+          text = strict.decode(data);
+        } catch {
+          text = null;
+        }
+      }
+      mount[rel] = text !== null ? { text } : { base64: bytesToBase64(data) };
+    }
+    files[path] = mount;
+  }
+  return { files };
 }
 
 /** Runs one agent to its end in this thread. */
@@ -97,29 +154,33 @@ export function runAgentInThread(compiled: WebAssembly.Module, req: AgentRunRequ
   const capPages = options.capPages ?? Math.floor((limits.memoryMB * 1024 * 1024) / WASM_PAGE_BYTES);
   const stdout = new CappedOutput('stdout', limits.maxStdoutBytes);
   const stderr = new CappedOutput('stderr', limits.maxStderrBytes);
-  const env = [`AGENT_TASK_ID=${req.taskId}`, `AGENT_NAME=${req.agentName}`, ...Object.entries(req.env).map(([k, v]) => `${k}=${v}`)];
-  const wasi = new AgentWasi([req.agentName, ...req.args], env, [new OpenFile(new File(req.stdin, { readonly: true })), stdout, stderr, inputDir(req.files)], {
+  const given = Object.entries(req.env).map(([k, v]) => `${k}=${v}`);
+  const env = req.injectEnv === false ? given : [`AGENT_TASK_ID=${req.taskId}`, `AGENT_NAME=${req.agentName}`, ...given];
+  const pre = preopens(req);
+  const wasi = new AgentWasi([req.argv0 ?? req.agentName, ...req.args], env, [new OpenFile(new File(req.stdin, { readonly: true })), stdout, stderr, ...pre.fds], {
     deadline: wallClock() + limits.timeoutMs,
+    mounts: pre.mounts,
+    entryBytes: AGENT_IO_LIMITS.mountEntryBytes,
   });
 
   const t0 = performance.now();
   const imports: WebAssembly.Imports = { wasi_snapshot_preview1: wasi.wasiImport as WebAssembly.ModuleImports };
   const hostMemory = options.memory ?? null;
-  let given: WebAssembly.Memory | null = null;
+  let hostGiven: WebAssembly.Memory | null = null;
   if (hostMemory) {
     try {
-      given = options.memories ? options.memories.take(options.memoryKey ?? '', hostMemory) : createMemory(hostMemory);
+      hostGiven = options.memories ? options.memories.take(options.memoryKey ?? '', hostMemory) : createMemory(hostMemory);
     } catch (err) {
       if (isHostOutOfMemory(err)) return hostExhausted('reserve Wasm memory for the agent', err, { stage: 'memory' });
       return refuse('AGENT_TRAP', `The agent's memory could not be created: ${err instanceof Error ? err.message : String(err)}`);
     }
-    imports[HOST_MEMORY_MODULE] = { [HOST_MEMORY_NAME]: given };
+    imports[HOST_MEMORY_MODULE] = { [HOST_MEMORY_NAME]: hostGiven };
   }
   try {
-    return runInstance(compiled, req, imports, given, capPages, stdout, stderr, wasi, t0, requestedAt, options);
+    return runInstance(compiled, req, imports, hostGiven, capPages, stdout, stderr, wasi, pre, t0, requestedAt, options);
   } finally {
-    if (given && hostMemory) {
-      if (options.memories) options.memories.give(options.memoryKey ?? '', hostMemory, given);
+    if (hostGiven && hostMemory) {
+      if (options.memories) options.memories.give(options.memoryKey ?? '', hostMemory, hostGiven);
     }
   }
 }
@@ -133,6 +194,7 @@ function runInstance(
   stdout: CappedOutput,
   stderr: CappedOutput,
   wasi: AgentWasi,
+  pre: Preopens,
   t0: number,
   requestedAt: number,
   options: RunOptions,
@@ -169,13 +231,34 @@ function runInstance(
   const fuelUsed = Number(remaining < 0n ? fuelLimit : fuelLimit - remaining);
   const stderrText = stderr.text();
   const memoryBytes = memory.buffer.byteLength;
+  // A failed attempt keeps what the agent wrote (capped) and its writable mounts' files when they fit.
+  const kept = (details: Record<string, unknown> = {}): Record<string, unknown> => {
+    const out: Record<string, unknown> = { ...details, stdout: captured(stdout, req.stdout === 'base64'), stderr: captured(stderr, false) };
+    if (pre.writable.length > 0) {
+      const back = filesBack(pre.writable);
+      if ('files' in back) out.files = back.files;
+    }
+    return out;
+  };
   const fail = (code: ErrorCode, message: string, details?: Record<string, unknown>): AgentRunOutcome => {
-    const error: ErrorInfo = serializeError(new AppError(code, message, details));
+    const error: ErrorInfo = serializeError(new AppError(code, message, kept(details)));
     return { ok: false, error, stderr: stderrText, fuelUsed, durationMs, memoryBytes };
+  };
+  const full = wasi.fullMount;
+  const mountFull = (details: Record<string, unknown>): AgentRunOutcome | null => {
+    if (!full) return null;
+    const path = pre.writable.find(([, p]) => p.dir === full.root)?.[0] ?? null;
+    return fail('AGENT_MOUNT_FULL', `The agent failed after the writable mount ${path} refused a write past its ${full.max} bytes (NOSPC); raise its maxBytes or write less.`, {
+      ...details, mount: path, maxBytes: full.max,
+    });
   };
 
   if (fault !== null) {
-    if (fault instanceof AppError) return { ok: false, error: serializeError(fault), stderr: stderrText, fuelUsed, durationMs, memoryBytes };
+    if (fault instanceof AppError) {
+      const info = serializeError(fault);
+      info.details = kept(info.details);
+      return { ok: false, error: info, stderr: stderrText, fuelUsed, durationMs, memoryBytes };
+    }
     if (remaining < 0n) {
       return fail('AGENT_FUEL_EXHAUSTED', `The agent used all ${limits.fuel} units of fuel; raise limits.fuel or give it less work.`, { fuel: limits.fuel });
     }
@@ -195,30 +278,40 @@ function runInstance(
         );
       }
     }
-    return fail('AGENT_TRAP', `The agent trapped: ${message}`, { trap: message, stderrTail: stderrText.slice(-STDERR_TAIL) });
+    return mountFull({ trap: message }) ?? fail('AGENT_TRAP', `The agent trapped: ${message}`, { trap: message, stderrTail: stderrText.slice(-STDERR_TAIL) });
   }
 
-  if (exitCode !== 0) {
+  if (exitCode !== 0 && !req.okExitCodes?.includes(exitCode)) {
     const refused = lastGrow.value === -1 ? hostRefusedGrowth(memory, capPages) : null;
     if (refused !== null) {
       return { ...hostExhausted('grow the agent\'s memory below its cap', refused, { stage: 'grow' }), stderr: stderrText, fuelUsed, durationMs, memoryBytes };
     }
-    return fail('AGENT_EXIT_NONZERO', `The agent exited with code ${exitCode}; its stderr tail says why.`, {
-      exitCode,
-      stderrTail: stderrText.slice(-STDERR_TAIL),
-    });
+    const details = { exitCode, stderrTail: stderrText.slice(-STDERR_TAIL) };
+    return mountFull(details) ?? fail('AGENT_EXIT_NONZERO', `The agent exited with code ${exitCode}; its stderr tail says why (list the code in okExitCodes if it means success).`, details);
   }
-  const text = new TextDecoder('utf-8', { fatal: false }).decode(stdout.contents());
   let output: unknown;
-  try {
-    output = JSON.parse(text);
-  } catch {
-    return fail('AGENT_BAD_OUTPUT', 'The agent exited 0 but its stdout is not one JSON value; print exactly one JSON document.', {
-      stdoutHead: text.slice(0, 200),
-    });
+  if (req.stdout === 'text') output = lossy.decode(stdout.contents());
+  else if (req.stdout === 'base64') output = bytesToBase64(stdout.contents());
+  else {
+    const text = lossy.decode(stdout.contents());
+    try {
+      output = JSON.parse(text);
+    } catch {
+      return fail('AGENT_BAD_OUTPUT', `The agent exited ${exitCode} but its stdout is not one JSON value; print exactly one JSON document, or ask for stdout "text" or "base64".`, {
+        exitCode,
+        stdoutHead: text.slice(0, 200),
+      });
+    }
   }
-  return {
-    ok: true,
-    result: { exitCode: 0, output, stderr: stderrText, fuelUsed, durationMs, memoryBytes: memory.buffer.byteLength },
-  };
+  const result: AgentResult = { exitCode, output, stderr: stderrText, fuelUsed, durationMs, memoryBytes: memory.buffer.byteLength };
+  if (pre.writable.length > 0) {
+    const back = filesBack(pre.writable);
+    if ('over' in back) {
+      return fail('AGENT_OUTPUT_TOO_LARGE', `The writable mounts hold more than ${AGENT_IO_LIMITS.maxResultFileBytes} bytes of files at exit, more than a result carries back; write less.`, {
+        exitCode, bytes: back.over, limit: AGENT_IO_LIMITS.maxResultFileBytes,
+      });
+    }
+    result.files = back.files;
+  }
+  return { ok: true, result };
 }

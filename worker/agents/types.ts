@@ -2,22 +2,47 @@
  * The contract of the agent runtime, shared by its same-thread implementation
  * (tests, Node) and the pooled Web Worker one (the page).
  */
-import type { AgentLimits, AgentResult, ErrorInfo } from '../../shared';
+import type { AgentLimits, AgentResult, ErrorInfo, StdoutMode } from '../../shared';
+
+/** A preopened directory for one run: its tree as bytes (blobs already fetched). */
+export interface AgentMount {
+  /** Guest path, absolute (`/` too); checked by checkAgentPayload. */
+  path: string;
+  /** Relative path (directories made as needed) → bytes. */
+  files: Record<string, Uint8Array>;
+  /** Read-only unless true: creates, writes, removals and renames in it answer ROFS. */
+  writable?: boolean;
+  /** A writable mount's cap on its bytes (files plus AGENT_IO_LIMITS.mountEntryBytes per entry): NOSPC past it. */
+  maxBytes?: number;
+}
 
 export interface AgentRunRequest {
-  /** Carried into argv/env as AGENT_TASK_ID; used by `stop(taskId)`. */
+  /** Carried into env as AGENT_TASK_ID; used by `stop(taskId)`. */
   taskId: string;
   agentName: string;
   /** SHA-256 (hex) of the module bytes as uploaded. */
   moduleHash: string;
-  /** Written to stdin: usually the task's `input` as JSON text. */
+  /** Written to stdin: the task's `input` as JSON text, or its `stdin` bytes. */
   stdin: Uint8Array;
-  /** argv after argv[0] (= agentName). Printable ASCII only (AGENT_BAD_ARGS otherwise). */
+  /** argv after argv[0]. Any UTF-8 without NUL (AGENT_BAD_ARGS otherwise). */
   args: string[];
-  /** Added to AGENT_TASK_ID and AGENT_NAME. Printable ASCII only. */
+  /** argv[0]; default agentName. */
+  argv0?: string;
+  /** Given env. Values any UTF-8 without NUL; names without `=`. */
   env: Record<string, string>;
-  /** Files in the preopened directory `/input`, name → bytes. */
+  /** false: exactly `env`; otherwise AGENT_TASK_ID and AGENT_NAME come first. */
+  injectEnv?: boolean;
+  /** Files in the read-only preopened directory `/input`, name → bytes (the payload's `files`). */
   files: Record<string, Uint8Array>;
+  /**
+   * Preopens after `/input`, fds in this order. Absent: `/input` alone, even empty (today's
+   * behaviour); present: `/input` only when `files` has any.
+   */
+  mounts?: AgentMount[];
+  /** How stdout becomes `output` (default json). */
+  stdout?: StdoutMode;
+  /** Exit codes besides 0 that count as success. */
+  okExitCodes?: readonly number[];
   limits: AgentLimits;
 }
 

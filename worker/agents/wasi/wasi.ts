@@ -14,6 +14,7 @@ import { AppError } from '../../../shared';
 import { blockUntil } from './block';
 import { Metadata, Symlink, contains, lookup, monotonicNs, newDirectory, realtimeNs, reparent, resolve } from './fs';
 import { EVENT_SIZE, SUBSCRIPTION_SIZE, readSubscription, writeEvent, writeFdstat, writeFilestat } from './layout';
+import { MountTable, type MountOptions, type Quota } from './mounts';
 import * as R from './rights';
 
 export interface AgentWasiOptions {
@@ -25,6 +26,16 @@ export interface AgentWasiOptions {
    */
   deadline?: number;
   debug?: boolean;
+  /**
+   * The preopens that are mounts (their roots): a read-only one answers ROFS to creates,
+   * writes, truncation, removal, renames, links and time changes; a writable one with
+   * `maxBytes` answers NOSPC to what would pass it (fd_write, fd_pwrite,
+   * fd_filestat_set_size, fd_allocate, new entries). Renames and links between mounts: XDEV.
+   * Preopens not listed are writable without a cap.
+   */
+  mounts?: readonly MountOptions[];
+  /** What each directory entry counts toward a writable mount's cap (default 64). */
+  entryBytes?: number;
 }
 
 /** What the layer knows of an open descriptor beyond the shim's object. */
@@ -45,12 +56,19 @@ export class AgentWasi extends WASI {
   readonly #meta = new Metadata();
   readonly #state = new WeakMap<Fd, FdState>();
   readonly #deadline: number | undefined;
+  readonly #mounts: MountTable;
 
   constructor(args: string[], env: string[], fds: Fd[], options: AgentWasiOptions = {}) {
     super(args, env, fds, { debug: options.debug ?? false });
     this.#deadline = options.deadline;
+    this.#mounts = new MountTable(options.mounts ?? [], options.entryBytes ?? 64);
     const shim = { ...this.wasiImport };
     Object.assign(this.wasiImport, this.#imports(shim));
+  }
+
+  /** The writable mount whose cap first refused a write (NOSPC), or null. */
+  get fullMount(): Quota | null {
+    return this.#mounts.full;
   }
 
   /** The metadata (timestamps, link counts) of the tree; for code that reads results back. */
@@ -75,6 +93,32 @@ export class AgentWasi extends WASI {
     } catch {
       return null;
     }
+  }
+
+  /** Bytes an iovec array asks to write. */
+  #iovBytes(iovs: number, n: number): number {
+    const v = this.#view();
+    let total = 0;
+    for (let i = 0; i < n; i++) total += v.getUint32(iovs + 8 * i + 4, true);
+    return total;
+  }
+
+  /** May a write of `len` bytes at `at` (bytes) grow `f` within its mount's cap? (NOSPC otherwise.) */
+  #room(f: OpenFile, at: bigint, len: number): boolean {
+    const growth = Number(at) + len - Number(f.file.size);
+    return growth <= 0 || this.#mounts.grow(f.file, growth);
+  }
+
+  /** A new entry in `dir`: ROFS in a read-only mount, NOSPC past a cap; 0 when it may be made. */
+  #newEntry(dir: Directory, extra = 0): number {
+    if (this.#mounts.readonly(dir)) return E.ERRNO_ROFS;
+    return this.#mounts.grow(dir, this.#mounts.entryBytes + extra) ? 0 : E.ERRNO_NOSPC;
+  }
+
+  /** An entry of `dir` named `entry` goes away: its bytes leave the mount's count when no other link holds it. */
+  #dropEntry(dir: Directory, entry: object): void {
+    this.#mounts.shrink(dir, this.#mounts.entryBytes);
+    if (entry instanceof File && this.#meta.links(entry) <= 0) this.#mounts.shrink(dir, entry.data.byteLength);
   }
 
   #st(fd: Fd): FdState {
@@ -206,8 +250,11 @@ export class AgentWasi extends WASI {
         const f = this.fds[fd];
         if (f === undefined) return E.ERRNO_BADF;
         if (f instanceof OpenFile && !has(this.#st(f).base, BigInt(E.RIGHTS_FD_WRITE))) return E.ERRNO_BADF;
+        const before = f instanceof OpenFile ? Number(f.file.size) : 0;
+        if (f instanceof OpenFile && !this.#room(f, size, 0)) return E.ERRNO_NOSPC;
         const ret = f.fd_filestat_set_size(size);
         if (ret === 0) this.#meta.modified(this.#node(f));
+        if (f instanceof OpenFile) this.#mounts.shrink(f.file, before - Number(f.file.size));
         return ret;
       },
 
@@ -215,7 +262,9 @@ export class AgentWasi extends WASI {
       fd_filestat_set_times: (fd: number, atim: bigint, mtim: bigint, fst: number): number => {
         const f = this.fds[fd];
         if (f === undefined) return E.ERRNO_BADF;
-        return this.#setTimes(this.#node(f), atim, mtim, fst);
+        const node = this.#node(f);
+        if (this.#mounts.readonly(node)) return E.ERRNO_ROFS;
+        return this.#setTimes(node, atim, mtim, fst);
       },
 
       /** fd_allocate: needs the fd open for writing; the shim grows read-only files too. */
@@ -223,6 +272,7 @@ export class AgentWasi extends WASI {
         const f = this.fds[fd];
         if (f === undefined) return E.ERRNO_BADF;
         if (f instanceof OpenFile && !has(this.#st(f).base, BigInt(E.RIGHTS_FD_WRITE))) return E.ERRNO_BADF;
+        if (f instanceof OpenFile && !this.#room(f, offset + len, 0)) return E.ERRNO_NOSPC;
         const ret = f.fd_allocate(offset, len);
         if (ret === 0) this.#meta.modified(this.#node(f));
         return ret;
@@ -254,7 +304,10 @@ export class AgentWasi extends WASI {
         if (f === undefined) return E.ERRNO_BADF;
         const s = this.#st(f);
         if (!has(s.base, BigInt(E.RIGHTS_FD_WRITE))) return E.ERRNO_BADF;
-        if (f instanceof OpenFile && (s.flags & E.FDFLAGS_APPEND) !== 0) f.file_pos = f.file.size;
+        if (f instanceof OpenFile) {
+          if ((s.flags & E.FDFLAGS_APPEND) !== 0) f.file_pos = f.file.size;
+          if (!this.#room(f, f.file_pos, this.#iovBytes(iovs, n))) return E.ERRNO_NOSPC;
+        }
         const ret = call('fd_write', fd, iovs, n, nwritten);
         if (ret === 0 && f instanceof OpenFile) this.#meta.modified(f.file);
         return ret;
@@ -264,6 +317,7 @@ export class AgentWasi extends WASI {
         const f = this.fds[fd];
         if (f === undefined) return E.ERRNO_BADF;
         if (!has(this.#st(f).base, BigInt(E.RIGHTS_FD_WRITE))) return E.ERRNO_BADF;
+        if (f instanceof OpenFile && !this.#room(f, offset, this.#iovBytes(iovs, n))) return E.ERRNO_NOSPC;
         const ret = call('fd_pwrite', fd, iovs, n, offset, nwritten);
         if (ret === 0 && f instanceof OpenFile) this.#meta.modified(f.file);
         return ret;
@@ -291,11 +345,18 @@ export class AgentWasi extends WASI {
         const { dir, name, trailingSlash } = r.at;
         let entry = r.at.entry;
         if (entry instanceof Symlink) return E.ERRNO_LOOP;
+        if (this.#mounts.readonly(dir) && entry !== undefined && ((oflags & E.OFLAGS_TRUNC) !== 0 || has(base, BigInt(E.RIGHTS_FD_WRITE)))) {
+          // open(2) for writing on a read-only file system (a directory asked for writing stays ISDIR below).
+          if (!(entry instanceof Directory)) return E.ERRNO_ROFS;
+        }
         if (entry === undefined) {
           if ((oflags & E.OFLAGS_CREAT) === 0 || name === null) return E.ERRNO_NOENT;
           if (trailingSlash) return E.ERRNO_ISDIR;
+          const refused = this.#newEntry(dir);
+          if (refused !== 0) return refused;
           const file = new File(new Uint8Array(0));
           dir.contents.set(name, file);
+          this.#mounts.adopt(file, dir);
           this.#meta.created(file);
           this.#meta.modified(dir);
           entry = file;
@@ -310,9 +371,13 @@ export class AgentWasi extends WASI {
           applicable = R.DIRECTORY;
         } else {
           if ((oflags & E.OFLAGS_DIRECTORY) !== 0 || trailingSlash) return E.ERRNO_NOTDIR;
+          const before = entry instanceof File ? entry.data.byteLength : 0;
           const { ret, fd_obj } = entry.path_open(oflags, base, fdflags);
           if (fd_obj === null) return ret;
-          if ((oflags & E.OFLAGS_TRUNC) !== 0) this.#meta.modified(entry);
+          if ((oflags & E.OFLAGS_TRUNC) !== 0) {
+            this.#meta.modified(entry);
+            this.#mounts.shrink(entry, before);
+          }
           opened = fd_obj;
           applicable = entry instanceof File && entry.readonly ? R.FILE_READ : R.FILE_READ | R.FILE_WRITE;
         }
@@ -332,8 +397,11 @@ export class AgentWasi extends WASI {
         if (!r.at) return r.ret;
         const { dir, name, entry } = r.at;
         if (entry !== undefined || name === null) return E.ERRNO_EXIST;
+        const refused = this.#newEntry(dir);
+        if (refused !== 0) return refused;
         const child = newDirectory(dir);
         dir.contents.set(name, child);
+        this.#mounts.adopt(child, dir);
         this.#meta.created(child);
         this.#meta.modified(dir);
         return 0;
@@ -361,6 +429,7 @@ export class AgentWasi extends WASI {
         if (path === null) return E.ERRNO_ILSEQ;
         const { ret, node } = resolve(d.dir, path, (flags & 1) !== 0);
         if (!node) return ret;
+        if (this.#mounts.readonly(node)) return E.ERRNO_ROFS;
         return this.#setTimes(node, atim, mtim, fst);
       },
 
@@ -386,6 +455,10 @@ export class AgentWasi extends WASI {
         const { dir, name, entry, trailingSlash } = r.at;
         if (entry !== undefined || name === null) return E.ERRNO_EXIST;
         if (trailingSlash) return E.ERRNO_NOENT;
+        if (this.#mounts.readonly(dir)) return E.ERRNO_ROFS;
+        if (this.#mounts.quota(dir) !== this.#mounts.quota(src.node)) return E.ERRNO_XDEV;
+        const refused = this.#newEntry(dir);
+        if (refused !== 0) return refused;
         dir.contents.set(name, src.node);
         this.#meta.addLink(src.node, 1);
         this.#meta.changed(src.node);
@@ -418,6 +491,8 @@ export class AgentWasi extends WASI {
         const srcIsDir = src instanceof Directory;
         if ((a.at.trailingSlash || b.at.trailingSlash) && !srcIsDir) return E.ERRNO_NOTDIR;
         const dst = b.at.entry;
+        if (this.#mounts.readonly(a.at.dir) || this.#mounts.readonly(b.at.dir)) return E.ERRNO_ROFS;
+        if (this.#mounts.quota(a.at.dir) !== this.#mounts.quota(b.at.dir)) return E.ERRNO_XDEV;
         if (dst === src) return 0;
         if (srcIsDir && contains(src, b.at.dir)) return E.ERRNO_INVAL;
         if (dst !== undefined) {
@@ -427,6 +502,7 @@ export class AgentWasi extends WASI {
           if (dstIsDir && dst.contents.size > 0) return E.ERRNO_NOTEMPTY;
           this.#meta.addLink(dst, -1);
           this.#meta.changed(dst);
+          this.#dropEntry(b.at.dir, dst);
         }
         a.at.dir.contents.delete(a.at.name);
         b.at.dir.contents.set(b.at.name, src);
@@ -450,8 +526,11 @@ export class AgentWasi extends WASI {
         const { dir, name, entry, trailingSlash } = r.at;
         if (entry !== undefined || name === null) return E.ERRNO_EXIST;
         if (trailingSlash) return E.ERRNO_NOENT;
+        const refused = this.#newEntry(dir, utf8.encode(target).byteLength);
+        if (refused !== 0) return refused;
         const link = new Symlink(target);
         dir.contents.set(name, link);
+        this.#mounts.adopt(link, dir);
         this.#meta.created(link);
         this.#meta.modified(dir);
         return 0;
@@ -488,8 +567,10 @@ export class AgentWasi extends WASI {
         if (entry === undefined) return E.ERRNO_NOENT;
         if (entry instanceof Directory || name === null) return E.ERRNO_ISDIR;
         if (trailingSlash) return E.ERRNO_NOTDIR;
+        if (this.#mounts.readonly(dir)) return E.ERRNO_ROFS;
         dir.contents.delete(name);
         this.#meta.addLink(entry, -1);
+        this.#dropEntry(dir, entry);
         this.#meta.changed(entry);
         this.#meta.modified(dir);
         return 0;
@@ -508,7 +589,9 @@ export class AgentWasi extends WASI {
         if (name === null) return E.ERRNO_INVAL;
         if (!(entry instanceof Directory)) return E.ERRNO_NOTDIR;
         if (entry.contents.size > 0) return E.ERRNO_NOTEMPTY;
+        if (this.#mounts.readonly(dir)) return E.ERRNO_ROFS;
         dir.contents.delete(name);
+        this.#dropEntry(dir, entry);
         this.#meta.modified(dir);
         return 0;
       },
