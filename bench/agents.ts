@@ -12,7 +12,8 @@
  * - metricsScrapeMs: median GET /metrics with 16 more nodes connected (cheap socket test nodes, heartbeating);
  * - scrapedEverySecondOverNever: e2e throughput with /metrics fetched every second ÷ never, same run (ABBA phases).
  * Also where the time went: CPU seconds of this process (coordinator + driver) and of the browsers.
- * - tracingOnOverOff: e2e throughput with tracing on (OTLP/HTTP to a loopback collector) ÷ off (ABBA phases, two coordinators).
+ * - tracingOnOverOff: e2e throughput with tracing on (OTLP/HTTP to a loopback collector, every task traced) ÷ off
+ *   (ABBA phases, two coordinators). `--only tracing` measures this figure alone (no pool, e2e or metrics phases).
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -30,6 +31,11 @@ import type { PoolBenchResult } from '../web';
 const GOALS = { spawnWarmP50Ms: 2, spawnWarmP99Ms: 10, e2eTasksPerMin: 60_000, ratio: 0.5, memoryPerAgentMB: 16, scrapedEverySecondOverNever: 0.98 };
 const BATCH = 1000;
 const TRACING_GOAL = 0.95;
+/**
+ * Tracing off/on phases, ABBA then BAAB: a drift over the run (JIT, caches, what else runs on this
+ * shared machine) weighs on both sides alike, a linear or a bowed one.
+ */
+const TRACING_PHASES = [false, true, true, false, true, false, false, true] as const;
 
 /** CPU seconds (user + system) of every live process below `root` (here: the headless browsers). */
 function descendantsCpuSeconds(root = process.pid): number {
@@ -77,10 +83,12 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       'per-worker': { type: 'string' },
       'trace-phase-tasks': { type: 'string', default: '4000' },
       'flush-ms': { type: 'string' },
+      only: { type: 'string' },
       'scrape-phase-tasks': { type: 'string', default: '4000' },
     },
   });
   const total = Number(values.tasks);
+  if (values.only !== undefined && values.only !== 'tracing') throw new Error(`--only takes tracing; got ${values.only}`);
   const budgetMs = Number(values['budget-s']) * 1000;
   const started = performance.now();
   const log = (l: string): void => void process.stderr.write(`[${((performance.now() - started) / 1000).toFixed(1)} s] ${l}\n`);
@@ -107,6 +115,13 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     });
     const pages = nodes.pages;
     log(`${pages.length} nodes connected: ${nodes.nodeIds.join(', ')}`);
+
+    const launchMore = (u: string): Promise<LaunchedNodes> => launchNodes({ url: u, count: Number(values.nodes), workers: values.workers ? Number(values.workers) : undefined, log });
+    if (values.only === 'tracing') {
+      log('Throughput with tracing on (OTLP to a loopback collector) vs off…');
+      const tracing = await tracingRatio({ offUrl: url, offPages: pages, launch: launchMore, dir, tasks: Number(values['trace-phase-tasks']), log });
+      return { bench: 'agents', only: 'tracing', tracingOnOverOff: Math.round(tracing.ratio * 100) / 100, tracing: tracingFigures(tracing), goals: { tracingOnOverOff: `>= ${TRACING_GOAL}` }, pass: { tracingOnOverOff: tracing.ratio >= TRACING_GOAL } };
+    }
 
     // In-page: spawn latency, cold start, raw throughput, memory.
     log('Measuring the pool in the page…');
@@ -174,7 +189,6 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     const browsersCpu = descendantsCpuSeconds() - b0;
 
     log('Throughput with tracing on (OTLP to a loopback collector) vs off…');
-    const launchMore = (u: string): Promise<LaunchedNodes> => launchNodes({ url: u, count: Number(values.nodes), workers: values.workers ? Number(values.workers) : undefined, log });
     const tracing = await tracingRatio({ offUrl: url, offPages: pages, launch: launchMore, dir, tasks: Number(values['trace-phase-tasks']), log });
     log('Throughput with /metrics scraped every second vs never…');
     const scraping = await scrapeRatio(url, submit, done, Number(values['scrape-phase-tasks']));
@@ -196,7 +210,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       rawTasksPerMin: Math.round(pool.rawTasksPerMin),
       ratio: r2(ratio),
       tracingOnOverOff: r2(tracing.ratio),
-      tracing: { tasksPerMinOff: Math.round(tracing.off), tasksPerMinOn: Math.round(tracing.on), tasksPerPhase: tracing.tasksPerPhase, otlpPosts: tracing.posts, otlpBytes: tracing.bytes, phases: 'off, on, on, off' },
+      tracing: tracingFigures(tracing),
       memoryPerAgentMB: r2(pool.memoryPerAgentMB),
       memoryMethod: pool.memoryMethod,
       metricsScrapeMs: r2(scrape.medianMs),
@@ -322,6 +336,30 @@ async function metricsScrape(url: string, count: number): Promise<{ medianMs: nu
   }
 }
 
+type TracingRatio = Awaited<ReturnType<typeof tracingRatio>>;
+
+function tracingFigures(t: TracingRatio): Record<string, unknown> {
+  return {
+    tasksPerMinOff: Math.round(t.off),
+    tasksPerMinOn: Math.round(t.on),
+    phaseTasksPerMin: t.phases.map((p) => ({ tracing: p.on ? 'on' : 'off', tasksPerMin: Math.round(p.rate), cpuUsPerTask: { process: Math.round(p.processUs), browsers: Math.round(p.browsersUs) } })),
+    // CPU per task is steadier than tasks/min on a machine others share: the cost of tracing without their noise.
+    cpuUsPerTask: Object.fromEntries((['off', 'on'] as const).map((side) => {
+      const ps = t.phases.filter((p) => p.on === (side === 'on'));
+      const mean = (f: (p: (typeof ps)[number]) => number): number => Math.round(ps.reduce((a, p) => a + f(p), 0) / ps.length);
+      return [side, { process: mean((p) => p.processUs), browsers: mean((p) => p.browsersUs) }];
+    })),
+    tasksPerPhase: t.tasksPerPhase,
+    sampled: 'every task (no sampling)',
+    spansExported: t.spans,
+    spansPerTask: Math.round((t.spans / t.tracedTasks) * 100) / 100,
+    otlpPosts: t.posts,
+    otlpBytes: t.bytes,
+    otlpBytesPerTask: Math.round(t.bytes / t.tracedTasks),
+    phases: TRACING_PHASES.map((on) => (on ? 'on' : 'off')).join(', '),
+  };
+}
+
 async function waitUntil(cond: () => Promise<boolean>, timeoutMs: number, everyMs = 50): Promise<void> {
   const end = performance.now() + timeoutMs;
   while (!(await cond())) {
@@ -333,7 +371,7 @@ async function waitUntil(cond: () => Promise<boolean>, timeoutMs: number, everyM
 /**
  * Agent throughput with tracing configured (OTLP/HTTP to a collector on loopback that this bench starts)
  * over the same without: a second coordinator with tracing on and its own headless nodes, beside the
- * first (off); four phases of `tasks` each, off / on / on / off, so a drift over the run weighs on both.
+ * first (off); eight phases of `tasks` each (TRACING_PHASES), every traced task traced (no sampling).
  */
 async function tracingRatio(opts: {
   offUrl: string;
@@ -342,11 +380,16 @@ async function tracingRatio(opts: {
   dir: string;
   tasks: number;
   log: (line: string) => void;
-}): Promise<{ ratio: number; off: number; on: number; tasksPerPhase: number; posts: number; bytes: number }> {
+}): Promise<{ ratio: number; off: number; on: number; phases: Array<{ on: boolean; rate: number; processUs: number; browsersUs: number }>; tasksPerPhase: number; tracedTasks: number; spans: number; posts: number; bytes: number }> {
   let posts = 0;
   let bytes = 0;
+  // Bodies are kept and counted after the phases, so the collector (in this process) only reads them meanwhile.
+  const bodies: Buffer[] = [];
   const collector = createServer((req, res) => {
-    req.on('data', (d: Buffer) => (bytes += d.length));
+    req.on('data', (d: Buffer) => {
+      bytes += d.length;
+      bodies.push(d);
+    });
     req.on('end', () => {
       if (req.url === '/v1/traces') posts++;
       res.setHeader('content-type', 'application/json');
@@ -372,6 +415,8 @@ async function tracingRatio(opts: {
     /** Runs `n` tasks through one coordinator (at most 5 batches ahead of its nodes); answers tasks per minute. */
     const phase = async (url: string, pages: LaunchedNodes['pages'], n: number): Promise<number> => {
       const base = await doneOf(pages);
+      const c0 = process.cpuUsage();
+      const b0 = descendantsCpuSeconds();
       const t0 = performance.now();
       let sent = 0;
       while (sent < n) {
@@ -384,19 +429,31 @@ async function tracingRatio(opts: {
         sent += k;
       }
       await waitUntil(async () => (await doneOf(pages)) - base >= n, 120_000, 25);
+      const c = process.cpuUsage(c0);
+      lastCpu = { processUs: (c.user + c.system) / n, browsersUs: ((descendantsCpuSeconds() - b0) * 1e6) / n };
       return (n * 60_000) / (performance.now() - t0);
     };
-    await phase(onUrl, onPages, 1000); // warm-up: module fetch, JIT
+    // CPU per task of the last phase: this process (both coordinators, one idle; the collector; the driver) and the browsers.
+    let lastCpu = { processUs: 0, browsersUs: 0 };
+    // Warm-up of both (module fetch, JIT); every traced task is traced (no sampling).
+    await phase(onUrl, onPages, 1000);
+    await phase(opts.offUrl, opts.offPages, 1000);
     const perMin = { off: 0, on: 0 };
-    for (const on of [false, true, true, false]) {
+    const phases: Array<{ on: boolean; rate: number; processUs: number; browsersUs: number }> = [];
+    for (const on of TRACING_PHASES) {
       const rate = on ? await phase(onUrl, onPages, opts.tasks) : await phase(opts.offUrl, opts.offPages, opts.tasks);
       opts.log(`  tracing ${on ? 'on ' : 'off'}: ${Math.round(rate)} tasks/min`);
-      perMin[on ? 'on' : 'off'] += rate / 2;
+      perMin[on ? 'on' : 'off'] += rate / (TRACING_PHASES.length / 2);
+      phases.push({ on, rate, ...lastCpu });
     }
-    return { ratio: perMin.on / perMin.off, off: perMin.off, on: perMin.on, tasksPerPhase: opts.tasks, posts, bytes };
+    await nodes.close();
+    nodes = null;
+    await traced.close(); // flushes the last spans to the collector
+    const spans = (Buffer.concat(bodies).toString('utf8').match(/"spanId":/g) ?? []).length;
+    return { ratio: perMin.on / perMin.off, off: perMin.off, on: perMin.on, phases, tasksPerPhase: opts.tasks, tracedTasks: 1000 + (TRACING_PHASES.length / 2) * opts.tasks, spans, posts, bytes };
   } finally {
     await nodes?.close();
-    await traced.close(); // flushes the last spans to the collector
+    await traced.close(); // idempotent after the one above
     await new Promise<void>((r) => collector.close(() => r()));
   }
 }

@@ -140,9 +140,25 @@ export const TaskRecordSchema = Type.Object(
         }),
       ),
     ),
+    trace: Nullable(
+      Type.Object({
+        traceId: Type.String({ pattern: '^[0-9a-f]{32}$' }),
+        spanId: Type.String({ pattern: '^[0-9a-f]{16}$', description: "The task's submit span (docs/api.md \"Tracing\")." }),
+      }),
+    ),
   },
   { description: 'A task as the journal holds it (TaskRecord in shared/protocol.ts plus the coordinator fields).' },
 );
+
+/** The optional W3C trace context header of the routes that submit tasks (docs/api.md "Tracing"). */
+const TraceparentHeaderSchema = Type.Object({
+  traceparent: Type.Optional(
+    Type.String({
+      description: "W3C trace context (`00-<trace id>-<span id>-<flags>`): the tasks continue the caller's trace. A malformed one is ignored (a fresh trace starts), never an error.",
+      examples: ['00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'],
+    }),
+  ),
+});
 
 const SubmittedSchema = Type.Union([
   Type.Object({ id: TaskId }, { additionalProperties: false }),
@@ -330,6 +346,8 @@ export interface Operation {
   description?: string;
   params?: TSchema;
   query?: TSchema;
+  /** Request headers the route reads (an object schema, one property per header). */
+  headers?: TSchema;
   body?: Body;
   /** The main success answer(s), by status. */
   ok: Readonly<Record<number, Answer>>;
@@ -365,6 +383,7 @@ const TASK_EXAMPLE = {
   finishedAt: 1767225600042,
   verdict: null,
   replication: null,
+  trace: { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '7d3c9a0b5e1f2468' },
 };
 
 /** `METHOD /route` → what the document says of it. Every registered route has an entry (server/openapi.test.ts). */
@@ -374,6 +393,7 @@ export const OPERATIONS: Readonly<Record<string, Operation>> = {
     tag: 'Tasks',
     summary: 'Submit one task or a batch',
     description: `One task spec, or \`{ "tasks": [spec, …] }\` with at most ${LIMITS.maxBatch} specs, journaled in one transaction before the answer.`,
+    headers: TraceparentHeaderSchema,
     body: {
       types: JSON_TYPE,
       schema: Type.Union([TaskSpecSchema, TaskBatchSchema]),
@@ -450,6 +470,7 @@ export const OPERATIONS: Readonly<Record<string, Operation>> = {
   'POST /v1/chat/completions': {
     tag: 'OpenAI-compatible',
     summary: 'Chat completion (journaled generate tasks, one per choice)',
+    headers: TraceparentHeaderSchema,
     body: { types: JSON_TYPE, schema: ChatCompletionRequestSchema, required: true, example: { model: 'tiny', messages: [{ role: 'user', content: 'Say hi.' }], max_tokens: 16, temperature: 0 } },
     ok: { 200: { description: 'A `chat.completion`, or with `stream: true` a `text/event-stream` of `chat.completion.chunk`s ending `data: [DONE]`. `x-task-ids` names the tasks.', schema: ChatCompletionSchema } },
     errors: ['SCHEMA_VIOLATION', 'MODEL_NOT_FOUND', 'ADAPTER_NOT_FOUND', 'RESPONSE_FORMAT_UNSUPPORTED', 'RATE_LIMITED'],
@@ -458,6 +479,7 @@ export const OPERATIONS: Readonly<Record<string, Operation>> = {
   'POST /v1/completions': {
     tag: 'OpenAI-compatible',
     summary: 'Text completion (journaled generate tasks, one per prompt and choice)',
+    headers: TraceparentHeaderSchema,
     body: { types: JSON_TYPE, schema: CompletionRequestSchema, required: true, example: { model: 'tiny', prompt: 'Once upon a time', max_tokens: 16, seed: 7 } },
     ok: { 200: { description: 'A `text_completion`, or with `stream: true` a `text/event-stream` of chunks ending `data: [DONE]`.', schema: TextCompletionSchema } },
     errors: ['SCHEMA_VIOLATION', 'MODEL_NOT_FOUND', 'ADAPTER_NOT_FOUND', 'RESPONSE_FORMAT_UNSUPPORTED', 'RATE_LIMITED'],
@@ -749,7 +771,7 @@ function refsFor(): (schema: TSchema, self?: string) => Json {
   };
 }
 
-function parameters(where: 'path' | 'query', schema: TSchema | undefined, ref: (s: TSchema) => Json): Json[] {
+function parameters(where: 'path' | 'query' | 'header', schema: TSchema | undefined, ref: (s: TSchema) => Json): Json[] {
   if (!schema) return [];
   const obj = schema as unknown as { properties?: Record<string, TSchema>; required?: string[] };
   return Object.entries(obj.properties ?? {}).map(([name, s]) => {
@@ -785,7 +807,7 @@ export function openApiDocument(opts: { url?: string } = {}): OpenApiDocument {
       operationId: operationId(method, url),
       summary: op.summary,
       tags: [op.tag],
-      parameters: [...parameters('path', op.params, ref), ...parameters('query', op.query, ref)],
+      parameters: [...parameters('path', op.params, ref), ...parameters('query', op.query, ref), ...parameters('header', op.headers, ref)],
       responses,
     };
     if (op.description) operation.description = op.description;

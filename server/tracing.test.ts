@@ -7,11 +7,16 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Worker } from 'node:worker_threads';
+import { SpanKind } from '@opentelemetry/api';
+import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
+import { resourceFromAttributes } from '@opentelemetry/resources';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace';
 import { MAX_NODE_SPANS, type Assignment } from '../shared';
 import { createCoordinator, type Coordinator } from './index';
 import { HELLO_WAT, TestNode, apiClient, tempDir, until, wat } from './testing';
-import { Tracing, checkNodeSpans, parseTraceparent, untracedTraceparent } from './tracing';
+import { OTLP_WORKER_SOURCE } from './otlp-worker';
+import { Tracing, checkNodeSpans, parseTraceparent, readableSpans, untracedTraceparent } from './tracing';
 
 const tmp = tempDir('tracing-');
 after(() => tmp.cleanup());
@@ -50,6 +55,7 @@ async function withAgent(c: Coordinator): Promise<void> {
 
 const parentOf = (s: ReadableSpan): string | undefined => s.parentSpanContext?.spanId;
 const idOf = (s: ReadableSpan): string => s.spanContext().spanId;
+const toMs = (t: readonly [number, number]): number => t[0] * 1000 + t[1] / 1e6;
 
 describe('W3C traceparent', () => {
   test('valid headers parse; malformed ones are null (never an error)', () => {
@@ -116,7 +122,7 @@ describe('a traced task (in-memory exporter)', () => {
     await hook.close();
   });
 
-  test('submit → journal → queue → attempt → node spans → result → webhook: one trace, the right parents', async () => {
+  test('submit → journal → attempt (queue wait, result journaled) → node spans → webhook: one trace, the right parents', async () => {
     const node = await TestNode.connect(c.url);
     const api = apiClient(c.url);
     const res = await api('/v1/tasks', { method: 'POST', headers: { traceparent: CALLER }, json: { kind: 'agent', payload: { agent: 'hello' }, webhook: `${hook.url}/hook` } });
@@ -147,7 +153,7 @@ describe('a traced task (in-memory exporter)', () => {
     const byName = await until(() => {
       const m = new Map<string, ReadableSpan[]>();
       for (const s of exporter.getFinishedSpans()) m.set(s.name, [...(m.get(s.name) ?? []), s]);
-      return m.has('webhook.deliver') && m.has('task.result') ? m : undefined;
+      return m.has('webhook.deliver') && m.has('task.attempt') ? m : undefined;
     }, 5_000, 'the spans');
     const one = (name: string): ReadableSpan => {
       const list = byName.get(name) ?? [];
@@ -160,17 +166,25 @@ describe('a traced task (in-memory exporter)', () => {
     const submit = one('task.submit');
     assert.equal(parentOf(submit), CALLER_SPAN, 'the submit span is a child of the caller’s span');
     assert.deepEqual(record.trace, { traceId: CALLER_TRACE, spanId: idOf(submit) }, 'the record shows the trace and the submit span');
-    for (const name of ['task.journal', 'task.queue', 'task.attempt', 'webhook.deliver']) assert.equal(parentOf(one(name)), idOf(submit), `${name} is a child of task.submit`);
+    for (const name of ['task.journal', 'task.attempt', 'webhook.deliver']) assert.equal(parentOf(one(name)), idOf(submit), `${name} is a child of task.submit`);
     const attempt = one('task.attempt');
     assert.equal(assigned.spanId, idOf(attempt), 'the node was given the attempt span as its parent');
     assert.equal(attempt.attributes['node.id'], node.id);
     assert.equal(attempt.attributes['task.attempt'], 1);
     assert.equal(attempt.attributes['task.id'], id);
+    // The queue wait and the result's journal write are the attempt's attributes (no spans of their own).
+    assert.equal(attempt.attributes['task.state'], 'succeeded', 'the attempt ends with its result journaled');
+    for (const k of ['task.queue_ms', 'result.wait_ms', 'result.journal_ms']) {
+      const v = attempt.attributes[k];
+      assert.ok(typeof v === 'number' && v >= 0 && v < 5_000, `${k}: ${String(v)}`);
+    }
+    assert.ok(toMs(attempt.endTime) >= toMs(submit.endTime), 'the attempt ends after the submit');
+    const names = new Set(all.map((s) => s.name));
+    assert.ok(!names.has('task.queue') && !names.has('task.result'), 'no per-task queue or result spans');
     // The first 16 entries are looked at: 2 phases, 3 hostile ones, 11 of the flood; the rest are dropped unread.
     assert.equal(attempt.attributes['node.spans_dropped'], spans.length - 13);
     assert.equal(byName.get('flood-10')?.length, 1);
     assert.equal(byName.get('flood-11'), undefined, 'at most 16 spans per result');
-    assert.equal(parentOf(one('task.result')), idOf(attempt), 'task.result is a child of the attempt');
     const nodeQueue = one('node.queue');
     const run = one('agent.run');
     for (const s of [nodeQueue, run]) assert.equal(parentOf(s), idOf(attempt), `${s.name} is a child of the attempt`);
@@ -253,10 +267,77 @@ test('OTLP/HTTP: spans reach a loopback collector as a POST to /v1/traces with t
   try {
     const posts = collector.hits.filter((h) => h.url === '/v1/traces');
     assert.ok(posts.length >= 1, 'the collector got a POST to /v1/traces');
-    const body = posts.map((p) => p.body).join('\n');
-    assert.ok(body.includes(CALLER_TRACE), 'with the trace id');
-    for (const name of ['task.submit', 'task.attempt', 'agent.run', 'task.result']) assert.ok(body.includes(`"${name}"`), name);
+    assert.ok(posts.every((p) => p.headers['content-type'] === 'application/json'));
+    const spans = posts.flatMap((p) => (JSON.parse(p.body) as OtlpRequest).resourceSpans.flatMap((r) => {
+      assert.deepEqual(r.resource.attributes, [{ key: 'service.name', value: { stringValue: 'exec-node-coordinator' } }]);
+      return r.scopeSpans.flatMap((sc) => sc.spans);
+    }));
+    assert.ok(spans.every((s) => s.traceId === CALLER_TRACE), 'one trace id');
+    const byName = new Map(spans.map((s) => [s.name, s]));
+    const submit = byName.get('task.submit');
+    const attempt = byName.get('task.attempt');
+    const run = byName.get('agent.run');
+    assert.ok(submit && attempt && run && byName.has('task.journal'), [...byName.keys()].join(', '));
+    assert.equal(submit.parentSpanId, CALLER_SPAN);
+    assert.equal(byName.get('task.journal')!.parentSpanId, submit.spanId);
+    assert.equal(attempt.parentSpanId, submit.spanId);
+    assert.equal(run.parentSpanId, attempt.spanId, 'the node span is a child of the attempt');
+    assert.equal(submit.kind, 2, 'SPAN_KIND_SERVER');
+    assert.ok(BigInt(attempt.endTimeUnixNano) >= BigInt(run.endTimeUnixNano) && BigInt(run.startTimeUnixNano) >= BigInt(attempt.startTimeUnixNano));
   } finally {
     await collector.close();
   }
 });
+
+interface OtlpSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  name: string;
+  kind: number;
+  startTimeUnixNano: string;
+  endTimeUnixNano: string;
+  attributes: unknown[];
+  status?: { code: number; message?: string };
+}
+interface OtlpRequest {
+  resourceSpans: Array<{ resource: { attributes: unknown[] }; scopeSpans: Array<{ scope: { name: string }; spans: OtlpSpan[] }> }>;
+}
+
+test('the exporter thread writes what OpenTelemetry’s JsonTraceSerializer writes for the same spans (less default fields)', async () => {
+  const collector = await receiver();
+  const worker = new Worker(OTLP_WORKER_SOURCE, { eval: true, workerData: { url: `${collector.url}/v1/traces`, resource: { 'service.name': 'svc' }, scope: 'exec-node-coordinator', timeoutMs: 5_000, concurrency: 2 } });
+  try {
+    const t = Date.UTC(2026, 0, 2, 3, 4, 5, 678);
+    // Records as server/tracing.ts pushes them: a root server span with an int, a node span with a
+    // double, a bool and a string needing escapes, and an error span.
+    const buf = [
+      CALLER_TRACE, CALLER_SPAN, '', 'task.submit', SpanKind.SERVER, t, t + 2, 0, '', 1, 'task.count', 3,
+      CALLER_TRACE, 'a1b2c3d4e5f60718', CALLER_SPAN, 'agent.run', SpanKind.INTERNAL, t + 0.25, t + 1.5, 0, '', 3, 'ratio', 0.5, 'ok', true, 's', 'quote " and \\ \u2028',
+      CALLER_TRACE, 'b1b2c3d4e5f60718', CALLER_SPAN, 'webhook.deliver', SpanKind.CLIENT, t, t + 10, 2, 'HTTP 500', 1, 'webhook.attempts', 2,
+    ];
+    const answered = new Promise<{ spans: number; ok: boolean }>((resolve) => worker.once('message', resolve));
+    worker.postMessage({ type: 'spans', buf, spans: 3 });
+    assert.deepEqual(await answered, { type: 'sent', spans: 3, ok: true });
+    const ours = JSON.parse(collector.hits[0]!.body) as OtlpRequest;
+    const theirs = JSON.parse(new TextDecoder().decode(JsonTraceSerializer.serializeRequest(readableSpans(buf, resourceFromAttributes({ 'service.name': 'svc' }))))) as Record<string, unknown>;
+    assert.deepEqual(ours, withoutDefaults(theirs));
+    assert.equal(ours.resourceSpans[0]!.scopeSpans[0]!.spans.length, 3);
+  } finally {
+    await worker.terminate();
+    await collector.close();
+  }
+});
+
+/** proto3 JSON may leave out fields at their default: zero counts, empty lists, an unset status, an absent version. */
+function withoutDefaults(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(withoutDefaults);
+  if (typeof v !== 'object' || v === null) return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (x === undefined || x === 0 && k.startsWith('dropped') || (Array.isArray(x) && x.length === 0 && k !== 'attributes')) continue;
+    if (k === 'status' && (x as { code: number }).code === 0) continue;
+    out[k] = withoutDefaults(x);
+  }
+  return out;
+}
