@@ -173,7 +173,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     allowOrigins: (opts.allowOrigins ?? []).map(normalizeOrigin),
   });
   const maintenance = new Maintenance(clock.now());
-  metrics.attach({ clock, journal, nodes: () => scheduler.nodes.values(), webhooks, maintenance, heartbeatIntervalMs, prefetch: scheduler.options.prefetch });
+  metrics.attach({ clock, journal, nodes: () => scheduler.nodes.values(), webhooks, maintenance, tracing, heartbeatIntervalMs, prefetch: scheduler.options.prefetch });
   let shuttingDown = false;
   const ctx: Context = {
     auth: opts.auth ?? Auth.open(),

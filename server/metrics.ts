@@ -60,6 +60,8 @@ export interface MetricsSource {
   nodes(): Iterable<NodeSession>;
   webhooks: { readonly delivered: number; readonly failed: number };
   maintenance: { readonly on: boolean };
+  /** Null when tracing is off. */
+  tracing: { readonly droppedNodeSpans: number; readonly droppedSpans: number } | null;
   heartbeatIntervalMs: number;
   prefetch: number;
 }
@@ -427,6 +429,19 @@ export class Metrics {
       collect() {
         this.reset();
         this.inc(src()?.journal.duplicatesDropped ?? 0);
+      },
+    });
+    new Counter({
+      name: 'coordinator_trace_spans_dropped_total',
+      help: 'Spans not exported: node_invalid (a node sent spans out of bounds), export_backlog (the OTLP queue was full).',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.reset();
+        const t = src()?.tracing;
+        if (!t) return;
+        this.inc({ reason: 'node_invalid' }, t.droppedNodeSpans);
+        this.inc({ reason: 'export_backlog' }, t.droppedSpans);
       },
     });
     new Counter({

@@ -191,6 +191,7 @@ describe('a traced task (in-memory exporter)', () => {
     assert.equal(run.attributes.workerId, 2);
     assert.equal(run.attributes['span.source'], 'node');
     assert.ok(all.every((s) => s.name.length <= 64 && s.name !== 'nan' && s.name !== 'far-future'), 'hostile spans were dropped');
+    assert.equal(await c.metrics.value('coordinator_trace_spans_dropped_total', { reason: 'node_invalid' }), spans.length - 13, 'the dropped node spans are counted in /metrics');
 
     // The webhook request carries the delivery span's traceparent, in the same trace.
     const sent = parseTraceparent(hit.headers.traceparent);
