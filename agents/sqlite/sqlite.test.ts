@@ -32,12 +32,12 @@ interface Summary {
   results: { columns: string[]; rows: unknown[][]; truncated: boolean }[];
 }
 
-function run(args: string[], opts: { input?: Record<string, string>; stdin?: string } = {}) {
+function run(args: string[], opts: { input?: Record<string, string>; stdin?: string; outDir?: string } = {}) {
   const input = new PreopenDirectory(
     '/input',
     new Map(Object.entries(opts.input ?? {}).map(([name, body]) => [name, new File(utf8(body), { readonly: true })])),
   );
-  const out = new PreopenDirectory('/out', new Map());
+  const out = new PreopenDirectory(opts.outDir ?? '/out', new Map());
   const stdout = new CappedOutput('stdout', 1 << 20);
   const stderr = new CappedOutput('stderr', 1 << 16);
   const fds: Fd[] = [new OpenFile(new File(utf8(opts.stdin ?? ''), { readonly: true })), stdout, stderr, input, out];
@@ -128,6 +128,16 @@ test('reads SQL from stdin into an in-memory database; results in the summary', 
     },
   ]);
   assert.deepEqual([...r.out.contents.keys()], []);
+});
+
+test('a database in a mount below a directory that is not one (/work/out) opens: absolute paths are not resolved through lstat', () => {
+  const r = run(['--db', '/work/out/t.db'], { outDir: '/work/out', stdin: "CREATE TABLE t(x); INSERT INTO t VALUES ('kept');" });
+  assert.equal(r.code, 0, r.stderr);
+  const saved = r.out.contents.get('t.db');
+  assert.ok(saved instanceof File);
+  const db = new Database(Buffer.from(saved.data));
+  assert.equal(db.prepare('SELECT x FROM t').pluck().get(), 'kept');
+  db.close();
 });
 
 test('an SQL error names the script line and exits 1; a bad dot command exits 2', () => {

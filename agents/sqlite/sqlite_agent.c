@@ -25,6 +25,8 @@
  * where results holds the rows (at most 1000 each) of statements that returned
  * rows and were not sent to a file. Reals are printed with the fewest of 15 or 17
  * significant digits that read back as the same double; blobs as hex text.
+ * Absolute paths are used as given (a mount may sit below directories that are not
+ * mounts: see the VFS below); relative ones resolve against "/".
  * Errors: a message on stderr naming the script line; exit 1 for an SQL or I/O
  * error, exit 2 for bad usage or a bad dot command.
  */
@@ -416,6 +418,37 @@ static void import_csv(const char *file, const char *table, const char *script, 
   free(create.data);
 }
 
+/* ---------------------------------------------------------------------- VFS */
+
+/*
+ * The unix-none VFS, except that an absolute database path is taken as it is. The unix
+ * VFS resolves symlinks by lstat-ing every prefix of the path ("/work", "/work/out", ...);
+ * under WASI a prefix above a mount (a preopen at /work/out) matches no preopen, so
+ * wasi-libc fails it with ENOTCAPABLE and SQLite refuses to open the file. With one
+ * process per sandbox and no locks, the canonical name is not needed.
+ */
+static sqlite3_vfs wasi_vfs;
+static sqlite3_vfs *base_vfs;
+
+static int wasi_full_pathname(sqlite3_vfs *vfs, const char *name, int size, char *out) {
+  (void)vfs;
+  if (name[0] != '/') return base_vfs->xFullPathname(base_vfs, name, size, out);
+  size_t n = strlen(name);
+  if ((int)n >= size) return SQLITE_CANTOPEN;
+  memcpy(out, name, n + 1);
+  return SQLITE_OK;
+}
+
+static void register_vfs(void) {
+  base_vfs = sqlite3_vfs_find("unix-none");
+  if (!base_vfs) fail(1, "SQLite has no unix-none VFS%s%s", "", "");
+  wasi_vfs = *base_vfs;
+  wasi_vfs.zName = "wasi";
+  wasi_vfs.pNext = NULL;
+  wasi_vfs.xFullPathname = wasi_full_pathname;
+  if (sqlite3_vfs_register(&wasi_vfs, 1) != SQLITE_OK) fail(1, "cannot register the VFS%s%s", "", "");
+}
+
 /* ------------------------------------------------------------------- script */
 
 /* Skips whitespace and SQL comments. */
@@ -452,6 +485,7 @@ int main(int argc, char **argv) {
   } else {
     read_file(script_path, &script);
   }
+  register_vfs();
   if (sqlite3_open(db_path, &db) != SQLITE_OK) fail(1, "cannot open the database %s: %s", db_path, sqlite3_errmsg(db));
 
   Target target = TO_SUMMARY;
