@@ -12,6 +12,8 @@
  * - metricsScrapeMs: median GET /metrics with 16 more nodes connected (cheap socket test nodes, heartbeating);
  * - scrapedEverySecondOverNever: e2e throughput with /metrics fetched every second ÷ never, same run (ABBA phases).
  * Also where the time went: CPU seconds of this process (coordinator + driver) and of the browsers.
+ * - mountFilesPerSec: tasks each with 1,000 small files in a read-only mount (the trivial agent), files per second
+ *   from submit to the last result, through the pool;
  * - tracingOnOverOff: e2e throughput with tracing on (OTLP/HTTP to a loopback collector, every task traced) ÷ off
  *   (ABBA phases, two coordinators). `--only tracing` measures this figure alone (no pool, e2e or metrics phases).
  */
@@ -194,6 +196,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     const scraping = await scrapeRatio(url, submit, done, Number(values['scrape-phase-tasks']));
     log('GET /metrics with 16 more nodes connected…');
     const scrape = await metricsScrape(url, 16);
+    log('Tasks with 1,000 small files mounted…');
+    const mounted = await mountFiles(url, 20, 1000);
 
     const stats = await Promise.all(pages.map((p) => p.evaluate(() => window.__execNode!.stats())));
     const e2eTasksPerMin = (finished * 60_000) / e2eMs;
@@ -216,6 +220,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       metricsScrapeMs: r2(scrape.medianMs),
       metricsScrape: { nodes: scrape.nodes, scrapes: scrape.scrapes, bytes: scrape.bytes, p90Ms: r2(scrape.p90Ms), how: scrape.how },
       scrapedEverySecondOverNever: r2(scraping.ratio),
+      mountFilesPerSec: Math.round(mounted.filesPerSec),
+      mountFiles: { tasks: mounted.tasks, filesPerTask: mounted.filesPerTask, seconds: r2(mounted.seconds), failed: mounted.failed },
       scraping: { tasksPerMinNever: Math.round(scraping.never), tasksPerMinScraped: Math.round(scraping.scraped), tasksPerPhase: scraping.tasksPerPhase, scrapes: scraping.scrapes, phases: 'never, scraped, scraped, never' },
       goals: {
         spawnWarmP50Ms: `<= ${GOALS.spawnWarmP50Ms}`,
@@ -258,6 +264,26 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     await coordinator.close();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** `tasks` tasks of the trivial agent, each with `files` small files in a read-only mount: files per second, submit to last result. */
+async function mountFiles(url: string, tasks: number, files: number): Promise<{ filesPerSec: number; tasks: number; filesPerTask: number; seconds: number; failed: number }> {
+  const spec = (t: number) => {
+    const f: Record<string, { text: string }> = {};
+    for (let i = 0; i < files; i++) f[`d${i % 10}/f${i}.txt`] = { text: `task ${t} file ${i}\n` };
+    return { kind: 'agent', payload: { agent: 'trivial', input: {}, mounts: { '/data': { files: f } } }, maxAttempts: 1 };
+  };
+  const t0 = performance.now();
+  const ids: string[] = [];
+  // Five tasks a request keeps each body well under the 1 MiB limit.
+  for (let t = 0; t < tasks; t += 5) ids.push(...(await post(`${url}/v1/tasks`, { tasks: Array.from({ length: Math.min(5, tasks - t) }, (_, k) => spec(t + k)) })).ids);
+  let failed = 0;
+  for (const id of ids) {
+    const rec = (await (await fetch(`${url}/v1/tasks/${id}/wait?timeoutMs=60000`)).json()) as { state: string };
+    if (rec.state !== 'succeeded') failed++;
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  return { filesPerSec: ((tasks - failed) * files) / seconds, tasks, filesPerTask: files, seconds, failed };
 }
 
 /**
