@@ -141,6 +141,22 @@ test('SQLite through the pool: CSV in a read-only mount, database and result fil
   }
 });
 
+test('SQLite cannot write into a read-only mount: a failed attempt with its exit code and stderr', { timeout: 30_000 }, async () => {
+  const [id] = await postTasks(url, [
+    {
+      kind: 'agent',
+      maxAttempts: 1,
+      payload: { agent: 'sqlite', args: ['--db', '/data/new.db'], stdin: { text: 'CREATE TABLE t(x);' }, stdout: 'text', mounts: { '/data': { files: { 'a.txt': { text: 'a' } } } } },
+    },
+  ]);
+  const rec = await waitTask(url, id!);
+  assert.equal(rec.state, 'failed');
+  assert.equal(rec.error?.code, 'AGENT_EXIT_NONZERO');
+  const details = rec.error?.details as { exitCode?: number; stderr?: { text?: string } } | undefined;
+  assert.equal(details?.exitCode, 1);
+  assert.match(details?.stderr?.text ?? '', /^sqlite: cannot open the database \/data\/new\.db/);
+});
+
 interface Verdict {
   ok: string[];
   fail: string[];
