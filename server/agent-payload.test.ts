@@ -62,6 +62,22 @@ describe('accepted payloads', () => {
     assert.equal(task.body.payload.stdout, 'text');
   });
 
+  test('injectEnv from the version\'s config unless the task says otherwise', async () => {
+    const pub = await api('/v1/agents/bare-env/versions/1.0.0', {
+      method: 'PUT',
+      headers: { 'content-type': 'application/wasm', 'x-agent-config': JSON.stringify({ injectEnv: false }) },
+      body: await wat(HELLO_WAT),
+    });
+    assert.equal(pub.status, 201, JSON.stringify(pub.body));
+    assert.equal((await api('/v1/agents/bare-env')).body.versions[0].config.injectEnv, false, 'the record shows the config');
+    const plain = await api('/v1/tasks', { method: 'POST', json: { kind: 'agent', payload: { agent: 'bare-env' } } });
+    assert.equal((await api(`/v1/tasks/${plain.body.id}`)).body.payload.injectEnv, false);
+    const own = await api('/v1/tasks', { method: 'POST', json: { kind: 'agent', payload: { agent: 'bare-env', injectEnv: true } } });
+    assert.equal((await api(`/v1/tasks/${own.body.id}`)).body.payload.injectEnv, true);
+    const other = await submit({});
+    assert.equal((await api(`/v1/tasks/${other.body.id}`)).body.payload.injectEnv, undefined, 'other versions keep the default');
+  });
+
   test('a mount at / alone', async () => {
     assert.equal((await submit({ mounts: { '/': { files: { 'etc/conf': { text: 'x' } } } } })).status, 202);
   });

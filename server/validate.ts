@@ -73,6 +73,8 @@ export const AgentConfigSchema = Type.Object(
     description: Type.Optional(Type.String({ maxLength: 4096 })),
     /** Same input, same output on every node (no clock, no randomness): its tasks may be spot-checked (--spot-check). */
     deterministic: Type.Optional(Type.Boolean()),
+    /** false: the version's tasks run with exactly the env they give (no AGENT_TASK_ID/AGENT_NAME) unless a task says otherwise. */
+    injectEnv: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );

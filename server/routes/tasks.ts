@@ -290,6 +290,8 @@ function toNewTask(ctx: Context, spec: TaskSpec, path: string, traceparent: stri
     moduleHash = version.moduleHash;
     moduleSize = version.size;
     payload = { ...p, version: version.version, limits: effectiveLimits(version, p.limits, quota?.agentLimits) };
+    // The version's config may run its tasks with exactly the env they give; a task's own injectEnv wins.
+    if (p.injectEnv === undefined && version.config.injectEnv !== undefined) payload = { ...payload, injectEnv: version.config.injectEnv };
     // Spot checks: a share of the tasks of deterministic agent versions runs on a second node too.
     const spotCheck = ctx.scheduler.options.spotCheck ?? 0;
     if (!replication && version.config.deterministic && spotCheck > 0 && Math.random() < spotCheck) replication = { ...SPOT_CHECK };
