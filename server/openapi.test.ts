@@ -270,6 +270,8 @@ describe('OpenAPI document', () => {
       await run('GET /v1/kpis', '/v1/kpis');
       await run('PUT /v1/maintenance', '/v1/maintenance', { method: 'PUT', json: { on: true, reason: 'docs' } });
       await run('GET /v1/maintenance', '/v1/maintenance');
+      await run('GET /v1/pool', '/v1/pool');
+      await run('GET /v1/whoami', '/v1/whoami');
       await run('GET /v1/models', '/v1/models');
       await run('GET /v1/models/:name', '/v1/models/tiny');
       await run('GET /v1/models/:name/manifest', '/v1/models/tiny/manifest');

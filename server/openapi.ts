@@ -23,11 +23,13 @@ import {
   NAME_PATTERN,
   NodeMessageSchema,
   NodeMetricsSchema,
+  PoolViewSchema,
   ResponseFormatSchema,
   TaskBatchSchema,
   TaskSpecSchema,
   TrainPayloadSchema,
   TrainTaskSpecSchema,
+  WhoamiSchema,
   type ErrorCode,
 } from '../shared';
 import { ACCESS, type Access } from './access';
@@ -317,6 +319,7 @@ export const COMPONENTS: Readonly<Record<string, TSchema>> = {
   Model: ModelObjectSchema,
   Kpi: KpiSchema,
   Quota: QuotaViewSchema,
+  PoolView: PoolViewSchema,
   Maintenance: MaintenanceStateSchema,
 };
 
@@ -550,6 +553,16 @@ export const OPERATIONS: Readonly<Record<string, Operation>> = {
     body: { types: JSON_TYPE, schema: MaintenanceSchema, required: true, example: { on: true, reason: 'Upgrading the nodes.' } },
     ok: { 200: { description: 'The new state.', schema: MaintenanceStateSchema, example: { on: true, reason: 'Upgrading the nodes.', since: 1767225600000 } } },
     errors: ['SCHEMA_VIOLATION'],
+  },
+  'GET /v1/pool': {
+    tag: 'Operations',
+    summary: "The operator page's view: nodes, the queue, history, the last errors",
+    ok: { 200: { description: 'The pool view (a tenant-bound token sees its own tenant\'s errors only).', schema: PoolViewSchema } },
+  },
+  'GET /v1/whoami': {
+    tag: 'Operations',
+    summary: "The caller's own token: id, roles, tenant",
+    ok: { 200: { description: 'Who the token sent is (authenticated false without a known token).', schema: WhoamiSchema, example: { authenticated: true, id: 'tok-3f2a9c1d0b7e', roles: ['refiner'], tenant: null } } },
   },
   'GET /openapi.json': {
     tag: 'Operations',
