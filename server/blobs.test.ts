@@ -157,8 +157,7 @@ describe('blobs under --auth: tenants, roles, nodes', () => {
   const tmp = tempDir();
   let c: Coordinator;
   const T = { admin: 'a'.repeat(32), acme: 'b'.repeat(32), beta: 'c'.repeat(32), node: 'd'.repeat(32), validator: 'e'.repeat(32), evolver: 'f'.repeat(32) };
-  const as = (token: string) => (path: string, init: RequestInit & { json?: unknown } = {}) =>
-    apiClient(c.url)(path, { ...init, headers: { ...(init.headers as Record<string, string> | undefined), authorization: `Bearer ${token}` } });
+  const as = (token: string) => apiClient(c.url, token);
 
   before(async () => {
     c = await createCoordinator({

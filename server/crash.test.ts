@@ -34,8 +34,7 @@ test('SIGKILL after 202: every accepted task survives; leased ones are requeued 
     const tokens = (JSON.parse(readFileSync(join(tmp.dir, 'auth.json'), 'utf8')) as { tokens: { token: string; roles: string[] }[] }).tokens;
     const admin = tokens.find((t) => t.roles.includes('admin'))!.token;
     const joinToken = tokens.find((t) => t.roles.includes('node'))!.token;
-    const api = (path: string, init: RequestInit & { json?: unknown } = {}) =>
-      apiClient(url)(path, { ...init, headers: { ...(init.headers as Record<string, string> | undefined), authorization: `Bearer ${admin}` } });
+    const api = apiClient(url, admin);
     const put = await api('/v1/agents/hello/versions/1', { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: await wat(HELLO_WAT) });
     assert.equal(put.status, 201);
     const batch = await api('/v1/tasks', { method: 'POST', json: { tasks: Array.from({ length: 200 }, (_, i) => ({ kind: 'agent', payload: { agent: 'hello', input: i } })) } });

@@ -157,8 +157,7 @@ describe('datasets under auth, two tenants', () => {
   const tmp = tempDir();
   let c: Coordinator;
   const T = { admin: 'tok-admin-aaaaaaaaaaaaaaaa', acme: 'tok-acme-planner-hhhhhhhhh', beta: 'tok-beta-planner-lllllllll', evolver: 'tok-evolver-eeeeeeeeeeeeee' };
-  const as = (token: string) => (path: string, init: RequestInit & { json?: unknown } = {}) =>
-    apiClient(c.url)(path, { ...init, headers: { ...(init.headers as Record<string, string> | undefined), authorization: `Bearer ${token}` } });
+  const as = (token: string) => apiClient(c.url, token);
 
   before(async () => {
     c = await createCoordinator({

@@ -211,10 +211,11 @@ export interface ApiAnswer {
   headers: Headers;
 }
 
-/** A small fetch wrapper for tests: JSON in (`json`), JSON out when the body parses. */
-export function apiClient(baseUrl: string): (path: string, init?: RequestInit & { json?: unknown }) => Promise<ApiAnswer> {
+/** A small fetch wrapper for tests: JSON in (`json`), JSON out when the body parses; `token`: sent as a bearer token. */
+export function apiClient(baseUrl: string, token?: string): (path: string, init?: RequestInit & { json?: unknown }) => Promise<ApiAnswer> {
   return async (path, init = {}) => {
     const headers = new Headers(init.headers);
+    if (token !== undefined && !headers.has('authorization')) headers.set('authorization', `Bearer ${token}`);
     let body = init.body;
     if (init.json !== undefined) {
       headers.set('content-type', 'application/json');
