@@ -22,6 +22,7 @@ import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { moduleStarts } from './modules';
 import { readAgent } from '../agents';
 import { createCoordinator } from '../server';
 import { TestNode } from '../server/testing';
@@ -90,10 +91,12 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     },
   });
   const total = Number(values.tasks);
-  if (values.only !== undefined && values.only !== 'tracing') throw new Error(`--only takes tracing; got ${values.only}`);
+  if (values.only !== undefined && values.only !== 'tracing' && values.only !== 'modules') throw new Error(`--only takes tracing or modules; got ${values.only}`);
   const budgetMs = Number(values['budget-s']) * 1000;
   const started = performance.now();
   const log = (l: string): void => void process.stderr.write(`[${((performance.now() - started) / 1000).toFixed(1)} s] ${l}\n`);
+  // `--only modules`: coldStart64MiBModuleMs, warmStart64MiBModuleMs and instrument64MiBMs alone (bench/modules.ts).
+  if (values.only === 'modules') return { modules: await moduleStarts(log) };
 
   await ensurePageBuilt(log);
   const dir = mkdtempSync(join(tmpdir(), 'bench-agents-'));

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { AppError, DEFAULT_AGENT_LIMITS, LIMITS } from '../shared';
+import { AppError, DEFAULT_AGENT_LIMITS, LIMITS, PREPARED_FORMAT, prepareForHost } from '../shared';
 import { ModuleCache, compileCoded } from '../worker/agents/module-cache';
 import { runAgentInThread } from '../worker/agents/run';
 import { largeAgentModule } from '../worker/agents/testing/large-module';
@@ -89,6 +89,33 @@ describe('modules up to 64 MiB', () => {
     assert.ok(out.ok, JSON.stringify(out).slice(0, 300));
     assert.deepEqual(out.result.output, { large: info.functions - 1, seed: 1 });
     assert.ok(out.result.fuelUsed > 0, 'fuel was charged');
+
+    // The prepared form: instrumented, memory as the host import, no cap written; immutable, digest stated.
+    const t0 = performance.now();
+    const pres = await fetch(`${c.url}/v1/modules/${up.body.sha256}?prepared=${PREPARED_FORMAT}`);
+    const firstMs = performance.now() - t0;
+    assert.equal(pres.status, 200);
+    assert.equal(pres.headers.get('content-type'), 'application/wasm');
+    assert.match(pres.headers.get('cache-control') ?? '', /immutable/);
+    assert.equal(pres.headers.get('x-memory'), '1,,0');
+    const prep = new Uint8Array(await pres.arrayBuffer());
+    assert.equal(sha(prep), pres.headers.get('x-prepared-sha256'));
+    assert.deepEqual(prep, prepareForHost(served)?.bytes);
+    const again = performance.now();
+    assert.equal((await fetch(`${c.url}/v1/modules/${up.body.sha256}?prepared=${PREPARED_FORMAT}`)).headers.get('x-prepared-sha256'), sha(prep));
+    process.stderr.write(`prepared form: first ask ${firstMs.toFixed(0)} ms (instrumented then), memoized ${(performance.now() - again).toFixed(0)} ms\n`);
+    assert.equal((await apiClient(c.url)(`/v1/modules/${up.body.sha256}?prepared=99`)).body.error.code, 'NOT_FOUND');
+    // One compiled module serves every cap: the cap is the host memory's maximum.
+    const pc = new ModuleCache();
+    pc.addCompiled(up.body.sha256, await WebAssembly.compile(prep), { initialPages: 1, maximumPages: null, shared: false }, prep.byteLength);
+    const p16 = await pc.get(up.body.sha256, 16);
+    const p64 = await pc.get(up.body.sha256, 64);
+    assert.equal(p16.module, p64.module);
+    assert.equal(p16.memory?.maximumPages, 256);
+    assert.equal(p64.memory?.maximumPages, 1024);
+    const out2 = await runAgentInThread(p16.module, runRequest('large', {}, { memoryMB: 16 }), { capPages: p16.capPages, memory: p16.memory });
+    assert.ok(out2.ok, JSON.stringify(out2).slice(0, 300));
+    assert.deepEqual(out2.result.output, { large: info.functions - 1, seed: 1 });
   });
 
   test('a module over 64 MiB is refused with WASM_TOO_LARGE while it streams; the coordinator keeps serving', async () => {

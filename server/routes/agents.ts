@@ -3,7 +3,8 @@
  * nodes (immutable, by content hash) and Layer 8's tenant quotas.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, LIMITS, parseModuleHash, parseName } from '../../shared';
+import { createHash } from 'node:crypto';
+import { AppError, LIMITS, PREPARED_FORMAT, parseModuleHash, parseName, prepareForHost, type HostMemoryDescriptor } from '../../shared';
 import { tenantOf } from '../access';
 import type { Context } from '../context';
 import type { RouteConfig } from '../http';
@@ -22,6 +23,9 @@ function view(v: AgentVersion, verdicts?: Map<string, { pass: number; fail: numb
     moduleUrl: `/v1/modules/${v.moduleHash}`,
   };
 }
+
+/** Prepared modules kept in memory (the most recently used one stays even when larger). */
+const PREPARED_CACHE_BYTES = 256 << 20;
 
 function parseConfig(raw: string | undefined): AgentConfig {
   if (raw === undefined || raw === '') return {};
@@ -85,6 +89,8 @@ export function agentRoutes(app: FastifyInstance, ctx: Context): void {
 
   app.get('/v1/modules/:sha256', async (req, reply) => {
     const hash = parseModuleHash((req.params as { sha256: string }).sha256);
+    const preparedQuery = (req.query as { prepared?: string } | undefined)?.prepared;
+    if (preparedQuery !== undefined) return sendPrepared(hash, preparedQuery, reply);
     const etag = `"${hash}"`;
     void reply.header('cache-control', 'public, max-age=31536000, immutable').header('etag', etag);
     if (req.headers['if-none-match'] === etag) return reply.code(304).send();
@@ -92,6 +98,46 @@ export function agentRoutes(app: FastifyInstance, ctx: Context): void {
     if (!bytes) throw new AppError('NOT_FOUND', `No module has SHA-256 ${hash}; publish it with PUT /v1/agents/:name/versions/:version.`, { sha256: hash });
     return reply.type('application/wasm').send(bytes);
   });
+
+  /**
+   * ?prepared=<PREPARED_FORMAT>: the module's prepared form (shared/wasm/prepared.ts), computed on first ask and
+   * memoized (bounded), immutable like the plain bytes, with its digest and memory limits in headers.
+   */
+  const prepared = new Map<string, { bytes: Buffer; sha256: string; memory: HostMemoryDescriptor }>();
+  let preparedBytes = 0;
+  const sendPrepared = (hash: string, format: string, reply: FastifyReply) => {
+    if (format !== String(PREPARED_FORMAT)) {
+      throw new AppError('NOT_FOUND', `Prepared format ${format.slice(0, 20)} is not served; this coordinator serves ?prepared=${PREPARED_FORMAT}.`, { format: PREPARED_FORMAT });
+    }
+    let entry = prepared.get(hash);
+    if (!entry) {
+      const bytes = ctx.journal.getModule(hash);
+      if (!bytes) throw new AppError('NOT_FOUND', `No module has SHA-256 ${hash}; publish it with PUT /v1/agents/:name/versions/:version.`, { sha256: hash });
+      const out = prepareForHost(bytes);
+      if (!out) throw new AppError('NOT_FOUND', `Module ${hash} has no prepared form (it defines no memory, or several); fetch the plain module.`, { sha256: hash });
+      const buf = Buffer.from(out.bytes.buffer, out.bytes.byteOffset, out.bytes.byteLength);
+      entry = { bytes: buf, sha256: createHash('sha256').update(buf).digest('hex'), memory: out.memory };
+      prepared.set(hash, entry);
+      preparedBytes += buf.byteLength;
+      for (const [k, v] of prepared) {
+        if (prepared.size <= 1 || preparedBytes <= PREPARED_CACHE_BYTES) break;
+        prepared.delete(k);
+        preparedBytes -= v.bytes.byteLength;
+      }
+    } else {
+      prepared.delete(hash);
+      prepared.set(hash, entry);
+    }
+    const m = entry.memory;
+    return reply
+      .header('cache-control', 'public, max-age=31536000, immutable')
+      .header('etag', `"${hash}-p${PREPARED_FORMAT}"`)
+      .header('x-prepared-sha256', entry.sha256)
+      .header('x-memory', `${m.initialPages},${m.maximumPages ?? ''},${m.shared ? 1 : 0}`)
+      .header('access-control-expose-headers', 'x-prepared-sha256, x-memory')
+      .type('application/wasm')
+      .send(entry.bytes);
+  };
 
   app.put('/v1/quotas/:tenant', async (req) => {
     const tenant = parseName((req.params as { tenant: string }).tenant);

@@ -20,3 +20,4 @@ export {
 } from './memory';
 export { instrumentFuel, type FuelOptions } from './fuel';
 export { readInstruction } from './opcodes';
+export * from './prepared';

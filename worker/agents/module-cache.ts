@@ -15,6 +15,7 @@ import {
   type AgentModuleInfo,
   type HostMemoryDescriptor,
 } from '../../shared';
+import type { ExternKind } from '../../shared/wasm/module';
 
 /** A compiled module ready to instantiate, with the cap it was compiled under. */
 export interface PreparedModule {
@@ -59,8 +60,21 @@ async function compileInstrumented(instrumented: Uint8Array, memoryMB: number, h
  * elsewhere. Either way the node keeps serving: nothing of the failed compile is kept.
  */
 export async function compileCoded(bytes: Uint8Array): Promise<WebAssembly.Module> {
+  return codedCompile(bytes.byteLength, () => WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>));
+}
+
+/**
+ * WebAssembly.compileStreaming with the same coded errors. Given the fetch Response itself (not bytes), so that
+ * Chromium can use and fill V8's code cache for the response's URL (see docs/api.md, Module caching).
+ */
+export async function compileStreamingCoded(response: Response, bytes: number): Promise<WebAssembly.Module> {
+  return codedCompile(bytes, () => WebAssembly.compileStreaming(response));
+}
+
+async function codedCompile(byteLength: number, compile: () => Promise<WebAssembly.Module>): Promise<WebAssembly.Module> {
+  const bytes = { byteLength };
   try {
-    return await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+    return await compile();
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     if (err instanceof RangeError || /out of memory/i.test(message)) {
@@ -74,6 +88,8 @@ export async function compileCoded(bytes: Uint8Array): Promise<WebAssembly.Modul
     throw err;
   }
 }
+
+const externKind = (k: string): ExternKind => (k === 'function' ? 'func' : (k as ExternKind));
 
 export const DEFAULT_MAX_MODULES = 64;
 export const DEFAULT_MAX_MODULE_BYTES = 256 << 20;
@@ -94,7 +110,9 @@ export interface ModuleCacheOptions {
 interface Entry {
   hash: string;
   info: AgentModuleInfo;
-  instrumented: Uint8Array;
+  /** null: added already compiled from the coordinator's prepared bytes (addCompiled); every cap shares `shared`. */
+  instrumented: Uint8Array | null;
+  shared: { module: WebAssembly.Module; memory: HostMemoryDescriptor; byteLength: number } | null;
   /** memoryMB → compiled variant. */
   compiled: Map<number, PreparedModule>;
   compiling: Map<number, Promise<PreparedModule>>;
@@ -181,7 +199,7 @@ export class ModuleCache {
     // The engine's own check happens in the compile below (compileCoded: WASM_INVALID).
     const info = validateAgentModule(bytes, { engine: false });
     const instrumented = instrumentFuel(bytes);
-    const entry: Entry = { hash, info, instrumented, compiled: new Map(), compiling: new Map(), bytes: instrumented.byteLength, state: 'adding' };
+    const entry: Entry = { hash, info, instrumented, shared: null, compiled: new Map(), compiling: new Map(), bytes: instrumented.byteLength, state: 'adding' };
     if (info.initialPages <= pagesForMB(DEFAULT_AGENT_LIMITS.memoryMB)) {
       await this.#compile(entry, DEFAULT_AGENT_LIMITS.memoryMB);
     }
@@ -189,6 +207,34 @@ export class ModuleCache {
     this.#entries.set(hash, entry);
     this.#bytes += entry.bytes;
     this.#compiledCount += entry.compiled.size;
+    this.#evict();
+    return info;
+  }
+
+  /**
+   * Holds a module compiled elsewhere from the coordinator's prepared bytes (fuel-instrumented, its memory made the
+   * import `memory` describes, no cap written: the cap goes on the host's Memory object, so one compiled module
+   * serves every cap). The caller has checked the bytes' digest; the runtime still refuses a module without the
+   * fuel exports. `byteLength`: the prepared bytes' size, for the byte bound.
+   */
+  addCompiled(hash: string, module: WebAssembly.Module, memory: HostMemoryDescriptor, byteLength: number): AgentModuleInfo {
+    const h = hash.toLowerCase();
+    const existing = this.#entries.get(h);
+    if (existing) {
+      this.#touch(existing);
+      return existing.info;
+    }
+    const info: AgentModuleInfo = {
+      byteLength,
+      imports: WebAssembly.Module.imports(module).map((i) => ({ module: i.module, name: i.name, kind: externKind(i.kind) })),
+      exports: WebAssembly.Module.exports(module).map((e) => ({ name: e.name, kind: externKind(e.kind), index: -1 })), // the engine does not say the index
+      initialPages: memory.initialPages,
+      maximumPages: memory.maximumPages,
+      functions: 0,
+    };
+    const entry: Entry = { hash: h, info, instrumented: null, shared: { module, memory, byteLength }, compiled: new Map(), compiling: new Map(), bytes: byteLength, state: 'held' };
+    this.#entries.set(h, entry);
+    this.#bytes += entry.bytes;
     this.#evict();
     return info;
   }
@@ -211,9 +257,21 @@ export class ModuleCache {
   }
 
   #compile(entry: Entry, memoryMB: number): Promise<PreparedModule> {
+    if (entry.shared) {
+      // One compiled module for every cap: the cap is the host Memory's maximum.
+      const { module, memory } = entry.shared;
+      const capPages = pagesForMB(memoryMB);
+      const maximumPages = memory.maximumPages === null ? capPages : Math.min(memory.maximumPages, capPages);
+      const prepared: PreparedModule = { key: moduleKey(entry.hash, memoryMB), module, capPages, memory: { ...memory, maximumPages }, byteLength: 0 };
+      entry.compiled.set(memoryMB, prepared);
+      this.#compiledCount++;
+      this.#touch(entry);
+      return Promise.resolve(prepared);
+    }
+    const instrumented = entry.instrumented as Uint8Array;
     let pending = entry.compiling.get(memoryMB);
     if (!pending) {
-      pending = compileInstrumented(entry.instrumented, memoryMB, entry.hash).then(
+      pending = compileInstrumented(instrumented, memoryMB, entry.hash).then(
         (prepared) => {
           entry.compiling.delete(memoryMB);
           if (entry.state === 'evicted') throw missing(entry.hash, 'evicted as least recently used while it compiled');

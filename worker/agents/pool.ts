@@ -21,7 +21,7 @@
  * refusal goes back to the coordinator, which retries the task (another node, maybe).
  */
 import { wrap, type Endpoint, type Remote } from 'comlink';
-import { AppError, serializeError, type ErrorCode } from '../../shared';
+import { AppError, serializeError, type ErrorCode, type HostMemoryDescriptor } from '../../shared';
 import { isAgentStartNotice, type AgentWorkerApi, type WorkerRunAnswer } from './worker-api';
 import { DEFAULT_MAX_MODULE_BYTES, DEFAULT_MAX_MODULES, ModuleCache, type PreparedModule } from './module-cache';
 import { wallClock } from './run';
@@ -163,6 +163,11 @@ export class AgentPool implements AgentRuntime {
 
   async addModule(hash: string, bytes: Uint8Array): Promise<void> {
     await this.#cache.add(hash, bytes);
+  }
+
+  /** Holds a module the node compiled itself from the coordinator's prepared bytes (ModuleCache.addCompiled). */
+  addCompiledModule(hash: string, module: WebAssembly.Module, memory: HostMemoryDescriptor, byteLength: number): void {
+    this.#cache.addCompiled(hash, module, memory, byteLength);
   }
 
   on(listener: (e: AgentEvent) => void): () => void {

@@ -1,6 +1,6 @@
 /**
  * A large WASI command module made with the project's wasm writer (shared/wasm/writer.ts), for tests and the
- * bench: `functions` functions of (i32) → i32, each a counted loop, a run of constant adds (the bulk) and a
+ * bench: `functions` functions of (i32) → i32, each a counted loop, a run of adds and xors of the argument and constants (the bulk) and a
  * call to the next function (chains of 64), so validation, fuel instrumentation and compilation all have
  * real work; `_start` calls the first chain and writes `{"large":<functions>,"seed":<seed>}` on stdout.
  * `seed` changes the bytes (and so the hash) without changing the size.
@@ -20,9 +20,13 @@ function vec(items: readonly (readonly number[])[]): number[] {
   return [...encodeU32(items.length), ...items.flat()];
 }
 
-/** About `targetBytes` bytes (within a few KiB): the number of functions follows from the body size. */
-export function largeAgentModule(targetBytes: number, seed = 0): Uint8Array {
-  const adds = 1000; // (i32.const k; i32.add) pairs per body: 3–4 bytes each
+/**
+ * About `targetBytes` bytes (within a few KiB): the number of functions follows from the body size.
+ * `hotLoops`: the iterations of the first function's counted loop (default 3). Some millions make that function
+ * hot enough for V8 to tier it up to its optimising compiler, which is what V8's code cache stores.
+ */
+export function largeAgentModule(targetBytes: number, seed = 0, hotLoops = 3): Uint8Array {
+  const adds = 640; // (local.get 0; i32.const k; i32.add; i32.xor) per body: 5–6 bytes each
   // One body template; only the callee index differs between functions.
   const head = [
     0x00, // no locals
@@ -33,7 +37,8 @@ export function largeAgentModule(targetBytes: number, seed = 0): Uint8Array {
     0x41, ...encodeS32(seed), // i32.const seed
   ];
   const filler: number[] = [];
-  for (let i = 0; i < adds; i++) filler.push(0x41, ...encodeS32((i * 7919 + seed) % 100_000), 0x6a);
+  // acc ^= (param + k): nothing an optimising compiler can fold, so tiered-up code is as large as the body.
+  for (let i = 0; i < adds; i++) filler.push(0x20, 0x00, 0x41, ...encodeS32((i * 7919 + seed) % 100_000), 0x6a, 0x73);
   const bodyOf = (callee: number | null): number[] => {
     const tail = callee === null ? [0x0b] : [0x41, 0x00, 0x10, ...encodeU32(callee), 0x6a, 0x0b]; // i32.const 0, call, i32.add, end
     const body = [...head, ...filler, ...tail];
@@ -55,7 +60,7 @@ export function largeAgentModule(targetBytes: number, seed = 0): Uint8Array {
   // Code: _start (index 1), then functions 2 … functions+1; function i calls i+1 except at the end of a chain of 64.
   const code = new ByteWriter().bytes(encodeU32(functions + 1));
   const start = [
-    0x41, 0x03, 0x10, 0x02, 0x1a, // i32.const 3, call 2, drop
+    0x41, ...encodeS32(hotLoops), 0x10, 0x02, 0x1a, // i32.const hotLoops, call 2, drop
     0x41, 0x01, 0x41, 0x10, 0x41, 0x01, 0x41, 0x08, 0x10, 0x00, 0x1a, // fd_write(1, 16, 1, 8), drop
     0x0b,
   ];
