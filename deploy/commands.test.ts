@@ -15,8 +15,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { ensurePageBuilt } from '../scripts/page-build';
 import { declaredFlags, parseFlags, ROOT, startCoordinator, withFlags } from './testing';
 
 interface Block { file: string; name: string; lines: string[] }
@@ -38,6 +39,11 @@ function commandBlocks(file: string): Block[] {
 
 const blocks = [...commandBlocks('README.md'), ...commandBlocks('docs/api.md')];
 const mainFlags = declaredFlags('server/main.ts');
+
+// The start lines serve the page from a relative --static dist: a fresh clone has none until it is built.
+before(async () => {
+  await ensurePageBuilt();
+});
 
 test('the documented commands are marked, and each marker is one this test runs', () => {
   for (const b of blocks) assert.ok(KNOWN.has(b.name), `${b.file}: unknown command marker ${b.name}`);

@@ -19,6 +19,7 @@ import { parseAllDocuments } from 'yaml';
 import { Auth } from '../server/auth';
 import { TestNode } from '../server/testing';
 import { launchNodes } from '../scripts/nodes';
+import { ensurePageBuilt } from '../scripts/page-build';
 import { declaredFlags, freePort, parseFlags, ROOT, startCoordinator, withFlags, type RunningCoordinator } from './testing';
 
 const K8S = join(ROOT, 'deploy', 'k8s');
@@ -351,7 +352,7 @@ describe('the coordinator as the manifests run it', () => {
     };
     const gen = spawnSync('bash', [join(K8S, 'base', 'secrets', 'generate.sh'), secrets], { encoding: 'utf8' });
     assert.equal(gen.status, 0, gen.stderr);
-    assert.ok(existsSync(join(ROOT, 'dist', 'index.html')), 'dist/ is built (npm run build)');
+    await ensurePageBuilt(); // a fresh clone has no dist/ yet (the e2e tests build it too, under one lock)
     port = await freePort();
     // The StatefulSet's args, with the paths of the pod's volumes moved into a temp dir and the port made free
     // (also in --allow-origin, which names the Service's port); run from the repository root as from WORKDIR.
