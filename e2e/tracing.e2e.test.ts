@@ -1,8 +1,8 @@
 /**
  * Traces end to end, for real: the built page in a headless Chromium node, a coordinator with tracing
  * on (an in-memory exporter: the coordinator runs in this process), the `trivial` agent. A task
- * submitted with a caller's traceparent comes back with the browser node's own spans (node.queue,
- * agent.spawn, agent.run, measured in the page) as children of the task's attempt span, in the caller's
+ * submitted with a caller's traceparent comes back with the browser node's own span (agent.run, from
+ * taking the lease to the result, its phases node.queue_ms / agent.spawn_ms / agent.exec_ms as attributes, measured in the page) as children of the task's attempt span, in the caller's
  * trace, within the attempt's time.
  */
 import assert from 'node:assert/strict';
@@ -77,7 +77,12 @@ test("a browser node's spans become children of the attempt span, in the caller'
     assert.equal(attempt.attributes['node.id'], r.nodeId);
     const children = spans.filter((s) => s.parentSpanContext?.spanId === attempt.spanContext().spanId);
     const names = children.map((s) => s.name).sort();
-    assert.ok(names.includes('agent.run') && names.includes('node.queue'), `${r.id}: node spans ${names.join(', ')}`);
+    assert.deepEqual(names, ['agent.run'], `${r.id}: node spans ${names.join(', ')}`);
+    const run = children[0]!;
+    for (const phase of ['node.queue_ms', 'agent.spawn_ms', 'agent.exec_ms']) {
+      const v = run.attributes[phase];
+      assert.ok(typeof v === 'number' && v >= 0 && v <= ms(run.endTime) - ms(run.startTime) + 1, `${r.id}: agent.run has ${phase} (${String(v)})`);
+    }
     for (const c of children) {
       assert.equal(c.spanContext().traceId, CALLER_TRACE, `${c.name} in the caller's trace`);
       assert.equal(c.attributes['span.source'], 'node', `${c.name} was measured by the node`);

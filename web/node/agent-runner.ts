@@ -260,19 +260,25 @@ function toMount(plan: MountPlan, blobs: Map<string, Uint8Array> | null): AgentM
 }
 
 /**
- * The phases of a traced agent run: waiting on the node (module fetch, a free worker), then the
- * worker's spawn (compile, instantiate) and the agent's own run (its durationMs).
+ * A traced agent run as one span, from taking the lease to the result, with its phases as attributes:
+ * waiting on the node (module fetch, a free worker), the worker's spawn (compile, instantiate) and the
+ * agent's own run (its durationMs). One span rather than three: each span costs the coordinator its
+ * record and export, and the phases need no parents of their own.
  */
 function traceRun(lease: Lease, runAt: number, outcome: AgentRunOutcome): void {
   const end = performance.now();
-  addSpan(lease, 'node.queue', lease.trace!.t0, runAt);
+  const t0 = lease.trace!.t0;
   const execMs = outcome.ok ? outcome.result.durationMs : outcome.durationMs;
-  if (execMs === undefined || !(execMs >= 0) || execMs > end - runAt) {
-    addSpan(lease, 'agent.run', runAt, end);
-    return;
+  const attributes: Record<string, number> = { 'node.queue_ms': round(runAt - t0) };
+  if (execMs !== undefined && execMs >= 0 && execMs <= end - runAt) {
+    attributes['agent.spawn_ms'] = round(end - execMs - runAt);
+    attributes['agent.exec_ms'] = round(execMs);
   }
-  addSpan(lease, 'agent.spawn', runAt, end - execMs);
-  addSpan(lease, 'agent.run', end - execMs, end);
+  addSpan(lease, 'agent.run', t0, end, attributes);
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
 }
 
 function toOutcome(outcome: AgentRunOutcome, lease: Lease): RunOutcome {

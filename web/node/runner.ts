@@ -21,10 +21,10 @@ export interface Lease extends RunningTask {
 }
 
 /** Records a phase of a traced lease, from two performance.now() readings. */
-export function addSpan(lease: Lease, name: string, start: number, end: number): void {
+export function addSpan(lease: Lease, name: string, start: number, end: number, attributes?: Record<string, number>): void {
   const t = lease.trace;
   if (!t || t.spans.length >= MAX_NODE_SPANS || !(end >= start)) return;
-  t.spans.push({ name, startMs: Math.max(0, start - t.t0), endMs: Math.max(0, end - t.t0) });
+  t.spans.push({ name, startMs: Math.max(0, start - t.t0), endMs: Math.max(0, end - t.t0), ...(attributes ? { attributes } : {}) });
 }
 
 /** How a run ended. Failures carry the wire error (with details such as stderr for agents). */
