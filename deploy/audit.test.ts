@@ -81,5 +81,5 @@ test('the script fails with exit 2 and says why when the registry cannot be reac
     env: { ...process.env, npm_config_registry: `http://127.0.0.1:${port}/`, npm_config_fetch_retries: '0', npm_config_fetch_timeout: '5000', npm_config_offline: 'false' },
   });
   assert.equal(res.status, 2, `${res.stdout}\n${res.stderr}`);
-  assert.match(res.stderr, /audit: FAILED, could not audit: /);
+  assert.match(res.stderr, /audit: could not run: /);
 });

@@ -180,8 +180,8 @@ function main(): number {
   }
   const ran = runNpmAudit(root);
   if ('error' in ran) {
-    console.error(`audit: FAILED, could not audit: ${ran.error}. It needs the npm registry's audit endpoint (a POST); ` +
-      'a read-only mirror or a machine without network cannot answer it. Run it where the registry answers (CI).');
+    console.error(`audit: could not run: ${ran.error}. It needs the npm registry's audit endpoint (a POST); ` +
+      'a read-only mirror or a machine without network cannot answer it. Run it where the registry answers.');
     return 2;
   }
   const verdict = judge(advisories(ran.report), allow, new Date().toISOString().slice(0, 10));
