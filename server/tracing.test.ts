@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Worker } from 'node:worker_threads';
 import { SpanKind } from '@opentelemetry/api';
 import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes } from '@opentelemetry/resources';
@@ -15,7 +14,7 @@ import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trac
 import { MAX_NODE_SPANS, type Assignment } from '../shared';
 import { createCoordinator, type Coordinator } from './index';
 import { HELLO_WAT, TestNode, apiClient, tempDir, until, wat } from './testing';
-import { OTLP_WORKER_SOURCE } from './otlp-worker';
+import { startOtlpWorker } from './otlp-worker';
 import { Tracing, checkNodeSpans, parseTraceparent, readableSpans, untracedTraceparent } from './tracing';
 
 const tmp = tempDir('tracing-');
@@ -307,7 +306,7 @@ interface OtlpRequest {
 
 test('the exporter thread writes what OpenTelemetry’s JsonTraceSerializer writes for the same spans (less default fields)', async () => {
   const collector = await receiver();
-  const worker = new Worker(OTLP_WORKER_SOURCE, { eval: true, workerData: { url: `${collector.url}/v1/traces`, resource: { 'service.name': 'svc' }, scope: 'exec-node-coordinator', timeoutMs: 5_000, concurrency: 2 } });
+  const worker = startOtlpWorker({ url: `${collector.url}/v1/traces`, resource: { 'service.name': 'svc' }, scope: 'exec-node-coordinator', timeoutMs: 5_000, concurrency: 2 });
   try {
     const t = Date.UTC(2026, 0, 2, 3, 4, 5, 678);
     // Records as server/tracing.ts pushes them: a root server span with an int, a node span with a

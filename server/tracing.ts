@@ -24,7 +24,7 @@ import { hrTimeDuration, millisToHrTime } from '@opentelemetry/core';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';
 import { MAX_NODE_SPANS, MAX_NODE_SPAN_NAME, type NodeSpan } from '../shared';
-import { OTLP_WORKER_SOURCE } from './otlp-worker';
+import { startOtlpWorker, type Field, type OtlpOut } from './otlp-worker';
 
 export type { SpanExporter } from '@opentelemetry/sdk-trace';
 
@@ -162,7 +162,6 @@ function checkAttributes(raw: unknown): NodeSpan['attributes'] | null {
  * `exporter` (tests), is turned into the SDK's ReadableSpans for it. Per task that is a few array pushes
  * rather than span, context and attribute objects (the SDK's cost measured about 70 µs a task here).
  */
-type Field = string | number | boolean;
 
 /** Spans per batch handed to the exporter thread, and the longest a span waits for its batch. */
 const BATCH_SPANS = 4_096;
@@ -442,12 +441,9 @@ class OtlpSink implements Sink {
 
   constructor(url: string, serviceName: string, dropped: (n: number) => void) {
     this.#dropped = dropped;
-    this.#worker = new Worker(OTLP_WORKER_SOURCE, {
-      eval: true,
-      workerData: { url, resource: { 'service.name': serviceName }, scope: 'exec-node-coordinator', timeoutMs: 5_000, concurrency: 2 },
-    });
+    this.#worker = startOtlpWorker({ url, resource: { 'service.name': serviceName }, scope: 'exec-node-coordinator', timeoutMs: 5_000, concurrency: 2 });
     this.#worker.unref();
-    this.#worker.on('message', (m: { type: 'sent'; spans: number; ok: boolean } | { type: 'flushed'; id: number }) => {
+    this.#worker.on('message', (m: OtlpOut) => {
       if (m.type === 'sent') {
         this.#pending -= m.spans;
         if (!m.ok) this.#dropped(m.spans);
