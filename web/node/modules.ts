@@ -16,6 +16,12 @@ type LoaderRuntime = Pick<AgentRuntime, 'hasModule' | 'addModule'> & {
 /** Where a node remembers prepared modules whose bytes it checked (localStorage key prefix). */
 const VERIFIED_KEY = 'exec-node:prepared-verified:';
 
+/**
+ * The User Timing measure each prepared load leaves in the page (fetch, compileStreaming and the digest check, ms):
+ * `performance.getEntriesByName(MODULE_LOAD_MEASURE)`, detail `{ hash, bytes, fromCache, digestSkipped }`.
+ */
+export const MODULE_LOAD_MEASURE = 'exec-node:module-load';
+
 export class ModuleLoader {
   readonly #runtime: LoaderRuntime;
   readonly #baseUrl: string;
@@ -106,6 +112,7 @@ async function preparedLoad(
   url: string,
   fetchImpl: FetchLike,
 ): Promise<{ module: WebAssembly.Module; memory: HostMemoryDescriptor; bytes: number; skipped: boolean } | null> {
+  const t0 = performance.now();
   let res: Response;
   try {
     res = await fetchImpl(url);
@@ -131,6 +138,7 @@ async function preparedLoad(
   const fromCache = servedFromCache(url);
   if (checkedBefore && fromCache) {
     await copy.body?.cancel().catch(() => undefined);
+    measureLoad(t0, { hash, bytes, fromCache, digestSkipped: true });
     return { module, memory, bytes, skipped: true };
   }
   const actual = await sha256Hex(new Uint8Array(await copy.arrayBuffer()));
@@ -144,7 +152,16 @@ async function preparedLoad(
     });
   }
   store?.setItem(VERIFIED_KEY + url, digest);
+  measureLoad(t0, { hash, bytes, fromCache, digestSkipped: false });
   return { module, memory, bytes, skipped: false };
+}
+
+function measureLoad(start: number, detail: { hash: string; bytes: number; fromCache: boolean; digestSkipped: boolean }): void {
+  try {
+    performance.measure(MODULE_LOAD_MEASURE, { start, end: performance.now(), detail });
+  } catch {
+    // no User Timing here: nothing to record
+  }
 }
 
 function parseMemory(header: string | null): HostMemoryDescriptor | null {
