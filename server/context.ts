@@ -4,6 +4,7 @@ import type { Hub } from './hub';
 import type { Clock, Journal } from './journal';
 import type { Maintenance } from './maintenance';
 import type { Metrics } from './metrics';
+import type { ModulePreparer } from './prepare-worker';
 import type { Registry } from './registry';
 import type { Scheduler } from './scheduler';
 import type { Tracing } from './tracing';
@@ -20,6 +21,8 @@ export interface Context {
   metrics: Metrics;
   watch: TaskWatch;
   webhooks: Webhooks;
+  /** Prepares agent modules for nodes (GET /v1/modules/:sha256?prepared=…) on a worker thread. */
+  preparer: ModulePreparer;
   clock: Clock;
   heartbeatIntervalMs: number;
   /** Spans (server/tracing.ts); null when tracing is off: every call site checks. */

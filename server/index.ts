@@ -35,6 +35,7 @@ import { openApiRoutes } from './routes/openapi';
 import { poolRoutes } from './routes/pool';
 import { taskRoutes } from './routes/tasks';
 import { Scheduler } from './scheduler';
+import { ModulePreparer } from './prepare-worker';
 import { Tracing, type TracingOptions } from './tracing';
 import { TaskWatch } from './watch';
 import { Webhooks, webhookSecretFor, type WebhookOptions } from './webhook';
@@ -173,6 +174,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     allowOrigins: (opts.allowOrigins ?? []).map(normalizeOrigin),
   });
   const maintenance = new Maintenance(clock.now());
+  const preparer = new ModulePreparer();
   metrics.attach({ clock, journal, nodes: () => scheduler.nodes.values(), webhooks, maintenance, tracing, heartbeatIntervalMs, prefetch: scheduler.options.prefetch });
   let shuttingDown = false;
   const ctx: Context = {
@@ -184,6 +186,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     metrics,
     watch,
     webhooks,
+    preparer,
     clock,
     heartbeatIntervalMs,
     tracing,
@@ -255,6 +258,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
       hub.closeAll();
       await app.close();
       await webhooks.settle();
+      await preparer.close().catch(() => undefined);
       await tracing?.shutdown().catch(() => undefined); // exports the spans still pending (bounded by the export timeout)
       journal.close();
       if (tempAdapters) rmSync(tempAdapters, { recursive: true, force: true });

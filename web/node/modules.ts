@@ -73,6 +73,7 @@ export class ModuleLoader {
   async #loadPrepared(hash: string): Promise<boolean> {
     const add = this.#runtime.addCompiledModule;
     if (!add) return false;
+    this.#fetches++;
     const got = await preparedLoad(hash, `${this.#baseUrl}/v1/modules/${hash}?prepared=${PREPARED_FORMAT}`, this.#fetch);
     if (!got) return false;
     add.call(this.#runtime, hash, got.module, got.memory, got.bytes);
@@ -83,6 +84,7 @@ export class ModuleLoader {
   }
 
   async #load(hash: string): Promise<void> {
+    // The prepared form when the coordinator has one; the plain bytes when it says it has none (not when the module is missing).
     if (this.#runtime.addCompiledModule && typeof WebAssembly.compileStreaming === 'function' && (await this.#loadPrepared(hash))) return;
     this.#fetches++;
     const url = `${this.#baseUrl}/v1/modules/${hash}`;
@@ -105,7 +107,9 @@ export class ModuleLoader {
  * The prepared path: compileStreaming(fetch(the immutable prepared URL)), so that the browser's HTTP cache and V8's
  * code cache make the next page load's compile a cache read. The bytes are checked against the digest the coordinator
  * states (x-prepared-sha256) when they came over the network; an answer from the HTTP cache whose digest this node
- * checked before (localStorage) is not hashed again. False: no prepared form here (the plain path follows).
+ * checked before (localStorage) is not hashed again. Null: the coordinator has no prepared form of it (an error
+ * whose details say `prepared: false`, or an answer without the prepared headers) and the plain path follows; any
+ * other error answer (the module is missing, say) is thrown, so a missing module costs one fetch, not two.
  */
 async function preparedLoad(
   hash: string,
@@ -119,9 +123,14 @@ async function preparedLoad(
   } catch {
     return null;
   }
+  if (!res.ok) {
+    const error = await responseError(res, `Fetching the prepared module ${hash} answered ${res.status}.`);
+    if ((error.details as { prepared?: unknown } | undefined)?.prepared === false) return null;
+    throw error;
+  }
   const digest = res.headers.get('x-prepared-sha256')?.toLowerCase() ?? '';
   const memory = parseMemory(res.headers.get('x-memory'));
-  if (!res.ok || !/^[0-9a-f]{64}$/.test(digest) || !memory) {
+  if (!/^[0-9a-f]{64}$/.test(digest) || !memory) {
     await res.body?.cancel().catch(() => undefined);
     return null;
   }
