@@ -11,17 +11,14 @@
  * below a bound (a worker that ran a hog is recycled).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync, readdirSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import wabtInit from 'wabt';
 import { AGENTS, type AgentSpec } from '../agents';
-import { createCoordinator } from '../server';
 import type { TaskRecord } from '../shared';
 import { postTasks as submitAll, waitAll as awaitAll } from './tasks';
-import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
-import { DIST, ensurePageBuilt } from '../scripts/page-build';
+import type { LaunchedNodes } from '../scripts/nodes';
+import { E2ePool } from './pool';
 import { registerAgent, registerSampleAgents } from '../scripts/register-agents';
 import type { NodeStats } from '../web/node';
 
@@ -59,15 +56,14 @@ interface Planned {
 }
 
 let dir = '';
-let coordinator: Awaited<ReturnType<typeof createCoordinator>> | null = null;
+let pool: E2ePool | null = null;
 let nodes: LaunchedNodes | null = null;
 let url = '';
 
 before(async () => {
-  await ensurePageBuilt();
-  dir = mkdtempSync(join(tmpdir(), 'e2e-agents-load-'));
-  coordinator = await createCoordinator({ dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST });
-  url = coordinator.url.replace(/\/$/, '');
+  pool = await E2ePool.start('e2e-agents-load-');
+  url = pool.url;
+  dir = pool.dir;
   await registerSampleAgents(url);
   const wabt = await wabtInit();
   for (const pages of [4096, 8192]) {
@@ -76,13 +72,11 @@ before(async () => {
     mod.destroy();
     assert.equal(reg.code, null, `hog-${pages / 16} refused: ${reg.message}`);
   }
-  nodes = await launchNodes({ url, count: 2, workers: WORKERS, userDataRoot: dir, log: (l) => process.stderr.write(`${l}\n`) });
+  nodes = await pool.join({ count: 2, workers: WORKERS });
 });
 
 after(async () => {
-  await nodes?.close();
-  await coordinator?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await pool?.close();
 });
 
 const postTasks = (specs: unknown[]): Promise<string[]> => submitAll(url, specs);

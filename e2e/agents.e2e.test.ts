@@ -6,40 +6,31 @@
  * ones.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { AGENTS, type AgentSpec } from '../agents';
-import { createCoordinator } from '../server';
 import type { TaskRecord } from '../shared';
 import { postTasks as submitAll, waitAll as awaitAll } from './tasks';
-import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
-import { DIST, ensurePageBuilt } from '../scripts/page-build';
+import type { LaunchedNodes } from '../scripts/nodes';
+import { E2ePool } from './pool';
 import { registerSampleAgents, type Registration } from '../scripts/register-agents';
 
 const TASKS = 500;
 const BATCH = 100;
 
-let dir = '';
-let coordinator: Awaited<ReturnType<typeof createCoordinator>> | null = null;
+let pool: E2ePool | null = null;
 let nodes: LaunchedNodes | null = null;
 let url = '';
 let registrations: Registration[] = [];
 
 before(async () => {
-  await ensurePageBuilt();
-  dir = mkdtempSync(join(tmpdir(), 'e2e-agents-'));
-  coordinator = await createCoordinator({ dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST });
-  url = coordinator.url.replace(/\/$/, '');
+  pool = await E2ePool.start('e2e-agents-');
+  url = pool.url;
   registrations = await registerSampleAgents(url);
-  nodes = await launchNodes({ url, count: 2, userDataRoot: dir, log: (l) => process.stderr.write(`${l}\n`) });
+  nodes = await pool.join({ count: 2 });
 });
 
 after(async () => {
-  await nodes?.close();
-  await coordinator?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await pool?.close();
 });
 
 const postTasks = (specs: unknown[]): Promise<string[]> => submitAll(url, specs);

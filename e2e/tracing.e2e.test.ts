@@ -6,16 +6,11 @@
  * trace, within the attempt's time.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace';
 import { readAgent } from '../agents';
-import { createCoordinator } from '../server';
 import type { TaskRecord } from '../shared';
-import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
-import { DIST, ensurePageBuilt } from '../scripts/page-build';
+import { E2ePool } from './pool';
 import { registerAgent } from '../scripts/register-agents';
 import { waitAll } from './tasks';
 
@@ -23,26 +18,20 @@ const CALLER_TRACE = '0af7651916cd43dd8448eb211c80319c';
 const CALLER_SPAN = 'b7ad6b7169203331';
 const TASKS = 4;
 
-let dir = '';
-let coordinator: Awaited<ReturnType<typeof createCoordinator>> | null = null;
-let nodes: LaunchedNodes | null = null;
+let pool: E2ePool | null = null;
 let url = '';
 const exporter = new InMemorySpanExporter();
 
 before(async () => {
-  await ensurePageBuilt();
-  dir = mkdtempSync(join(tmpdir(), 'e2e-tracing-'));
-  coordinator = await createCoordinator({ dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST, tracing: { exporter } });
-  url = coordinator.url.replace(/\/$/, '');
+  pool = await E2ePool.start('e2e-tracing-', { tracing: { exporter } });
+  url = pool.url;
   const reg = await registerAgent(url, 'trivial', readAgent('trivial'));
   assert.ok(!reg.code, `the trivial agent was refused: ${reg.code} ${reg.message}`);
-  nodes = await launchNodes({ url, count: 1, userDataRoot: dir, log: (l) => process.stderr.write(`${l}\n`) });
+  await pool.join({ count: 1 });
 });
 
 after(async () => {
-  await nodes?.close();
-  await coordinator?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await pool?.close();
 });
 
 const ms = (t: readonly [number, number]): number => t[0] * 1000 + t[1] / 1e6;

@@ -7,38 +7,30 @@
  * a writable mount's files (binary too) come back, and a full mount is AGENT_MOUNT_FULL.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { createCoordinator } from '../server';
 import type { AgentResult, CapturedStream, TaskRecord } from '../shared';
 import { postTasks, waitAll } from './tasks';
-import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
-import { DIST, ROOT, ensurePageBuilt } from '../scripts/page-build';
+import { E2ePool } from './pool';
+import { ROOT } from '../scripts/page-build';
 import { registerAgent } from '../scripts/register-agents';
 
-let dir = '';
-let coordinator: Awaited<ReturnType<typeof createCoordinator>> | null = null;
-let nodes: LaunchedNodes | null = null;
+let pool: E2ePool | null = null;
 let url = '';
 
 before(async () => {
-  await ensurePageBuilt();
-  dir = mkdtempSync(join(tmpdir(), 'e2e-wasi-io-'));
-  coordinator = await createCoordinator({ dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST });
-  url = coordinator.url.replace(/\/$/, '');
+  pool = await E2ePool.start('e2e-wasi-io-');
+  url = pool.url;
   for (const name of ['rawout', 'mounts']) {
     const r = await registerAgent(url, `io-${name}`, readFileSync(join(ROOT, 'agents/dist/wasi-tests', `${name}.wasm`)));
     assert.equal(r.code, null, `${name} refused: ${r.status} ${r.code} ${r.message}`);
   }
-  nodes = await launchNodes({ url, count: 1, userDataRoot: dir, log: (l) => process.stderr.write(`${l}\n`) });
+  await pool.join({ count: 1 });
 });
 
 after(async () => {
-  await nodes?.close();
-  await coordinator?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await pool?.close();
 });
 
 const TEXT = 'hello, wörld\nnot JSON at all\n';

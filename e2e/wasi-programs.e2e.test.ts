@@ -11,16 +11,15 @@
  * Figures (module size, compile time in the page, the SQLite task's time) go to stderr.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { createCoordinator } from '../server';
 import type { TaskRecord } from '../shared';
 import { postTasks, waitAll, waitTask } from './tasks';
-import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
-import { DIST, ROOT, ensurePageBuilt } from '../scripts/page-build';
+import type { LaunchedNodes } from '../scripts/nodes';
+import { E2ePool } from './pool';
+import { ROOT } from '../scripts/page-build';
 import { registerAgent } from '../scripts/register-agents';
 import { csvCellMatches, parseCsv, reference, salesCsv, salesRows, script } from '../agents/sqlite/workload';
 
@@ -28,8 +27,7 @@ const FAMILIES = ['args', 'environ', 'clocks', 'fd', 'path', 'poll', 'proc', 'ra
 type Family = (typeof FAMILIES)[number];
 const SQLITE = join(ROOT, 'agents/dist/programs/sqlite.wasm');
 
-let dir = '';
-let coordinator: Awaited<ReturnType<typeof createCoordinator>> | null = null;
+let pool: E2ePool | null = null;
 let nodes: LaunchedNodes | null = null;
 let url = '';
 
@@ -48,20 +46,16 @@ const figure = (line: string): void => {
 };
 
 before(async () => {
-  await ensurePageBuilt();
-  dir = mkdtempSync(join(tmpdir(), 'e2e-wasi-programs-'));
-  coordinator = await createCoordinator({ dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST });
-  url = coordinator.url.replace(/\/$/, '');
+  pool = await E2ePool.start('e2e-wasi-programs-');
+  url = pool.url;
   const regs = [await registerAgent(url, 'sqlite', readFileSync(SQLITE))];
   for (const f of FAMILIES) regs.push(await registerAgent(url, `wasi-${f}`, readFileSync(join(ROOT, 'agents/dist/wasi-tests', `${f}.wasm`))));
   for (const r of regs) assert.equal(r.code, null, `${r.name} refused: ${r.status} ${r.code} ${r.message}`);
-  nodes = await launchNodes({ url, count: 1, userDataRoot: dir, log: (l) => process.stderr.write(`${l}\n`) });
+  nodes = await pool.join({ count: 1 });
 });
 
 after(async () => {
-  await nodes?.close();
-  await coordinator?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await pool?.close();
 });
 
 const resultOf = (rec: TaskRecord): AgentResult => {
