@@ -197,3 +197,13 @@ export function deserializeError(info: ErrorInfo): AppError {
   if (info.stack) err.stack = info.stack;
   return err;
 }
+
+/**
+ * The error an HTTP API answer carries (`{ error: { code, message, details } }`, the shape every route
+ * answers with), or null when the body is not one with a known code. `fallbackMessage`: when it has none.
+ */
+export function errorFromAnswer(body: unknown, fallbackMessage = ''): AppError | null {
+  const e = (body as { error?: Partial<ErrorInfo> } | null)?.error;
+  if (!e || !isErrorCode(e.code)) return null;
+  return deserializeError({ code: e.code, name: e.name ?? 'AppError', message: e.message ?? fallbackMessage, details: e.details });
+}

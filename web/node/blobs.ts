@@ -9,7 +9,8 @@
  * not match their digest are refused with BLOB_CORRUPT and never cached; a missing blob is BLOB_NOT_FOUND.
  * Concurrent calls for one blob share one fetch.
  */
-import { AppError, deserializeError, isErrorCode, type ErrorInfo } from '../../shared';
+import { AppError, errorFromAnswer } from '../../shared';
+import { sha256Hex } from '../../worker/agents/module-cache';
 
 export type BlobFetch = (url: string, init: RequestInit) => Promise<Response>;
 
@@ -38,13 +39,6 @@ interface IndexEntry {
 export function blobHex(ref: string): string {
   const hex = (ref.startsWith('sha256:') ? ref.slice(7) : ref).toLowerCase();
   if (!HEX.test(hex)) throw new AppError('BLOB_NOT_FOUND', `${JSON.stringify(ref.slice(0, 80))} is not a blob id (sha256:<64 hex digits>).`, { blob: ref.slice(0, 80) });
-  return hex;
-}
-
-async function digestHex(bytes: Uint8Array): Promise<string> {
-  const d = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>));
-  let hex = '';
-  for (const b of d) hex += b.toString(16).padStart(2, '0');
   return hex;
 }
 
@@ -120,7 +114,7 @@ export class BlobCache {
     if (!res) return null;
     const bytes = new Uint8Array(await res.arrayBuffer());
     // A cached copy is checked too (a disk can rot); a bad one is dropped and fetched again.
-    if ((await digestHex(bytes)) !== hex) {
+    if ((await sha256Hex(bytes)) !== hex) {
       await cache.delete(this.#url(hex));
       return null;
     }
@@ -144,7 +138,7 @@ export class BlobCache {
     if (!res.ok) throw await responseError(res, hex);
     const bytes = new Uint8Array(await res.arrayBuffer());
     const announced = res.headers.get('content-length');
-    const actual = await digestHex(bytes);
+    const actual = await sha256Hex(bytes);
     if (actual !== hex || (announced !== null && Number(announced) !== bytes.byteLength)) {
       throw new AppError('BLOB_CORRUPT', `The coordinator's answer for blob ${hex} has ${bytes.byteLength} bytes hashing to ${actual}; it was not used or cached. Retry, or upload the blob again.`, {
         blob: `sha256:${hex}`,
@@ -223,14 +217,8 @@ export class BlobCache {
 }
 
 async function responseError(res: Response, hex: string): Promise<AppError> {
-  try {
-    const body = (await res.json()) as { error?: Partial<ErrorInfo> };
-    const e = body.error;
-    if (e && isErrorCode(e.code)) return deserializeError({ code: e.code, name: e.name ?? 'AppError', message: e.message ?? '', details: e.details });
-  } catch {
-    // not JSON
-  }
-  return new AppError(res.status === 404 ? 'BLOB_NOT_FOUND' : 'INTERNAL', `Fetching blob ${hex} answered ${res.status}.`, { blob: `sha256:${hex}` });
+  const body: unknown = await res.json().catch(() => null); // not JSON: the fallback below
+  return errorFromAnswer(body) ?? new AppError(res.status === 404 ? 'BLOB_NOT_FOUND' : 'INTERNAL', `Fetching blob ${hex} answered ${res.status}.`, { blob: `sha256:${hex}` });
 }
 
 let shared: BlobCache | null = null;

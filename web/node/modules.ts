@@ -2,7 +2,7 @@
  * Gets agent modules into the runtime: each hash is fetched from the coordinator
  * at most once at a time, however many tasks ask for it together.
  */
-import { AppError, PREPARED_FORMAT, deserializeError, isErrorCode, type ErrorInfo, type HostMemoryDescriptor } from '../../shared';
+import { AppError, PREPARED_FORMAT, errorFromAnswer, type HostMemoryDescriptor } from '../../shared';
 import type { AgentRuntime } from '../../worker';
 import { compileStreamingCoded, sha256Hex } from '../../worker/agents/module-cache';
 
@@ -197,14 +197,6 @@ function servedFromCache(url: string): boolean {
 }
 
 async function responseError(res: Response, fallback: string): Promise<AppError> {
-  try {
-    const body = (await res.json()) as { error?: Partial<ErrorInfo> };
-    const e = body.error;
-    if (e && isErrorCode(e.code)) {
-      return deserializeError({ code: e.code, name: e.name ?? 'AppError', message: e.message ?? fallback, details: e.details });
-    }
-  } catch {
-    // not JSON: fall through
-  }
-  return new AppError(res.status === 404 ? 'NOT_FOUND' : 'INTERNAL', fallback);
+  const body: unknown = await res.json().catch(() => null); // not JSON: the fallback
+  return errorFromAnswer(body, fallback) ?? new AppError(res.status === 404 ? 'NOT_FOUND' : 'INTERNAL', fallback);
 }
