@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { NodeId, TaskId } from '../shared';
-import { History } from './history';
+import { HISTORY_WINDOW_S, History } from './history';
 import { Journal, type Ended } from './journal';
+import { Metrics } from './metrics';
 
 const end = (i: number, state: Ended['state'], createdAt: number, errorCode: string | null = null): Ended => ({
   taskId: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}` as TaskId,
@@ -16,19 +17,22 @@ const end = (i: number, state: Ended['state'], createdAt: number, errorCode: str
 });
 
 test('samples: ends in the last minute per minute, nearest-rank p50/p95 of their latencies, the gauges; the ring is bounded', () => {
-  const h = new History({ sampleMs: 1000, points: 3 });
+  // Throughput and latency come from the metrics' window, as the coordinator's sampler passes them.
   const t = 1_000_000;
-  assert.equal(h.sample(t, { queued: 0, leased: 0, nodes: 0 }).latencyP50Ms, null);
+  const metrics = new Metrics(t);
+  const h = new History({ sampleMs: 1000, points: 3 });
+  const sample = (now: number, gauges: { queued: number; leased: number; nodes: number }) => h.sample(now, { ...gauges, ...metrics.recent(now, HISTORY_WINDOW_S) });
+  assert.equal(sample(t, { queued: 0, leased: 0, nodes: 0 }).latencyP50Ms, null);
   // 20 tasks ended at t+1 s with latencies 10, 20, … 200 ms; one retried attempt (queued again) is no end.
-  for (let i = 1; i <= 20; i++) h.ended(end(i, 'succeeded', t + 1000 - i * 10), t + 1000);
-  h.ended(end(99, 'queued', t, 'NODE_LOST'), t + 1000);
-  const p = h.sample(t + 2000, { queued: 3, leased: 1, nodes: 2 });
+  for (let i = 1; i <= 20; i++) metrics.ended(end(i, 'succeeded', t + 1000 - i * 10), t + 1000);
+  metrics.ended(end(99, 'queued', t, 'NODE_LOST'), t + 1000);
+  const p = sample(t + 2000, { queued: 3, leased: 1, nodes: 2 });
   assert.deepEqual(p, { at: t + 2000, throughputPerMin: 20, latencyP50Ms: 100, latencyP95Ms: 190, queued: 3, leased: 1, nodes: 2 });
   // A minute later they are out of the window.
-  const later = h.sample(t + 62_000, { queued: 0, leased: 0, nodes: 2 });
+  const later = sample(t + 62_000, { queued: 0, leased: 0, nodes: 2 });
   assert.equal(later.throughputPerMin, 0);
   assert.equal(later.latencyP50Ms, null);
-  h.sample(t + 63_000, { queued: 0, leased: 0, nodes: 2 });
+  sample(t + 63_000, { queued: 0, leased: 0, nodes: 2 });
   assert.deepEqual(
     h.samples().map((s) => s.at),
     [t + 2000, t + 62_000, t + 63_000],

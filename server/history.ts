@@ -1,8 +1,8 @@
 /**
  * The pool's recent past, for the operator page (GET /v1/pool): a bounded ring of samples taken every
  * few seconds (throughput, task latency p50/p95, queue depth, connected nodes) and a bounded list of the
- * last attempt errors. It keeps its own figures from the attempts the scheduler reports ended
- * (`Scheduler.endedListeners`), so it reads nothing of the metrics registry.
+ * last attempt errors. Throughput and latency come from the metrics' own window (Metrics.recent, passed in
+ * with each sample); the errors from the attempts the scheduler reports ended (`Scheduler.endedListeners`).
  */
 import { ERRORS, isErrorCode, type PoolError, type PoolSample, type TaskId } from '../shared';
 import type { Ended, Journal } from './journal';
@@ -21,12 +21,13 @@ export interface HistoryGauges {
   queued: number;
   leased: number;
   nodes: number;
+  /** Tasks that ended in the last HISTORY_WINDOW_S, and their latencies (ms, ascending): Metrics.recent. */
+  ended: number;
+  latenciesMs: readonly number[];
 }
 
-const WINDOW_MS = 60_000;
-const WINDOW_S = WINDOW_MS / 1000;
-/** Latencies of the newest ends kept for the percentiles. */
-const RECENT = 4096;
+/** The window a sample's throughput and latency cover. */
+export const HISTORY_WINDOW_S = 60;
 
 interface ErrorEntry {
   code: string;
@@ -45,12 +46,6 @@ export class History {
   readonly #samples: PoolSample[] = [];
   readonly #errors: ErrorEntry[] = [];
   readonly #byCode = new Map<string, number>();
-  // Ends per second over the last minute (exact counts), and the newest ends' latencies (percentiles).
-  readonly #perSecond = new Int32Array(WINDOW_S);
-  readonly #secondOf = new Float64Array(WINDOW_S).fill(-1);
-  readonly #endAt = new Float64Array(RECENT);
-  readonly #latency = new Float64Array(RECENT);
-  #recentN = 0;
 
   constructor(opts: HistoryOptions = {}) {
     this.sampleMs = Math.max(50, Math.round(opts.sampleMs ?? 5_000));
@@ -58,40 +53,21 @@ export class History {
     this.#maxErrors = Math.max(1, opts.errors ?? 50);
   }
 
-  /** One attempt ended (the scheduler calls this once its end is journaled). */
+  /** One attempt ended (the scheduler calls this once its end is journaled): its error, if any, is kept. */
   ended(e: Ended, now: number): void {
-    if (e.errorCode) {
-      this.#byCode.set(e.errorCode, (this.#byCode.get(e.errorCode) ?? 0) + 1);
-      this.#errors.unshift({ code: e.errorCode, taskId: e.taskId, nodeId: e.nodeId, at: now });
-      if (this.#errors.length > this.#maxErrors) this.#errors.length = this.#maxErrors;
-    }
-    if (e.state === 'queued' || e.state === 'leased') return;
-    const sec = Math.floor(now / 1000);
-    const slot = sec % WINDOW_S;
-    if (this.#secondOf[slot] !== sec) {
-      this.#secondOf[slot] = sec;
-      this.#perSecond[slot] = 0;
-    }
-    this.#perSecond[slot]!++;
-    const i = this.#recentN++ % RECENT;
-    this.#endAt[i] = now;
-    this.#latency[i] = Math.max(0, now - e.createdAt);
+    if (!e.errorCode) return;
+    this.#byCode.set(e.errorCode, (this.#byCode.get(e.errorCode) ?? 0) + 1);
+    this.#errors.unshift({ code: e.errorCode, taskId: e.taskId, nodeId: e.nodeId, at: now });
+    if (this.#errors.length > this.#maxErrors) this.#errors.length = this.#maxErrors;
   }
 
   /** Takes a sample now (the coordinator's timer calls this every sampleMs). */
   sample(now: number, gauges: HistoryGauges): PoolSample {
-    const sec = Math.floor(now / 1000);
-    let ended = 0;
-    for (let i = 0; i < WINDOW_S; i++) if (sec - this.#secondOf[i]! < WINDOW_S) ended += this.#perSecond[i]!;
-    const n = Math.min(this.#recentN, RECENT);
-    const recent: number[] = [];
-    for (let i = 0; i < n; i++) if (now - this.#endAt[i]! < WINDOW_MS) recent.push(this.#latency[i]!);
-    recent.sort((a, b) => a - b);
     const point: PoolSample = {
       at: now,
-      throughputPerMin: ended,
-      latencyP50Ms: percentile(recent, 0.5),
-      latencyP95Ms: percentile(recent, 0.95),
+      throughputPerMin: Math.round((gauges.ended * 60) / HISTORY_WINDOW_S),
+      latencyP50Ms: percentile(gauges.latenciesMs, 0.5),
+      latencyP95Ms: percentile(gauges.latenciesMs, 0.95),
       queued: gauges.queued,
       leased: gauges.leased,
       nodes: gauges.nodes,

@@ -88,13 +88,15 @@ class SecondRing {
     this.#cols[col]![slot]! += by;
   }
 
-  sum(col: number, now: number): number {
+  /** The column's sum over the last `seconds` (at most the ring's). */
+  sum(col: number, now: number, seconds = this.#seconds): number {
     const sec = Math.floor(now / 1000);
     const c = this.#cols[col]!;
+    const span = Math.min(seconds, this.#seconds);
     let n = 0;
     for (let i = 0; i < this.#seconds; i++) {
       const age = sec - this.#secondOf[i]!;
-      if (age >= 0 && age < this.#seconds) n += c[i]!;
+      if (age >= 0 && age < span) n += c[i]!;
     }
     return n;
   }
@@ -353,13 +355,22 @@ export class Metrics {
   }
 
   #latencyP50Ms(now: number): number | null {
+    const xs = this.recent(now, KPI_WINDOW_S).latenciesMs;
+    return xs.length === 0 ? null : xs[Math.floor((xs.length - 1) / 2)]!;
+  }
+
+  /**
+   * Tasks that ended (any final state) in the last `seconds` (at most KPI_WINDOW_S), and the latencies of
+   * the newest of them (submit → end, ms; at most the last RECENT), ascending: for the KPIs and the
+   * operator page's history.
+   */
+  recent(now: number, seconds: number): { ended: number; latenciesMs: number[] } {
     const n = Math.min(this.#latencyN, RECENT);
-    const since = now - KPI_WINDOW_S * 1000;
+    const since = now - Math.min(seconds, KPI_WINDOW_S) * 1000;
     const xs: number[] = [];
     for (let i = 0; i < n; i++) if (this.#latencyAt[i]! > since) xs.push(this.#latencyMs[i]!);
-    if (xs.length === 0) return null;
     xs.sort((a, b) => a - b);
-    return xs[Math.floor((xs.length - 1) / 2)]!;
+    return { ended: this.#window.sum(FINISHED, now, seconds), latenciesMs: xs };
   }
 
   #bounded(v: unknown, max: number): number | undefined {

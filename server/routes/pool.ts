@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { PoolNode, PoolNodeState, PoolView, Whoami } from '../../shared';
 import { ANONYMOUS } from '../auth';
 import type { Context } from '../context';
-import { History, type HistoryOptions } from '../history';
+import { HISTORY_WINDOW_S, History, type HistoryOptions } from '../history';
 import type { NodeSession } from '../node';
 
 export function poolRoutes(app: FastifyInstance, ctx: Context, opts: HistoryOptions = {}): History {
@@ -18,7 +18,8 @@ export function poolRoutes(app: FastifyInstance, ctx: Context, opts: HistoryOpti
     if (!ctx.journal.db.open) return;
     let queued = 0;
     for (const r of ctx.journal.queuedByPriority()) queued += r.n;
-    history.sample(ctx.clock.now(), { queued, leased: ctx.scheduler.leases.size, nodes: ctx.hub.connected().length });
+    const now = ctx.clock.now();
+    history.sample(now, { queued, leased: ctx.scheduler.leases.size, nodes: ctx.hub.connected().length, ...ctx.metrics.recent(now, HISTORY_WINDOW_S) });
   };
   const timer = setInterval(sample, history.sampleMs);
   timer.unref();
