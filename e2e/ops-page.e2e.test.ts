@@ -8,17 +8,13 @@
  * both); with a refiner token neither control is there. No CSP violation anywhere.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { AGENTS, type AgentSpec } from '../agents';
-import { createCoordinator, type Coordinator } from '../server';
 import { Auth } from '../server/auth';
 import type { PoolView, TaskRecord } from '../shared';
-import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
-import { DIST, ensurePageBuilt } from '../scripts/page-build';
+import type { LaunchedNodes } from '../scripts/nodes';
+import { E2ePool } from './pool';
 import { registerSampleAgents } from '../scripts/register-agents';
 import { countDrawn, countNear, decodePng } from './png';
 
@@ -49,8 +45,7 @@ declare global {
   }
 }
 
-let dir = '';
-let coordinator: Coordinator;
+let harness: E2ePool | null = null;
 let nodes: LaunchedNodes;
 let url = '';
 let queuedIds: string[] = [];
@@ -116,8 +111,6 @@ async function openOps(token: string): Promise<{ page: Page; problems: () => Pro
 }
 
 before(async () => {
-  await ensurePageBuilt();
-  dir = mkdtempSync(join(tmpdir(), 'e2e-ops-'));
   const auth = Auth.fromConfig({
     tokens: [
       { token: T.admin, roles: ['admin'] },
@@ -126,10 +119,10 @@ before(async () => {
       { token: T.planner, roles: ['planner'] },
     ],
   });
-  coordinator = await createCoordinator({ dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST, auth, historySampleMs: 250 });
-  url = coordinator.url.replace(/\/$/, '');
+  harness = await E2ePool.start('e2e-ops-', { auth, historySampleMs: 250 });
+  url = harness.url;
   await registerSampleAgents(url, [GOOD, TRAP, EXIT], T.admin);
-  nodes = await launchNodes({ url, count: 1, token: T.join, userDataRoot: dir, query: { workers: '1', inference: '0' }, timeoutMs: 60_000 });
+  nodes = await harness.join({ count: 1, token: T.join, query: { workers: '1', inference: '0' }, timeoutMs: 60_000 });
   await nodes.context.addInitScript(() => {
     window.__opsCsp = [];
     document.addEventListener('securitypolicyviolation', (e) => window.__opsCsp!.push({ directive: e.effectiveDirective, blocked: e.blockedURI }), true);
@@ -146,9 +139,7 @@ before(async () => {
 });
 
 after(async () => {
-  await nodes?.close();
-  await coordinator?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await harness?.close();
 });
 
 test('GET /v1/whoami says what the token may do; GET /v1/pool is for admin, refiner and allocator', async () => {

@@ -6,18 +6,15 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { AGENTS } from '../agents';
-import { createCoordinator, type Coordinator } from '../server';
 import { Auth } from '../server/auth';
 import { until } from '../server/testing';
 import type { TaskRecord } from '../shared';
-import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
-import { DIST, ensurePageBuilt } from '../scripts/page-build';
+import { E2ePool } from './pool';
 import { registerSampleAgents } from '../scripts/register-agents';
 
 const PROMETHEUS = '/usr/bin/prometheus';
@@ -29,8 +26,7 @@ const T = {
 };
 
 let dir = '';
-let coordinator: Coordinator | null = null;
-let nodes: LaunchedNodes | null = null;
+let pool: E2ePool | null = null;
 let prometheus: ChildProcess | null = null;
 let prometheusLog = '';
 let promUrl = '';
@@ -56,8 +52,6 @@ async function query(q: string): Promise<Array<{ metric: Record<string, string>;
 }
 
 before(async () => {
-  await ensurePageBuilt();
-  dir = mkdtempSync(join(tmpdir(), 'e2e-prometheus-'));
   const auth = Auth.fromConfig({
     tokens: [
       { token: T.admin, roles: ['admin'] },
@@ -66,10 +60,11 @@ before(async () => {
       { token: T.refiner, roles: ['refiner'] },
     ],
   });
-  coordinator = await createCoordinator({ dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST, auth });
-  url = coordinator.url.replace(/\/$/, '');
+  pool = await E2ePool.start('e2e-prometheus-', { auth });
+  url = pool.url;
+  dir = pool.dir;
   await registerSampleAgents(url, AGENTS.filter((a) => a.name === 'trivial' || a.name === 'trap'), T.admin);
-  nodes = await launchNodes({ url, count: 1, token: T.join, userDataRoot: dir, query: { workers: '1', inference: '0' }, timeoutMs: 60_000 });
+  await pool.join({ count: 1, token: T.join, query: { workers: '1', inference: '0' }, timeoutMs: 60_000 });
 
   const promPort = await freePort();
   promUrl = `http://127.0.0.1:${promPort}`;
@@ -109,9 +104,7 @@ after(async () => {
     await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))]);
     if (prometheus.exitCode === null) prometheus.kill('SIGKILL');
   }
-  await nodes?.close();
-  await coordinator?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await pool?.close();
 });
 
 test('Prometheus scrapes the coordinator with a refiner token: task counters, histograms and per-node series by query', async () => {
@@ -133,7 +126,7 @@ test('Prometheus scrapes the coordinator with a refiner token: task counters, hi
   }
   assert.deepEqual(records.map((r) => r.state), ['succeeded', 'succeeded', 'succeeded', 'succeeded', 'failed', 'failed']);
 
-  const nodeId = coordinator!.hub.connected()[0]!.id;
+  const nodeId = pool!.coordinator.hub.connected()[0]!.id;
   const series = await until(async () => {
     const [up] = await query('up{job="coordinator"}');
     const [done] = await query('coordinator_tasks_completed_total{kind="agent"}');
