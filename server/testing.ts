@@ -4,6 +4,7 @@
  * WAT, and a temp directory per test file.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import wabtInit from 'wabt';
@@ -209,6 +210,35 @@ export interface ApiAnswer {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   body: any;
   headers: Headers;
+}
+
+/** A request a `receiver` recorded. */
+export interface ReceivedRequest {
+  url: string;
+  headers: IncomingMessage['headers'];
+  body: string;
+}
+
+/**
+ * A real HTTP server on 127.0.0.1 (a webhook target, an OTLP collector) that records each request, its
+ * body read whole, and answers with `answer(n, res)` (n from 1; default 200 `ok`).
+ */
+export async function receiver(
+  answer: (n: number, res: ServerResponse) => void = (_n, res) => res.end('ok'),
+): Promise<{ server: Server; port: number; url: string; hits: ReceivedRequest[]; close(): Promise<void> }> {
+  const hits: ReceivedRequest[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => (body += d));
+    req.on('end', () => {
+      hits.push({ url: req.url ?? '', headers: req.headers, body });
+      answer(hits.length, res);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  return { server, port, url: `http://127.0.0.1:${port}`, hits, close: () => new Promise<void>((r) => server.close(() => r())) };
 }
 
 /** A small fetch wrapper for tests: JSON in (`json`), JSON out when the body parses; `token`: sent as a bearer token. */

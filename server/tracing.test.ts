@@ -4,7 +4,6 @@
  * off (the record still has `trace`, no tracer); a real OTLP/HTTP export to a loopback collector.
  */
 import assert from 'node:assert/strict';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SpanKind } from '@opentelemetry/api';
@@ -13,7 +12,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace';
 import { MAX_NODE_SPANS, type Assignment } from '../shared';
 import { createCoordinator, type Coordinator } from './index';
-import { HELLO_WAT, TestNode, apiClient, tempDir, until, wat } from './testing';
+import { HELLO_WAT, TestNode, apiClient, receiver, tempDir, until, wat } from './testing';
 import { startOtlpWorker } from './otlp-worker';
 import { Tracing, checkNodeSpans, parseTraceparent, readableSpans, untracedTraceparent } from './tracing';
 
@@ -22,30 +21,6 @@ after(() => tmp.cleanup());
 const CALLER_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const CALLER_SPAN = '00f067aa0ba902b7';
 const CALLER = `00-${CALLER_TRACE}-${CALLER_SPAN}-01`;
-
-interface Hit {
-  url: string;
-  headers: IncomingMessage['headers'];
-  body: string;
-}
-
-/** A loopback HTTP server that records every request (the webhook target, the OTLP collector). */
-async function receiver(): Promise<{ server: Server; url: string; hits: Hit[]; close(): Promise<void> }> {
-  const hits: Hit[] = [];
-  const server = createServer((req, res) => {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (d: string) => (body += d));
-    req.on('end', () => {
-      hits.push({ url: req.url ?? '', headers: req.headers, body });
-      res.setHeader('content-type', 'application/json');
-      res.end('{}');
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  return { server, url, hits, close: () => new Promise<void>((r) => server.close(() => r())) };
-}
 
 async function withAgent(c: Coordinator): Promise<void> {
   const res = await fetch(`${c.url}/v1/agents/hello/versions/1`, { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: await wat(HELLO_WAT) });

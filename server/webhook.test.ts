@@ -5,7 +5,6 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -13,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { AppError } from '../shared';
 import { createCoordinator, type Coordinator } from './index';
 import { Journal, type StoredTask } from './journal';
-import { HELLO_WAT, apiClient, tempDir, wat } from './testing';
+import { HELLO_WAT, apiClient, receiver, tempDir, wat, type ReceivedRequest } from './testing';
 import { Webhooks, WEBHOOK_SECRET_FILE, refusedAddress } from './webhook';
 
 type Verify = (secret: string, header: string, rawBody: string, toleranceS?: number, nowS?: number) => boolean;
@@ -22,27 +21,6 @@ const tmp = tempDir('webhook-');
 let c: Coordinator;
 let verifyWebhook: Verify;
 const api = (path: string, init?: RequestInit & { json?: unknown }) => apiClient(c.url)(path, init);
-
-interface Hit {
-  headers: IncomingMessage['headers'];
-  body: string;
-}
-
-/** A real receiver on 127.0.0.1 that records each request and answers with `answer(n)` (n from 1). */
-async function receiver(answer: (n: number, res: ServerResponse) => void = (_n, res) => res.end('ok')): Promise<{ server: Server; port: number; hits: Hit[] }> {
-  const hits: Hit[] = [];
-  const server = createServer((req, res) => {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (d: string) => (body += d));
-    req.on('end', () => {
-      hits.push({ headers: req.headers, body });
-      answer(hits.length, res);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { server, port: (server.address() as { port: number }).port, hits };
-}
 
 async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
@@ -246,7 +224,7 @@ describe('webhooks through the API', () => {
     assert.equal(cancel.body.state, 'cancelled');
     await until('two webhook requests', () => rx.hits.length >= 2);
     rx.server.close();
-    const [first, second] = rx.hits as [Hit, Hit];
+    const [first, second] = rx.hits as [ReceivedRequest, ReceivedRequest];
     for (const hit of [first, second]) {
       assert.equal(hit.headers['content-type'], 'application/json');
       assert.equal(hit.headers['x-task-id'], sub.body.id);
