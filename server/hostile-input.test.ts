@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { AppError, LIMITS } from '../shared';
 import { createCoordinator, type Coordinator } from './index';
-import { JSON_BOUNDS, parseJson, parseJsonBody, type JsonBounds } from './json';
+import { JSON_BOUNDS, JsonBodyParser, OFF_THREAD_JSON_BYTES, parseJson, parseJsonBody, type JsonBounds } from './json';
 import { HELLO_WAT, tempDir, wat } from './testing';
 
 const DOCUMENTED = new Set([...readFileSync(join(import.meta.dirname, '..', 'docs', 'errors.md'), 'utf8').matchAll(/^\| `([A-Z0-9_]+)` \|/gm)].map((m) => m[1]!));
@@ -135,6 +135,63 @@ describe('bounded JSON parser', () => {
     }
     assert.equal(codeOf(() => parseJsonBody(Buffer.from([0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d]))), 'BAD_JSON');
     assert.equal(codeOf(() => parseJsonBody(Buffer.from('{"a":"x"}', 'utf16le'))), 'BAD_JSON');
+  });
+
+  test('bodies from 64 KiB are scanned on the JSON thread, not the event loop, with the refusals and values of the scan here', async () => {
+    const parser = new JsonBodyParser();
+    const pad = (json: string, at: 'start' | 'end' = 'end'): Buffer => {
+      const room = OFF_THREAD_JSON_BYTES + 100 - json.length;
+      return Buffer.from(at === 'end' ? json + ' '.repeat(Math.max(0, room)) : ' '.repeat(Math.max(0, room)) + json);
+    };
+    const bodies: Buffer[] = [
+      pad(JSON.stringify({ tasks: Array.from({ length: 500 }, (_, i) => ({ kind: 'agent', payload: { agent: 'hello', input: { i, s: 'é"\\n'.repeat(i % 9) } } })) })),
+      Buffer.from(`[${'0,'.repeat(200_001)}0]`),
+      Buffer.from(`{${Array.from({ length: 10_001 }, (_, i) => `"k${i}":0`).join(',')}}`),
+      pad('['.repeat(200) + ']'.repeat(200)),
+      pad('{"a":{"\\u005f_proto__":1}}'),
+      pad(JSON.stringify({ s: 'x'.repeat(JSON_BOUNDS.maxStringLength + 1) })),
+      pad('{"n":1e309}'),
+      pad('{"a":[1,2,}'),
+      Buffer.concat([pad('{"a":"'), Buffer.from([0xff, 0x22, 0x7d])]),
+      pad('', 'start'),
+      pad('{"a":1} x'),
+    ];
+    try {
+      for (const body of bodies) {
+        assert.ok(body.length >= OFF_THREAD_JSON_BYTES);
+        const scanned = parser.scannedOffThread;
+        const here = codeOf(() => parseJsonBody(body));
+        const there = await parser.parse(body).then(
+          (value) => {
+            assert.deepEqual(value, JSON.parse(body.toString('utf8')));
+            return null;
+          },
+          (err: unknown) => {
+            assert.ok(err instanceof AppError, String(err));
+            return err.code;
+          },
+        );
+        assert.equal(there, here, body.subarray(0, 40).toString());
+        assert.equal(parser.scannedOffThread, scanned + 1, 'the thread scanned it');
+      }
+      const tooMany = (err: unknown): boolean => err instanceof AppError && err.code === 'JSON_TOO_MANY_ITEMS';
+      let scanned = parser.scannedOffThread;
+      // A thread that ends with a body on it (here closed while it boots): the body is scanned here instead.
+      await parser.close();
+      const during = parser.parse(bodies[1]!);
+      await parser.close();
+      await assert.rejects(during, tooMany);
+      assert.equal(parser.scannedOffThread, scanned);
+      // The next large body starts the thread again.
+      await assert.rejects(parser.parse(bodies[1]!), tooMany);
+      assert.equal(parser.scannedOffThread, scanned + 1);
+      // A small body is parsed where it arrives.
+      scanned = parser.scannedOffThread;
+      assert.deepEqual(await parser.parse(Buffer.from('{"a":[1]}')), { a: [1] });
+      assert.equal(parser.scannedOffThread, scanned);
+    } finally {
+      await parser.close();
+    }
   });
 
   test('benchmark: scan + JSON.parse against JSON.parse on a 1 MiB task batch', () => {

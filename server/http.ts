@@ -8,7 +8,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { AppError, ERROR_CODES, ERRORS, LIMITS, isErrorCode, type ErrorCode } from '../shared';
 import type { Metrics } from './metrics';
-import { parseJsonBody } from './json';
+import type { JsonBodyParser } from './json';
 import { setSecurityHeaders } from './headers';
 
 /** Route config the error mapping reads: a route that takes bodies above the app's limit says what is too large there. */
@@ -169,14 +169,13 @@ export function mediaType(header: string): { type: string | null; charset: strin
  * its route's scope takes, or JSON declared in a charset other than UTF-8, is refused with 415; its body is
  * then discarded as it arrives, never buffered. Call before routes are registered.
  */
-export function installInputGate(app: FastifyInstance, metrics: Metrics): void {
+export function installInputGate(app: FastifyInstance, metrics: Metrics, json: JsonBodyParser): void {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, done) => {
-    try {
-      done(null, parseJsonBody(body as Buffer));
-    } catch (err) {
-      done(err as Error, undefined);
-    }
+    json.parse(body as Buffer).then(
+      (value) => done(null, value),
+      (err: Error) => done(err, undefined),
+    );
   });
   // An error answered with no body (a plugin's bare `reply.code(404).send()`, such as @fastify/websocket's
   // for a plain GET of the socket route) gets one in our shape.

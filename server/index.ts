@@ -35,6 +35,7 @@ import { openApiRoutes } from './routes/openapi';
 import { poolRoutes } from './routes/pool';
 import { taskRoutes } from './routes/tasks';
 import { Scheduler } from './scheduler';
+import { JsonBodyParser } from './json';
 import { ModulePreparer } from './prepare-worker';
 import { Tracing, type TracingOptions } from './tracing';
 import { TaskWatch } from './watch';
@@ -175,6 +176,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   });
   const maintenance = new Maintenance(clock.now());
   const preparer = new ModulePreparer();
+  const json = new JsonBodyParser();
   metrics.attach({ clock, journal, nodes: () => scheduler.nodes.values(), webhooks, maintenance, tracing, heartbeatIntervalMs, prefetch: scheduler.options.prefetch });
   let shuttingDown = false;
   const ctx: Context = {
@@ -207,7 +209,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   installErrorHandling(app, metrics);
   installAccess(app, ctx.auth); // before any route, so every one is collected and checked
   installCrossSiteRefusal(app, { allowOrigins: opts.allowOrigins ?? [] });
-  installInputGate(app, metrics); // content type before the body, the bounded JSON parser (before any route)
+  installInputGate(app, metrics, json); // content type before the body, the bounded JSON parser (before any route)
   await app.register(fastifyWebsocket, { options: { maxPayload: LIMITS.maxSocketMessageBytes } });
   const modelRoots = [...(opts.modelsDir ? [opts.modelsDir] : []), ...(opts.modelsDirs ?? [])];
   const modelStore = modelRoots.length ? new ModelStore(modelRoots) : null;
@@ -259,6 +261,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
       await app.close();
       await webhooks.settle();
       await preparer.close().catch(() => undefined);
+      await json.close().catch(() => undefined);
       await tracing?.shutdown().catch(() => undefined); // exports the spans still pending (bounded by the export timeout)
       journal.close();
       if (tempAdapters) rmSync(tempAdapters, { recursive: true, force: true });
