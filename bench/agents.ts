@@ -38,10 +38,12 @@ const GOALS = { spawnWarmP50Ms: 2, spawnWarmP99Ms: 10, e2eTasksPerMin: 60_000, r
 const BATCH = 1000;
 const TRACING_GOAL = 0.95;
 /**
- * Tracing off/on phases, ABBA then BAAB: a drift over the run (JIT, caches, what else runs on this
- * shared machine) weighs on both sides alike, a linear or a bowed one.
+ * Tracing off/on phases, ABBA then BAAB, twice: a drift over the run (JIT, caches, what else runs on this
+ * shared machine) weighs on both sides alike, a linear or a bowed one. Sixteen phases, not eight: on these
+ * machines one phase's rate swings by ±15 % with what else runs, and eight gave ratios from 0.89 to 1.08
+ * for the same code; each block of four also reports its own ratio, so the spread is in the output.
  */
-const TRACING_PHASES = [false, true, true, false, true, false, false, true] as const;
+const TRACING_PHASES = [false, true, true, false, true, false, false, true, false, true, true, false, true, false, false, true] as const;
 
 /** CPU seconds (user + system) of every live process below `root` (here: the headless browsers). */
 function descendantsCpuSeconds(root = process.pid): number {
@@ -388,6 +390,12 @@ function tracingFigures(t: TracingRatio): Record<string, unknown> {
       const mean = (f: (p: (typeof ps)[number]) => number): number => Math.round(ps.reduce((a, p) => a + f(p), 0) / ps.length);
       return [side, { process: mean((p) => p.processUs), browsers: mean((p) => p.browsersUs) }];
     })),
+    // Each block of four phases (ABBA or BAAB) on its own: the run's spread.
+    blockRatios: Array.from({ length: t.phases.length / 4 }, (_, b) => {
+      const block = t.phases.slice(b * 4, b * 4 + 4);
+      const sum = (on: boolean): number => block.filter((p) => p.on === on).reduce((a, p) => a + p.rate, 0);
+      return Math.round((sum(true) / sum(false)) * 100) / 100;
+    }),
     tasksPerPhase: t.tasksPerPhase,
     sampled: 'every task (no sampling)',
     spansExported: t.spans,
@@ -410,7 +418,7 @@ async function waitUntil(cond: () => Promise<boolean>, timeoutMs: number, everyM
 /**
  * Agent throughput with tracing configured (OTLP/HTTP to a collector on loopback that this bench starts)
  * over the same without: a second coordinator with tracing on and its own headless nodes, beside the
- * first (off); eight phases of `tasks` each (TRACING_PHASES), every traced task traced (no sampling).
+ * first (off); sixteen phases of `tasks` each (TRACING_PHASES), every traced task traced (no sampling).
  */
 async function tracingRatio(opts: {
   offUrl: string;
