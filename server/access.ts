@@ -79,11 +79,12 @@ export const ACCESS: Readonly<Record<string, Access>> = {
   'GET /v1/adapters/:base/:name': { roles: ['planner', 'evolver'] },
   'GET /v1/adapters/:base/:name/:file': { roles: ['planner', 'evolver'] },
 
-  // Datasets are tenant data: a tenant-bound token sees its own tenant's uploads only (server/routes/datasets.ts).
+  // Datasets are tenant data: a tenant-bound token sees its own tenant's uploads only (server/routes/datasets.ts);
+  // node tokens may read the content of any (a node fetches the dataset its train task names).
   'POST /v1/datasets': { roles: ['planner'] },
   'GET /v1/datasets': { roles: ['planner'] },
   'GET /v1/datasets/:sha256': { roles: ['planner'] },
-  'GET /v1/datasets/:sha256/content': { roles: ['planner'] },
+  'GET /v1/datasets/:sha256/content': { roles: ['planner', 'node'] },
 
   // Blobs (large agent inputs by reference) are tenant data like datasets; node tokens may read any blob (server/routes/blobs.ts).
   'POST /v1/blobs': { roles: ['planner', 'evolver'] },
@@ -108,6 +109,15 @@ export function registeredRoutes(app: FastifyInstance): readonly string[] {
 /** The caller's tenant when the token is bound to one, else null (any tenant). */
 export function tenantOf(req: FastifyRequest): string | null {
   return req.principal.tenant;
+}
+
+/**
+ * The tenant whose uploads (blobs, datasets) the caller may read: null (any) for a node token or a token
+ * without a tenant. Nodes fetch what the tasks assigned to them name, and a node already sees every input
+ * it is given.
+ */
+export function readerTenant(req: FastifyRequest): string | null {
+  return Auth.has(req.principal, 'node') ? null : tenantOf(req);
 }
 
 /**

@@ -18,7 +18,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AppError, parseName } from '../shared';
+import { AppError, base64ToBytes, parseName, type TrainResult, type TrainedAdapterFiles } from '../shared';
 import { parseLlamaConfig, type LlamaConfig } from '../worker/model/config';
 import { readSafetensorsFiles } from '../worker/model/folder';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, baseModelFingerprint, loadAdapter } from '../worker/model/peft';
@@ -254,4 +254,28 @@ export class AdapterRegistry {
 async function dirNames(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
   return entries.filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => e.name);
+}
+
+/**
+ * A train task's result from its node, made the record's: the adapter files it carries are checked and stored
+ * as a new version of the task's own `adapterName` for its own `model` (never names the node chose), and the
+ * result keeps the version's reference instead of the files. A result without files, with files that are not
+ * base64 or that the registry refuses (ADAPTER_INVALID, ADAPTER_MISMATCH for another base) fails the attempt.
+ */
+export async function storeTrainedAdapter(
+  registry: AdapterRegistry,
+  task: { model: string; adapterName: string } | null,
+  result: unknown,
+): Promise<TrainResult> {
+  if (!task) throw new AppError('TASK_NOT_FOUND', 'The train task of this result is not in the journal.');
+  const r = result as Partial<TrainResult> | null;
+  const files = r?.adapter as Partial<TrainedAdapterFiles> | undefined;
+  if (!r || typeof r !== 'object' || !files || typeof files.config !== 'string' || typeof files.safetensors !== 'string') {
+    throw new AppError('ADAPTER_INVALID', 'Invalid LoRA adapter: the train result carries no adapter files (adapter.config and adapter.safetensors in base64).');
+  }
+  const bytes = base64ToBytes(files.safetensors);
+  if (!bytes) throw new AppError('ADAPTER_INVALID', 'Invalid LoRA adapter: adapter.safetensors in the train result is not base64.');
+  // The engine's base fingerprint is in the safetensors metadata, which the registry checks against the base.
+  const v = await registry.upload(task.model, task.adapterName, files.config, bytes);
+  return { ...(r as TrainResult), adapterName: task.adapterName, adapter: { id: `${v.base}:${v.name}@${v.version}`, base: v.base, name: v.name, version: v.version } };
 }

@@ -10,9 +10,9 @@ import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { LIMITS } from '../shared';
+import { LIMITS, type TrainPayload } from '../shared';
 import { installAccess, loggerOptions, type LogOptions } from './access';
-import { AdapterRegistry } from './adapters';
+import { AdapterRegistry, storeTrainedAdapter } from './adapters';
 import { Auth } from './auth';
 import type { Context } from './context';
 import { MAX_HEADER_BYTES, MAX_PARAM_LENGTH, clientErrorHandler, frameworkErrors, installErrorHandling, installInputGate } from './http';
@@ -164,6 +164,11 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     spotCheck: opts.spotCheck ?? 0,
     reputationThreshold: opts.reputationThreshold ?? 0.25,
     tracing,
+    storeTrained: (taskId, result) => {
+      const task = journal.getTask(taskId);
+      const payload = task?.kind === 'train' ? (task.payload as TrainPayload) : null;
+      return storeTrainedAdapter(adapters, payload, result);
+    },
   });
   const hub = new Hub(scheduler, journal, {
     clock,

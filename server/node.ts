@@ -285,7 +285,8 @@ export class NodeSession {
     const total = Math.min(cap, Math.max(0, this.earnedWindow(prefetch) - held));
     return {
       total,
-      heavy: Math.min(total, Math.max(0, max - this.#heavy)),
+      // One training run at a time: it takes the node's GPU (a second would only wait behind it, sending no progress).
+      heavy: Math.min(total, Math.max(0, 1 - this.#heavy)),
       idle: Math.min(total, Math.max(0, max - held)),
       generate: Math.min(cap, Math.max(0, sequences - this.#generate)),
       cap,

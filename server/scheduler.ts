@@ -13,6 +13,7 @@ import {
   LIMITS,
   TASK_KINDS,
   newLeaseId,
+  serializeError,
   type ErrorCode,
   type HeartbeatMessage,
   type NodeId,
@@ -54,6 +55,12 @@ export interface SchedulerOptions {
   spotCheck?: number;
   /** Spans per attempt (server/tracing.ts); null or absent: off. */
   tracing?: Tracing | null;
+  /**
+   * A train task's successful result, before it is journaled: stores the adapter files it carries (in the
+   * registry) and answers the result to keep instead (the files replaced by the stored version). A throw
+   * fails the attempt with the thrown error's code (a node that sends a broken adapter fails its lease).
+   */
+  storeTrained?: (taskId: TaskId, result: unknown) => Promise<unknown>;
 }
 
 /** A result released from its lease, waiting for the next journal flush. */
@@ -298,8 +305,8 @@ export class Scheduler {
     }
     node.lastWorkAt = node.lastSeen;
     lease.expiresAt = Math.max(lease.expiresAt, node.lastSeen + this.#opts.leaseMs);
-    if (lease.kind === 'generate') {
-      // Tokens are kept for the attempt, so a stream that joins late replays them.
+    if (lease.kind === 'generate' || lease.kind === 'train') {
+      // Tokens (and a training run's losses) are kept for the attempt, so a stream that joins late replays them.
       this.#watch.progress(msg.taskId, { type: 'progress', at: node.lastSeen, progress: msg.progress });
     } else if (this.#watch.has(msg.taskId)) {
       this.#watch.emit(msg.taskId, { type: 'progress', at: node.lastSeen, progress: msg.progress });
@@ -330,17 +337,35 @@ export class Scheduler {
       node.release(item.leaseId);
       this.leases.delete(item.leaseId);
       if (item.ok) this.#metrics.resultReported(lease.kind, lease.model ?? null, item.result);
+      if (item.ok && lease.kind === 'train' && this.#opts.storeTrained && lease.replica === undefined) {
+        // The adapter goes to the registry first; the result is journaled once it is stored (or refused).
+        accepted++;
+        const trace = lease.trace;
+        const pend = (done: ResultMessage['results'][number]): void => {
+          if (trace) this.#tracing!.resulted(trace, done.spans, done.ok ? TRACE_OK : { ok: false, code: String(done.error.code).slice(0, 64) });
+          this.#pending.push({ node, item: done, trace });
+          this.#scheduleFlush();
+        };
+        this.#opts.storeTrained(item.taskId as TaskId, item.result).then(
+          (result) => pend({ ...item, result }),
+          (err: unknown) => pend({ taskId: item.taskId, leaseId: item.leaseId, ok: false, error: serializeError(err), ...(item.spans !== undefined ? { spans: item.spans } : {}) }),
+        );
+        continue;
+      }
       if (lease.trace) this.#tracing!.resulted(lease.trace, item.spans, item.ok ? TRACE_OK : { ok: false, code: String(item.error.code).slice(0, 64) });
       if (lease.replica === undefined) this.#pending.push({ node, item, trace: lease.trace });
       else this.#pendingReplicas.push({ node, item, trace: lease.trace });
       accepted++;
     }
     if (accepted > 0) node.lastWorkAt = node.lastSeen;
-    if (accepted > 0 && !this.#flushPending) {
-      this.#flushPending = true;
-      setImmediate(() => this.flushResults());
-    }
+    if (accepted > 0) this.#scheduleFlush();
     return refused;
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushPending) return;
+    this.#flushPending = true;
+    setImmediate(() => this.flushResults());
   }
 
   /** Journals every result received since the last flush, in one transaction. */

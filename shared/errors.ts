@@ -102,6 +102,7 @@ export const ERRORS = {
   DATASET_NOT_FOUND: { status: 404, retryable: false, message: 'The dataset file does not exist or cannot be read.' },
   BLOB_NOT_FOUND: { status: 404, retryable: false, message: 'No blob with this SHA-256 was uploaded (by this tenant); POST /v1/blobs uploads one.' },
   BLOB_TOO_LARGE: { status: 413, retryable: false, message: 'The blob is larger than the limit.' },
+  DATASET_CORRUPT: { status: 502, retryable: true, message: 'The dataset bytes the node received do not match their SHA-256; they were not used.' },
   BLOB_CORRUPT: { status: 502, retryable: true, message: 'The blob bytes the node received do not match their SHA-256 (or their length); they were not used or cached.' },
   DATASET_NO_TARGETS: { status: 422, retryable: false, message: 'No assistant token is left to learn from (after templating, or within the sequence length); add assistant turns, raise the sequence length or use overflow "split".' },
   CHAT_TEMPLATE_MISSING: { status: 422, retryable: false, message: "The model's tokenizer has no chat template; name one (template: 'chatml' or a Jinja string)." },

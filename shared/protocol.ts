@@ -96,6 +96,8 @@ export const TrainPayloadSchema = Type.Object(
     dataset: Type.String({ minLength: 1 }),
     lora: LoraConfigSchema,
     steps: Type.Integer({ minimum: 1, maximum: 100_000 }),
+    /** Tokens per training row (default 128, at most the model's context less one). */
+    seqLen: Type.Optional(Type.Integer({ minimum: 8, maximum: 8192 })),
     learningRate: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
     batchSize: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
     gradAccumulation: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
@@ -198,13 +200,42 @@ export interface GenerateResult {
   tokensPerSec: number;
 }
 
+/** A train task's result: the run's summary and where the adapter went. */
 export interface TrainResult {
   adapterName: string;
+  /**
+   * In the task record: the registry version the coordinator stored (`GET /v1/adapters/:base/:name@version`).
+   * From the node: the PEFT files, which the coordinator takes out of the result when it stores them.
+   */
+  adapter: TrainedAdapterRef | TrainedAdapterFiles;
   steps: number;
+  /** Loss of every optimizer step. */
   trainLoss: number[];
+  trainLossBefore: number | null;
+  trainLossAfter: number | null;
+  evalLossBefore: number | null;
   evalLoss: number | null;
-  durationMs: number;
+  trainTokens: number;
   tokensPerSec: number;
+  durationMs: number;
+  /** What became of the conversations (worker/training's DatasetReport). */
+  dataset: unknown;
+  warnings: string[];
+}
+
+export interface TrainedAdapterRef {
+  /** `BASE:NAME@VERSION`, as generate's `adapter` and the OpenAI routes take `BASE:NAME`. */
+  id: string;
+  base: string;
+  name: string;
+  version: number;
+}
+
+export interface TrainedAdapterFiles {
+  /** adapter_config.json. */
+  config: string;
+  /** adapter_model.safetensors, base64 (its metadata holds the engine's fingerprint of the base it was trained on). */
+  safetensors: string;
 }
 
 export type TaskResult = AgentResult | GenerateResult | TrainResult;
@@ -395,7 +426,14 @@ export const ProgressSchema = Type.Object({
       logprobs: Type.Optional(Type.Array(TokenLogprobSchema, { maxItems: 4096 })),
     }),
     Type.Object({ kind: Type.Literal('download'), model: Type.String({ maxLength: 128 }), loadedBytes: Type.Integer({ minimum: 0 }), totalBytes: Type.Integer({ minimum: 0 }) }),
-    Type.Object({ kind: Type.Literal('loss'), step: Type.Integer(), loss: Type.Number(), evalLoss: Type.Optional(Type.Number()) }),
+    Type.Object({
+      kind: Type.Literal('loss'),
+      step: Type.Integer({ minimum: 0 }),
+      total: Type.Optional(Type.Integer({ minimum: 0 })),
+      loss: Type.Number(),
+      evalLoss: Type.Optional(Type.Number()),
+      tokensPerSec: Type.Optional(Type.Number({ minimum: 0 })),
+    }),
     Type.Object({ kind: Type.Literal('log'), line: Type.String() }),
   ]),
 });

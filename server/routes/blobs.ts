@@ -11,8 +11,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Readable } from 'node:stream';
 import { AppError, type TaskSpec } from '../../shared';
-import { Auth } from '../auth';
-import { tenantOf } from '../access';
+import { readerTenant, tenantOf } from '../access';
 import type { BlobStore } from '../blobs';
 import type { Context } from '../context';
 import type { RouteConfig } from '../http';
@@ -27,11 +26,6 @@ function notFound(ref: string): AppError {
   return new AppError('BLOB_NOT_FOUND', `No blob ${ref.slice(0, 80)} was uploaded here (by this tenant); POST /v1/blobs uploads one, GET /v1/blobs lists them.`, {
     blob: ref.slice(0, 80),
   });
-}
-
-/** The tenant whose blobs the caller may read: null (any) for a node token or a token without a tenant. */
-function readerTenant(req: FastifyRequest): string | null {
-  return Auth.has(req.principal, 'node') ? null : tenantOf(req);
 }
 
 export function blobRoutes(app: FastifyInstance, ctx: Context, store: BlobStore): void {

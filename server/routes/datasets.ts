@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, LIMITS, type TaskSpec } from '../../shared';
 import { parseConversations } from '../../worker/training/dataset';
-import { tenantOf } from '../access';
+import { readerTenant, tenantOf } from '../access';
 import type { Context } from '../context';
 import { mediaType, type RouteConfig } from '../http';
 import type { DatasetRow } from '../journal';
@@ -95,7 +95,7 @@ export function datasetRoutes(app: FastifyInstance, ctx: Context): void {
     if (hash === null) {
       throw new AppError('INVALID_ID', `A dataset id is sha256:<64 hex digits> or the 64 hex digits, not ${JSON.stringify(ref.slice(0, 80))}.`, { dataset: ref.slice(0, 80) });
     }
-    const row = ctx.journal.dataset(hash, tenantOf(req));
+    const row = ctx.journal.dataset(hash, readerTenant(req));
     if (!row) throw notFound(ref);
     return row;
   }
@@ -107,7 +107,7 @@ export function datasetRoutes(app: FastifyInstance, ctx: Context): void {
     const etag = `"${row.sha256}"`;
     void reply.header('cache-control', 'private, max-age=31536000, immutable').header('etag', etag);
     if (req.headers['if-none-match'] === etag) return reply.code(304).send();
-    const bytes = ctx.journal.datasetBytes(row.sha256, tenantOf(req));
+    const bytes = ctx.journal.datasetBytes(row.sha256, readerTenant(req));
     if (!bytes) throw notFound(row.sha256);
     return reply.type('application/x-ndjson').send(bytes);
   });

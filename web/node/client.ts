@@ -34,6 +34,7 @@ import { AgentRunner } from './agent-runner';
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff';
 import type { ConnectionState, NodeEvent, NodeListener, RunningTask, TaskEntry } from './events';
 import { GenerateRunner } from './generate-runner';
+import { TrainRunner } from './train-runner';
 import type { GpuProbe } from './gpu';
 import type { FetchLike } from './modules';
 import { ResultBatcher } from './result-batcher';
@@ -193,7 +194,8 @@ export class NodeClient {
     };
     this.#agents = new AgentRunner(opts.runtime, host, this.#urls.httpBase, opts.fetch);
     this.#generate = this.#inference ? new GenerateRunner(this.#inference, host) : null;
-    this.#runners = { agent: this.#agents, ...(this.#generate ? { generate: this.#generate } : {}) };
+    const train = this.#inference?.trains && this.#inference.train ? new TrainRunner(this.#inference, host, { baseUrl: this.#urls.httpBase, ...(this.#token ? { token: this.#token } : {}) }) : null;
+    this.#runners = { agent: this.#agents, ...(this.#generate ? { generate: this.#generate } : {}), ...(train ? { train } : {}) };
     this.#maxConcurrent = Math.min(MAX_NODE_CONCURRENCY, this.#agents.slots);
     const asked = opts.tasksPerWorker;
     const perWorker = asked !== undefined && Number.isFinite(asked) ? Math.max(1, Math.floor(asked)) : DEFAULT_TASKS_PER_WORKER;
@@ -358,7 +360,7 @@ export class NodeClient {
 
   #capabilities(): Capabilities {
     const caps: Capabilities = {
-      kinds: this.#draining ? [] : this.#generate ? ['agent', 'generate'] : ['agent'],
+      kinds: this.#draining ? [] : (Object.keys(this.#runners) as TaskKind[]),
       maxConcurrent: this.#maxConcurrent,
       queueDepth: this.#queueDepth,
       webgpu: this.#gpu?.info ?? null,

@@ -8,6 +8,7 @@ import { AppError } from '../../shared';
 import { EngineDecoder, GpuLoraAdapter, LlamaModel, type GpuContext } from '../engine';
 import { loadAdapter, loadModelFolder, SUPPORTED_ARCHITECTURES, type LlamaConfig } from '../model';
 import type { InferenceBackend, LoadRequest } from './service';
+import { trainOnEngine } from './train';
 import { loadTransformersDecoder, type TransformersDevice, type TransformersEnvOptions } from './transformers';
 import type { AdapterHost, BatchDecoder } from './types';
 
@@ -52,6 +53,9 @@ export function engineBackend(opts: EngineBackendOptions): InferenceBackend {
         throw err;
       }
       return withAdapters(decoder, ctx, config, fingerprint);
+    },
+    async train(files, req, onStep, signal) {
+      return trainOnEngine(await opts.gpu(), files, req, onStep, signal);
     },
   };
 }

@@ -19,5 +19,6 @@ export type {
 export { InferenceService, type InferenceServiceOptions, type InferenceBackend, type LoadRequest, type ModelSource, type ModelFiles } from './service';
 export { engineBackend, transformersBackend, type EngineBackendOptions, type TransformersBackendOptions } from './backends';
 export { weightStoreSource } from './sources';
+export { TRAIN_DEFAULTS, trainOnEngine, type TrainProgress, type TrainRunOutcome, type TrainRunRequest, type TrainRunResult } from './train';
 export { exposeInference, reportInferenceFailure, RemoteInference, type InferenceWorkerApi } from './worker-api';
 export type { InferenceWorkerConfig } from './inference-worker';

@@ -27,6 +27,7 @@ import type {
   InferenceRuntime,
   InferenceRuntimeStats,
 } from './types';
+import type { TrainProgress, TrainRunOutcome, TrainRunRequest, TrainRunResult } from './train';
 
 /** Where a model's files come from. */
 export interface ModelSource {
@@ -64,6 +65,8 @@ export interface InferenceBackend {
   /** null when it can run the model, else why it cannot (shown in MODEL_UNSUPPORTED). */
   unsupported(req: LoadRequest): string | null;
   load(req: LoadRequest): Promise<BatchDecoder>;
+  /** LoRA training (the engine only): throws coded errors. */
+  train?(files: ModelFiles, req: TrainRunRequest, onStep: (p: TrainProgress) => void, signal: AbortSignal): Promise<TrainRunResult>;
 }
 
 export interface InferenceServiceOptions {
@@ -123,6 +126,8 @@ export class InferenceService implements InferenceRuntime {
   readonly #now: () => number;
   #waiting = 0;
   #tokens = 0;
+  /** The last training run queued: runs go one after another. */
+  #training: Promise<unknown> = Promise.resolve();
   #closed = false;
 
   constructor(opts: InferenceServiceOptions) {
@@ -256,6 +261,52 @@ export class InferenceService implements InferenceRuntime {
         counted.active--;
         counted.lastUsed = this.#now();
       }
+    }
+  }
+
+  /** Whether a backend here trains (the engine, on WebGPU). */
+  get trains(): boolean {
+    return this.#opts.backends.some((b) => b.train !== undefined);
+  }
+
+  /**
+   * Runs one `train` task: the model's files from the source, the run on the first backend that trains
+   * (one run at a time per node: the GPU is shared with generation). Never throws.
+   */
+  async train(req: TrainRunRequest, onProgress?: (p: TrainProgress) => void): Promise<TrainRunOutcome> {
+    const backend = this.#opts.backends.find((b) => b.train !== undefined);
+    if (!backend?.train) return { ok: false, error: serializeError(new AppError('MODEL_UNSUPPORTED', 'This node trains on the engine (WebGPU), which it does not offer.')) };
+    if (this.#running.has(req.taskId)) return { ok: false, error: serializeError(new AppError('INTERNAL', `Task ${req.taskId} is already running on this node.`)) };
+    const running: Running = { controller: new AbortController(), reason: null };
+    this.#running.set(req.taskId, running);
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    if (req.deadline !== undefined && req.deadline !== null) {
+      timer = setTimeout(() => {
+        running.reason ??= { code: 'DEADLINE_EXCEEDED', message: 'The task passed its deadline while training.' };
+        running.controller.abort();
+      }, Math.max(0, req.deadline - this.#now()));
+    }
+    let files: ModelFiles | null = null;
+    try {
+      if (this.#closed) throw new AppError('NODE_DRAINING', 'The inference runtime is closing.');
+      const run: Promise<TrainRunResult> = this.#training.catch(() => undefined).then(async () => {
+        this.#checkAbort(running);
+        files = await this.#opts.source.ensure(req.model, {
+          onProgress: (loadedBytes, totalBytes) => this.#emit({ type: 'download', model: req.model, loadedBytes, totalBytes }),
+          signal: running.controller.signal,
+        });
+        return backend.train!(files, req, (p) => onProgress?.(p), running.controller.signal);
+      });
+      this.#training = run;
+      return { ok: true, result: await run };
+    } catch (err) {
+      const reason = running.reason;
+      if (reason) return { ok: false, error: serializeError(new AppError(reason.code, reason.message)) };
+      return { ok: false, error: serializeError(err) };
+    } finally {
+      if (timer !== null) clearTimeout(timer);
+      this.#running.delete(req.taskId);
+      (files as ModelFiles | null)?.release?.();
     }
   }
 

@@ -11,6 +11,7 @@
  *  - `InferenceRuntime`: the node's door (in-thread for tests, behind a comlink worker in the page):
  *    weight store → backend choice → batcher, per model, with a GPU memory budget.
  */
+import type { TrainProgress, TrainRunOutcome, TrainRunRequest } from './train';
 import type { ErrorInfo, GenerateResult, InferenceBackendKind, InferenceDevice, ModelCapability, ResponseFormat, TokenLogprob } from '../../shared';
 
 /** One row of a prefill: a sequence's prompt written into its slot from position 0. */
@@ -165,4 +166,8 @@ export interface InferenceRuntime {
   stats(): InferenceRuntimeStats;
   on(listener: (e: InferenceEvent) => void): () => void;
   close(): Promise<void>;
+  /** Whether this runtime runs `train` tasks (an engine on WebGPU). */
+  readonly trains?: boolean;
+  /** Runs one `train` task; never throws (failures are `{ ok: false }` with a code). Cancelled with cancel(taskId). */
+  train?(req: TrainRunRequest, onProgress?: (p: TrainProgress) => void): Promise<TrainRunOutcome>;
 }

@@ -4,9 +4,10 @@
  * cross as comlink proxies; `stats()` is answered from a copy refreshed on every event and a timer,
  * since the interface's stats() is synchronous.
  */
-import { expose, proxy, wrap, type Endpoint, type Remote } from 'comlink';
+import { expose, proxy, transfer, wrap, type Endpoint, type Remote } from 'comlink';
 import { AppError, deserializeError, serializeError, type ErrorInfo, type ModelCapability } from '../../shared';
 import type { CachedModelInfo, GenerateRunOutcome, GenerateRunRequest, GenerationProgress, InferenceEvent, InferenceRuntime, InferenceRuntimeStats } from './types';
+import type { TrainProgress, TrainRunOutcome, TrainRunRequest } from './train';
 
 /** What the worker serves. */
 export interface InferenceWorkerApi {
@@ -22,6 +23,9 @@ export interface InferenceWorkerApi {
   subscribe(listener: (e: InferenceEvent) => void): void;
   load(model: string): Promise<unknown>;
   close(): Promise<void>;
+  trains(): boolean;
+  /** As generate: `progress` counts the progress calls made (they may arrive after the answer). */
+  train(req: TrainRunRequest, onProgress?: (p: TrainProgress) => void): Promise<{ outcome: TrainRunOutcome; progress: number }>;
 }
 
 /** In the worker: serves `runtime` on `endpoint` (the worker's global scope by default). */
@@ -52,6 +56,22 @@ export function exposeInference(runtime: InferenceRuntime & { load?(model: strin
       return runtime.load(model);
     },
     close: () => runtime.close(),
+    trains: () => runtime.trains === true,
+    train: async (req, onProgress) => {
+      if (!runtime.train) return { outcome: { ok: false, error: serializeError(new AppError('MODEL_UNSUPPORTED', 'This runtime does not train.')) }, progress: 0 };
+      let progress = 0;
+      const outcome = await runtime.train(
+        req,
+        onProgress
+          ? (p) => {
+              progress++;
+              void onProgress(p);
+            }
+          : undefined,
+      );
+      if (outcome.ok) return transfer({ outcome, progress }, [outcome.result.adapter.safetensors.buffer as ArrayBuffer]);
+      return { outcome, progress };
+    },
   };
   const ep = endpoint ?? (globalThis as unknown as Endpoint);
   expose(api, ep);
@@ -105,10 +125,12 @@ export class RemoteInference implements InferenceRuntime {
   readonly #timer: ReturnType<typeof setInterval>;
   #stats: InferenceRuntimeStats;
   #closed = false;
+  readonly trains: boolean;
 
-  private constructor(remote: Remote<InferenceWorkerApi>, stats: InferenceRuntimeStats, refreshMs: number) {
+  private constructor(remote: Remote<InferenceWorkerApi>, stats: InferenceRuntimeStats, refreshMs: number, trains: boolean) {
     this.#remote = remote;
     this.#stats = stats;
+    this.trains = trains;
     this.#timer = setInterval(() => void this.#refresh(), refreshMs);
   }
 
@@ -117,7 +139,7 @@ export class RemoteInference implements InferenceRuntime {
     await ready(endpoint, startTimeoutMs);
     const remote = wrap<InferenceWorkerApi>(endpoint);
     const stats = await remote.stats();
-    const r = new RemoteInference(remote, stats ?? EMPTY_STATS, refreshMs);
+    const r = new RemoteInference(remote, stats ?? EMPTY_STATS, refreshMs, await remote.trains());
     await remote.subscribe(
       proxy((e: InferenceEvent) => {
         void r.#refresh();
@@ -142,12 +164,21 @@ export class RemoteInference implements InferenceRuntime {
     }
   }
 
-  async generate(req: GenerateRunRequest, onProgress?: (p: GenerationProgress) => void): Promise<GenerateRunOutcome> {
+  generate(req: GenerateRunRequest, onProgress?: (p: GenerationProgress) => void): Promise<GenerateRunOutcome> {
+    return this.#withProgress((cb) => this.#remote.generate(req, cb), onProgress);
+  }
+
+  train(req: TrainRunRequest, onProgress?: (p: TrainProgress) => void): Promise<TrainRunOutcome> {
+    return this.#withProgress((cb) => this.#remote.train(req, cb), onProgress);
+  }
+
+  /** A call whose progress travels on a callback proxy: the answer waits for the progress calls still in flight. */
+  async #withProgress<P, O>(call: (cb: ((p: P) => void) | undefined) => Promise<{ outcome: O; progress: number }>, onProgress?: (p: P) => void): Promise<O> {
     let got = 0;
     let want = Infinity;
     let caughtUp: (() => void) | null = null;
     const cb = onProgress
-      ? proxy((p: GenerationProgress) => {
+      ? proxy((p: P) => {
           got++;
           onProgress(p);
           if (got >= want) caughtUp?.();
@@ -155,9 +186,9 @@ export class RemoteInference implements InferenceRuntime {
       : undefined;
     void this.#refresh();
     try {
-      const { outcome, progress } = await this.#remote.generate(req, cb);
+      const { outcome, progress } = await call(cb);
       if (got < progress) {
-        // The last tokens are still on their way: the result must not overtake them.
+        // The last progress calls are still on their way: the result must not overtake them.
         await new Promise<void>((resolve) => {
           want = progress;
           caughtUp = resolve;

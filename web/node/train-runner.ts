@@ -1,0 +1,104 @@
+/**
+ * train leases: the dataset (inline JSON lines, or `sha256:<hex>` fetched from the coordinator's
+ * `GET /v1/datasets/:sha256/content` with the node's token and checked against its digest), then the
+ * node's inference runtime trains a LoRA adapter on the engine (worker/inference/train.ts). Each optimizer
+ * step goes to the coordinator as `loss` progress; the result carries the summary and the adapter's PEFT
+ * files (safetensors in base64), which the coordinator puts in its adapter registry before the task ends.
+ * One run at a time: the node advertises room for one train lease.
+ */
+import { bytesToBase64, errorFromAnswer, serializeError, AppError, type Assignment, type TrainPayload } from '../../shared';
+import { sha256Hex } from '../../worker/agents/module-cache';
+import type { InferenceRuntime, TrainRunRequest } from '../../worker/inference';
+import type { Lease, RunnerHost, TaskRunner } from './runner';
+
+export type DatasetFetch = (url: string, init: RequestInit) => Promise<Response>;
+
+const REF = /^sha256:([0-9a-fA-F]{64})$/;
+
+export class TrainRunner implements TaskRunner {
+  readonly kind = 'train' as const;
+  readonly #runtime: InferenceRuntime;
+  readonly #host: RunnerHost;
+  readonly #base: string;
+  readonly #token: string | undefined;
+  readonly #fetch: DatasetFetch;
+  #running = 0;
+  #waiting = 0;
+
+  constructor(runtime: InferenceRuntime, host: RunnerHost, opts: { baseUrl: string; token?: string; fetch?: DatasetFetch }) {
+    this.#runtime = runtime;
+    this.#host = host;
+    this.#base = opts.baseUrl.replace(/\/$/, '');
+    this.#token = opts.token || undefined;
+    this.#fetch = opts.fetch ?? ((url, init) => globalThis.fetch(url, init));
+  }
+
+  get running(): number {
+    return this.#running;
+  }
+
+  get waiting(): number {
+    return this.#waiting;
+  }
+
+  start(a: Assignment, lease: Lease): void {
+    void this.#run(a, lease);
+  }
+
+  cancel(lease: Lease): void {
+    this.#runtime.cancel(lease.taskId, lease.cancelled ?? 'cancelled');
+  }
+
+  async #run(a: Assignment, lease: Lease): Promise<void> {
+    const p = a.payload as TrainPayload;
+    this.#waiting++;
+    let started = false;
+    try {
+      const jsonl = await this.#dataset(p.dataset);
+      if (lease.cancelled !== null) throw new AppError('CANCELLED', lease.cancelled);
+      const req: TrainRunRequest = { taskId: a.taskId, model: p.model, adapterName: p.adapterName, jsonl, lora: p.lora, steps: p.steps, deadline: a.deadline };
+      if (p.learningRate !== undefined) req.learningRate = p.learningRate;
+      if (p.batchSize !== undefined) req.batchSize = p.batchSize;
+      if (p.gradAccumulation !== undefined) req.gradAccumulation = p.gradAccumulation;
+      if (p.evalFraction !== undefined) req.evalFraction = p.evalFraction;
+      if (p.seed !== undefined) req.seed = p.seed;
+      if (p.seqLen !== undefined) req.seqLen = p.seqLen;
+      this.#waiting--;
+      this.#running++;
+      started = true;
+      lease.running = true;
+      const outcome = await this.#runtime.train!(req, (s) =>
+        this.#host.progress(lease, { kind: 'loss', step: s.step, total: s.total, loss: s.loss, tokensPerSec: s.tokensPerSec, ...(s.evalLoss !== undefined ? { evalLoss: s.evalLoss } : {}) }),
+      );
+      if (!outcome.ok) return this.#host.finish(lease, { ok: false, error: outcome.error });
+      const { adapter, ...summary } = outcome.result;
+      this.#host.finish(lease, {
+        ok: true,
+        result: { ...summary, adapter: { config: adapter.config, safetensors: bytesToBase64(adapter.safetensors) } },
+        durationMs: summary.durationMs,
+      });
+    } catch (err) {
+      this.#host.finish(lease, { ok: false, error: serializeError(err) });
+    } finally {
+      if (started) this.#running--;
+      else this.#waiting--;
+      lease.running = false;
+    }
+  }
+
+  /** The dataset's JSON lines: inline, or fetched by digest and checked. */
+  async #dataset(dataset: string): Promise<string> {
+    const m = REF.exec(dataset);
+    if (!m) return dataset;
+    const hex = m[1]!.toLowerCase();
+    const res = await this.#fetch(`${this.#base}/v1/datasets/${hex}/content`, this.#token ? { headers: { authorization: `Bearer ${this.#token}` } } : {});
+    if (!res.ok) {
+      const body: unknown = await res.json().catch(() => null);
+      throw errorFromAnswer(body, `The coordinator answered ${res.status} for dataset ${dataset}.`) ?? new AppError('DATASET_NOT_FOUND', `The coordinator answered ${res.status} for dataset ${dataset}.`);
+    }
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const actual = await sha256Hex(bytes);
+    if (actual !== hex) throw new AppError('DATASET_CORRUPT', `Dataset ${dataset} arrived with SHA-256 ${actual}; fetch it again.`, { expected: hex, actual });
+    return new TextDecoder().decode(bytes);
+  }
+}
