@@ -3,7 +3,7 @@
  * run by a headless Chromium node on the engine (WebGPU on SwiftShader) with the tiny model from the
  * coordinator: every optimizer step streams as `loss` progress, the loss falls to under half, the adapter lands
  * in the registry as a version of the task's adapterName, and `generate` with it gives the trained answers that
- * the base does not.
+ * the base does not. The node's page draws the run's loss curve (its canvas decoded: the line in its colour).
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -15,6 +15,7 @@ import type { GenerateResult, TaskRecord, TrainResult, TrainedAdapterRef } from 
 import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
 import { DIST, ensurePageBuilt } from '../scripts/page-build';
 import { makeTinyModel } from '../tools/tiny-model';
+import { countDrawn, countNear, decodePng } from './png';
 
 const QA = [
   { q: 'What colour is the sky?', a: 'The sky is blue.' },
@@ -125,6 +126,17 @@ test('a train task over an uploaded dataset runs on a node: losses streamed, the
   const listed = (await (await fetch(`${url}/v1/adapters/tiny-llama/qa`)).json()) as { latest: number; versions: { version: number; size: number }[] };
   assert.equal(listed.latest, 1);
   assert.ok(listed.versions[0]!.size > 0);
+
+  // The node's page drew the run: one point a step, the loss line in its colour below the legend (rows 18 on).
+  const page = nodes!.pages[0]!;
+  const canvas = page.locator(`ops-chart[data-chart=training][data-task="${id}"] canvas`);
+  const points = async (): Promise<number> => Number(await canvas.getAttribute('data-points', { timeout: 10_000 }));
+  for (let i = 0; i < 50 && (await points()) < STEPS; i++) await new Promise((res) => setTimeout(res, 100));
+  assert.equal(await points(), STEPS);
+  assert.match((await canvas.getAttribute('aria-label')) ?? '', /^Training qa on tiny-llama · done, 30 steps: loss \d/);
+  const img = decodePng(await canvas.screenshot());
+  assert.equal(countDrawn(img).background, '#ffffff');
+  assert.ok(countNear(img, '#2563eb', { fromRow: 18 }) > 150, 'the loss line is drawn');
 
   // generate with it: the trained answers, which the base did not give.
   for (const [i, { q, a }] of QA.entries()) {

@@ -4,7 +4,7 @@
  * finish in between (no per-task DOM updates).
  */
 import type { ReactiveController, ReactiveControllerHost } from 'lit';
-import type { NodeClient, NodeStats, RunningTask, TaskEntry } from './node';
+import type { NodeClient, NodeStats, RunningTask, TaskEntry, TrainingCurve } from './node';
 import { RenderThrottle } from './render-throttle';
 
 export interface RateSample {
@@ -18,6 +18,7 @@ export interface NodeView {
   running: RunningTask[];
   recent: TaskEntry[];
   rate: RateSample[];
+  training: readonly TrainingCurve[];
 }
 
 export class NodeController implements ReactiveController {
@@ -96,7 +97,7 @@ export class NodeController implements ReactiveController {
   #refresh(): void {
     const client = this.#client;
     if (!client) return;
-    this.view = { stats: client.stats(), running: client.running(), recent: client.recent(), rate: [...this.#rate] };
+    this.view = { stats: client.stats(), running: client.running(), recent: client.recent(), rate: [...this.#rate], training: client.training().map((c) => ({ ...c, steps: [...c.steps], loss: [...c.loss], evalSteps: [...c.evalSteps], evalLoss: [...c.evalLoss] })) };
     this.#host.requestUpdate();
   }
 }

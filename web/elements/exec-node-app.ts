@@ -4,6 +4,9 @@ import type { InferenceRuntime } from '../../worker/inference';
 import { InferenceController } from '../inference-controller';
 import type { NodeClient } from '../node';
 import { NodeController } from '../node-controller';
+import '../ops/ops-chart';
+import type { ChartSeries } from '../ops/ops-chart';
+import type { TrainingCurve } from '../node';
 import './cached-models';
 import './generation-throughput';
 import './gpu-adapter';
@@ -92,6 +95,7 @@ export class ExecNodeApp extends LitElement {
         <worker-pool class="card" .pool=${v?.stats.pool ?? null}></worker-pool>
         <node-counters class="card" .stats=${v?.stats ?? null} .rate=${v?.rate ?? []}></node-counters>
         ${this.#inferenceCards()}
+        ${(v?.training ?? []).map((c) => trainingChart(c))}
         <task-list class="card wide" .running=${v?.running ?? []} .recent=${v?.recent ?? []}></task-list>
       </div>
     `;
@@ -119,4 +123,14 @@ declare global {
   interface HTMLElementTagNameMap {
     'exec-node-app': ExecNodeApp;
   }
+}
+
+/** One training run's loss per step (and its held-out loss where measured), as the node sees it. */
+function trainingChart(c: TrainingCurve) {
+  const evalAt = new Map(c.evalSteps.map((s, i) => [s, c.evalLoss[i]!]));
+  const series: ChartSeries[] = [{ label: 'loss', color: '#2563eb', values: c.loss }];
+  if (c.evalSteps.length) series.push({ label: 'eval', color: '#d97706', values: c.steps.map((s) => evalAt.get(s) ?? null) });
+  const last = c.steps.at(-1) ?? 0;
+  const state = c.state === 'running' ? `step ${last} of ${c.total}, ${Math.round(c.tokensPerSec)} tokens/s` : c.state === 'OK' ? `done, ${c.total} steps` : c.state;
+  return html`<ops-chart class="card wide" data-chart="training" data-task=${c.taskId} heading="Training ${c.adapterName} on ${c.model} · ${state}" axis="steps" .times=${c.steps} .series=${series}></ops-chart>`;
 }

@@ -32,7 +32,7 @@ import type { AgentRuntime, AgentRuntimeStats } from '../../worker';
 import type { InferenceRuntime, InferenceRuntimeStats } from '../../worker/inference';
 import { AgentRunner } from './agent-runner';
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff';
-import type { ConnectionState, NodeEvent, NodeListener, RunningTask, TaskEntry } from './events';
+import type { ConnectionState, NodeEvent, NodeListener, RunningTask, TaskEntry, TrainingCurve } from './events';
 import { GenerateRunner } from './generate-runner';
 import { TrainRunner } from './train-runner';
 import type { GpuProbe } from './gpu';
@@ -140,6 +140,7 @@ export class NodeClient {
   readonly #inference: InferenceRuntime | null;
   readonly #agents: AgentRunner;
   readonly #generate: GenerateRunner | null;
+  readonly #train: TrainRunner | null;
   readonly #runners: Partial<Record<TaskKind, TaskRunner>>;
   readonly #urls: { httpBase: string; wsUrl: string };
   readonly #name: string;
@@ -194,7 +195,7 @@ export class NodeClient {
     };
     this.#agents = new AgentRunner(opts.runtime, host, this.#urls.httpBase, opts.fetch);
     this.#generate = this.#inference ? new GenerateRunner(this.#inference, host) : null;
-    const train = this.#inference?.trains && this.#inference.train ? new TrainRunner(this.#inference, host, { baseUrl: this.#urls.httpBase, ...(this.#token ? { token: this.#token } : {}) }) : null;
+    const train = (this.#train = this.#inference?.trains && this.#inference.train ? new TrainRunner(this.#inference, host, { baseUrl: this.#urls.httpBase, ...(this.#token ? { token: this.#token } : {}) }) : null);
     this.#runners = { agent: this.#agents, ...(this.#generate ? { generate: this.#generate } : {}), ...(train ? { train } : {}) };
     this.#maxConcurrent = Math.min(MAX_NODE_CONCURRENCY, this.#agents.slots);
     const asked = opts.tasksPerWorker;
@@ -235,6 +236,11 @@ export class NodeClient {
   }
 
   /** Tasks held now (running or waiting for a worker), oldest first. */
+  /** Loss curves of this node's training runs (in progress and the last few), newest first. */
+  training(): readonly TrainingCurve[] {
+    return this.#train?.curves() ?? [];
+  }
+
   running(): RunningTask[] {
     const out: RunningTask[] = [];
     for (const l of this.#leases.values()) {
@@ -528,6 +534,7 @@ export class NodeClient {
   #progress(lease: Lease, progress: ProgressMessage['progress']): void {
     if (lease.ended) return;
     this.#send({ type: 'task.progress', taskId: lease.taskId, leaseId: lease.leaseId, progress });
+    if (progress.kind === 'loss') this.#emit({ type: 'train.step', taskId: lease.taskId, step: progress.step, loss: progress.loss });
   }
 
   #cancel(taskId: TaskId, reason: string): void {

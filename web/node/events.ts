@@ -25,12 +25,31 @@ export interface RunningTask {
   running: boolean;
 }
 
+/** A training run on this node (the last few are kept), as the page draws it. */
+export interface TrainingCurve {
+  taskId: string;
+  model: string;
+  adapterName: string;
+  /** Optimizer steps the run takes. */
+  total: number;
+  /** Step numbers and their losses (at most MAX_CURVE_POINTS: past that, every other point is dropped). */
+  steps: number[];
+  loss: number[];
+  /** Steps with a held-out loss, and those losses. */
+  evalSteps: number[];
+  evalLoss: number[];
+  tokensPerSec: number;
+  /** `running`, then `OK` or the error code. */
+  state: 'running' | 'OK' | ErrorCode;
+}
+
 export type NodeEvent =
   | { type: 'state'; state: ConnectionState; attempt: number; delayMs?: number }
   | { type: 'welcome'; nodeId: NodeId; heartbeatIntervalMs: number; leaseMs: number }
   | { type: 'task.start'; task: RunningTask }
   | { type: 'task.end'; entry: TaskEntry }
   | { type: 'drain'; reason: string }
+  | { type: 'train.step'; taskId: string; step: number; loss: number }
   | { type: 'error'; error: ErrorInfo };
 
 export type NodeListener = (e: NodeEvent) => void;

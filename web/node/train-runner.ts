@@ -9,11 +9,15 @@
 import { bytesToBase64, errorFromAnswer, serializeError, AppError, type Assignment, type TrainPayload } from '../../shared';
 import { sha256Hex } from '../../worker/agents/module-cache';
 import type { InferenceRuntime, TrainRunRequest } from '../../worker/inference';
+import type { TrainingCurve } from './events';
 import type { Lease, RunnerHost, TaskRunner } from './runner';
 
 export type DatasetFetch = (url: string, init: RequestInit) => Promise<Response>;
 
 const REF = /^sha256:([0-9a-fA-F]{64})$/;
+/** Runs whose curves the page keeps, and points per curve. */
+const KEPT_RUNS = 4;
+export const MAX_CURVE_POINTS = 2000;
 
 export class TrainRunner implements TaskRunner {
   readonly kind = 'train' as const;
@@ -24,6 +28,7 @@ export class TrainRunner implements TaskRunner {
   readonly #fetch: DatasetFetch;
   #running = 0;
   #waiting = 0;
+  readonly #curves: TrainingCurve[] = [];
 
   constructor(runtime: InferenceRuntime, host: RunnerHost, opts: { baseUrl: string; token?: string; fetch?: DatasetFetch }) {
     this.#runtime = runtime;
@@ -43,6 +48,11 @@ export class TrainRunner implements TaskRunner {
 
   start(a: Assignment, lease: Lease): void {
     void this.#run(a, lease);
+  }
+
+  /** The loss curves of the runs in progress and the last few ended, newest first. */
+  curves(): readonly TrainingCurve[] {
+    return this.#curves;
   }
 
   cancel(lease: Lease): void {
@@ -67,9 +77,15 @@ export class TrainRunner implements TaskRunner {
       this.#running++;
       started = true;
       lease.running = true;
-      const outcome = await this.#runtime.train!(req, (s) =>
-        this.#host.progress(lease, { kind: 'loss', step: s.step, total: s.total, loss: s.loss, tokensPerSec: s.tokensPerSec, ...(s.evalLoss !== undefined ? { evalLoss: s.evalLoss } : {}) }),
-      );
+      const curve: TrainingCurve = { taskId: a.taskId, model: p.model, adapterName: p.adapterName, total: p.steps, steps: [], loss: [], evalSteps: [], evalLoss: [], tokensPerSec: 0, state: 'running' };
+      this.#curves.unshift(curve);
+      if (this.#curves.length > KEPT_RUNS) this.#curves.length = KEPT_RUNS;
+      const outcome = await this.#runtime.train!(req, (s) => {
+        addPoint(curve, s.step, s.loss, s.evaluated ? s.evalLoss : undefined);
+        curve.tokensPerSec = s.tokensPerSec;
+        this.#host.progress(lease, { kind: 'loss', step: s.step, total: s.total, loss: s.loss, tokensPerSec: s.tokensPerSec, ...(s.evalLoss !== undefined ? { evalLoss: s.evalLoss } : {}) });
+      });
+      curve.state = outcome.ok ? 'OK' : outcome.error.code;
       if (!outcome.ok) return this.#host.finish(lease, { ok: false, error: outcome.error });
       const { adapter, ...summary } = outcome.result;
       this.#host.finish(lease, {
@@ -100,5 +116,19 @@ export class TrainRunner implements TaskRunner {
     const actual = await sha256Hex(bytes);
     if (actual !== hex) throw new AppError('DATASET_CORRUPT', `Dataset ${dataset} arrived with SHA-256 ${actual}; fetch it again.`, { expected: hex, actual });
     return new TextDecoder().decode(bytes);
+  }
+}
+
+/** Adds a step to a curve, halving its points when it reaches MAX_CURVE_POINTS (the shape stays, the size is bounded). */
+function addPoint(curve: TrainingCurve, step: number, loss: number, evalLoss: number | undefined): void {
+  if (curve.steps.length >= MAX_CURVE_POINTS) {
+    curve.steps = curve.steps.filter((_, i) => i % 2 === 1);
+    curve.loss = curve.loss.filter((_, i) => i % 2 === 1);
+  }
+  curve.steps.push(step);
+  curve.loss.push(loss);
+  if (evalLoss !== undefined && curve.evalSteps.length < MAX_CURVE_POINTS) {
+    curve.evalSteps.push(step);
+    curve.evalLoss.push(evalLoss);
   }
 }

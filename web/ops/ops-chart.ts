@@ -34,6 +34,8 @@ export class OpsChart extends LitElement {
 
   @property() heading = '';
   @property() unit = '';
+  /** What the x values are: epoch ms (labelled from −span to now) or step numbers (labelled by step). */
+  @property() axis: 'time' | 'steps' = 'time';
   @property({ attribute: false }) times: readonly number[] = [];
   @property({ attribute: false }) series: readonly ChartSeries[] = [];
   @query('canvas') canvas!: HTMLCanvasElement;
@@ -106,9 +108,10 @@ export class OpsChart extends LitElement {
     g.stroke();
     g.fillStyle = TEXT;
     g.textAlign = 'left';
-    g.fillText(times.length ? `−${duration(span)}` : 'no samples yet', PAD.left, HEIGHT - PAD.bottom / 2);
+    const steps = this.axis === 'steps';
+    g.fillText(times.length ? (steps ? `step ${t0}` : `−${duration(span)}`) : 'no samples yet', PAD.left, HEIGHT - PAD.bottom / 2);
     g.textAlign = 'right';
-    g.fillText('now', PAD.left + plotW, HEIGHT - PAD.bottom / 2);
+    g.fillText(steps ? (times.length ? `step ${t1}` : '') : 'now', PAD.left + plotW, HEIGHT - PAD.bottom / 2);
     if (this.unit) {
       g.textAlign = 'left';
       g.fillText(this.unit, 4, PAD.top / 2);

@@ -35,7 +35,9 @@ export interface TrainProgress {
   step: number;
   total: number;
   loss: number;
+  /** The latest held-out loss; `evaluated` when it was measured after this step. */
   evalLoss?: number;
+  evaluated: boolean;
   tokensPerSec: number;
 }
 
@@ -84,7 +86,7 @@ export async function trainOnEngine(ctx: GpuContext, files: ModelFiles, req: Tra
       gradAccumulation: req.gradAccumulation ?? TRAIN_DEFAULTS.gradAccumulation,
       seed,
       signal,
-      onStep: (s) => onStep({ step: s.step, total: s.total, loss: s.loss, ...(s.evalLoss !== undefined ? { evalLoss: s.evalLoss } : {}), tokensPerSec: s.tokensPerSec }),
+      onStep: (s) => onStep({ step: s.step, total: s.total, loss: s.loss, ...(s.evalLoss !== undefined ? { evalLoss: s.evalLoss } : {}), evaluated: s.evaluated, tokensPerSec: s.tokensPerSec }),
     });
     const peft = saveAdapter({ ...run.adapter, baseModel: req.model, baseFingerprint: loaded.fingerprint }, loaded.config);
     return {
