@@ -20,28 +20,24 @@
  *   what the pool costs around the loop (goal >= 0.9).
  * Every figure is the best of `runs` after a warm-up run. Bounded: well under 3 minutes.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { callPage, openEnginePage } from '../e2e/engine';
-import { createCoordinator } from '../server';
+import { E2ePool } from '../e2e/pool';
 import type { TaskRecord, TrainResult } from '../shared';
-import { launchNodes } from '../scripts/nodes';
-import { DIST, ensurePageBuilt } from '../scripts/page-build';
 import { makeTinyModel } from '../tools/tiny-model';
 
 const GOALS = { matmulRatio: 1, forwardRatio: 1, trainStepOverForward: 3.5, poolOverBareTraining: 0.9 };
 
 /** One train task through a pool on loopback: its tokens per second end to end and inside the loop. */
 async function poolTraining(opts: { steps: number; rows: number; seqLen: number; log: (l: string) => void }): Promise<{ pool: number; bare: number; wallMs: number; loopMs: number; trainTokens: number; steps: number }> {
-  await ensurePageBuilt();
-  const dir = mkdtempSync(join(tmpdir(), 'bench-pool-train-'));
-  await makeTinyModel({ seed: 1, dir: join(dir, 'models', 'tiny-llama') });
-  const coordinator = await createCoordinator({ dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST, modelsDir: join(dir, 'models') });
-  const url = coordinator.url.replace(/\/$/, '');
-  const nodes = await launchNodes({ url, count: 1, userDataRoot: dir, query: { backends: 'engine', workers: '1' }, log: opts.log });
+  const pool = await E2ePool.start('bench-pool-train-', {}, async (dir) => {
+    await makeTinyModel({ seed: 1, dir: join(dir, 'models', 'tiny-llama') });
+    return { modelsDir: join(dir, 'models') };
+  });
+  const url = pool.url;
   try {
+    await pool.join({ count: 1, query: { backends: 'engine', workers: '1' }, log: opts.log });
     const lines = Array.from({ length: 4 * opts.rows }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `Question ${i}: what comes after ${i}?` }, { role: 'assistant', content: `After ${i} comes ${i + 1}, and then ${i + 2}.` }] }));
     const up = await fetch(`${url}/v1/datasets`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body: lines.join('\n') });
     const { sha256 } = (await up.json()) as { sha256: string };
@@ -57,10 +53,7 @@ async function poolTraining(opts: { steps: number; rows: number; seqLen: number;
     const r = rec.result as TrainResult;
     return { pool: (r.trainTokens * 1000) / wallMs, bare: r.tokensPerSec, wallMs, loopMs: (r.trainTokens * 1000) / r.tokensPerSec, trainTokens: r.trainTokens, steps: r.steps };
   } finally {
-    await nodes.close();
-    coordinator.app.server.closeAllConnections();
-    await coordinator.close();
-    rmSync(dir, { recursive: true, force: true });
+    await pool.close();
   }
 }
 

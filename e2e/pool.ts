@@ -20,12 +20,20 @@ export class E2ePool {
     readonly url: string,
   ) {}
 
-  /** Builds the page if stale and starts a coordinator (port 0, `staticDir` the build) with `opts`. */
-  static async start(prefix: string, opts: Omit<CoordinatorOptions, 'dbPath' | 'port' | 'staticDir'> = {}): Promise<E2ePool> {
+  /**
+   * Builds the page if stale and starts a coordinator (port 0, `staticDir` the build) with `opts`; `setup`
+   * first writes what the coordinator serves into the temp folder (models, say) and adds options for it.
+   */
+  static async start(
+    prefix: string,
+    opts: Omit<CoordinatorOptions, 'dbPath' | 'port' | 'staticDir'> = {},
+    setup?: (dir: string) => Promise<Omit<CoordinatorOptions, 'dbPath' | 'port' | 'staticDir'>>,
+  ): Promise<E2ePool> {
     await ensurePageBuilt();
     const dir = mkdtempSync(join(tmpdir(), prefix));
     try {
-      const coordinator = await createCoordinator({ ...opts, dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST });
+      const more = setup ? await setup(dir) : {};
+      const coordinator = await createCoordinator({ ...opts, ...more, dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST });
       return new E2ePool(dir, coordinator, coordinator.url.replace(/\/$/, ''));
     } catch (err) {
       rmSync(dir, { recursive: true, force: true });
@@ -41,6 +49,7 @@ export class E2ePool {
 
   async close(): Promise<void> {
     await this.nodes?.close();
+    this.coordinator.app.server.closeAllConnections(); // a long-poll or event stream still open
     await this.coordinator.close();
     rmSync(this.dir, { recursive: true, force: true });
   }

@@ -6,16 +6,13 @@
  * the base does not. The node's page draws the run's loss curve (its canvas decoded: the line in its colour).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { createCoordinator, type Coordinator } from '../server';
 import type { GenerateResult, TaskRecord, TrainResult, TrainedAdapterRef } from '../shared';
-import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
-import { DIST, ensurePageBuilt } from '../scripts/page-build';
+import type { LaunchedNodes } from '../scripts/nodes';
 import { makeTinyModel } from '../tools/tiny-model';
 import { countDrawn, countNear, decodePng } from './png';
+import { E2ePool } from './pool';
 
 const QA = [
   { q: 'What colour is the sky?', a: 'The sky is blue.' },
@@ -24,25 +21,21 @@ const QA = [
 const DATASET = QA.map(({ q, a }) => JSON.stringify({ messages: [{ role: 'user', content: q }, { role: 'assistant', content: a }] })).join('\n') + '\n';
 const STEPS = 30;
 
-let dir = '';
-let coordinator: Coordinator;
+let pool: E2ePool;
 let url = '';
-let nodes: LaunchedNodes | undefined;
+let nodes: LaunchedNodes;
 
 before(async () => {
-  await ensurePageBuilt();
-  dir = mkdtempSync(join(tmpdir(), 'e2e-training-'));
-  await makeTinyModel({ seed: 11, dir: join(dir, 'models', 'tiny-llama') });
-  coordinator = await createCoordinator({ dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST, modelsDir: join(dir, 'models') });
-  url = coordinator.url.replace(/\/$/, '');
-  nodes = await launchNodes({ url, count: 1, userDataRoot: dir, query: { backends: 'engine', workers: '1' }, log: (l) => process.stderr.write(`${l}\n`) });
+  pool = await E2ePool.start('e2e-training-', {}, async (dir) => {
+    await makeTinyModel({ seed: 11, dir: join(dir, 'models', 'tiny-llama') });
+    return { modelsDir: join(dir, 'models') };
+  });
+  url = pool.url;
+  nodes = await pool.join({ count: 1, query: { backends: 'engine', workers: '1' }, log: (l) => process.stderr.write(`${l}\n`) });
 });
 
 after(async () => {
-  await nodes?.close();
-  coordinator?.app.server.closeAllConnections();
-  await coordinator?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await pool?.close();
 });
 
 async function submit(spec: Record<string, unknown>): Promise<string> {
@@ -128,7 +121,7 @@ test('a train task over an uploaded dataset runs on a node: losses streamed, the
   assert.ok(listed.versions[0]!.size > 0);
 
   // The node's page drew the run: one point a step, the loss line in its colour below the legend (rows 18 on).
-  const page = nodes!.pages[0]!;
+  const page = nodes.pages[0]!;
   const canvas = page.locator(`ops-chart[data-chart=training][data-task="${id}"] canvas`);
   const points = async (): Promise<number> => Number(await canvas.getAttribute('data-points', { timeout: 10_000 }));
   for (let i = 0; i < 50 && (await points()) < STEPS; i++) await new Promise((res) => setTimeout(res, 100));

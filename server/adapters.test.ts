@@ -11,16 +11,15 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeBuiltinModels } from '../tools/tiny-model/builtin';
-import { linearShape } from '../worker/model/config';
 import { loadModelFolder } from '../worker/model/folder';
-import { loadAdapter, loraKey, saveAdapter, type LoraPair } from '../worker/model/peft';
+import { loadAdapter } from '../worker/model/peft';
 import type { GpuContext } from '../worker/engine';
 import { referenceForward } from '../worker/engine/reference';
 import { engineBackend, InferenceService } from '../worker/inference';
 import type { ModelFiles, ModelSource } from '../worker/inference/service';
 import { createNodeGpuContext } from '../worker/node';
 import { createCoordinator, type Coordinator } from './index';
-import { apiClient, tempDir, type ApiAnswer } from './testing';
+import { apiClient, tempDir, trainedAdapterFiles, type ApiAnswer } from './testing';
 
 const BASE = 'tiny-llama';
 const sha = (b: Uint8Array | string): string => createHash('sha256').update(b).digest('hex');
@@ -248,18 +247,11 @@ describe('adapter registry over real HTTP', () => {
   });
 
   test("an adapter the project's trainer writes (saveAdapter, engine fingerprint in its metadata) is accepted", async () => {
-    const folder = await loadModelFolder((p) => readFile(join(baseDir, ...p.split('/'))).then((b) => new Uint8Array(b)));
-    const weights = new Map<string, LoraPair>();
-    const r = 2;
-    for (let i = 0; i < folder.config.numLayers; i++) {
-      const s = linearShape(folder.config, 'q_proj');
-      weights.set(loraKey(i, 'q_proj'), { a: new Float32Array(r * s.in).fill(0.01), b: new Float32Array(s.out * r).fill(0.02) });
-    }
-    const files = saveAdapter({ settings: { r, alpha: 4, dropout: 0, targetModules: ['q_proj'] }, baseModel: BASE, baseFingerprint: folder.fingerprint, weights }, folder.config);
+    const files = await trainedAdapterFiles(baseDir, BASE);
     // Its pretty-printed config cannot travel in a header: the JSON form carries it (and base64 weights).
     const a = await api(`/v1/adapters/${BASE}/trained`, { method: 'PUT', json: { config: files.configJson, weights: Buffer.from(files.safetensors).toString('base64') } });
     assert.equal(a.status, 201, JSON.stringify(a.body));
-    assert.equal(a.body.engineFingerprint, folder.fingerprint);
+    assert.equal(a.body.engineFingerprint, files.fingerprint);
     assert.deepEqual((await bytes(`/v1/adapters/${BASE}/trained/adapter_model.safetensors`)).body, files.safetensors);
     assert.equal(new TextDecoder().decode((await bytes(`/v1/adapters/${BASE}/trained/adapter_config.json`)).body), files.configJson);
     const asObject = await api(`/v1/adapters/${BASE}/trained`, { method: 'PUT', json: { config: JSON.parse(files.configJson), weights: Buffer.from(files.safetensors).toString('base64') } });

@@ -4,12 +4,16 @@
  * WAT, and a temp directory per test file.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import wabtInit from 'wabt';
 import { WebSocket } from 'ws';
 import type { Assignment, Capabilities, CoordinatorMessage, ModelCapability, NodeId, NodeMetrics } from '../shared';
+import { linearShape } from '../worker/model/config';
+import { loadModelFolder } from '../worker/model/folder';
+import { loraKey, saveAdapter, type LoraPair } from '../worker/model/peft';
 
 export function tempDir(prefix = 'coord-'): { dir: string; cleanup(): void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -275,4 +279,20 @@ export class ManualClock {
   advance(ms: number): void {
     this.t += ms;
   }
+}
+
+/**
+ * A small adapter for the model folder at `baseDir` (rank 2 on q_proj, constant weights), written by the
+ * project's trainer's writer (saveAdapter: the engine's fingerprint of the base in its metadata).
+ */
+export async function trainedAdapterFiles(baseDir: string, base: string): Promise<{ configJson: string; safetensors: Uint8Array; fingerprint: string }> {
+  const folder = await loadModelFolder((p) => readFile(join(baseDir, ...p.split('/'))).then((b) => new Uint8Array(b)));
+  const weights = new Map<string, LoraPair>();
+  const r = 2;
+  for (let i = 0; i < folder.config.numLayers; i++) {
+    const s = linearShape(folder.config, 'q_proj');
+    weights.set(loraKey(i, 'q_proj'), { a: new Float32Array(r * s.in).fill(0.01), b: new Float32Array(s.out * r).fill(0.02) });
+  }
+  const files = saveAdapter({ settings: { r, alpha: 4, dropout: 0, targetModules: ['q_proj'] }, baseModel: base, baseFingerprint: folder.fingerprint, weights }, folder.config);
+  return { ...files, fingerprint: folder.fingerprint };
 }

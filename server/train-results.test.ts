@@ -6,16 +6,12 @@
  * and a node token reads the dataset a train task names.
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Assignment, TaskRecord, TrainResult } from '../shared';
 import { makeBuiltinModels } from '../tools/tiny-model/builtin';
-import { linearShape } from '../worker/model/config';
-import { loadModelFolder } from '../worker/model/folder';
-import { loraKey, saveAdapter, type LoraPair } from '../worker/model/peft';
 import { Auth, createCoordinator, type Coordinator } from './index';
-import { TestNode, apiClient, tempDir, until } from './testing';
+import { TestNode, apiClient, tempDir, trainedAdapterFiles, until } from './testing';
 
 const BASE = 'tiny-llama';
 const tmp = tempDir();
@@ -32,16 +28,7 @@ const spec = (adapterName: string) => ({
 
 const summary = { steps: 1, trainLoss: [1.5], trainLossBefore: 2, trainLossAfter: 1, evalLossBefore: null, evalLoss: null, trainTokens: 10, tokensPerSec: 5, durationMs: 20, dataset: null, warnings: [] };
 
-async function adapterFiles(): Promise<{ configJson: string; safetensors: Uint8Array }> {
-  const folder = await loadModelFolder((p) => readFile(join(baseDir, ...p.split('/'))).then((b) => new Uint8Array(b)));
-  const weights = new Map<string, LoraPair>();
-  const r = 2;
-  for (let i = 0; i < folder.config.numLayers; i++) {
-    const s = linearShape(folder.config, 'q_proj');
-    weights.set(loraKey(i, 'q_proj'), { a: new Float32Array(r * s.in).fill(0.01), b: new Float32Array(s.out * r).fill(0.02) });
-  }
-  return saveAdapter({ settings: { r, alpha: 4, dropout: 0, targetModules: ['q_proj'] }, baseModel: BASE, baseFingerprint: folder.fingerprint, weights }, folder.config);
-}
+const adapterFiles = () => trainedAdapterFiles(baseDir, BASE);
 
 async function ended(id: string): Promise<TaskRecord> {
   return (await api()(`/v1/tasks/${id}/wait?timeoutMs=5000`)).body as TaskRecord;

@@ -6,10 +6,10 @@
  * The base is loaded on the GPU for the run and released after it: the copy a `generate` decoder holds is never
  * touched (the loop attaches its own adapter to the model it trains).
  */
-import type { ErrorInfo, LoraConfig } from '../../shared';
+import type { ErrorInfo, LoraConfig, TrainResult } from '../../shared';
 import { LlamaModel, type GpuContext } from '../engine';
 import { loadModelFolder, saveAdapter } from '../model';
-import { runLoraTraining, type DatasetReport } from '../training';
+import { runLoraTraining } from '../training';
 import type { ModelFiles } from './service';
 
 export interface TrainRunRequest {
@@ -41,23 +41,8 @@ export interface TrainProgress {
   tokensPerSec: number;
 }
 
-export interface TrainRunResult {
-  adapterName: string;
-  steps: number;
-  /** Loss of every optimizer step. */
-  trainLoss: number[];
-  trainLossBefore: number | null;
-  trainLossAfter: number | null;
-  evalLossBefore: number | null;
-  evalLoss: number | null;
-  trainTokens: number;
-  tokensPerSec: number;
-  durationMs: number;
-  dataset: DatasetReport | null;
-  warnings: string[];
-  /** The PEFT files, for the registry. */
-  adapter: { config: string; safetensors: Uint8Array };
-}
+/** The run's summary as the task result has it (shared/protocol.ts TrainResult), with the adapter's PEFT files as bytes. */
+export type TrainRunResult = Omit<TrainResult, 'adapter'> & { adapter: { config: string; safetensors: Uint8Array } };
 
 export type TrainRunOutcome = { ok: true; result: TrainRunResult } | { ok: false; error: ErrorInfo };
 

@@ -28,22 +28,24 @@ export interface InferenceWorkerApi {
   train(req: TrainRunRequest, onProgress?: (p: TrainProgress) => void): Promise<{ outcome: TrainRunOutcome; progress: number }>;
 }
 
+/** Runs `call` with a progress callback that counts its calls (the page waits for that many before it hands the outcome on). */
+async function counted<P, O>(call: (cb: ((p: P) => void) | undefined) => Promise<O>, onProgress?: (p: P) => void): Promise<{ outcome: O; progress: number }> {
+  let progress = 0;
+  const outcome = await call(
+    onProgress
+      ? (p) => {
+          progress++;
+          void onProgress(p);
+        }
+      : undefined,
+  );
+  return { outcome, progress };
+}
+
 /** In the worker: serves `runtime` on `endpoint` (the worker's global scope by default). */
 export function exposeInference(runtime: InferenceRuntime & { load?(model: string): Promise<unknown> }, endpoint?: Endpoint): void {
   const api: InferenceWorkerApi = {
-    generate: async (req, onProgress) => {
-      let progress = 0;
-      const outcome = await runtime.generate(
-        req,
-        onProgress
-          ? (p) => {
-              progress++;
-              void onProgress(p);
-            }
-          : undefined,
-      );
-      return { outcome, progress };
-    },
+    generate: (req, onProgress) => counted((cb) => runtime.generate(req, cb), onProgress),
     cancel: (taskId, reason) => runtime.cancel(taskId, reason),
     models: () => runtime.models(),
     cached: () => runtime.cached(),
@@ -59,18 +61,9 @@ export function exposeInference(runtime: InferenceRuntime & { load?(model: strin
     trains: () => runtime.trains === true,
     train: async (req, onProgress) => {
       if (!runtime.train) return { outcome: { ok: false, error: serializeError(new AppError('MODEL_UNSUPPORTED', 'This runtime does not train.')) }, progress: 0 };
-      let progress = 0;
-      const outcome = await runtime.train(
-        req,
-        onProgress
-          ? (p) => {
-              progress++;
-              void onProgress(p);
-            }
-          : undefined,
-      );
-      if (outcome.ok) return transfer({ outcome, progress }, [outcome.result.adapter.safetensors.buffer as ArrayBuffer]);
-      return { outcome, progress };
+      const answer = await counted((cb) => runtime.train!(req, cb), onProgress);
+      // The adapter's bytes move to the page rather than being copied.
+      return answer.outcome.ok ? transfer(answer, [answer.outcome.result.adapter.safetensors.buffer as ArrayBuffer]) : answer;
     },
   };
   const ep = endpoint ?? (globalThis as unknown as Endpoint);
