@@ -18,19 +18,103 @@
  *   tokens over the task's wall time from submit to the journaled result (dataset fetch, model load, adapter
  *   upload and registry write included), and over the training loop's own time on the node; the ratio is
  *   what the pool costs around the loop (goal >= 0.9).
+ * - multiAdapterBatch8Speedup: on the same pool, eight generate tasks over eight adapters of the base, one
+ *   after another ÷ all at once (one continuous batch; goal >= 3), beside oneAdapterBatch8Speedup (the same
+ *   over one adapter); adapterSwitchMs: a request's time on the node with an adapter it did not hold yet
+ *   (fetched from the registry, loaded on the GPU) minus the same request once it does (goal < 5 ms).
  * Every figure is the best of `runs` after a warm-up run. Bounded: well under 3 minutes.
  */
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { callPage, openEnginePage } from '../e2e/engine';
 import { E2ePool } from '../e2e/pool';
-import type { TaskRecord, TrainResult } from '../shared';
+import type { GenerateResult, TaskRecord, TrainResult } from '../shared';
+import { linearShape, loadModelFolder, loraKey, mulberry32, saveAdapter, type LoraPair } from '../worker/model';
 import { makeTinyModel } from '../tools/tiny-model';
 
-const GOALS = { matmulRatio: 1, forwardRatio: 1, trainStepOverForward: 3.5, poolOverBareTraining: 0.9 };
+const GOALS = { matmulRatio: 1, forwardRatio: 1, trainStepOverForward: 3.5, poolOverBareTraining: 0.9, multiAdapterBatch8Speedup: 3, adapterSwitchMs: 5 };
 
-/** One train task through a pool on loopback: its tokens per second end to end and inside the loop. */
-async function poolTraining(opts: { steps: number; rows: number; seqLen: number; log: (l: string) => void }): Promise<{ pool: number; bare: number; wallMs: number; loopMs: number; trainTokens: number; steps: number }> {
+interface AdapterFigures {
+  /** Eight generate tasks over eight adapters: one after another ÷ all at once (one continuous batch). */
+  multiAdapterBatch8Speedup: number;
+  /** The same eight requests over one adapter: one after another ÷ all at once, for comparison. */
+  oneAdapterBatch8Speedup: number;
+  /** Median over the adapters of: a request's node time with an adapter the node did not hold − once it holds it. */
+  adapterSwitchMs: number;
+  /** The same request's node time once the adapter is on the GPU (median). */
+  residentRequestMs: number;
+}
+
+/** Ends a task (long-polls, bounded) and answers its record. */
+async function ended(url: string, id: string): Promise<TaskRecord> {
+  let rec: TaskRecord | null = null;
+  for (let i = 0; i < 20 && !(rec && ['succeeded', 'failed', 'dead', 'cancelled'].includes(rec.state)); i++) {
+    rec = (await (await fetch(`${url}/v1/tasks/${id}/wait?timeoutMs=30000`)).json()) as TaskRecord;
+  }
+  if (rec?.state !== 'succeeded') throw new Error(`a bench task ended ${rec?.state}: ${JSON.stringify(rec?.error)}`);
+  return rec;
+}
+
+async function submit(url: string, specs: unknown[]): Promise<string[]> {
+  const res = await fetch(`${url}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ tasks: specs }) });
+  const body = (await res.json()) as { ids?: string[] };
+  if (!body.ids) throw new Error(`submit refused: ${JSON.stringify(body)}`);
+  return body.ids;
+}
+
+/**
+ * Eight adapters of the pool's base in the registry (random rank-8 weights on every projection), then generate
+ * tasks over them: the switch to an adapter the node does not hold yet (fetched from the registry through the
+ * weight store and loaded on the GPU) against the same request once it does, and eight requests over eight
+ * adapters one after another against all at once.
+ */
+async function adapterFigures(url: string, baseDir: string): Promise<AdapterFigures> {
+  const folder = await loadModelFolder((p) => readFile(join(baseDir, ...p.split('/'))).then((b) => new Uint8Array(b)));
+  const names = Array.from({ length: 8 }, (_, i) => `bench-${i}`);
+  for (const [i, name] of names.entries()) {
+    const rng = mulberry32(100 + i);
+    const weights = new Map<string, LoraPair>();
+    const targets = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+    for (let l = 0; l < folder.config.numLayers; l++) {
+      for (const m of targets) {
+        const shape = linearShape(folder.config, m);
+        weights.set(loraKey(l, m), { a: Float32Array.from({ length: 8 * shape.in }, () => (rng.next() - 0.5) * 0.2), b: Float32Array.from({ length: shape.out * 8 }, () => (rng.next() - 0.5) * 0.2) });
+      }
+    }
+    const files = saveAdapter({ settings: { r: 8, alpha: 16, dropout: 0, targetModules: [...targets] }, baseModel: 'tiny-llama', baseFingerprint: folder.fingerprint, weights }, folder.config);
+    const put = await fetch(`${url}/v1/adapters/tiny-llama/${name}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ config: files.configJson, weights: Buffer.from(files.safetensors).toString('base64') }) });
+    if (put.status !== 201) throw new Error(`adapter upload: ${put.status} ${await put.text()}`);
+  }
+  const gen = (adapter: string | null) => ({ kind: 'generate', payload: { model: 'tiny-llama', prompt: 'once upon a time there was', maxNewTokens: 32, ...(adapter ? { adapter } : {}) } });
+  const nodeMs = async (adapter: string): Promise<number> => ((await ended(url, (await submit(url, [gen(adapter)]))[0]!)).result as GenerateResult).durationMs;
+  await ended(url, (await submit(url, [gen(null)]))[0]!); // the base is loaded
+  const switchMs: number[] = [];
+  const residentMs: number[] = [];
+  for (const name of names) {
+    const first = await nodeMs(name); // not held: fetched, loaded on the GPU
+    const again = await nodeMs(name);
+    switchMs.push(first - again);
+    residentMs.push(again);
+  }
+  const timed = async (specs: unknown[][]): Promise<number> => {
+    const t0 = performance.now();
+    for (const group of specs) await Promise.all((await submit(url, group)).map((id) => ended(url, id)));
+    return performance.now() - t0;
+  };
+  const best = async (fn: () => Promise<number>): Promise<number> => Math.min(await fn(), await fn(), await fn());
+  const many = names.map((n) => gen(n));
+  const one = names.map(() => gen(names[0]!));
+  const manySequential = await best(() => timed(many.map((s) => [s])));
+  const manyBatched = await best(() => timed([many]));
+  const oneSequential = await best(() => timed(one.map((s) => [s])));
+  const oneBatched = await best(() => timed([one]));
+  const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+  return { multiAdapterBatch8Speedup: manySequential / manyBatched, oneAdapterBatch8Speedup: oneSequential / oneBatched, adapterSwitchMs: med(switchMs), residentRequestMs: med(residentMs) };
+}
+
+/** One train task through a pool on loopback: its tokens per second end to end and inside the loop; then the adapter figures on the same pool. */
+async function poolTraining(opts: { steps: number; rows: number; seqLen: number; log: (l: string) => void }): Promise<{ pool: number; bare: number; wallMs: number; loopMs: number; trainTokens: number; steps: number; adapters: AdapterFigures }> {
   const pool = await E2ePool.start('bench-pool-train-', {}, async (dir) => {
     await makeTinyModel({ seed: 1, dir: join(dir, 'models', 'tiny-llama') });
     return { modelsDir: join(dir, 'models') };
@@ -43,15 +127,13 @@ async function poolTraining(opts: { steps: number; rows: number; seqLen: number;
     const { sha256 } = (await up.json()) as { sha256: string };
     const payload = { model: 'tiny-llama', adapterName: 'bench', dataset: `sha256:${sha256}`, lora: { rank: 8, alpha: 16, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }, steps: opts.steps, batchSize: opts.rows, seqLen: opts.seqLen, learningRate: 1e-3, seed: 1 };
     const t0 = performance.now();
-    const sub = (await (await fetch(`${url}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'train', payload }) })).json()) as { id: string };
-    let rec: TaskRecord | null = null;
-    for (let i = 0; i < 20 && !(rec && ['succeeded', 'failed', 'dead', 'cancelled'].includes(rec.state)); i++) {
-      rec = (await (await fetch(`${url}/v1/tasks/${sub.id}/wait?timeoutMs=30000`)).json()) as TaskRecord;
-    }
+    const [id] = await submit(url, [{ kind: 'train', payload }]);
+    const rec = await ended(url, id!);
     const wallMs = performance.now() - t0;
-    if (rec?.state !== 'succeeded') throw new Error(`the bench's train task ended ${rec?.state}: ${JSON.stringify(rec?.error)}`);
     const r = rec.result as TrainResult;
-    return { pool: (r.trainTokens * 1000) / wallMs, bare: r.tokensPerSec, wallMs, loopMs: (r.trainTokens * 1000) / r.tokensPerSec, trainTokens: r.trainTokens, steps: r.steps };
+    opts.log('Eight adapters: switch and batch…');
+    const adapters = await adapterFigures(url, join(pool.dir, 'models', 'tiny-llama'));
+    return { pool: (r.trainTokens * 1000) / wallMs, bare: r.tokensPerSec, wallMs, loopMs: (r.trainTokens * 1000) / r.tokensPerSec, trainTokens: r.trainTokens, steps: r.steps, adapters };
   } finally {
     await pool.close();
   }
@@ -118,6 +200,10 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       poolTrainTokensPerSec: round(pool.pool),
       bareTrainTokensPerSec: round(pool.bare),
       poolOverBareTraining: round(pool.pool / pool.bare),
+      multiAdapterBatch8Speedup: round(pool.adapters.multiAdapterBatch8Speedup),
+      oneAdapterBatch8Speedup: round(pool.adapters.oneAdapterBatch8Speedup),
+      adapterSwitchMs: round(pool.adapters.adapterSwitchMs),
+      adapterResidentRequestMs: round(pool.adapters.residentRequestMs),
       poolTraining: { steps: pool.steps, trainTokens: pool.trainTokens, taskWallMs: Math.round(pool.wallMs), loopMs: Math.round(pool.loopMs), shape: `${rows}x${seqLen} tokens a step` },
       goals: GOALS,
       meets: {
@@ -125,6 +211,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         forwardRatio: r.engineModel.forwardTokensPerSec / r.ortForward.tokensPerSec >= GOALS.forwardRatio,
         trainStepOverForward: r.engineModel.trainStepOverForward <= GOALS.trainStepOverForward,
         poolOverBareTraining: pool.pool / pool.bare >= GOALS.poolOverBareTraining,
+        multiAdapterBatch8Speedup: pool.adapters.multiAdapterBatch8Speedup >= GOALS.multiAdapterBatch8Speedup,
+        adapterSwitchMs: pool.adapters.adapterSwitchMs < GOALS.adapterSwitchMs,
       },
       seconds: round((performance.now() - t0) / 1000),
     };
