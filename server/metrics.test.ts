@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Gauge } from 'prom-client';
 import { createCoordinator, type Coordinator } from './index';
+import { Metrics } from './metrics';
 import { HELLO_WAT, TestNode, apiClient, tempDir, until, wat } from './testing';
 
 const PROMTOOL = '/usr/bin/promtool';
@@ -75,6 +77,14 @@ after(async () => {
   await node.close();
   await c.close();
   tmp.cleanup();
+});
+
+test("a NaN sample is written NaN, the text format's spelling (prom-client writes Nan)", async () => {
+  const m = new Metrics(0);
+  new Gauge({ name: 'test_not_a_number', help: 'A gauge with no value yet.', registers: [m.registry] }).set(Number.NaN);
+  const { text } = await m.scrape();
+  assert.match(text, /^test_not_a_number NaN$/m);
+  assert.doesNotMatch(text, / Nan$/m);
 });
 
 describe('GET /metrics on prom-client', () => {

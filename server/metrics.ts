@@ -197,9 +197,12 @@ export class Metrics {
     this.#source = source;
   }
 
-  /** Prometheus text of the registry, and its content type. */
+  /**
+   * Prometheus text of the registry, and its content type. prom-client writes a NaN sample as `Nan`; the text
+   * format's spelling is `NaN` (a scrape right after start has one: the event-loop lag before its first sample).
+   */
   async scrape(): Promise<{ contentType: string; text: string }> {
-    return { contentType: this.registry.contentType, text: await this.registry.metrics() };
+    return { contentType: this.registry.contentType, text: (await this.registry.metrics()).replace(/ Nan$/gm, ' NaN') };
   }
 
   /** The value of one series of a counter or gauge (0 when absent): for tests and the bench, read from the registry. */
