@@ -47,16 +47,24 @@ function badJson(at: number, what: string): AppError {
   return refuse('BAD_JSON', `The request body is not valid JSON (${what} at character ${at}); send one JSON value with content-type application/json.`, at);
 }
 
-const isSpace = (c: number): boolean => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+/** The index of the first non-space character at or after `i` (n at the end: never a read past it). */
+function skipSpace(text: string, i: number, n: number): number {
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) return i;
+    i++;
+  }
+  return n;
+}
 
 /**
  * Throws the first bound `text` breaks; returns when `JSON.parse(text)` may build it.
  *
  * One loop over the text, written for speed as much as for bounds: it runs on the event loop for every
- * JSON body, up to fastify's 1 MiB, so it must cost no more than `JSON.parse` does (about a tenth of it
- * on the bodies of server/hostile-input.test.ts). No index past the end is ever read (a read out of
- * bounds sends V8 back to the interpreter), strings are skipped with `indexOf`, and the common shapes
- * (no space between tokens, short plain numbers) take the shortest path.
+ * JSON body under OFF_THREAD_JSON_BYTES (the larger ones, up to fastify's 1 MiB, on the JSON thread), so it
+ * must cost no more than `JSON.parse` does. No index past the end is ever read (such a read deoptimised
+ * it), strings are skipped with `indexOf`, and the common shapes (no space between tokens, short plain
+ * numbers) take the shortest path.
  */
 export function scanJson(text: string, bounds: JsonBounds = JSON_BOUNDS): void {
   const n = text.length;
@@ -66,8 +74,7 @@ export function scanJson(text: string, bounds: JsonBounds = JSON_BOUNDS): void {
   /** Position of the next backslash at or after the last search (n: none left). */
   const escape = new Int32Array([-1]);
   let depth = 0;
-  let i = 0;
-  while (i < n && isSpace(text.charCodeAt(i))) i++;
+  let i = skipSpace(text, 0, n);
   if (i === n) throw refuse('BAD_JSON', 'The request body is empty; send a JSON value or drop the content-type header.', 0);
 
   for (;;) {
@@ -81,8 +88,7 @@ export function scanJson(text: string, bounds: JsonBounds = JSON_BOUNDS): void {
         throw refuse('JSON_TOO_DEEP', `The body nests objects and arrays more than ${maxDepth} deep; flatten it.`, i, { limit: maxDepth });
       }
       depth++;
-      i++;
-      while (i < n && isSpace(text.charCodeAt(i))) i++;
+      i = skipSpace(text, i + 1, n);
       const close = i < n ? text.charCodeAt(i) : -1;
       if (c === 0x7b) {
         kinds[depth] = OBJECT;
@@ -117,7 +123,7 @@ export function scanJson(text: string, bounds: JsonBounds = JSON_BOUNDS): void {
     }
     // After a value: commas and closing brackets until the next value starts, or the text ends.
     for (;;) {
-      while (i < n && isSpace((c = text.charCodeAt(i)))) i++;
+      i = skipSpace(text, i, n);
       if (depth === 0) {
         if (i !== n) throw badJson(i, 'text after the value');
         return;
@@ -126,8 +132,7 @@ export function scanJson(text: string, bounds: JsonBounds = JSON_BOUNDS): void {
       c = text.charCodeAt(i);
       const kind = kinds[depth];
       if (c === 0x2c) {
-        i++;
-        while (i < n && isSpace(text.charCodeAt(i))) i++;
+        i = skipSpace(text, i + 1, n);
         if (kind === OBJECT) {
           i = scanKey(text, i, depth, counts, maxKeys, maxStringLength, escape);
         } else if (++counts[depth]! > maxArrayLength) {
@@ -151,12 +156,9 @@ function scanKey(text: string, i: number, depth: number, counts: Uint32Array, ma
   if (++counts[depth]! > maxKeys) {
     throw refuse('JSON_TOO_MANY_ITEMS', `An object holds more than ${maxKeys} keys; split it.`, i, { limit: maxKeys });
   }
-  i = scanString(text, i, true, maxStringLength, escape);
-  while (i < n && isSpace(text.charCodeAt(i))) i++;
+  i = skipSpace(text, scanString(text, i, true, maxStringLength, escape), n);
   if (i >= n || text.charCodeAt(i) !== 0x3a) throw badJson(i, 'expected :');
-  i++;
-  while (i < n && isSpace(text.charCodeAt(i))) i++;
-  return i;
+  return skipSpace(text, i + 1, n);
 }
 
 /** The string that opens at `start`; answers the index after its closing quote. */
