@@ -66,13 +66,9 @@ export class TrainRunner implements TaskRunner {
     try {
       const jsonl = await this.#dataset(p.dataset);
       if (lease.cancelled !== null) throw new AppError('CANCELLED', lease.cancelled);
-      const req: TrainRunRequest = { taskId: a.taskId, model: p.model, adapterName: p.adapterName, jsonl, lora: p.lora, steps: p.steps, deadline: a.deadline };
-      if (p.learningRate !== undefined) req.learningRate = p.learningRate;
-      if (p.batchSize !== undefined) req.batchSize = p.batchSize;
-      if (p.gradAccumulation !== undefined) req.gradAccumulation = p.gradAccumulation;
-      if (p.evalFraction !== undefined) req.evalFraction = p.evalFraction;
-      if (p.seed !== undefined) req.seed = p.seed;
-      if (p.seqLen !== undefined) req.seqLen = p.seqLen;
+      // The payload's fields are the run's (TrainPayloadSchema checked them at submit), the dataset as its text.
+      const { dataset: _ref, ...settings } = p;
+      const req: TrainRunRequest = { ...settings, taskId: a.taskId, jsonl, deadline: a.deadline };
       this.#waiting--;
       this.#running++;
       started = true;

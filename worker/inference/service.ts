@@ -9,6 +9,7 @@ import {
   AppError,
   serializeError,
   type ErrorCode,
+  type ErrorInfo,
   type GenerateResult,
   type InferenceBackendKind,
   type InferenceDevice,
@@ -275,8 +276,8 @@ export class InferenceService implements InferenceRuntime {
    */
   async train(req: TrainRunRequest, onProgress?: (p: TrainProgress) => void): Promise<TrainRunOutcome> {
     const backend = this.#opts.backends.find((b) => b.train !== undefined);
-    if (!backend?.train) return { ok: false, error: serializeError(new AppError('MODEL_UNSUPPORTED', 'This node trains on the engine (WebGPU), which it does not offer.')) };
-    if (this.#running.has(req.taskId)) return { ok: false, error: serializeError(new AppError('INTERNAL', `Task ${req.taskId} is already running on this node.`)) };
+    if (!backend?.train) return fail('MODEL_UNSUPPORTED', 'This node trains on the engine (WebGPU), which it does not offer.');
+    if (this.#running.has(req.taskId)) return fail('INTERNAL', `Task ${req.taskId} is already running on this node.`);
     const running: Running = { controller: new AbortController(), reason: null };
     this.#running.set(req.taskId, running);
     let timer: ReturnType<typeof setTimeout> | null = null;
@@ -301,7 +302,7 @@ export class InferenceService implements InferenceRuntime {
       return { ok: true, result: await run };
     } catch (err) {
       const reason = running.reason;
-      if (reason) return { ok: false, error: serializeError(new AppError(reason.code, reason.message)) };
+      if (reason) return fail(reason.code, reason.message);
       return { ok: false, error: serializeError(err) };
     } finally {
       if (timer !== null) clearTimeout(timer);
@@ -603,7 +604,7 @@ export class InferenceService implements InferenceRuntime {
   }
 }
 
-function fail(code: ErrorCode, message: string): GenerateRunOutcome {
+function fail(code: ErrorCode, message: string): { ok: false; error: ErrorInfo } {
   return { ok: false, error: { code, name: 'AppError', message } };
 }
 
