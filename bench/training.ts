@@ -30,7 +30,8 @@ import { parseArgs } from 'node:util';
 import { callPage, openEnginePage } from '../e2e/engine';
 import { E2ePool } from '../e2e/pool';
 import type { GenerateResult, TaskRecord, TrainResult } from '../shared';
-import { linearShape, loadModelFolder, loraKey, mulberry32, saveAdapter, type LoraPair } from '../worker/model';
+import { randomLoraPairs } from '../worker/engine';
+import { loadModelFolder, mulberry32, saveAdapter } from '../worker/model';
 import { makeTinyModel } from '../tools/tiny-model';
 
 const GOALS = { matmulRatio: 1, forwardRatio: 1, trainStepOverForward: 3.5, poolOverBareTraining: 0.9, multiAdapterBatch8Speedup: 3, adapterSwitchMs: 5 };
@@ -74,14 +75,8 @@ async function adapterFigures(url: string, baseDir: string): Promise<AdapterFigu
   const names = Array.from({ length: 8 }, (_, i) => `bench-${i}`);
   for (const [i, name] of names.entries()) {
     const rng = mulberry32(100 + i);
-    const weights = new Map<string, LoraPair>();
     const targets = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
-    for (let l = 0; l < folder.config.numLayers; l++) {
-      for (const m of targets) {
-        const shape = linearShape(folder.config, m);
-        weights.set(loraKey(l, m), { a: Float32Array.from({ length: 8 * shape.in }, () => (rng.next() - 0.5) * 0.2), b: Float32Array.from({ length: shape.out * 8 }, () => (rng.next() - 0.5) * 0.2) });
-      }
-    }
+    const weights = randomLoraPairs(folder.config, 8, targets, () => (rng.next() - 0.5) * 0.2);
     const files = saveAdapter({ settings: { r: 8, alpha: 16, dropout: 0, targetModules: [...targets] }, baseModel: 'tiny-llama', baseFingerprint: folder.fingerprint, weights }, folder.config);
     const put = await fetch(`${url}/v1/adapters/tiny-llama/${name}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ config: files.configJson, weights: Buffer.from(files.safetensors).toString('base64') }) });
     if (put.status !== 201) throw new Error(`adapter upload: ${put.status} ${await put.text()}`);

@@ -5,39 +5,33 @@
  * the engine's in Node with the same adapter in a local folder.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { createCoordinator, type Coordinator } from '../server';
 import type { GenerateResult, TaskRecord } from '../shared';
-import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
-import { DIST, ensurePageBuilt } from '../scripts/page-build';
 import { makeTinyModel } from '../tools/tiny-model';
 import { engineBackend, InferenceService } from '../worker/inference';
-import { linearShape, loadModelFolder, loraKey, mulberry32, saveAdapter, type LoraPair } from '../worker/model';
+import { randomLoraPairs } from '../worker/engine';
+import { loadModelFolder, mulberry32, saveAdapter } from '../worker/model';
 import { createNodeGpuContext, folderSource } from '../worker/node';
+import { E2ePool } from './pool';
 
+let pool: E2ePool;
 let dir = '';
-let coordinator: Coordinator;
 let url = '';
-let nodes: LaunchedNodes | undefined;
 
 before(async () => {
-  await ensurePageBuilt();
-  dir = mkdtempSync(join(tmpdir(), 'e2e-adapters-'));
-  await makeTinyModel({ seed: 11, dir: join(dir, 'models', 'tiny-llama') });
-  coordinator = await createCoordinator({ dbPath: join(dir, 'coordinator.db'), port: 0, staticDir: DIST, modelsDir: join(dir, 'models') });
-  url = coordinator.url.replace(/\/$/, '');
-  nodes = await launchNodes({ url, count: 1, userDataRoot: dir, query: { backends: 'engine', workers: '1' }, log: (l) => process.stderr.write(`${l}\n`) });
+  pool = await E2ePool.start('e2e-adapters-', {}, async (d) => {
+    await makeTinyModel({ seed: 11, dir: join(d, 'models', 'tiny-llama') });
+    return { modelsDir: join(d, 'models') };
+  });
+  dir = pool.dir;
+  url = pool.url;
+  await pool.join({ count: 1, query: { backends: 'engine', workers: '1' }, log: (l) => process.stderr.write(`${l}\n`) });
 });
 
 after(async () => {
-  await nodes?.close();
-  coordinator?.app.server.closeAllConnections();
-  await coordinator?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await pool?.close();
 });
 
 async function generate(payload: Record<string, unknown>): Promise<GenerateResult> {
@@ -65,16 +59,7 @@ test('an uploaded adapter runs on a node that already holds the base: tokens dif
   const rng = mulberry32(5);
   const r = 4;
   const targets = ['q_proj', 'v_proj', 'down_proj'] as const;
-  const weights = new Map<string, LoraPair>();
-  for (let l = 0; l < folder.config.numLayers; l++) {
-    for (const m of targets) {
-      const s = linearShape(folder.config, m);
-      weights.set(loraKey(l, m), {
-        a: Float32Array.from({ length: r * s.in }, () => (rng.next() - 0.5) * 0.6),
-        b: Float32Array.from({ length: s.out * r }, () => (rng.next() - 0.5) * 0.6),
-      });
-    }
-  }
+  const weights = randomLoraPairs(folder.config, r, targets, () => (rng.next() - 0.5) * 0.6);
   const files = saveAdapter({ settings: { r, alpha: 2 * r, dropout: 0, targetModules: [...targets] }, baseModel: 'tiny-llama', baseFingerprint: folder.fingerprint, weights }, folder.config);
   const put = await fetch(`${url}/v1/adapters/tiny-llama/tuned`, {
     method: 'PUT',

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { AppError } from '../../shared';
-import { linearShape, loraKey, mulberry32, type LinearModule, type LlamaConfig, type LoraPair } from '../model';
+import { mulberry32, type LinearModule, type LlamaConfig } from '../model';
 import { GpuContext } from './context';
 import { EngineDecoder } from './decoder';
 import { LlamaModel } from './llama';
 import { GpuLoraAdapter } from './lora';
 import { createNodeGpuContext } from './node-gpu';
-import { randomLlamaWeights, tinyLlamaConfig } from './random-weights';
+import { randomLlamaWeights, randomLoraPairs, tinyLlamaConfig } from './random-weights';
 
 let ctx: GpuContext;
 before(async () => {
@@ -122,17 +122,7 @@ function prompt(len: number, seed: number, V: number): number[] {
 function randomAdapter(config: LlamaConfig, seed: number, targets: LinearModule[], r = 4): GpuLoraAdapter {
   const settings = { r, alpha: 2 * r, dropout: 0, targetModules: targets };
   const rng = mulberry32(seed);
-  const weights = new Map<string, LoraPair>();
-  for (let l = 0; l < config.numLayers; l++) {
-    for (const m of targets) {
-      const s = linearShape(config, m);
-      weights.set(loraKey(l, m), {
-        a: Float32Array.from({ length: settings.r * s.in }, () => 0.3 * rng.normal()),
-        b: Float32Array.from({ length: s.out * settings.r }, () => 0.3 * rng.normal()),
-      });
-    }
-  }
-  return GpuLoraAdapter.fromPairs(ctx, config, settings, weights);
+  return GpuLoraAdapter.fromPairs(ctx, config, settings, randomLoraPairs(config, r, targets, () => 0.3 * rng.normal()));
 }
 
 // Eight sequences: different prompt lengths, joining at different steps, leaving at different steps.

@@ -53,4 +53,4 @@ export { LlamaModel, sampleToken, type GenerateOptions, type LoadOptions, type R
 export { EngineDecoder, type EngineDecoderOptions } from './decoder';
 export { GpuLoraAdapter, LoraTrainer, LoraSaved, type LoraOptions, type TrainerOptions, type TrainStepResult } from './lora';
 export { benchGeneration, benchEngineBatch, type EngineBatchBenchOptions, type EngineBatchBenchResult } from './bench';
-export { randomLlamaWeights, tinyLlamaConfig } from './random-weights';
+export { randomLlamaWeights, randomLoraPairs, tinyLlamaConfig } from './random-weights';

@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { AppError } from '../../shared';
 import { buildTinyModel, referenceForward } from '../../tools/tiny-model';
-import { linearShape, loraKey, mulberry32, type LinearModule, type LoraAdapter, type LoraPair } from '../model';
+import { mulberry32, type LinearModule, type LoraAdapter } from '../model';
 import { GpuContext } from './context';
 import { LlamaModel } from './llama';
 import { GpuLoraAdapter } from './lora';
 import { createNodeGpuContext } from './node-gpu';
-import { randomLlamaWeights, tinyLlamaConfig } from './random-weights';
+import { randomLlamaWeights, randomLoraPairs, tinyLlamaConfig } from './random-weights';
 import { llamaForwardRef } from './reference';
 
 let ctx: GpuContext;
@@ -123,16 +123,7 @@ describe('against the tiny-model generator and its reference (tools/tiny-model)'
 
     const settings = { r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj', 'down_proj'] as LinearModule[] };
     const rng = mulberry32(3);
-    const weights = new Map<string, LoraPair>();
-    for (let l = 0; l < tiny.config.numLayers; l++) {
-      for (const m of settings.targetModules) {
-        const s = linearShape(tiny.config, m);
-        weights.set(loraKey(l, m), {
-          a: Float32Array.from({ length: settings.r * s.in }, () => 0.1 * rng.normal()),
-          b: Float32Array.from({ length: s.out * settings.r }, () => 0.1 * rng.normal()),
-        });
-      }
-    }
+    const weights = randomLoraPairs(tiny.config, settings.r, settings.targetModules, () => 0.1 * rng.normal());
     const lora: LoraAdapter = { settings, baseModel: 'tiny', baseFingerprint: '', weights };
     const ad = GpuLoraAdapter.fromPairs(ctx, tiny.config, settings, weights);
     model.setAdapter(ad);

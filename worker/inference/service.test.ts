@@ -10,9 +10,9 @@ import { after, before, test } from 'node:test';
 import { AutoModelForCausalLM, AutoTokenizer, env, type Tensor } from '@huggingface/transformers';
 import { makeTinyModel } from '../../tools/tiny-model';
 import { createNodeGpuContext, folderSource } from '../node';
-import type { GpuContext } from '../engine';
+import { randomLoraPairs, type GpuContext } from '../engine';
 import { referenceForward } from '../engine/reference';
-import { linearShape, loadModelFolder, loraKey, mulberry32, saveAdapter, type LoraAdapter, type LoraPair } from '../model';
+import { loadModelFolder, mulberry32, saveAdapter, type LoraAdapter } from '../model';
 import { engineBackend, InferenceService, transformersBackend, type InferenceBackend } from '.';
 
 let root = '';
@@ -211,16 +211,7 @@ test('engine: LoRA adapters from the model folder are switched per request, base
   const rng = mulberry32(77);
   const adapters: Record<string, LoraAdapter> = {};
   for (const [name, r, targets] of [['tuned', 4, ['q_proj', 'v_proj', 'down_proj']], ['other', 2, ['o_proj', 'up_proj']]] as const) {
-    const map = new Map<string, LoraPair>();
-    for (let l = 0; l < config.numLayers; l++) {
-      for (const m of targets) {
-        const s = linearShape(config, m);
-        map.set(loraKey(l, m), {
-          a: Float32Array.from({ length: r * s.in }, () => (rng.next() - 0.5) * 0.6),
-          b: Float32Array.from({ length: s.out * r }, () => (rng.next() - 0.5) * 0.6),
-        });
-      }
-    }
+    const map = randomLoraPairs(config, r, targets, () => (rng.next() - 0.5) * 0.6);
     const adapter: LoraAdapter = { settings: { r, alpha: 2 * r, dropout: 0, targetModules: [...targets] }, baseModel: 'tiny-llama', baseFingerprint: fingerprint, weights: map };
     adapters[name] = adapter;
     const files = saveAdapter(adapter, config);
