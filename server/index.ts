@@ -115,6 +115,8 @@ export interface CoordinatorOptions {
   spotCheck?: number;
   /** Node reputation score (0–1) below which a node gets no new work. Default 0.25. */
   reputationThreshold?: number;
+  /** Aging: a ready task's priority rises by one per this many ms it waits (0: off). Default 60000. */
+  agingMs?: number;
   /** How often the operator page's history (GET /v1/pool) takes a sample. Default 5000 ms. */
   historySampleMs?: number;
   /** The adapter registry's folder. Default `adapters/` beside the journal (a temporary folder, removed on close, for ':memory:'). */
@@ -150,6 +152,8 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   if (opts.retryBaseMs !== undefined) journal.retryBaseMs = opts.retryBaseMs;
   const registry = new Registry(journal);
   const metrics = new Metrics(clock.now());
+  const modelRoots = [...(opts.modelsDir ? [opts.modelsDir] : []), ...(opts.modelsDirs ?? [])];
+  const modelStore = modelRoots.length ? new ModelStore(modelRoots) : null;
   const watch = new TaskWatch();
   const tracing = Tracing.create(opts.tracing);
   const webhooks = new Webhooks(journal, { ...opts.webhook, secret: opts.webhook?.secret ?? webhookSecretFor(opts.dbPath ?? './data/coordinator.db') }, tracing);
@@ -164,6 +168,9 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     spotCheck: opts.spotCheck ?? 0,
     reputationThreshold: opts.reputationThreshold ?? 0.25,
     tracing,
+    agingMs: opts.agingMs ?? 60_000,
+    quotaOf: (tenant) => registry.quota(tenant),
+    modelBytes: (name) => modelStore?.knownWeightBytes(name) ?? null,
     storeTrained: (taskId, result) => {
       const task = journal.getTask(taskId);
       const payload = task?.kind === 'train' ? (task.payload as TrainPayload) : null;
@@ -216,8 +223,6 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   installCrossSiteRefusal(app, { allowOrigins: opts.allowOrigins ?? [] });
   installInputGate(app, metrics, json); // content type before the body, the bounded JSON parser (before any route)
   await app.register(fastifyWebsocket, { options: { maxPayload: LIMITS.maxSocketMessageBytes } });
-  const modelRoots = [...(opts.modelsDir ? [opts.modelsDir] : []), ...(opts.modelsDirs ?? [])];
-  const modelStore = modelRoots.length ? new ModelStore(modelRoots) : null;
   const dbPath = opts.dbPath ?? './data/coordinator.db';
   const tempAdapters = opts.adaptersDir === undefined && (dbPath === ':memory:' || dbPath === '') ? mkdtempSync(join(tmpdir(), 'exec-node-adapters-')) : null;
   const adapters = new AdapterRegistry(opts.adaptersDir ?? tempAdapters ?? join(dirname(dbPath), 'adapters'), modelStore);

@@ -133,7 +133,8 @@ test('ready: priority then age, backoff respected; deadline expiry and lease in 
   const young = task({ priority: 5 });
   j.insertTasks([low, high, old, young]);
   assert.deepEqual(j.ready('agent', clock.now(), 10).map((r) => r.id), [high.id, old.id, young.id, low.id]);
-  const { leased, expired } = j.leaseBatch([{ taskId: high.id, leaseId: newLeaseId(), nodeId: newNodeId() }], [low.id]);
+  const late = errorInfo('DEADLINE_EXCEEDED', 'late');
+  const { leased, expired } = j.leaseBatch([{ taskId: high.id, leaseId: newLeaseId(), nodeId: newNodeId() }], [{ id: low.id, error: late }]);
   assert.deepEqual([...leased], [high.id]);
   assert.equal(expired[0]?.state, 'failed');
   assert.equal(j.getTask(low.id)!.error?.code, 'DEADLINE_EXCEEDED');
@@ -176,11 +177,18 @@ test('queued tasks past their deadline fail without a node', () => {
   const later = task({ deadline: clock.now() + 10_000 });
   const none = task();
   j.insertTasks([soon, later, none]);
-  assert.deepEqual(j.expireDeadlines(), []);
+  const seen: string[] = [];
+  const errorFor = (row: { id: string }) => {
+    seen.push(row.id);
+    return errorInfo('NO_CAPABLE_NODE', 'nobody');
+  };
+  assert.deepEqual(j.expireDeadlines(errorFor), []);
   clock.advance(11);
-  const ended = j.expireDeadlines();
+  const ended = j.expireDeadlines(errorFor);
   assert.deepEqual(ended.map((e) => e.taskId), [soon.id]);
-  assert.equal(j.getTask(soon.id)!.error?.code, 'DEADLINE_EXCEEDED');
+  assert.deepEqual(seen, [soon.id]);
+  assert.equal(ended[0]!.errorCode, 'NO_CAPABLE_NODE');
+  assert.equal(j.getTask(soon.id)!.error?.code, 'NO_CAPABLE_NODE');
   assert.equal(j.getTask(later.id)!.state, 'queued');
   j.close();
 });
@@ -196,7 +204,7 @@ test('a journal from before per-tenant idempotency keys: its tenants’ keys are
   old.db.pragma('user_version = 0');
   old.close();
   const j = new Journal(path);
-  assert.equal(j.db.pragma('user_version', { simple: true }), 3, 'migrated to the current version (1: tenant keys, 2: traces, 3: blobs)');
+  assert.equal(j.db.pragma('user_version', { simple: true }), 4, 'migrated to the current version (1: tenant keys, 2: traces, 3: blobs, 4: fair scheduling)');
   assert.equal(j.getTask(t.id)!.idempotencyKey, 'k1', 'the record shows the key as sent');
   const [again] = j.insertTasks([{ ...task({ tenant: 'acme', idempotencyKey: 'k1', specHash: 'h1' }) }]);
   assert.deepEqual(again, { id: t.id, created: false }, 'a resend by the same tenant finds its task');
@@ -217,7 +225,7 @@ test('a journal from before traces (user_version 1, no traceparent column) opens
   old.db.pragma('user_version = 1');
   old.close();
   const j = new Journal(path);
-  assert.equal(j.db.pragma('user_version', { simple: true }), 3);
+  assert.equal(j.db.pragma('user_version', { simple: true }), 4);
   assert.equal(j.getTask(t.id)!.trace, null);
   assert.equal(j.getTask(t.id)!.state, 'queued');
   const traced = task({ traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' });

@@ -14,6 +14,7 @@ import {
   AppError,
   ERRORS,
   LIMITS,
+  WAIT_MESSAGES,
   isErrorCode,
   type ErrorInfo,
   type NodeId,
@@ -23,6 +24,7 @@ import {
   type TaskResult,
   type TaskSpec,
   type TaskState,
+  type WaitReason,
 } from '../shared';
 import { decide, outcomeDigest, type ReplicaOutcome, type ReplicaState, type Replication, type ReputationCounts } from './quorum';
 
@@ -30,6 +32,14 @@ export interface Clock {
   now(): number;
 }
 export const systemClock: Clock = { now: () => Date.now() };
+
+/** Columns of a QueuedRow. */
+const QUEUED_COLUMNS = 'id, kind, model, tenant, run_after, updated_at, deadline, wait_reason, wait_since';
+/** Most tasks one deadline sweep fails (the next sweep, a second later, takes the rest). */
+const MAX_SWEEP = 10_000;
+
+/** Most tenants whose ready tasks one `ready` call reads (with more, calls go round them). */
+export const MAX_READY_TENANTS = 64;
 
 /** A task ready to be written: the spec already checked and resolved. */
 export interface NewTask {
@@ -76,6 +86,21 @@ export interface ReadyRow {
   run_after: number;
   /** W3C trace context kept since submit (null for tasks journaled before traces). */
   traceparent: string | null;
+  /** Whose task it is (fair sharing between tenants, their maxLeased quota). */
+  tenant: string | null;
+}
+
+/** A queued task as the scheduler explains its wait: what it needs and the reason last written. */
+export interface QueuedRow {
+  id: TaskId;
+  kind: TaskKind;
+  model: string | null;
+  tenant: string | null;
+  run_after: number;
+  updated_at: number;
+  deadline: number | null;
+  wait_reason: WaitReason | null;
+  wait_since: number | null;
 }
 
 export interface Lease {
@@ -157,6 +182,8 @@ export interface QuotaRow {
   tenant: string;
   max_queued: number | null;
   agent_limits: string | null;
+  weight: number | null;
+  max_leased: number | null;
 }
 
 interface TaskRow {
@@ -186,6 +213,9 @@ interface TaskRow {
   finished_at: number | null;
   replication: string | null;
   traceparent: string | null;
+  model: string | null;
+  wait_reason: WaitReason | null;
+  wait_since: number | null;
 }
 
 /** The task record plus what the coordinator adds to it. */
@@ -231,9 +261,12 @@ CREATE TABLE IF NOT EXISTS tasks (
   updated_at INTEGER NOT NULL,
   finished_at INTEGER,
   replication TEXT,
-  traceparent TEXT
+  traceparent TEXT,
+  wait_reason TEXT,
+  wait_since INTEGER
 );
-CREATE INDEX IF NOT EXISTS tasks_ready ON tasks (state, kind, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS tasks_fair ON tasks (state, kind, tenant, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS tasks_age ON tasks (state, kind, tenant, seq);
 CREATE INDEX IF NOT EXISTS tasks_deadline ON tasks (deadline) WHERE deadline IS NOT NULL AND state = 'queued';
 CREATE INDEX IF NOT EXISTS tasks_tenant ON tasks (tenant, state) WHERE tenant IS NOT NULL;
 CREATE TABLE IF NOT EXISTS modules (
@@ -286,6 +319,8 @@ CREATE TABLE IF NOT EXISTS quotas (
   tenant TEXT PRIMARY KEY,
   max_queued INTEGER,
   agent_limits TEXT,
+  weight REAL,
+  max_leased INTEGER,
   updated_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS task_replicas (
@@ -335,10 +370,17 @@ export class Journal {
   readonly #insert: Database.Statement;
   readonly #byKey: Database.Statement<[string], { id: string; spec_hash: string | null }>;
   readonly #get: Database.Statement<[string], TaskRow>;
-  readonly #ready: Database.Statement<[string, number, number], ReadyRow>;
+  readonly #readyOf: Database.Statement<[string, string, number, number], ReadyRow>;
+  readonly #readyNull: Database.Statement<[string, number, number], ReadyRow>;
+  readonly #oldestOf: Database.Statement<[string, string, number, number], ReadyRow>;
+  readonly #oldestNull: Database.Statement<[string, number, number], ReadyRow>;
+  readonly #nextTenant: Database.Statement<[string, string], { tenant: string }>;
+  readonly #hasNullTenant: Database.Statement<[string], { x: number }>;
+  /** Per kind, the last tenant read in the previous round that had more than MAX_READY_TENANTS (reading goes round). */
+  readonly #tenantCursor = new Map<TaskKind, string>();
   readonly #lease: Database.Statement;
   readonly #expire: Database.Statement;
-  readonly #sweep: Database.Statement;
+  readonly #sweep: Database.Statement<[number], QueuedRow>;
   readonly #succeed: Database.Statement;
   readonly #fail: Database.Statement;
   readonly #cancel: Database.Statement;
@@ -381,10 +423,18 @@ export class Journal {
       ON CONFLICT (idempotency_key) DO NOTHING`);
     this.#byKey = this.db.prepare('SELECT id, spec_hash FROM tasks WHERE idempotency_key = ?');
     this.#get = this.db.prepare('SELECT * FROM tasks WHERE id = ?');
-    this.#ready = this.db.prepare(`
-      SELECT seq, id, kind, priority, attempts, max_attempts, deadline, module_hash, module_size, model, payload, run_after, traceparent
-      FROM tasks WHERE state = 'queued' AND kind = ? AND run_after <= ?
-      ORDER BY priority DESC, seq LIMIT ?`);
+    const readyColumns = 'seq, id, kind, priority, attempts, max_attempts, deadline, module_hash, module_size, model, payload, run_after, traceparent, tenant';
+    this.#readyOf = this.db.prepare(`SELECT ${readyColumns} FROM tasks INDEXED BY tasks_fair
+      WHERE state = 'queued' AND kind = ? AND tenant = ? AND run_after <= ? ORDER BY priority DESC, seq LIMIT ?`);
+    this.#readyNull = this.db.prepare(`SELECT ${readyColumns} FROM tasks INDEXED BY tasks_fair
+      WHERE state = 'queued' AND kind = ? AND tenant IS NULL AND run_after <= ? ORDER BY priority DESC, seq LIMIT ?`);
+    this.#oldestOf = this.db.prepare(`SELECT ${readyColumns} FROM tasks INDEXED BY tasks_age
+      WHERE state = 'queued' AND kind = ? AND tenant = ? AND run_after <= ? ORDER BY seq LIMIT ?`);
+    this.#oldestNull = this.db.prepare(`SELECT ${readyColumns} FROM tasks INDEXED BY tasks_age
+      WHERE state = 'queued' AND kind = ? AND tenant IS NULL AND run_after <= ? ORDER BY seq LIMIT ?`);
+    this.#nextTenant = this.db.prepare(`SELECT tenant FROM tasks INDEXED BY tasks_age
+      WHERE state = 'queued' AND kind = ? AND tenant > ? ORDER BY tenant LIMIT 1`);
+    this.#hasNullTenant = this.db.prepare(`SELECT 1 AS x FROM tasks INDEXED BY tasks_age WHERE state = 'queued' AND kind = ? AND tenant IS NULL LIMIT 1`);
     this.#lease = this.db.prepare(`
       UPDATE tasks SET state = 'leased', lease_id = @leaseId, node_id = @nodeId, attempts = attempts + 1,
         updated_at = @now WHERE id = @taskId AND state = 'queued'`);
@@ -393,9 +443,8 @@ export class Journal {
       WHERE id = @id AND state = 'queued'
       RETURNING id, state, kind, attempts, created_at, node_id, webhook`);
     this.#sweep = this.db.prepare(`
-      UPDATE tasks INDEXED BY tasks_deadline SET state = 'failed', error = @error, updated_at = @now, finished_at = @now
-      WHERE state = 'queued' AND deadline IS NOT NULL AND deadline < @now
-      RETURNING id, state, kind, attempts, created_at, node_id, webhook`);
+      SELECT ${QUEUED_COLUMNS} FROM tasks INDEXED BY tasks_deadline
+      WHERE state = 'queued' AND deadline IS NOT NULL AND deadline < ? LIMIT ${MAX_SWEEP}`);
     this.#succeed = this.db.prepare(`
       UPDATE tasks SET state = 'succeeded', result = @result, error = NULL, lease_id = NULL,
         updated_at = @now, finished_at = @now
@@ -427,7 +476,7 @@ export class Journal {
     );
     this.#readyReplicas = this.db.prepare(`
       SELECT t.seq, t.id, t.kind, t.priority, r.attempts, t.max_attempts, t.deadline, t.module_hash, t.module_size, t.model, t.payload,
-        r.run_after, t.traceparent, r.idx AS replica,
+        r.run_after, t.traceparent, t.tenant, r.idx AS replica,
         (SELECT group_concat(o.node_id) FROM task_replicas o
           WHERE o.task_id = r.task_id AND o.idx != r.idx AND o.node_id IS NOT NULL AND o.state IN ('leased', 'done')) AS avoid
       FROM task_replicas r INDEXED BY task_replicas_ready JOIN tasks t ON t.id = r.task_id
@@ -561,9 +610,45 @@ export class Journal {
     return { tasks: rows.map(rowToRecord), next: more ? rows[rows.length - 1]!.seq : null };
   }
 
-  /** Queued tasks of one kind whose backoff has passed, highest priority then oldest first. */
-  ready(kind: TaskKind, now: number, limit: number): ReadyRow[] {
-    return this.#ready.all(kind, now, limit);
+  /**
+   * Queued tasks of one kind whose backoff has passed, read per tenant so that no tenant's backlog hides
+   * another's (the scheduler orders them: server/fair.ts). For each tenant with queued tasks (tasks without a
+   * tenant count as one), up to `limit` of highest priority then oldest; when that filled `limit`, also up
+   * to `oldest` of its longest queued, which aging may lift above the rest. At most MAX_READY_TENANTS
+   * tenants a call: with more, the next call goes on after the last one read (round the list).
+   */
+  ready(kind: TaskKind, now: number, limit: number, oldest = 0): ReadyRow[] {
+    const tenants: Array<string | null> = [];
+    if (this.#hasNullTenant.get(kind)) tenants.push(null);
+    const start = this.#tenantCursor.get(kind) ?? '';
+    let after = start;
+    let wrapped = false;
+    // Bounded: each turn adds a tenant or wraps once.
+    while (tenants.length < MAX_READY_TENANTS) {
+      const next = this.#nextTenant.get(kind, after)?.tenant;
+      if (next === undefined || (wrapped && next > start)) {
+        if (wrapped || start === '') break;
+        wrapped = true;
+        after = '';
+        continue;
+      }
+      tenants.push(next);
+      after = next;
+      if (wrapped && next === start) break;
+    }
+    if (tenants.length >= MAX_READY_TENANTS) this.#tenantCursor.set(kind, after);
+    else this.#tenantCursor.delete(kind);
+    let rows: ReadyRow[] = [];
+    for (const tenant of tenants) {
+      const got = tenant === null ? this.#readyNull.all(kind, now, limit) : this.#readyOf.all(kind, tenant, now, limit);
+      rows = rows.length ? rows.concat(got) : got;
+      if (got.length === limit && oldest > 0) {
+        const old = tenant === null ? this.#oldestNull.all(kind, now, oldest) : this.#oldestOf.all(kind, tenant, now, oldest);
+        const have = new Set(got.map((r) => r.id));
+        for (const r of old) if (!have.has(r.id)) rows.push(r);
+      }
+    }
+    return rows;
   }
 
   /**
@@ -572,11 +657,10 @@ export class Journal {
    */
   leaseBatch(
     leases: readonly Lease[],
-    pastDeadline: readonly TaskId[],
+    pastDeadline: ReadonlyArray<{ id: TaskId; error: ErrorInfo }>,
   ): { leased: Set<TaskId>; expired: Ended[]; /** Lease ids of the replicas leased. */ leasedReplicas: Set<string> } {
     const leasedReplicas = new Set<string>();
     const now = this.#clock.now();
-    const error = JSON.stringify(errorInfo('DEADLINE_EXCEEDED', 'The task passed its deadline before it could start.'));
     const run = this.db.transaction(() => {
       const leased = new Set<TaskId>();
       for (const l of leases) {
@@ -591,9 +675,9 @@ export class Journal {
         }
       }
       const expired: Ended[] = [];
-      for (const id of pastDeadline) {
-        const row = this.#expire.get({ id, error, now }) as EndedRow | undefined;
-        if (row) expired.push(toEnded(id, row, 'DEADLINE_EXCEEDED'));
+      for (const { id, error } of pastDeadline) {
+        const row = this.#expire.get({ id, error: JSON.stringify(error), now }) as EndedRow | undefined;
+        if (row) expired.push(toEnded(id, row, error.code));
       }
       return { leased, expired, leasedReplicas };
     });
@@ -610,12 +694,37 @@ export class Journal {
     this.#sync = mode;
   }
 
-  /** Fails every queued task past its deadline (DEADLINE_EXCEEDED), whether or not a node could take it. */
-  expireDeadlines(): Ended[] {
+  /**
+   * Fails the queued tasks past their deadline (up to MAX_SWEEP a call), each with the error `errorFor` gives
+   * it (the scheduler says why it never started: NO_CAPABLE_NODE or DEADLINE_EXCEEDED).
+   */
+  expireDeadlines(errorFor: (row: QueuedRow) => ErrorInfo): Ended[] {
     const now = this.#clock.now();
-    const error = JSON.stringify(errorInfo('DEADLINE_EXCEEDED', 'The task passed its deadline before it could start.'));
-    const rows = this.#sweep.all({ error, now }) as Array<EndedRow & { id: string }>;
-    return rows.map((r) => toEnded(r.id as TaskId, r, 'DEADLINE_EXCEEDED'));
+    const rows = this.#sweep.all(now);
+    if (rows.length === 0) return [];
+    return this.db.transaction(() => {
+      const out: Ended[] = [];
+      for (const row of rows) {
+        const error = errorFor(row);
+        const ended = this.#expire.get({ id: row.id, error: JSON.stringify(error), now }) as EndedRow | undefined;
+        if (ended) out.push(toEnded(row.id, ended, error.code));
+      }
+      return out;
+    })();
+  }
+
+  /** Up to `limit` queued tasks, for the scheduler to write down why they wait (in index order, not by age). */
+  queuedSample(limit: number): QueuedRow[] {
+    return this.#prep<[number], QueuedRow>(`SELECT ${QUEUED_COLUMNS} FROM tasks INDEXED BY tasks_fair WHERE state = 'queued' LIMIT ?`).all(limit);
+  }
+
+  /** Writes why queued tasks wait (a task no longer queued is left as it is). */
+  setWaiting(updates: ReadonlyArray<{ id: TaskId; reason: WaitReason; since: number }>): void {
+    if (updates.length === 0) return;
+    const stmt = this.#prep<[string, number, string]>(`UPDATE tasks SET wait_reason = ?, wait_since = ? WHERE id = ? AND state = 'queued'`);
+    this.db.transaction(() => {
+      for (const u of updates) stmt.run(u.reason, u.since, u.id);
+    })();
   }
 
   /**
@@ -1173,18 +1282,18 @@ export class Journal {
 
   // ---------------------------------------------------------------- quotas and events
 
-  putQuota(tenant: string, maxQueued: number | null, agentLimits: unknown): void {
+  putQuota(tenant: string, quota: { maxQueued: number | null; agentLimits: unknown; weight: number | null; maxLeased: number | null }): void {
     this.db
       .prepare(
-        `INSERT INTO quotas (tenant, max_queued, agent_limits, updated_at) VALUES (?, ?, ?, ?)
+        `INSERT INTO quotas (tenant, max_queued, agent_limits, weight, max_leased, updated_at) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (tenant) DO UPDATE SET max_queued = excluded.max_queued, agent_limits = excluded.agent_limits,
-           updated_at = excluded.updated_at`,
+           weight = excluded.weight, max_leased = excluded.max_leased, updated_at = excluded.updated_at`,
       )
-      .run(tenant, maxQueued, agentLimits == null ? null : JSON.stringify(agentLimits), this.#clock.now());
+      .run(tenant, quota.maxQueued, quota.agentLimits == null ? null : JSON.stringify(quota.agentLimits), quota.weight, quota.maxLeased, this.#clock.now());
   }
 
   quotas(): QuotaRow[] {
-    return this.db.prepare<[], QuotaRow>('SELECT tenant, max_queued, agent_limits FROM quotas').all();
+    return this.db.prepare<[], QuotaRow>('SELECT tenant, max_queued, agent_limits, weight, max_leased FROM quotas').all();
   }
 
   event(type: string, taskId: string | null, nodeId: string | null, data?: unknown): void {
@@ -1271,6 +1380,19 @@ function migrate(db: Database.Database): void {
     // Version 3: blobs (POST /v1/blobs) and their owners per tenant; the tables are new (SCHEMA creates them), no rows to move.
     db.pragma('user_version = 3');
   }
+  if ((db.pragma('user_version', { simple: true }) as number) < 4) {
+    // Version 4: the fair scheduler. Ready tasks are read per tenant (tasks_fair, tasks_age replace tasks_ready);
+    // a queued task keeps why it waits (wait_reason, wait_since); quotas gain a weight and a maxLeased.
+    db.transaction(() => {
+      if (!columns.has('wait_reason')) db.exec('ALTER TABLE tasks ADD COLUMN wait_reason TEXT');
+      if (!columns.has('wait_since')) db.exec('ALTER TABLE tasks ADD COLUMN wait_since INTEGER');
+      const quotaColumns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(quotas)').all().map((c) => c.name));
+      if (!quotaColumns.has('weight')) db.exec('ALTER TABLE quotas ADD COLUMN weight REAL');
+      if (!quotaColumns.has('max_leased')) db.exec('ALTER TABLE quotas ADD COLUMN max_leased INTEGER');
+      db.exec('DROP INDEX IF EXISTS tasks_ready');
+      db.pragma('user_version = 4');
+    })();
+  }
 }
 
 /**
@@ -1316,5 +1438,7 @@ function rowToRecord(r: TaskRow): StoredTask {
     verdict: r.verdict ? { verdict: r.verdict as 'pass' | 'fail', reason: r.verdict_reason } : null,
     replication: r.replication ? (JSON.parse(r.replication) as Replication) : null,
     trace: traceRef(r.traceparent),
+    // The reason last written (server/scheduler.ts explains a queued task's wait afresh where it answers).
+    waiting: r.state === 'queued' && r.wait_reason ? { reason: r.wait_reason, since: r.wait_since ?? r.updated_at, message: WAIT_MESSAGES[r.wait_reason] ?? '' } : null,
   };
 }

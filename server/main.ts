@@ -7,6 +7,7 @@
  * `--allow-origin ORIGIN` (repeatable): a page served from ORIGIN (`scheme://host[:port]`) may join as a node and send
  * state-changing requests; the coordinator's own origin always may.
  * `--spot-check FRACTION` (0–1, default 0): that share of deterministic agent tasks runs on a second node too (docs/api.md "Replicas").
+ * `--aging-ms MS` (default 60000, 0: off): a waiting task's priority rises by one per MS it waits (docs/api.md "Scheduling").
  * `--otlp-endpoint URL`: export spans with OpenTelemetry over OTLP/HTTP to this collector (`/v1/traces` is added to a
  * URL without a path); off by default (docs/api.md "Tracing").
  * Prints `coordinator listening on URL` and closes gracefully on SIGINT/SIGTERM.
@@ -32,6 +33,7 @@ const { values: flags } = parseArgs({
     'webhook-secret': { type: 'string' },
     'allow-origin': { type: 'string', multiple: true, default: [] },
     'spot-check': { type: 'string', default: '0' },
+    'aging-ms': { type: 'string', default: '60000' },
     'otlp-endpoint': { type: 'string' },
   },
 });
@@ -50,6 +52,13 @@ const values = {
 const spotCheck = Number(values['spot-check']);
 if (!Number.isFinite(spotCheck) || spotCheck < 0 || spotCheck > 1) {
   console.error(`--spot-check must be a fraction from 0 to 1; got ${values['spot-check']}`);
+  process.exit(2);
+}
+
+// --aging-ms MS: a ready task's priority rises by one per MS it waits, so low priority is never starved.
+const agingMs = Number(values['aging-ms']);
+if (!Number.isInteger(agingMs) || agingMs < 0) {
+  console.error(`--aging-ms must be a whole number of milliseconds (0 turns aging off); got ${values['aging-ms']}`);
   process.exit(2);
 }
 
@@ -99,6 +108,7 @@ const coordinator = await createCoordinator({
   auth,
   allowOrigins: values['allow-origin'],
   spotCheck,
+  agingMs,
   attemptSync,
   port,
   host: values.host,

@@ -55,10 +55,14 @@ export interface ResolvedModelFile {
 }
 
 const NAME_RE = new RegExp(NAME_PATTERN);
+/** How long weightBytes trusts its count of a model's files. */
+const WEIGHT_RECOUNT_MS = 30_000;
 
 export class ModelStore {
   readonly roots: readonly string[];
   readonly #digests = new Map<string, { size: number; mtimeMs: number; sha256: string }>();
+  /** Per model, the bytes of its weight files and when they were counted (weightBytes). */
+  readonly #weights = new Map<string, { bytes: number; at: number }>();
 
   /** `roots` in priority order; missing roots are skipped (they may appear later). */
   constructor(roots: string | readonly string[]) {
@@ -113,6 +117,32 @@ export class ModelStore {
       files.push({ path: rel, size: s.size, sha256 });
     }
     return { name, files, totalBytes: files.reduce((n, f) => n + f.size, 0) };
+  }
+
+  /**
+   * Bytes of a model's weights: its safetensors files, else its ONNX files (with external data), else any
+   * .bin or .gguf (adapters/ not counted). Counted with stat only, again after WEIGHT_RECOUNT_MS; null when no
+   * root serves the model. The router compares it with what a node can hold (server/scheduler.ts).
+   */
+  async weightBytes(rawName: string, now = Date.now()): Promise<number | null> {
+    const known = this.#weights.get(rawName);
+    if (known && now - known.at < WEIGHT_RECOUNT_MS) return known.bytes;
+    const folder = await this.locate(rawName).catch(() => null);
+    if (!folder) return null;
+    const sums = { safetensors: 0, onnx: 0, other: 0 };
+    for (const { abs, rel } of await walk(folder.dir)) {
+      if (rel.startsWith('adapters/')) continue;
+      const kind = /\.safetensors$/.test(rel) ? 'safetensors' : /\.onnx(_data)?$|\.onnx\.data$/.test(rel) ? 'onnx' : /\.(bin|gguf)$/.test(rel) ? 'other' : null;
+      if (kind) sums[kind] += (await stat(abs)).size;
+    }
+    const bytes = sums.safetensors || sums.onnx || sums.other;
+    this.#weights.set(folder.name, { bytes, at: now });
+    return bytes;
+  }
+
+  /** What weightBytes last counted for a model (null: not counted yet); synchronous, for the router. */
+  knownWeightBytes(name: string): number | null {
+    return this.#weights.get(name)?.bytes ?? null;
   }
 
   /**

@@ -115,6 +115,8 @@ export interface LeaseInfo {
   budgetMs: number;
   /** The model a generate task names (its results' timings are labelled with it). */
   model?: string;
+  /** Whose task it is (a tenant's maxLeased counts its leases). */
+  tenant: string | null;
   /** The attempt's span, when tracing is on (server/tracing.ts). */
   trace?: AttemptTrace;
 }
@@ -300,7 +302,13 @@ export class NodeSession {
     return true;
   }
 
-  /** 2: the model is loaded for inference on this node; 1: its weights are in the node's store; 0: neither. */
+  /** Whether `bytes` fit the memory budget the node advertises (true when it advertises none: it decides). */
+  canHold(bytes: number): boolean {
+    const budget = this.capabilities.inference?.memoryBudgetBytes;
+    return budget === undefined || bytes <= budget;
+  }
+
+
   /** 3: the model is loaded with the adapter on its GPU; 2: loaded; 1: in the weight store; 0: neither. */
   holds(model: string | null, adapter: string | null = null): number {
     if (model === null) return 0;

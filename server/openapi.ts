@@ -29,6 +29,7 @@ import {
   TaskSpecSchema,
   TrainPayloadSchema,
   TrainTaskSpecSchema,
+  WAIT_REASONS,
   WhoamiSchema,
   type ErrorCode,
 } from '../shared';
@@ -125,6 +126,12 @@ export const TaskRecordSchema = Type.Object(
     webhook: Nullable(Type.String()),
     finishedAt: Nullable(Int),
     verdict: Nullable(Type.Object({ verdict: Type.Union([Type.Literal('pass'), Type.Literal('fail')]), reason: Nullable(Type.String()) })),
+    waiting: Nullable(
+      Type.Object(
+        { reason: Type.Union(WAIT_REASONS.map((r) => Type.Literal(r))), since: Int, message: Type.String() },
+        { description: 'While queued: why it has not started (docs/api.md "Scheduling").' },
+      ),
+    ),
     replication: Nullable(
       Type.Object({ replicas: Int, quorum: Int, maxReplicas: Int, spotCheck: Type.Optional(Type.Boolean()) }),
     ),
@@ -204,7 +211,7 @@ export const AgentVersionSchema = Type.Object({
 export const AgentSchema = Type.Object({ name: Name, latest: Nullable(Type.String()), versions: Type.Array(AgentVersionSchema) });
 
 const KpiSchema = Type.Object({ value: Nullable(Type.Number()), target: Type.String(), unit: Type.String(), pass: Nullable(Type.Boolean()) });
-const QuotaViewSchema = Type.Object({ maxQueued: Nullable(Int), agentLimits: Nullable(AgentLimitsSchema) });
+const QuotaViewSchema = Type.Object({ maxQueued: Nullable(Int), agentLimits: Nullable(AgentLimitsSchema), weight: Nullable(Type.Number()), maxLeased: Nullable(Int) });
 
 export const AdapterVersionSchema = Type.Object({
   base: Type.String(),
@@ -387,6 +394,7 @@ const TASK_EXAMPLE = {
   verdict: null,
   replication: null,
   trace: { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '7d3c9a0b5e1f2468' },
+  waiting: null,
 };
 
 /** `METHOD /route` → what the document says of it. Every registered route has an entry (server/openapi.test.ts). */
@@ -700,7 +708,7 @@ export const OPERATIONS: Readonly<Record<string, Operation>> = {
     tag: 'Quotas',
     summary: "Replace a tenant's quota",
     params: Type.Object({ tenant: Name }),
-    body: { types: JSON_TYPE, schema: QuotaSchema, required: false, example: { maxQueued: 1000, agentLimits: { memoryMB: 128, timeoutMs: 10000 } } },
+    body: { types: JSON_TYPE, schema: QuotaSchema, required: false, example: { maxQueued: 1000, agentLimits: { memoryMB: 128, timeoutMs: 10000 }, weight: 2, maxLeased: 500 } },
     ok: { 200: { description: 'The quota.', schema: Type.Composite([Type.Object({ tenant: Name }), QuotaViewSchema]) } },
     errors: ['SCHEMA_VIOLATION', 'INVALID_ID'],
   },

@@ -25,6 +25,10 @@ export interface AgentVersion {
 export interface Quota {
   maxQueued: number | null;
   agentLimits: Partial<AgentLimits> | null;
+  /** Share of the pool against other tenants of the same priority (fair sharing; null: 1). */
+  weight: number | null;
+  /** Most tasks the tenant has leased at once (the rest wait with reason `quota`; null: no bound). */
+  maxLeased: number | null;
 }
 
 export class Registry {
@@ -49,6 +53,8 @@ export class Registry {
       this.#quotas.set(q.tenant, {
         maxQueued: q.max_queued,
         agentLimits: q.agent_limits ? (JSON.parse(q.agent_limits) as Partial<AgentLimits>) : null,
+        weight: q.weight,
+        maxLeased: q.max_leased,
       });
     }
   }
@@ -117,7 +123,7 @@ export class Registry {
   }
 
   setQuota(tenant: string, quota: Quota): void {
-    this.#journal.putQuota(tenant, quota.maxQueued, quota.agentLimits);
+    this.#journal.putQuota(tenant, quota);
     this.#quotas.set(tenant, quota);
   }
 

@@ -15,16 +15,33 @@ import {
   newLeaseId,
   serializeError,
   type ErrorCode,
+  type ErrorInfo,
   type HeartbeatMessage,
   type NodeId,
   type ProgressMessage,
   type ResultMessage,
   type TaskId,
   type TaskKind,
+  type TaskWaiting,
+  type WaitReason,
 } from '../shared';
-import { errorInfo, type Clock, type Completion, type Ended, type Journal, type Lease, type ReadyRow, type ReplicaEnded, type ReplicaReadyRow } from './journal';
+import {
+  errorInfo,
+  type Clock,
+  type Completion,
+  type Ended,
+  type Journal,
+  type Lease,
+  type QueuedRow,
+  type ReadyRow,
+  type ReplicaEnded,
+  type ReplicaReadyRow,
+  type StoredTask,
+} from './journal';
 import type { Metrics } from './metrics';
 import { INFRA_CODES, type LeaseInfo, type NodeSession, type Slots } from './node';
+import { FairShare } from './fair';
+import type { Quota } from './registry';
 import { Reputations } from './reputation';
 import type { AttemptTrace, Tracing } from './tracing';
 import type { TaskWatch } from './watch';
@@ -61,6 +78,42 @@ export interface SchedulerOptions {
    * fails the attempt with the thrown error's code (a node that sends a broken adapter fails its lease).
    */
   storeTrained?: (taskId: TaskId, result: unknown) => Promise<unknown>;
+  /** Aging: a ready task's priority rises by one per this many ms (server/fair.ts); 0 or absent: off. */
+  agingMs?: number;
+  /** A tenant's quota: its weight in fair sharing and its maxLeased (server/registry.ts). */
+  quotaOf?: (tenant: string) => Pick<Quota, 'weight' | 'maxLeased'> | undefined;
+  /** Bytes of a model's weights as this coordinator serves them (null: unknown, no memory check). */
+  modelBytes?: (model: string) => number | null;
+}
+
+/** The leases by id, counted per tenant as they come and go (a tenant's maxLeased). */
+class LeaseTable extends Map<string, LeaseInfo> {
+  readonly perTenant = new Map<string, number>();
+
+  override set(id: string, lease: LeaseInfo): this {
+    const had = this.get(id);
+    if (had) this.#count(had.tenant, -1);
+    this.#count(lease.tenant, 1);
+    return super.set(id, lease);
+  }
+
+  override delete(id: string): boolean {
+    const had = this.get(id);
+    if (had) this.#count(had.tenant, -1);
+    return super.delete(id);
+  }
+
+  override clear(): void {
+    this.perTenant.clear();
+    super.clear();
+  }
+
+  #count(tenant: string | null, by: number): void {
+    if (tenant === null) return;
+    const n = (this.perTenant.get(tenant) ?? 0) + by;
+    if (n > 0) this.perTenant.set(tenant, n);
+    else this.perTenant.delete(tenant);
+  }
 }
 
 /** A result released from its lease, waiting for the next journal flush. */
@@ -78,6 +131,15 @@ const MODEL_TASK_BUDGET_MS = 300_000;
 
 /** How often queued tasks are checked for a passed deadline (also checked whenever one is about to be assigned). */
 const DEADLINE_SWEEP_MS = 1_000;
+/** Memory a node must have for a model, as a multiple of its weight files: inference (weights and KV cache) and training (also the adapter, its optimizer state and activations). Estimates: the node checks exactly and refuses with MODEL_TOO_LARGE. */
+const GENERATE_MEMORY_FACTOR = 1.25;
+const TRAIN_MEMORY_FACTOR = 2;
+/** Queued tasks whose wait is written down per sweep, and how long a task waits before it is. */
+const WAIT_SAMPLE = 512;
+const WAIT_NOTE_AFTER_MS = 1_000;
+
+/** With aging on, a tenant's longest-queued tasks read beside its highest priority ones (aging may lift them). */
+const AGED_CANDIDATES = 64;
 /** Most tasks taken from the journal in one dispatch round. */
 const MAX_DISPATCH = 4096;
 /** Keep each `task.assign` message well below the socket limit. */
@@ -85,7 +147,8 @@ const MAX_ASSIGN_CHARS = LIMITS.maxSocketMessageBytes / 4;
 
 export class Scheduler {
   readonly nodes = new Map<NodeId, NodeSession>();
-  readonly leases = new Map<string, LeaseInfo>();
+  readonly leases: ReadonlyMap<string, LeaseInfo> & Pick<Map<string, LeaseInfo>, 'set' | 'delete'> = new LeaseTable();
+  readonly #fair: FairShare;
   readonly #journal: Journal;
   readonly #metrics: Metrics;
   readonly #watch: TaskWatch;
@@ -115,6 +178,12 @@ export class Scheduler {
     this.#opts = opts;
     this.#tracing = opts.tracing ?? null;
     this.reputation = new Reputations(journal, opts.reputationThreshold ?? 0.25);
+    this.#fair = new FairShare({ agingMs: opts.agingMs ?? 0, weight: (tenant) => (tenant === null ? 1 : (opts.quotaOf?.(tenant)?.weight ?? 1)) });
+  }
+
+  /** Tasks of `tenant` leased now (its maxLeased bounds them). */
+  leasedBy(tenant: string): number {
+    return (this.leases as LeaseTable).perTenant.get(tenant) ?? 0;
   }
 
   get options(): Readonly<SchedulerOptions> {
@@ -152,7 +221,8 @@ export class Scheduler {
     const now = this.#opts.clock.now();
     if (now - this.#lastSweep >= DEADLINE_SWEEP_MS || now < this.#lastSweep) {
       this.#lastSweep = now;
-      for (const e of this.#journal.expireDeadlines()) this.#ended(e, now);
+      this.#noteWaits(now);
+      for (const e of this.#journal.expireDeadlines((row) => this.#deadlineError(row, now))) this.#ended(e, now);
     }
     for (const node of this.nodes.values()) {
       if (!node.connected && node.leases.size === 0 && node.disconnectedAt !== null && now - node.disconnectedAt > 10 * 60_000) {
@@ -176,39 +246,38 @@ export class Scheduler {
     }
     if (free.size === 0) return 0;
 
-    let rows: Array<ReadyRow & Partial<Pick<ReplicaReadyRow, 'replica' | 'avoid'>>> = [];
-    let kindsWithRows = 0;
+    let candidates: Array<ReadyRow & Partial<Pick<ReplicaReadyRow, 'replica' | 'avoid'>>> = [];
     let replicaCapacity = 0;
+    const oldest = (this.#opts.agingMs ?? 0) > 0 ? AGED_CANDIDATES : 0;
     for (const kind of TASK_KINDS) {
       let capacity = 0;
       for (const [node, slots] of free) if (node.fits(kind)) capacity += roomFor(kind, slots);
       if (capacity === 0) continue;
       if (kind !== 'train') replicaCapacity += capacity;
-      const got = this.#journal.ready(kind, now, Math.min(capacity, MAX_DISPATCH));
-      if (got.length) {
-        kindsWithRows++;
-        rows = rows.length ? rows.concat(got) : got;
-      }
+      const limit = Math.min(capacity, MAX_DISPATCH);
+      const got = this.#journal.ready(kind, now, limit, Math.min(limit, oldest));
+      if (got.length) candidates = candidates.length ? candidates.concat(got) : got;
     }
     if (replicaCapacity > 0) {
       const replicas = this.#journal.readyReplicas(now, Math.min(replicaCapacity, MAX_DISPATCH));
-      if (replicas.length) {
-        kindsWithRows += 2;
-        rows = rows.length ? rows.concat(replicas) : replicas;
-      }
+      if (replicas.length) candidates = candidates.length ? candidates.concat(replicas) : replicas;
     }
-    if (rows.length === 0) return 0;
-    if (kindsWithRows > 1) rows.sort((a, b) => b.priority - a.priority || a.seq - b.seq);
+    if (candidates.length === 0) return 0;
+    // Priority with aging, then each tenant's fair share, then age (server/fair.ts).
+    const { rows, tags } = this.#fair.order(candidates, now);
+    /** Per tenant with a maxLeased, the leases it may still take this round. */
+    let allowance: Map<string, number> | null = null;
     /** Per replicated task, the nodes its replicas hold or ran on (never the same node twice). */
     let placed: Map<TaskId, Set<string>> | null = null;
     let replicatedPastDeadline: Set<TaskId> | null = null;
 
     const plan = new Map<NodeSession, Array<{ row: (typeof rows)[number]; leaseId: string }>>();
     const leases: Lease[] = [];
-    const pastDeadline: TaskId[] = [];
-    for (const row of rows) {
+    const pastDeadline: Array<{ id: TaskId; error: ErrorInfo }> = [];
+    for (let r = 0; r < rows.length; r++) {
+      const row = rows[r]!;
       if (row.deadline !== null && row.deadline < now) {
-        if (row.replica === undefined) pastDeadline.push(row.id);
+        if (row.replica === undefined) pastDeadline.push({ id: row.id, error: this.#deadlineError({ ...row, updated_at: row.run_after, wait_reason: null, wait_since: null }, now) });
         else (replicatedPastDeadline ??= new Set()).add(row.id);
         continue;
       }
@@ -218,8 +287,21 @@ export class Scheduler {
         avoid = placed.get(row.id) ?? new Set(row.avoid ? row.avoid.split(',') : []);
         placed.set(row.id, avoid);
       }
-      const node = pickNode(row.kind, row.model, adapterOf(row), free, avoid);
+      let left: number | undefined;
+      if (row.tenant !== null && this.#opts.quotaOf) {
+        allowance ??= new Map();
+        left = allowance.get(row.tenant);
+        if (left === undefined) {
+          const max = this.#opts.quotaOf(row.tenant)?.maxLeased ?? null;
+          left = max === null ? Infinity : Math.max(0, max - this.leasedBy(row.tenant));
+          allowance.set(row.tenant, left);
+        }
+        if (left <= 0) continue; // waits with reason quota
+      }
+      const node = pickNode(row.kind, row.model, adapterOf(row), free, avoid, this.#needOf(row));
       if (!node) continue;
+      if (left !== undefined) allowance!.set(row.tenant!, left - 1);
+      this.#fair.leased(row.tenant, tags[r]!);
       if (avoid) avoid.add(node.id);
       const slots = free.get(node)!;
       slots.cap--;
@@ -240,6 +322,7 @@ export class Scheduler {
     if (replicatedPastDeadline) {
       for (const r of this.#journal.expireReplicated([...replicatedPastDeadline])) this.#replicaEnded(r, now);
     }
+    this.#fair.prune();
     if (leases.length === 0 && pastDeadline.length === 0) return 0;
     const { leased, expired, leasedReplicas } = this.#journal.leaseBatch(leases, pastDeadline);
     for (const e of expired) this.#ended(e, now);
@@ -250,7 +333,7 @@ export class Scheduler {
       let chars = 0;
       for (const { row, leaseId } of list) {
         if (row.replica === undefined ? !leased.has(row.id) : !leasedReplicas.has(leaseId)) continue;
-        const info: LeaseInfo = { leaseId, taskId: row.id, node, attempt: row.attempts + 1, kind: row.kind, expiresAt, budgetMs: budgetOf(row) };
+        const info: LeaseInfo = { leaseId, taskId: row.id, node, attempt: row.attempts + 1, kind: row.kind, expiresAt, budgetMs: budgetOf(row), tenant: row.tenant };
         if (row.replica !== undefined) info.replica = row.replica;
         if (this.#tracing) {
           info.trace = this.#tracing.attempt(row.traceparent, now - row.run_after, { taskId: row.id, nodeId: node.id, attempt: info.attempt, kind: row.kind, ...(row.replica !== undefined ? { replica: row.replica } : {}) });
@@ -274,6 +357,106 @@ export class Scheduler {
       if (parts.length) node.sendRaw(`{"type":"task.assign","tasks":[${parts.join(',')}]}`);
     }
     return leased.size + leasedReplicas.size;
+  }
+
+  /** Bytes a node must be able to hold for the task's model (null: no model, or its size unknown here). */
+  #needOf(row: { kind: TaskKind; model: string | null }): number | null {
+    if (row.model === null || row.kind === 'agent' || !this.#opts.modelBytes) return null;
+    const bytes = this.#opts.modelBytes(row.model);
+    if (bytes === null) return null;
+    return Math.ceil(bytes * (row.kind === 'train' ? TRAIN_MEMORY_FACTOR : GENERATE_MEMORY_FACTOR));
+  }
+
+  /**
+   * Why a queued task waits, from the pool as it is now: backoff, its tenant's maxLeased, no connected node
+   * that can run it (its kind, WebGPU, a model larger than every node's memory budget), circuits open on all
+   * that could, or all of them busy. `since`: when the reason last written for it began (tick writes them),
+   * else when it became ready (or its attempt failed, for backoff).
+   */
+  explain(task: QueuedRow, now: number): TaskWaiting {
+    let reason: WaitReason;
+    let message: string;
+    const max = task.tenant !== null ? (this.#opts.quotaOf?.(task.tenant)?.maxLeased ?? null) : null;
+    if (task.run_after > now) {
+      reason = 'backoff';
+      message = `Retrying after a failed attempt; not before ${new Date(task.run_after).toISOString()}.`;
+    } else if (max !== null && this.leasedBy(task.tenant!) >= max) {
+      reason = 'quota';
+      message = `Tenant ${task.tenant} has ${this.leasedBy(task.tenant!)} tasks leased, its quota's maxLeased (${max}).`;
+    } else {
+      const need = this.#needOf(task);
+      let ofKind = 0;
+      let capable = 0;
+      let resting = 0;
+      let largest = -1;
+      for (const node of this.nodes.values()) {
+        if (!node.connected || node.draining || !node.fits(task.kind)) continue;
+        ofKind++;
+        if (need !== null && !node.canHold(need)) {
+          largest = Math.max(largest, node.capabilities.inference?.memoryBudgetBytes ?? 0);
+          continue;
+        }
+        capable++;
+        if (node.circuit.state(now) === 'open' || node.reputation.weight <= 0) resting++;
+      }
+      if (capable === 0) {
+        reason = 'no_capable_node';
+        message =
+          ofKind === 0
+            ? `No connected node runs ${task.kind} tasks${task.kind === 'train' ? ' (training needs a node with WebGPU)' : task.kind === 'generate' ? ' (a node with the inference runtime)' : ''}.`
+            : `Model ${task.model} needs about ${mib(need!)} for ${task.kind === 'train' ? 'training' : 'inference'}; the largest memory budget of the ${ofKind} connected node${ofKind === 1 ? '' : 's'} that could run it is ${mib(largest)}.`;
+      } else if (resting === capable) {
+        reason = 'circuit_open';
+        message = `All ${capable} node${capable === 1 ? '' : 's'} that could run it are resting after failures (circuit open or reputation too low).`;
+      } else {
+        reason = 'capacity';
+        message = `The ${capable - resting} node${capable - resting === 1 ? '' : 's'} that can run it are busy.`;
+      }
+    }
+    const since =
+      task.wait_reason === reason && task.wait_since !== null ? task.wait_since : reason === 'backoff' ? task.updated_at : task.wait_reason === null ? task.run_after : now;
+    return { reason, since, message };
+  }
+
+  /** A stored record with its `waiting` explained afresh (queued tasks only). */
+  withWaiting<T extends StoredTask>(task: T): T {
+    if (task.state !== 'queued') return task;
+    const model = task.kind === 'agent' ? null : (task.payload as { model: string }).model;
+    const row: QueuedRow = {
+      id: task.id,
+      kind: task.kind,
+      model,
+      tenant: task.tenant,
+      run_after: task.runAfter,
+      updated_at: task.updatedAt,
+      deadline: task.deadline,
+      wait_reason: task.waiting?.reason ?? null,
+      wait_since: task.waiting?.since ?? null,
+    };
+    return { ...task, waiting: this.explain(row, this.#opts.clock.now()) };
+  }
+
+  /** The error a task that passed its deadline queued fails with: NO_CAPABLE_NODE when no node could ever take it. */
+  #deadlineError(row: QueuedRow, now: number): ErrorInfo {
+    const w = this.explain(row, now);
+    if (w.reason === 'no_capable_node') {
+      return errorInfo('NO_CAPABLE_NODE', `The task passed its deadline waiting for a node that can run it: ${w.message}`, { waited: w.reason, since: w.since });
+    }
+    return errorInfo('DEADLINE_EXCEEDED', `The task passed its deadline before it could start (${w.reason}: ${w.message})`, { waited: w.reason, since: w.since });
+  }
+
+  /**
+   * Writes down why queued tasks wait (a bounded sample each sweep), so `since` says when a reason began.
+   * A task is written once it has waited WAIT_NOTE_AFTER_MS (most never wait that long), then when its reason changes.
+   */
+  #noteWaits(now: number): void {
+    const updates: Array<{ id: TaskId; reason: WaitReason; since: number }> = [];
+    for (const row of this.#journal.queuedSample(WAIT_SAMPLE)) {
+      if (row.wait_reason === null && now - row.run_after < WAIT_NOTE_AFTER_MS) continue;
+      const w = this.explain(row, now);
+      if (w.reason !== row.wait_reason) updates.push({ id: row.id, reason: w.reason, since: w.since });
+    }
+    this.#journal.setWaiting(updates);
   }
 
   heartbeat(node: NodeSession, msg: HeartbeatMessage): void {
@@ -602,7 +785,14 @@ export class Scheduler {
  * the model loaded with the task's adapter, then the model loaded, then merely stored (generate/train), then the most free workers (a task there
  * starts at once), then the most free queue space, then the best reputation.
  */
-function pickNode(kind: TaskKind, model: string | null, adapter: string | null, free: Map<NodeSession, Slots>, avoid: ReadonlySet<string> | null = null): NodeSession | null {
+function pickNode(
+  kind: TaskKind,
+  model: string | null,
+  adapter: string | null,
+  free: Map<NodeSession, Slots>,
+  avoid: ReadonlySet<string> | null,
+  need: number | null,
+): NodeSession | null {
   let best: NodeSession | null = null;
   let bestCached = -1;
   let bestIdle = -1;
@@ -612,6 +802,7 @@ function pickNode(kind: TaskKind, model: string | null, adapter: string | null, 
     const room = roomFor(kind, s);
     if (room <= 0 || !node.fits(kind)) continue;
     if (avoid !== null && avoid.has(node.id)) continue;
+    if (need !== null && !node.canHold(need)) continue;
     const cached = node.holds(model, adapter);
     const idle = Math.min(s.idle, room);
     const rep = node.reputation.score;
@@ -701,4 +892,8 @@ function recordResults(tracing: Tracing, pending: readonly PendingResult[], ende
     const trace = pending[i]!.trace;
     if (trace) tracing.recorded(trace, t0, t1, ended[i]?.state ?? null);
   }
+}
+
+function mib(bytes: number): string {
+  return bytes < 0 ? 'unknown' : `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
 }

@@ -63,6 +63,8 @@ export interface NodeOptions {
   sequences?: number;
   /** Advertised `inference.models` (with `sequences`): what the node has loaded, with which adapters. */
   inferenceModels?: ModelCapability[];
+  /** Advertised `inference.memoryBudgetBytes` (with `sequences`). */
+  memoryBudgetBytes?: number;
 }
 
 export const IDLE_METRICS: NodeMetrics = { running: 0, workers: 1, tasksDone: 0, tasksFailed: 0 };
@@ -193,7 +195,9 @@ export function capabilities(opts: NodeOptions = {}): Capabilities {
       : null,
     models: opts.models ?? [],
     adapters: [],
-    ...(opts.sequences !== undefined ? { inference: { maxSequences: opts.sequences, models: opts.inferenceModels ?? [] } } : {}),
+    ...(opts.sequences !== undefined
+      ? { inference: { maxSequences: opts.sequences, models: opts.inferenceModels ?? [], ...(opts.memoryBudgetBytes !== undefined ? { memoryBudgetBytes: opts.memoryBudgetBytes } : {}) } }
+      : {}),
   };
 }
 

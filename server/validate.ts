@@ -32,7 +32,12 @@ export const VerdictSchema = Type.Object(
 );
 /** Body of `PUT /v1/quotas/:tenant`. */
 export const QuotaSchema = Type.Object(
-  { maxQueued: Type.Optional(Type.Integer({ minimum: 0 })), agentLimits: Type.Optional(AgentLimitsSchema) },
+  {
+    maxQueued: Type.Optional(Type.Integer({ minimum: 0 })),
+    agentLimits: Type.Optional(AgentLimitsSchema),
+    weight: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1000, description: 'Share against other tenants of the same priority (default 1).' })),
+    maxLeased: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'Most tasks leased at once; the rest wait with reason quota.' })),
+  },
   { additionalProperties: false },
 );
 /** Body of `POST /v1/tasks/:id/cancel` and `POST /v1/nodes/:id/drain` (optional). */

@@ -240,6 +240,30 @@ export interface TrainedAdapterFiles {
 
 export type TaskResult = AgentResult | GenerateResult | TrainResult;
 
+/**
+ * Why a queued task has not started: `backoff` (retrying after a failed attempt), `quota` (its tenant holds its
+ * maxLeased), `no_capable_node` (no connected node can run it: kind, WebGPU, a model too large for every
+ * node's memory), `circuit_open` (the nodes that could are failing and rest), `capacity` (they are busy).
+ */
+export const WAIT_REASONS = ['backoff', 'quota', 'no_capable_node', 'circuit_open', 'capacity'] as const;
+export type WaitReason = (typeof WAIT_REASONS)[number];
+
+/** What each wait reason means, where no more precise message is at hand. */
+export const WAIT_MESSAGES: Record<WaitReason, string> = {
+  backoff: 'Waiting to retry after a failed attempt.',
+  quota: "Its tenant holds as many leased tasks as its quota's maxLeased allows.",
+  no_capable_node: 'No connected node can run it.',
+  circuit_open: 'The nodes that could run it are failing and resting (circuit open).',
+  capacity: 'The nodes that can run it are busy.',
+};
+
+/** A queued task's `waiting`: why it waits, since when (ms), in words. */
+export interface TaskWaiting {
+  reason: WaitReason;
+  since: number;
+  message: string;
+}
+
 /** What `GET /v1/tasks/:id` answers. */
 export interface TaskRecord {
   id: TaskId;
@@ -261,6 +285,8 @@ export interface TaskRecord {
   error: ErrorInfo | null;
   /** W3C trace context: the task's trace and its submit span (docs/api.md "Tracing"); null for tasks journaled before traces. */
   trace: { traceId: string; spanId: string } | null;
+  /** While queued: why it has not started (null in any other state). */
+  waiting: TaskWaiting | null;
 }
 
 // ---------------------------------------------------------------- node capabilities
@@ -283,6 +309,9 @@ export const MAX_QUEUE_DEPTH = 65_536;
 /** Most adapters a node advertises per model. */
 export const MAX_MODEL_ADAPTERS = 64;
 
+/** Largest `inference.memoryBudgetBytes` a node may advertise (1 PiB). */
+export const MAX_MEMORY_BUDGET_BYTES = 2 ** 50;
+
 /** Largest `inference.maxSequences` a node may advertise. */
 export const MAX_NODE_SEQUENCES = 256;
 
@@ -301,6 +330,11 @@ export const InferenceCapabilitiesSchema = Type.Object({
   /** generate tasks the node runs at once (continuous batching across models). */
   maxSequences: Type.Integer({ minimum: 1, maximum: MAX_NODE_SEQUENCES }),
   models: Type.Array(ModelCapabilitySchema, { maxItems: 256 }),
+  /**
+   * Bytes of GPU memory the node's inference runtime keeps to (models, caches, a training run): the router
+   * sends it no model whose weights need more (server/scheduler.ts needOf). Absent: not bounded here.
+   */
+  memoryBudgetBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_MEMORY_BUDGET_BYTES })),
 });
 export type ModelCapability = Static<typeof ModelCapabilitySchema>;
 export type InferenceCapabilities = Static<typeof InferenceCapabilitiesSchema>;

@@ -75,7 +75,18 @@ export class ModelCatalog {
   }
 
   async has(id: string): Promise<boolean> {
-    return (await this.get(id)) !== null;
+    const found = (await this.get(id)) !== null;
+    if (found) await this.weigh([id]);
+    return found;
+  }
+
+  /**
+   * Counts the weights of the served models among `names` (ModelStore.weightBytes), so the router knows
+   * what each needs before it routes a task for it; a model this coordinator does not serve is skipped.
+   */
+  async weigh(names: Iterable<string>): Promise<void> {
+    if (!this.#store) return;
+    for (const name of new Set(names)) await this.#store.weightBytes(name);
   }
 
   #object(id: string, served: boolean, nodes: ModelHolder[]): ModelObject {

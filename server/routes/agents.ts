@@ -155,7 +155,7 @@ export function agentRoutes(app: FastifyInstance, ctx: Context): void {
       throw new AppError('FORBIDDEN', `This token is bound to tenant ${own}; it may set only that tenant's quota.`, { tenant: own });
     }
     const body = checkCompiled(QuotaSchema, req.body ?? {});
-    const quota = { maxQueued: body.maxQueued ?? null, agentLimits: body.agentLimits ?? null };
+    const quota = { maxQueued: body.maxQueued ?? null, agentLimits: body.agentLimits ?? null, weight: body.weight ?? null, maxLeased: body.maxLeased ?? null };
     ctx.registry.setQuota(tenant, quota);
     ctx.journal.event('quota_set', null, null, { tenant, ...quota });
     return { tenant, ...quota };

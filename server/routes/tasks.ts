@@ -40,6 +40,7 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
     for (const [i, spec] of specs.entries()) if (spec.webhook !== undefined) ctx.webhooks.check(spec.webhook, batch ? `/tasks/${i}/webhook` : '/webhook');
     await checkGenerate(specs, batch, models);
     checkTrainDatasets(specs, batch, ctx, tenantOf(req));
+    await models.weigh(specs.flatMap((s) => (s.kind === 'train' ? [s.payload.model] : [])));
     checkBlobRefs(specs, batch, ctx, tenantOf(req));
     const outcomes = submitSpecs(ctx, specs, batch, req.headers.traceparent);
     void reply.code(outcomes.some((o) => o.created) ? 202 : 200);
@@ -59,10 +60,10 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
     else if (q.tenant) opts.tenant = q.tenant;
     if (q.cursor !== undefined) opts.before = parseCursor(q.cursor);
     const page = ctx.journal.pageTasks(opts);
-    return { tasks: page.tasks, nextCursor: page.next === null ? null : cursorFor(page.next) };
+    return { tasks: page.tasks.map((t) => ctx.scheduler.withWaiting(t)), nextCursor: page.next === null ? null : cursorFor(page.next) };
   });
 
-  app.get('/v1/tasks/:id', async (req) => getTask(ctx, req));
+  app.get('/v1/tasks/:id', async (req) => ctx.scheduler.withWaiting(getTask(ctx, req)));
 
   app.get('/v1/tasks/:id/wait', async (req) => {
     const task = getTask(ctx, req);
@@ -80,7 +81,8 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
         clearTimeout(timer);
         off();
         req.raw.off('close', onClose);
-        resolve(record ?? ctx.journal.getTask(task.id) ?? task);
+        const now = record ?? ctx.journal.getTask(task.id) ?? task;
+        resolve(ctx.scheduler.withWaiting(now));
       };
       const off = ctx.watch.on(task.id, (e) => {
         if (e.type === 'record') finish(e.record);

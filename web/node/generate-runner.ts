@@ -3,7 +3,7 @@
  * streamed to the coordinator as `task.progress` (coalesced per lease so a fast decoder does not
  * send one socket message per token), the result sent when the sequence ends.
  */
-import { MAX_NODE_SEQUENCES, serializeError, type Assignment, type GeneratePayload, type GenerateResult, type InferenceCapabilities, type ModelCapability, type TokenLogprob } from '../../shared';
+import { MAX_MEMORY_BUDGET_BYTES, MAX_NODE_SEQUENCES, serializeError, type Assignment, type GeneratePayload, type GenerateResult, type InferenceCapabilities, type ModelCapability, type TokenLogprob } from '../../shared';
 import type { GenerateRunRequest, GenerationProgress, InferenceRuntime } from '../../worker/inference';
 import { addSpan, type Lease, type RunnerHost, type TaskRunner } from './runner';
 
@@ -57,8 +57,12 @@ export class GenerateRunner implements TaskRunner {
    * a round trip to the coordinator (the way agent workers keep a queue).
    */
   capabilities(): InferenceCapabilities {
-    const slots = Math.max(1, this.#runtime.stats().maxSequences);
-    return { maxSequences: Math.min(MAX_NODE_SEQUENCES, slots * HELD_PER_SLOT), models: this.#models };
+    const stats = this.#runtime.stats();
+    const slots = Math.max(1, stats.maxSequences);
+    const caps: InferenceCapabilities = { maxSequences: Math.min(MAX_NODE_SEQUENCES, slots * HELD_PER_SLOT), models: this.#models };
+    // The memory budget the runtime keeps to: the router sends no model (or training run) that cannot fit in it.
+    if (stats.gpuBudgetBytes > 0) caps.memoryBudgetBytes = Math.min(stats.gpuBudgetBytes, MAX_MEMORY_BUDGET_BYTES);
+    return caps;
   }
 
   /** Model names whose weights the node holds. */
