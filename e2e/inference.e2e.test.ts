@@ -300,9 +300,19 @@ describe('a node whose inference budget is smaller than the model', () => {
   after(async () => {
     await nodes?.close();
   });
-  test('fails MODEL_TOO_LARGE with the sizes, and keeps serving agents', async () => {
-    const rec = await generate({ model: 'tiny-llama', prompt: 'hi' });
-    assert.equal(rec.error?.code, 'MODEL_TOO_LARGE');
-    assert.ok(typeof rec.error?.details?.budget === 'number');
+  test('is sent no task for that model: the task waits no_capable_node with the sizes, then fails NO_CAPABLE_NODE at its deadline', async () => {
+    // The node advertises its budget (inference.memoryBudgetBytes); the coordinator knows the model's weight files.
+    const id = await submit({ kind: 'generate', payload: { model: 'tiny-llama', prompt: 'hi' }, deadline: Date.now() + 4_000 });
+    let waiting: TaskRecord['waiting'] = null;
+    for (let i = 0; i < 30 && !/needs about/.test(waiting?.message ?? ''); i++) {
+      waiting = ((await (await fetch(`${url}/v1/tasks/${id}`)).json()) as TaskRecord).waiting;
+      if (!/needs about/.test(waiting?.message ?? '')) await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.equal(waiting?.reason, 'no_capable_node');
+    assert.match(waiting!.message, /^Model tiny-llama needs about [\d.]+ MiB for inference; the largest memory budget of the 1 connected node that could run it is 0\.1 MiB\.$/);
+    const rec = await wait(id);
+    assert.equal(rec.state, 'failed');
+    assert.equal(rec.error?.code, 'NO_CAPABLE_NODE');
+    assert.equal(rec.error?.details?.waited, 'no_capable_node');
   });
 });
