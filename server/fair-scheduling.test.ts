@@ -9,44 +9,35 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Assignment, TaskRecord } from '../shared';
 import { makeBuiltinModels } from '../tools/tiny-model/builtin';
-import { createCoordinator, type Coordinator, type CoordinatorOptions } from './index';
-import { HELLO_WAT, TestNode, apiClient, tempDir, until, wat } from './testing';
+import { createCoordinator, type CoordinatorOptions } from './index';
+import { HELLO_WAT, OpenCoordinators, apiClient, tempDir, until, wat } from './testing';
 
 const tmp = tempDir();
 let hello: Uint8Array<ArrayBuffer>;
-const open: Array<{ c: Coordinator; nodes: TestNode[] }> = [];
+const open = new OpenCoordinators();
 
 before(async () => {
   hello = await wat(HELLO_WAT);
   await makeBuiltinModels(join(tmp.dir, 'models'), { only: ['tiny-llama'] });
 });
 after(async () => {
-  for (const o of open) {
-    for (const n of o.nodes) await n.close();
-    await o.c.close();
-  }
+  await open.closeAll();
   tmp.cleanup();
 });
 
 let dbN = 0;
 async function start(opts: CoordinatorOptions = {}) {
   const c = await createCoordinator({ dbPath: join(tmp.dir, `f${dbN++}.db`), drainTimeoutMs: 200, modelsDir: join(tmp.dir, 'models'), ...opts });
-  const entry = { c, nodes: [] as TestNode[] };
-  open.push(entry);
+  const { connect, nodes } = open.track(c);
   const api = apiClient(c.url);
   assert.equal((await api('/v1/agents/hello/versions/1', { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: hello })).status, 201);
-  const connect = async (o: Parameters<typeof TestNode.connect>[1] = {}) => {
-    const n = await TestNode.connect(c.url, o);
-    entry.nodes.push(n);
-    return n;
-  };
   const submit = async (specs: Array<Record<string, unknown>>): Promise<string[]> => {
     const res = await api('/v1/tasks', { method: 'POST', json: { tasks: specs.map((s) => ({ kind: 'agent', payload: { agent: 'hello' }, ...s })) } });
     assert.equal(res.status, 202, JSON.stringify(res.body));
     return res.body.ids as string[];
   };
   const task = async (id: string) => (await api(`/v1/tasks/${id}`)).body as TaskRecord;
-  return { c, api, connect, submit, task };
+  return { c, api, connect, nodes, submit, task };
 }
 
 const train = (extra: Record<string, unknown> = {}) => ({
@@ -112,7 +103,7 @@ test('aging: a low priority task is not starved by a stream of newer high priori
 });
 
 test('a queued task says why it waits, and fails NO_CAPABLE_NODE at its deadline when no node could run it', async () => {
-  const { api, connect, submit, task } = await start({ prefetch: 1, retryBaseMs: 60_000 });
+  const { api, connect, nodes, submit, task } = await start({ prefetch: 1, retryBaseMs: 60_000 });
   await connect({ maxConcurrent: 1, name: 'agents-only' });
 
   // No node runs train tasks.
@@ -145,7 +136,7 @@ test('a queued task says why it waits, and fails NO_CAPABLE_NODE at its deadline
     return r.waiting?.reason === 'capacity' ? r : undefined;
   });
   assert.match(busy.waiting!.message, /busy/);
-  const agents = open.at(-1)!.nodes[0]!;
+  const agents = nodes[0]!;
   const [a] = (await agents.assignments(1)) as [Assignment];
   assert.equal(a.taskId, first);
   // Backoff: a retryable failure puts it back with a long backoff.

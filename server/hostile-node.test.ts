@@ -6,14 +6,14 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { Auth, createCoordinator, type Coordinator, type CoordinatorOptions } from './index';
+import { Auth, createCoordinator, type CoordinatorOptions } from './index';
 import { originAllowed } from './hub';
 import { newLeaseId, type Assignment } from '../shared';
-import { HELLO_WAT, ManualClock, TestNode, apiClient, capabilities, tempDir, until, wat } from './testing';
+import { HELLO_WAT, ManualClock, OpenCoordinators, TestNode, apiClient, capabilities, tempDir, until, wat } from './testing';
 
 const tmp = tempDir('hostile-');
 let hello: Uint8Array<ArrayBuffer>;
-const open: Array<{ c: Coordinator; nodes: TestNode[] }> = [];
+const open = new OpenCoordinators();
 
 const ADMIN = 'admin-token-0123456789abcdef';
 const NODE = 'node-token-0123456789abcdef';
@@ -23,33 +23,19 @@ before(async () => {
   hello = await wat(HELLO_WAT);
 });
 after(async () => {
-  for (const o of open) {
-    for (const n of o.nodes) await n.close();
-    await o.c.close();
-  }
+  await open.closeAll();
   tmp.cleanup();
 });
 
 let dbN = 0;
 async function start(opts: CoordinatorOptions = {}, token?: string) {
   const c = await createCoordinator({ dbPath: join(tmp.dir, `h${dbN++}.db`), drainTimeoutMs: 200, retryBaseMs: 1, ...opts });
-  const entry = { c, nodes: [] as TestNode[] };
-  open.push(entry);
+  const { connect, open: openSocket } = open.track(c);
   const raw = apiClient(c.url);
   const auth: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
   const api: typeof raw = (path, init = {}) => raw(path, { ...init, headers: { ...auth, ...(init.headers as Record<string, string> | undefined) } });
   const put = await api('/v1/agents/hello/versions/1', { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: hello });
   assert.equal(put.status, 201, JSON.stringify(put.body));
-  const connect = async (o: Parameters<typeof TestNode.connect>[1] = {}) => {
-    const n = await TestNode.connect(c.url, o);
-    entry.nodes.push(n);
-    return n;
-  };
-  const raw2 = async (headers: Record<string, string> = {}) => {
-    const n = await TestNode.open(c.url, headers);
-    entry.nodes.push(n);
-    return n;
-  };
   const submit = async (n = 1): Promise<string[]> => {
     const res = await api('/v1/tasks', { method: 'POST', json: { tasks: Array.from({ length: n }, () => ({ kind: 'agent', payload: { agent: 'hello' } })) } });
     assert.equal(res.status, 202, JSON.stringify(res.body));
@@ -57,7 +43,7 @@ async function start(opts: CoordinatorOptions = {}, token?: string) {
   };
   const task = async (id: string) => (await api(`/v1/tasks/${id}`)).body;
   const nodeView = async (id: string) => (await api('/v1/nodes?all=1')).body.nodes.find((x: { id: string }) => x.id === id);
-  return { c, api, connect, open: raw2, submit, task, nodeView };
+  return { c, api, connect, open: openSocket, submit, task, nodeView };
 }
 
 /** Waits until `n` assignments sat in these nodes' inboxes, then has each node succeed its own. */

@@ -1,38 +1,29 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { createCoordinator, type Coordinator, type CoordinatorOptions } from './index';
+import { createCoordinator, type CoordinatorOptions } from './index';
 import { MAX_QUEUE_DEPTH, type ModelCapability } from '../shared';
-import { HELLO_WAT, ManualClock, TestNode, apiClient, capabilities, tempDir, until, wat } from './testing';
+import { HELLO_WAT, ManualClock, OpenCoordinators, TestNode, apiClient, capabilities, tempDir, until, wat } from './testing';
 
 const tmp = tempDir();
 let hello: Uint8Array<ArrayBuffer>;
-const open: Array<{ c: Coordinator; nodes: TestNode[] }> = [];
+const open = new OpenCoordinators();
 
 before(async () => {
   hello = await wat(HELLO_WAT);
 });
 after(async () => {
-  for (const o of open) {
-    for (const n of o.nodes) await n.close();
-    await o.c.close();
-  }
+  await open.closeAll();
   tmp.cleanup();
 });
 
 let dbN = 0;
 async function start(opts: CoordinatorOptions = {}) {
   const c = await createCoordinator({ dbPath: join(tmp.dir, `s${dbN++}.db`), drainTimeoutMs: 200, ...opts });
-  const entry = { c, nodes: [] as TestNode[] };
-  open.push(entry);
+  const { connect } = open.track(c);
   const api = apiClient(c.url);
   const put = await api('/v1/agents/hello/versions/1', { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: hello });
   assert.equal(put.status, 201);
-  const connect = async (o: Parameters<typeof TestNode.connect>[1] = {}) => {
-    const n = await TestNode.connect(c.url, o);
-    entry.nodes.push(n);
-    return n;
-  };
   const submit = async (spec: Record<string, unknown> = {}): Promise<string> => {
     const res = await api('/v1/tasks', { method: 'POST', json: { kind: 'agent', payload: { agent: 'hello' }, ...spec } });
     assert.equal(res.status, 202, JSON.stringify(res.body));

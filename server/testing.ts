@@ -201,6 +201,38 @@ export function capabilities(opts: NodeOptions = {}): Capabilities {
   };
 }
 
+/**
+ * The coordinators a test file starts and the test nodes opened on each: `track` one as it starts (its
+ * `connect` and `open` open nodes that are tracked too), `closeAll` in the file's `after` closes every node,
+ * then its coordinator.
+ */
+export class OpenCoordinators {
+  readonly #open: Array<{ c: { close(): Promise<void> }; nodes: TestNode[] }> = [];
+
+  track(c: { url: string; close(): Promise<void> }) {
+    const nodes: TestNode[] = [];
+    this.#open.push({ c, nodes });
+    const keep = (n: TestNode): TestNode => {
+      nodes.push(n);
+      return n;
+    };
+    return {
+      nodes,
+      /** A node that sent hello and got its welcome. */
+      connect: async (o: NodeOptions = {}) => keep(await TestNode.connect(c.url, o)),
+      /** A socket that sent nothing yet (upgrade `headers` as given). */
+      open: async (headers: Record<string, string> = {}) => keep(await TestNode.open(c.url, headers)),
+    };
+  }
+
+  async closeAll(): Promise<void> {
+    for (const o of this.#open) {
+      for (const n of o.nodes) await n.close();
+      await o.c.close();
+    }
+  }
+}
+
 /** Polls `check` until it answers a value other than undefined/false (bounded). */
 export async function until<T>(check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 5_000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + timeoutMs;
