@@ -15,7 +15,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createCoordinator, ensureLocalTokens } from '../server';
+import { createCoordinator, ensureLocalTokens, isPostgresUrl } from '../server';
 import { launchNodes, type LaunchedNodes } from './nodes';
 import { DIST, ROOT, ensurePageBuilt } from './page-build';
 import { findAgent } from '../agents';
@@ -39,7 +39,10 @@ async function main(): Promise<void> {
   if (!Number.isInteger(nodeCount) || nodeCount < 0 || nodeCount > 16) throw new Error('--nodes must be 0..16.');
 
   await ensurePageBuilt((l) => console.log(l));
-  mkdirSync(join(values.db, '..'), { recursive: true });
+  const postgres = isPostgresUrl(values.db);
+  // Webhook secret, adapters, blobs and auth.json: beside the SQLite file, or in ./data with PostgreSQL.
+  const dataDir = postgres ? join(ROOT, 'data') : dirname(values.db);
+  mkdirSync(dataDir, { recursive: true });
   // The built-in models, deterministic from their seeds, live in data/models (a folder already
   // up to date is left alone). The user's --models folders are only read, never written.
   const builtinDir = join(ROOT, 'data', 'models');
@@ -52,10 +55,10 @@ async function main(): Promise<void> {
   for (const c of await store.collisions()) console.log(`Model ${c.name}: serving ${c.served}; ignoring ${c.shadowed.join(', ')} (an earlier folder has that name)`);
   const names = await store.list();
   console.log(`Models served: ${names.join(', ') || 'none'}`);
-  const authPath = join(dirname(values.db), 'auth.json');
+  const authPath = join(dataDir, 'auth.json');
   const tokens = ensureLocalTokens(authPath);
   console.log(`Tokens ${tokens.created ? 'written to' : 'read from'} ${authPath} (an admin token and a node join token)`);
-  const coordinator = await createCoordinator({ dbPath: values.db, port, staticDir: DIST, modelsDirs: modelRoots, auth: tokens.auth });
+  const coordinator = await createCoordinator({ dbPath: values.db, dataDir, port, staticDir: DIST, modelsDirs: modelRoots, auth: tokens.auth });
   let nodes: LaunchedNodes | null = null;
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {

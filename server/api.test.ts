@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { LIMITS } from '../shared';
 import { createCoordinator, type Coordinator } from './index';
 import { FORBIDDEN_WAT, HELLO_WAT, NO_START_WAT, TestNode, apiClient, tempDir, wat } from './testing';
+import { testDb } from './postgres-testing';
 
 const tmp = tempDir();
 let c: Coordinator;
@@ -23,7 +24,7 @@ before(async () => {
   writeFileSync(join(tmp.dir, 'models', 'tiny', 'config.json'), '{"model_type":"llama"}');
   writeFileSync(join(tmp.dir, 'models', 'tiny', 'onnx', 'model.onnx'), 'abc');
   c = await createCoordinator({
-    dbPath: join(tmp.dir, 'c.db'),
+    dbPath: testDb(join(tmp.dir, 'c.db')),
     staticDir: join(tmp.dir, 'dist'),
     modelsDir: join(tmp.dir, 'models'),
     webhook: { attempts: 2, baseDelayMs: 10, allowHosts: ['127.0.0.1'] },

@@ -10,6 +10,7 @@ import type { Context } from './context';
 import { createCoordinator, type Coordinator } from './index';
 import { checkBlobRefs } from './routes/blobs';
 import { apiClient, tempDir } from './testing';
+import { testDb } from './postgres-testing';
 
 const OCTETS = { 'content-type': 'application/octet-stream' };
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -60,7 +61,7 @@ describe('blobs, open mode', () => {
   const blobsDir = () => join(tmp.dir, 'blobs');
 
   before(async () => {
-    c = await createCoordinator({ dbPath: join(tmp.dir, 'c.db') });
+    c = await createCoordinator({ dbPath: testDb(join(tmp.dir, 'c.db')), dataDir: tmp.dir });
   });
   after(async () => {
     await c.close();
@@ -161,7 +162,7 @@ describe('blobs under --auth: tenants, roles, nodes', () => {
 
   before(async () => {
     c = await createCoordinator({
-      dbPath: join(tmp.dir, 'c.db'),
+      dbPath: testDb(join(tmp.dir, 'c.db')), dataDir: tmp.dir,
       auth: Auth.fromConfig({
         tokens: [
           { token: T.admin, roles: ['admin'] },

@@ -10,14 +10,15 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, test } from 'node:test';
 import { createCoordinator } from './index';
+import { testDb } from './postgres-testing';
 import { HELLO_WAT, TestNode, apiClient, tempDir, until, wat } from './testing';
 
 const tmp = tempDir();
 after(() => tmp.cleanup());
 
 test('SIGKILL after 202: every accepted task survives; leased ones are requeued and run', async () => {
-  const db = join(tmp.dir, 'crash.db');
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'main.ts'), '--port', '0', '--db', db], {
+  const db = testDb(join(tmp.dir, 'crash.db'));
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'main.ts'), '--port', '0', '--db', db, '--data-dir', tmp.dir], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = new Promise((resolve) => child.once('exit', resolve));

@@ -8,6 +8,7 @@ import { Auth } from './auth';
 import { createCoordinator, type Coordinator } from './index';
 import { Journal } from './journal';
 import { apiClient, tempDir } from './testing';
+import { testDb } from './postgres-testing';
 
 const NDJSON = { 'content-type': 'application/x-ndjson' };
 
@@ -40,7 +41,7 @@ describe('datasets, open mode', () => {
   const api = (path: string, init?: RequestInit & { json?: unknown }) => apiClient(c.url)(path, init);
 
   before(async () => {
-    c = await createCoordinator({ dbPath: join(tmp.dir, 'c.db') });
+    c = await createCoordinator({ dbPath: testDb(join(tmp.dir, 'c.db')) });
   });
   after(async () => {
     await c.close();
@@ -161,7 +162,7 @@ describe('datasets under auth, two tenants', () => {
 
   before(async () => {
     c = await createCoordinator({
-      dbPath: join(tmp.dir, 'c.db'),
+      dbPath: testDb(join(tmp.dir, 'c.db')),
       auth: Auth.fromConfig({
         tokens: [
           { token: T.admin, roles: ['admin'] },

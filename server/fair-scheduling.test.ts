@@ -11,6 +11,7 @@ import type { Assignment, TaskRecord } from '../shared';
 import { makeBuiltinModels } from '../tools/tiny-model/builtin';
 import { createCoordinator, type CoordinatorOptions } from './index';
 import { HELLO_WAT, OpenCoordinators, apiClient, tempDir, until, wat } from './testing';
+import { testDb } from './postgres-testing';
 
 const tmp = tempDir();
 let hello: Uint8Array<ArrayBuffer>;
@@ -27,7 +28,7 @@ after(async () => {
 
 let dbN = 0;
 async function start(opts: CoordinatorOptions = {}) {
-  const c = await createCoordinator({ dbPath: join(tmp.dir, `f${dbN++}.db`), drainTimeoutMs: 200, modelsDir: join(tmp.dir, 'models'), ...opts });
+  const c = await createCoordinator({ dbPath: testDb(join(tmp.dir, `f${dbN++}.db`)), drainTimeoutMs: 200, modelsDir: join(tmp.dir, 'models'), ...opts });
   const { connect, nodes } = open.track(c);
   const api = apiClient(c.url);
   assert.equal((await api('/v1/agents/hello/versions/1', { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: hello })).status, 201);

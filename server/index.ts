@@ -18,6 +18,7 @@ import type { Context } from './context';
 import { MAX_HEADER_BYTES, MAX_PARAM_LENGTH, clientErrorHandler, frameworkErrors, installErrorHandling, installInputGate } from './http';
 import { Hub, normalizeOrigin } from './hub';
 import { Journal, systemClock, type Clock } from './journal';
+import { isPostgresUrl } from './sql';
 import { Maintenance } from './maintenance';
 import { Metrics } from './metrics';
 import { ModelStore } from './models';
@@ -43,6 +44,7 @@ import { Webhooks, webhookSecretFor, type WebhookOptions } from './webhook';
 import { installCrossSiteRefusal } from './csrf';
 
 export { Journal, systemClock, type Clock, type StoredTask, type Ended, type Completion } from './journal';
+export { isPostgresUrl } from './sql';
 export { Hub } from './hub';
 export { Auth, ANONYMOUS, ROLES, ensureLocalTokens, newToken, tokenId, type Principal, type Role, type AuthFileConfig, type AuthTokenEntry, type LocalTokens } from './auth';
 export { Scheduler } from './scheduler';
@@ -57,8 +59,13 @@ export { parseNodeMessage, parseSubmission, checkSpec } from './validate';
 const ORT_DIST = dirname(createRequire(import.meta.url).resolve('onnxruntime-web'));
 
 export interface CoordinatorOptions {
-  /** SQLite file; ':memory:' for unit tests. Default ./data/coordinator.db. */
+  /** The journal: a SQLite file (':memory:' for unit tests) or a postgres:// URL. Default ./data/coordinator.db. */
   dbPath?: string;
+  /**
+   * Where the webhook secret, adapters and blobs live. Default: the SQLite journal's folder; for ':memory:' and
+   * for a PostgreSQL journal a temporary folder removed on close (the CLIs pass ./data for PostgreSQL).
+   */
+  dataDir?: string;
   /**
    * Sync of the commits that record leases and results: 'normal' (default; safe
    * against a process crash, an OS crash may make the last attempts run again) or
@@ -148,7 +155,10 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   const clock = opts.clock ?? systemClock;
   const heartbeatIntervalMs = opts.heartbeatIntervalMs ?? LIMITS.heartbeatIntervalMs;
   const leaseMs = opts.leaseMs ?? LIMITS.leaseMs;
-  const journal = new Journal(opts.dbPath ?? './data/coordinator.db', clock, { attemptSync: opts.attemptSync ?? 'normal' });
+  const dbPath = opts.dbPath ?? './data/coordinator.db';
+  const tempData = opts.dataDir === undefined && (dbPath === ':memory:' || dbPath === '' || isPostgresUrl(dbPath)) ? mkdtempSync(join(tmpdir(), 'exec-node-data-')) : null;
+  const dataDir = opts.dataDir ?? tempData ?? dirname(dbPath);
+  const journal = new Journal(dbPath, clock, { attemptSync: opts.attemptSync ?? 'normal' });
   if (opts.retryBaseMs !== undefined) journal.retryBaseMs = opts.retryBaseMs;
   const registry = new Registry(journal);
   const metrics = new Metrics(clock.now());
@@ -156,7 +166,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   const modelStore = modelRoots.length ? new ModelStore(modelRoots) : null;
   const watch = new TaskWatch();
   const tracing = Tracing.create(opts.tracing);
-  const webhooks = new Webhooks(journal, { ...opts.webhook, secret: opts.webhook?.secret ?? webhookSecretFor(opts.dbPath ?? './data/coordinator.db') }, tracing);
+  const webhooks = new Webhooks(journal, { ...opts.webhook, secret: opts.webhook?.secret ?? (tempData ? webhookSecretFor(':memory:') : webhookSecretFor(join(dataDir, 'coordinator.db'))) }, tracing);
   const scheduler = new Scheduler(journal, metrics, watch, webhooks, {
     clock,
     leaseMs,
@@ -223,13 +233,10 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   installCrossSiteRefusal(app, { allowOrigins: opts.allowOrigins ?? [] });
   installInputGate(app, metrics, json); // content type before the body, the bounded JSON parser (before any route)
   await app.register(fastifyWebsocket, { options: { maxPayload: LIMITS.maxSocketMessageBytes } });
-  const dbPath = opts.dbPath ?? './data/coordinator.db';
-  const tempAdapters = opts.adaptersDir === undefined && (dbPath === ':memory:' || dbPath === '') ? mkdtempSync(join(tmpdir(), 'exec-node-adapters-')) : null;
-  const adapters = new AdapterRegistry(opts.adaptersDir ?? tempAdapters ?? join(dirname(dbPath), 'adapters'), modelStore);
+  const adapters = new AdapterRegistry(opts.adaptersDir ?? join(dataDir, 'adapters'), modelStore);
   taskRoutes(app, ctx, new ModelCatalog(ctx, modelStore, adapters));
   datasetRoutes(app, ctx);
-  const tempBlobs = opts.blobsDir === undefined && (dbPath === ':memory:' || dbPath === '') ? mkdtempSync(join(tmpdir(), 'exec-node-blobs-')) : null;
-  blobRoutes(app, ctx, new BlobStore(opts.blobsDir ?? tempBlobs ?? join(dirname(dbPath), 'blobs')));
+  blobRoutes(app, ctx, new BlobStore(opts.blobsDir ?? join(dataDir, 'blobs')));
   agentRoutes(app, ctx);
   adapterRoutes(app, adapters);
   opsRoutes(app, ctx);
@@ -274,8 +281,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
       await json.close().catch(() => undefined);
       await tracing?.shutdown().catch(() => undefined); // exports the spans still pending (bounded by the export timeout)
       journal.close();
-      if (tempAdapters) rmSync(tempAdapters, { recursive: true, force: true });
-      if (tempBlobs) rmSync(tempBlobs, { recursive: true, force: true });
+      if (tempData) rmSync(tempData, { recursive: true, force: true });
     })();
     return closing;
   };

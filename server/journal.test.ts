@@ -1,14 +1,25 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { AppError, newLeaseId, newNodeId, newTaskId, type TaskId } from '../shared';
 import { Journal, errorInfo, type NewTask } from './journal';
+import { startPostgres } from './postgres-testing';
+import { SqliteDb } from './sql';
 import { ManualClock, tempDir } from './testing';
 
 const tmp = tempDir();
 after(() => tmp.cleanup());
 let n = 0;
 const file = () => join(tmp.dir, `j${n++}.db`);
+const pg = await startPostgres();
+after(() => pg.close());
+const sqlite = (j: Journal) => (j.db as SqliteDb).raw;
+
+/** The stores every behaviour test runs on: a fresh SQLite file, a fresh PostgreSQL database. */
+const STORES: Array<{ name: string; fresh(): Promise<string> }> = [
+  { name: 'SQLite', fresh: async () => file() },
+  { name: 'PostgreSQL', fresh: () => pg.database() },
+];
 
 function task(extra: Partial<NewTask> = {}): NewTask {
   return {
@@ -30,20 +41,21 @@ function task(extra: Partial<NewTask> = {}): NewTask {
   };
 }
 
-test('WAL; submits commit with synchronous=FULL, attempt records with the chosen mode', () => {
+test('SQLite: WAL; submits commit with synchronous=FULL, attempt records with the chosen mode', () => {
   const j = new Journal(file());
-  assert.equal(j.db.pragma('journal_mode', { simple: true }), 'wal');
+  const raw = sqlite(j);
+  assert.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
   assert.equal(j.attemptSync, 'normal');
   const seen: number[] = [];
-  const pragma = j.db.pragma.bind(j.db);
-  j.db.pragma = ((source: string, options?: any) => {
+  const pragma = raw.pragma.bind(raw);
+  raw.pragma = ((source: string, options?: any) => {
     const out = pragma(source, options);
     if (/^synchronous = /.test(source)) seen.push(pragma('synchronous', { simple: true }) as number);
     return out;
-  }) as typeof j.db.pragma;
+  }) as typeof raw.pragma;
   const t = task();
   j.insertTasks([t]);
-  assert.equal(j.db.pragma('synchronous', { simple: true }), 2, 'FULL for submits');
+  assert.equal(raw.pragma('synchronous', { simple: true }), 2, 'FULL for submits');
   const leaseId = newLeaseId();
   j.leaseBatch([{ taskId: t.id, leaseId, nodeId: newNodeId() }], []);
   j.complete([{ taskId: t.id, leaseId, outcome: { ok: true, result: 1 } }]);
@@ -51,149 +63,153 @@ test('WAL; submits commit with synchronous=FULL, attempt records with the chosen
   j.close();
   const full = new Journal(file(), undefined, { attemptSync: 'full' });
   full.insertTasks([task()]);
-  assert.equal(full.db.pragma('synchronous', { simple: true }), 2);
+  assert.equal(sqlite(full).pragma('synchronous', { simple: true }), 2);
   full.close();
 });
 
-test('a journal reopened without a clean close has every task; leased ones are queued again', () => {
-  const path = file();
-  const a = new Journal(path);
-  const tasks = Array.from({ length: 100 }, () => task());
-  a.insertTasks(tasks);
-  const node = newNodeId();
-  const leases = tasks.slice(0, 10).map((t) => ({ taskId: t.id, leaseId: newLeaseId(), nodeId: node }));
-  assert.equal(a.leaseBatch(leases, []).leased.size, 10);
-  // `a` is never closed: a second process opening the file sees what `a` committed.
-  const b = new Journal(path);
-  assert.equal(b.requeuedOnOpen, 10);
-  const counts = b.countsByState();
-  assert.equal(counts.queued, 100);
-  assert.equal(counts.leased, 0);
-  const rec = b.getTask(tasks[0]!.id)!;
-  assert.equal(rec.error?.code, 'LEASE_EXPIRED');
-  assert.equal(rec.attempts, 1);
-  // The old lease is gone: its result is a late duplicate.
-  const late = b.complete([{ taskId: tasks[0]!.id, leaseId: leases[0]!.leaseId, outcome: { ok: true, result: 1 } }]);
-  assert.deepEqual(late, [null]);
-  assert.equal(b.duplicatesDropped, 1);
-  b.close();
-  a.close();
-});
+for (const store of STORES) {
+  describe(`journal on ${store.name}`, () => {
+    test('a journal reopened without a clean close has every task; leased ones are queued again', async () => {
+      const path = await store.fresh();
+      const a = new Journal(path);
+      const tasks = Array.from({ length: 100 }, () => task());
+      a.insertTasks(tasks);
+      const node = newNodeId();
+      const leases = tasks.slice(0, 10).map((t) => ({ taskId: t.id, leaseId: newLeaseId(), nodeId: node }));
+      assert.equal(a.leaseBatch(leases, []).leased.size, 10);
+      // `a` is never closed: a second process opening the file sees what `a` committed.
+      const b = new Journal(path);
+      assert.equal(b.requeuedOnOpen, 10);
+      const counts = b.countsByState();
+      assert.equal(counts.queued, 100);
+      assert.equal(counts.leased, 0);
+      const rec = b.getTask(tasks[0]!.id)!;
+      assert.equal(rec.error?.code, 'LEASE_EXPIRED');
+      assert.equal(rec.attempts, 1);
+      // The old lease is gone: its result is a late duplicate.
+      const late = b.complete([{ taskId: tasks[0]!.id, leaseId: leases[0]!.leaseId, outcome: { ok: true, result: 1 } }]);
+      assert.deepEqual(late, [null]);
+      assert.equal(b.duplicatesDropped, 1);
+      b.close();
+      a.close();
+    });
 
-test('a result is written once; other leases and repeats are dropped and counted', () => {
-  const j = new Journal(file());
-  const t = task();
-  j.insertTasks([t]);
-  const leaseId = newLeaseId();
-  j.leaseBatch([{ taskId: t.id, leaseId, nodeId: newNodeId() }], []);
-  const wrong = j.complete([{ taskId: t.id, leaseId: newLeaseId(), outcome: { ok: true, result: 'wrong' } }]);
-  assert.deepEqual(wrong, [null]);
-  const [ok] = j.complete([{ taskId: t.id, leaseId, outcome: { ok: true, result: { v: 1 } } }]);
-  assert.equal(ok?.state, 'succeeded');
-  const again = j.complete([{ taskId: t.id, leaseId, outcome: { ok: false, error: errorInfo('INTERNAL', 'x') } }]);
-  assert.deepEqual(again, [null]);
-  assert.equal(j.duplicatesDropped, 2);
-  assert.deepEqual(j.getTask(t.id)!.result, { v: 1 });
-  j.close();
-});
+    test('a result is written once; other leases and repeats are dropped and counted', async () => {
+      const j = new Journal(await store.fresh());
+      const t = task();
+      j.insertTasks([t]);
+      const leaseId = newLeaseId();
+      j.leaseBatch([{ taskId: t.id, leaseId, nodeId: newNodeId() }], []);
+      const wrong = j.complete([{ taskId: t.id, leaseId: newLeaseId(), outcome: { ok: true, result: 'wrong' } }]);
+      assert.deepEqual(wrong, [null]);
+      const [ok] = j.complete([{ taskId: t.id, leaseId, outcome: { ok: true, result: { v: 1 } } }]);
+      assert.equal(ok?.state, 'succeeded');
+      const again = j.complete([{ taskId: t.id, leaseId, outcome: { ok: false, error: errorInfo('INTERNAL', 'x') } }]);
+      assert.deepEqual(again, [null]);
+      assert.equal(j.duplicatesDropped, 2);
+      assert.deepEqual(j.getTask(t.id)!.result, { v: 1 });
+      j.close();
+    });
 
-test('failures: retryable → queued with capped full-jitter backoff, then dead; others → failed', () => {
-  const clock = new ManualClock();
-  const j = new Journal(file(), clock);
-  j.retryBaseMs = 100;
-  const t = task({ maxAttempts: 3 });
-  const f = task();
-  j.insertTasks([t, f]);
-  const runAfters: number[] = [];
-  for (let attempt = 1; attempt <= 3; attempt++) {
-    const leaseId = newLeaseId();
-    assert.equal(j.leaseBatch([{ taskId: t.id, leaseId, nodeId: newNodeId() }], []).leased.size, 1);
-    const [e] = j.complete([{ taskId: t.id, leaseId, outcome: { ok: false, error: errorInfo('WORKER_CRASHED', `c${attempt}`) } }], () => 0.999);
-    assert.equal(e?.state, attempt < 3 ? 'queued' : 'dead');
-    runAfters.push(j.getTask(t.id)!.runAfter - clock.now());
-  }
-  assert.deepEqual(runAfters.slice(0, 2), [99, 199], 'base·2^(attempt−1)·jitter');
-  const dead = j.getTask(t.id)!;
-  assert.equal(dead.error?.message, 'c3');
-  assert.equal(dead.attempts, 3);
+    test('failures: retryable → queued with capped full-jitter backoff, then dead; others → failed', async () => {
+      const clock = new ManualClock();
+      const j = new Journal(await store.fresh(), clock);
+      j.retryBaseMs = 100;
+      const t = task({ maxAttempts: 3 });
+      const f = task();
+      j.insertTasks([t, f]);
+      const runAfters: number[] = [];
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        const leaseId = newLeaseId();
+        assert.equal(j.leaseBatch([{ taskId: t.id, leaseId, nodeId: newNodeId() }], []).leased.size, 1);
+        const [e] = j.complete([{ taskId: t.id, leaseId, outcome: { ok: false, error: errorInfo('WORKER_CRASHED', `c${attempt}`) } }], () => 0.999);
+        assert.equal(e?.state, attempt < 3 ? 'queued' : 'dead');
+        runAfters.push(j.getTask(t.id)!.runAfter - clock.now());
+      }
+      assert.deepEqual(runAfters.slice(0, 2), [99, 199], 'base·2^(attempt−1)·jitter');
+      const dead = j.getTask(t.id)!;
+      assert.equal(dead.error?.message, 'c3');
+      assert.equal(dead.attempts, 3);
 
-  const leaseId = newLeaseId();
-  j.leaseBatch([{ taskId: f.id, leaseId, nodeId: newNodeId() }], []);
-  const [e] = j.complete([{ taskId: f.id, leaseId, outcome: { ok: false, error: errorInfo('AGENT_FUEL_EXHAUSTED', 'fuel') } }]);
-  assert.equal(e?.state, 'failed');
-  j.close();
-});
+      const leaseId = newLeaseId();
+      j.leaseBatch([{ taskId: f.id, leaseId, nodeId: newNodeId() }], []);
+      const [e] = j.complete([{ taskId: f.id, leaseId, outcome: { ok: false, error: errorInfo('AGENT_FUEL_EXHAUSTED', 'fuel') } }]);
+      assert.equal(e?.state, 'failed');
+      j.close();
+    });
 
-test('ready: priority then age, backoff respected; deadline expiry and lease in one batch', () => {
-  const clock = new ManualClock();
-  const j = new Journal(file(), clock);
-  const low = task({ priority: 1 });
-  const high = task({ priority: 8 });
-  const old = task({ priority: 5 });
-  const young = task({ priority: 5 });
-  j.insertTasks([low, high, old, young]);
-  assert.deepEqual(j.ready('agent', clock.now(), 10).map((r) => r.id), [high.id, old.id, young.id, low.id]);
-  const late = errorInfo('DEADLINE_EXCEEDED', 'late');
-  const { leased, expired } = j.leaseBatch([{ taskId: high.id, leaseId: newLeaseId(), nodeId: newNodeId() }], [{ id: low.id, error: late }]);
-  assert.deepEqual([...leased], [high.id]);
-  assert.equal(expired[0]?.state, 'failed');
-  assert.equal(j.getTask(low.id)!.error?.code, 'DEADLINE_EXCEEDED');
-  // Leasing a task no longer queued is skipped.
-  assert.equal(j.leaseBatch([{ taskId: high.id, leaseId: newLeaseId(), nodeId: newNodeId() }], []).leased.size, 0);
-  j.close();
-});
+    test('ready: priority then age, backoff respected; deadline expiry and lease in one batch', async () => {
+      const clock = new ManualClock();
+      const j = new Journal(await store.fresh(), clock);
+      const low = task({ priority: 1 });
+      const high = task({ priority: 8 });
+      const old = task({ priority: 5 });
+      const young = task({ priority: 5 });
+      j.insertTasks([low, high, old, young]);
+      assert.deepEqual(j.ready('agent', clock.now(), 10).map((r) => r.id), [high.id, old.id, young.id, low.id]);
+      const late = errorInfo('DEADLINE_EXCEEDED', 'late');
+      const { leased, expired } = j.leaseBatch([{ taskId: high.id, leaseId: newLeaseId(), nodeId: newNodeId() }], [{ id: low.id, error: late }]);
+      assert.deepEqual([...leased], [high.id]);
+      assert.equal(expired[0]?.state, 'failed');
+      assert.equal(j.getTask(low.id)!.error?.code, 'DEADLINE_EXCEEDED');
+      // Leasing a task no longer queued is skipped.
+      assert.equal(j.leaseBatch([{ taskId: high.id, leaseId: newLeaseId(), nodeId: newNodeId() }], []).leased.size, 0);
+      j.close();
+    });
 
-test('batch insert is one transaction: an idempotency conflict writes nothing', () => {
-  const j = new Journal(file());
-  j.insertTasks([task({ idempotencyKey: 'k', specHash: 'h1' })]);
-  const fresh = task();
-  assert.throws(
-    () => j.insertTasks([fresh, task({ idempotencyKey: 'k', specHash: 'h2' })]),
-    (e: unknown) => e instanceof AppError && e.code === 'IDEMPOTENCY_CONFLICT',
-  );
-  assert.equal(j.getTask(fresh.id), null);
-  const [same] = j.insertTasks([task({ idempotencyKey: 'k', specHash: 'h1' })]);
-  assert.equal(same?.created, false);
-  j.close();
-});
+    test('batch insert is one transaction: an idempotency conflict writes nothing', async () => {
+      const j = new Journal(await store.fresh());
+      j.insertTasks([task({ idempotencyKey: 'k', specHash: 'h1' })]);
+      const fresh = task();
+      assert.throws(
+        () => j.insertTasks([fresh, task({ idempotencyKey: 'k', specHash: 'h2' })]),
+        (e: unknown) => e instanceof AppError && e.code === 'IDEMPOTENCY_CONFLICT',
+      );
+      assert.equal(j.getTask(fresh.id), null);
+      const [same] = j.insertTasks([task({ idempotencyKey: 'k', specHash: 'h1' })]);
+      assert.equal(same?.created, false);
+      j.close();
+    });
 
-test('cancel answers the lease a leased task held', () => {
-  const j = new Journal(file());
-  const t = task();
-  j.insertTasks([t]);
-  const leaseId = newLeaseId();
-  const nodeId = newNodeId();
-  j.leaseBatch([{ taskId: t.id, leaseId, nodeId }], []);
-  assert.deepEqual(j.cancel(t.id, 'stop'), { leaseId, nodeId });
-  assert.equal(j.cancel(t.id, 'again'), undefined);
-  assert.equal(j.cancel(newTaskId() as TaskId, 'none'), undefined);
-  j.close();
-});
+    test('cancel answers the lease a leased task held', async () => {
+      const j = new Journal(await store.fresh());
+      const t = task();
+      j.insertTasks([t]);
+      const leaseId = newLeaseId();
+      const nodeId = newNodeId();
+      j.leaseBatch([{ taskId: t.id, leaseId, nodeId }], []);
+      assert.deepEqual(j.cancel(t.id, 'stop'), { leaseId, nodeId });
+      assert.equal(j.cancel(t.id, 'again'), undefined);
+      assert.equal(j.cancel(newTaskId() as TaskId, 'none'), undefined);
+      j.close();
+    });
 
-test('queued tasks past their deadline fail without a node', () => {
-  const clock = new ManualClock();
-  const j = new Journal(file(), clock);
-  const soon = task({ deadline: clock.now() + 10 });
-  const later = task({ deadline: clock.now() + 10_000 });
-  const none = task();
-  j.insertTasks([soon, later, none]);
-  const seen: string[] = [];
-  const errorFor = (row: { id: string }) => {
-    seen.push(row.id);
-    return errorInfo('NO_CAPABLE_NODE', 'nobody');
-  };
-  assert.deepEqual(j.expireDeadlines(errorFor), []);
-  clock.advance(11);
-  const ended = j.expireDeadlines(errorFor);
-  assert.deepEqual(ended.map((e) => e.taskId), [soon.id]);
-  assert.deepEqual(seen, [soon.id]);
-  assert.equal(ended[0]!.errorCode, 'NO_CAPABLE_NODE');
-  assert.equal(j.getTask(soon.id)!.error?.code, 'NO_CAPABLE_NODE');
-  assert.equal(j.getTask(later.id)!.state, 'queued');
-  j.close();
-});
+    test('queued tasks past their deadline fail without a node', async () => {
+      const clock = new ManualClock();
+      const j = new Journal(await store.fresh(), clock);
+      const soon = task({ deadline: clock.now() + 10 });
+      const later = task({ deadline: clock.now() + 10_000 });
+      const none = task();
+      j.insertTasks([soon, later, none]);
+      const seen: string[] = [];
+      const errorFor = (row: { id: string }) => {
+        seen.push(row.id);
+        return errorInfo('NO_CAPABLE_NODE', 'nobody');
+      };
+      assert.deepEqual(j.expireDeadlines(errorFor), []);
+      clock.advance(11);
+      const ended = j.expireDeadlines(errorFor);
+      assert.deepEqual(ended.map((e) => e.taskId), [soon.id]);
+      assert.deepEqual(seen, [soon.id]);
+      assert.equal(ended[0]!.errorCode, 'NO_CAPABLE_NODE');
+      assert.equal(j.getTask(soon.id)!.error?.code, 'NO_CAPABLE_NODE');
+      assert.equal(j.getTask(later.id)!.state, 'queued');
+      j.close();
+    });
+  });
+}
 
-test('a journal from before per-tenant idempotency keys: its tenants’ keys are scoped on open, and still answer a resend', () => {
+test('SQLite: a journal from before per-tenant idempotency keys: its tenants’ keys are scoped on open, and still answer a resend', () => {
   const path = file();
   const old = new Journal(path);
   const t = task({ tenant: 'acme', idempotencyKey: 'k1', specHash: 'h1' });
@@ -201,10 +217,10 @@ test('a journal from before per-tenant idempotency keys: its tenants’ keys are
   old.insertTasks([t, u]);
   // As the older coordinator wrote them: the key as sent, and schema version 0.
   old.db.prepare('UPDATE tasks SET idempotency_key = ? WHERE id = ?').run('k1', t.id);
-  old.db.pragma('user_version = 0');
+  sqlite(old).pragma('user_version = 0');
   old.close();
   const j = new Journal(path);
-  assert.equal(j.db.pragma('user_version', { simple: true }), 4, 'migrated to the current version (1: tenant keys, 2: traces, 3: blobs, 4: fair scheduling)');
+  assert.equal(sqlite(j).pragma('user_version', { simple: true }), 4, 'migrated to the current version (1: tenant keys, 2: traces, 3: blobs, 4: fair scheduling)');
   assert.equal(j.getTask(t.id)!.idempotencyKey, 'k1', 'the record shows the key as sent');
   const [again] = j.insertTasks([{ ...task({ tenant: 'acme', idempotencyKey: 'k1', specHash: 'h1' }) }]);
   assert.deepEqual(again, { id: t.id, created: false }, 'a resend by the same tenant finds its task');
@@ -215,17 +231,17 @@ test('a journal from before per-tenant idempotency keys: its tenants’ keys are
   j.close();
 });
 
-test('a journal from before traces (user_version 1, no traceparent column) opens: old tasks show trace null, new ones keep theirs', () => {
+test('SQLite: a journal from before traces (user_version 1, no traceparent column) opens: old tasks show trace null, new ones keep theirs', () => {
   const path = file();
   const old = new Journal(path);
   const t = task();
   old.insertTasks([t]);
   // As the older coordinator wrote it: no traceparent column, schema version 1.
   old.db.exec('ALTER TABLE tasks DROP COLUMN traceparent');
-  old.db.pragma('user_version = 1');
+  sqlite(old).pragma('user_version = 1');
   old.close();
   const j = new Journal(path);
-  assert.equal(j.db.pragma('user_version', { simple: true }), 4);
+  assert.equal(sqlite(j).pragma('user_version', { simple: true }), 4);
   assert.equal(j.getTask(t.id)!.trace, null);
   assert.equal(j.getTask(t.id)!.state, 'queued');
   const traced = task({ traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' });

@@ -7,9 +7,7 @@
  * attempts run again. The hot path (insert batch, lease batch, complete batch)
  * runs prepared statements inside one transaction per batch.
  */
-import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { openDb, SqliteDb, type SqlDb, type Stmt } from './sql';
 import {
   AppError,
   ERRORS,
@@ -360,36 +358,36 @@ CREATE TABLE IF NOT EXISTS events (
 `;
 
 export class Journal {
-  readonly db: Database.Database;
+  readonly db: SqlDb;
   readonly #clock: Clock;
   /** Results that came from a lease that is no longer current, dropped. */
   duplicatesDropped = 0;
   /** Leased tasks put back in the queue when this journal opened. */
   readonly requeuedOnOpen: number;
 
-  readonly #insert: Database.Statement;
-  readonly #byKey: Database.Statement<[string], { id: string; spec_hash: string | null }>;
-  readonly #get: Database.Statement<[string], TaskRow>;
-  readonly #readyOf: Database.Statement<[string, string, number, number], ReadyRow>;
-  readonly #readyNull: Database.Statement<[string, number, number], ReadyRow>;
-  readonly #oldestOf: Database.Statement<[string, string, number, number], ReadyRow>;
-  readonly #oldestNull: Database.Statement<[string, number, number], ReadyRow>;
-  readonly #nextTenant: Database.Statement<[string, string], { tenant: string }>;
-  readonly #hasNullTenant: Database.Statement<[string], { x: number }>;
+  readonly #insert: Stmt;
+  readonly #byKey: Stmt<[string], { id: string; spec_hash: string | null }>;
+  readonly #get: Stmt<[string], TaskRow>;
+  readonly #readyOf: Stmt<[string, string, number, number], ReadyRow>;
+  readonly #readyNull: Stmt<[string, number, number], ReadyRow>;
+  readonly #oldestOf: Stmt<[string, string, number, number], ReadyRow>;
+  readonly #oldestNull: Stmt<[string, number, number], ReadyRow>;
+  readonly #nextTenant: Stmt<[string, string], { tenant: string }>;
+  readonly #hasNullTenant: Stmt<[string], { x: number }>;
   /** Per kind, the last tenant read in the previous round that had more than MAX_READY_TENANTS (reading goes round). */
   readonly #tenantCursor = new Map<TaskKind, string>();
-  readonly #lease: Database.Statement;
-  readonly #expire: Database.Statement;
-  readonly #sweep: Database.Statement<[number], QueuedRow>;
-  readonly #succeed: Database.Statement;
-  readonly #fail: Database.Statement;
-  readonly #cancel: Database.Statement;
-  readonly #counts: Database.Statement<[], { state: TaskState; n: number }>;
-  readonly #tenantPending: Database.Statement<[string], { n: number }>;
-  readonly #event: Database.Statement;
-  readonly #addReplica: Database.Statement<[string, number, number, number, number]>;
-  readonly #readyReplicas: Database.Statement<[number, number], ReplicaReadyRow>;
-  readonly #leaseReplica: Database.Statement;
+  readonly #lease: Stmt;
+  readonly #expire: Stmt;
+  readonly #sweep: Stmt<[number], QueuedRow>;
+  readonly #succeed: Stmt;
+  readonly #fail: Stmt;
+  readonly #cancel: Stmt;
+  readonly #counts: Stmt<[], { state: TaskState; n: number }>;
+  readonly #tenantPending: Stmt<[string], { n: number }>;
+  readonly #event: Stmt;
+  readonly #addReplica: Stmt<[string, number, number, number, number]>;
+  readonly #readyReplicas: Stmt<[number, number], ReplicaReadyRow>;
+  readonly #leaseReplica: Stmt;
   /** Replicated tasks not ended yet: while there are none, the scheduler skips the replica query. */
   #replicatedOpen = 0;
 
@@ -403,17 +401,22 @@ export class Journal {
   readonly attemptSync: 'full' | 'normal';
   #sync: 'full' | 'normal' = 'full';
 
-  constructor(path: string, clock: Clock = systemClock, opts: { attemptSync?: 'full' | 'normal' } = {}) {
+  /** `target`: a SQLite file (':memory:' for a throwaway one), a postgres:// URL, or an open connection. */
+  constructor(target: string | SqlDb, clock: Clock = systemClock, opts: { attemptSync?: 'full' | 'normal' } = {}) {
     this.attemptSync = opts.attemptSync ?? 'normal';
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-    this.db = new Database(path);
+    this.db = typeof target === 'string' ? openDb(target) : target;
     this.#clock = clock;
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 5000');
-    this.db.exec(SCHEMA);
-    migrate(this.db);
+    try {
+      if (this.db instanceof SqliteDb) {
+        this.db.exec(SCHEMA);
+        migrate(this.db);
+      } else {
+        migratePostgres(this.db);
+      }
+    } catch (err) {
+      if (typeof target === 'string') this.db.close();
+      throw err;
+    }
 
     this.#insert = this.db.prepare(`
       INSERT INTO tasks (id, kind, state, priority, attempts, max_attempts, run_after, deadline, idempotency_key,
@@ -455,8 +458,9 @@ export class Journal {
         state = CASE WHEN @retryable = 1 AND attempts < max_attempts THEN 'queued'
                      WHEN @retryable = 1 THEN 'dead' ELSE 'failed' END,
         run_after = CASE WHEN @retryable = 1 AND attempts < max_attempts
-          THEN @now + CAST(@jitter * MIN(@cap, @base * (1 << (attempts - 1))) AS INTEGER) ELSE run_after END,
-        finished_at = CASE WHEN @retryable = 1 AND attempts < max_attempts THEN NULL ELSE @now END,
+          THEN CAST(@now AS BIGINT) + CAST(@jitter AS BIGINT) * (CASE WHEN CAST(@cap AS BIGINT) < CAST(@base AS BIGINT) * (CAST(1 AS BIGINT) << CAST(attempts - 1 AS INTEGER))
+            THEN CAST(@cap AS BIGINT) ELSE CAST(@base AS BIGINT) * (CAST(1 AS BIGINT) << CAST(attempts - 1 AS INTEGER)) END) / 1000000 ELSE run_after END,
+        finished_at = CASE WHEN @retryable = 1 AND attempts < max_attempts THEN NULL ELSE CAST(@now AS BIGINT) END,
         error = @error, lease_id = NULL, updated_at = @now
       WHERE id = @id AND lease_id = @leaseId AND state = 'leased'
       RETURNING state, kind, attempts, created_at, node_id, webhook`);
@@ -498,7 +502,7 @@ export class Journal {
       .prepare(
         `UPDATE tasks SET
            state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,
-           finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ? END,
+           finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE CAST(? AS BIGINT) END,
            lease_id = NULL, error = ?, run_after = ?, updated_at = ?
          WHERE state = 'leased' AND replication IS NULL`,
       )
@@ -690,7 +694,7 @@ export class Journal {
   /** Sets the connection's sync mode for the next commits. */
   #setSync(mode: 'full' | 'normal'): void {
     if (this.#sync === mode) return;
-    this.db.pragma(`synchronous = ${mode === 'full' ? 'FULL' : 'NORMAL'}`);
+    this.db.setSync(mode);
     this.#sync = mode;
   }
 
@@ -755,7 +759,8 @@ export class Journal {
             id: item.taskId,
             leaseId: item.leaseId,
             retryable: isErrorCode(err.code) && ERRORS[err.code].retryable ? 1 : 0,
-            jitter: random(),
+            // Millionths, so that the delay is integer arithmetic (truncated alike by both stores).
+            jitter: Math.floor(random() * 1_000_000),
             cap: LIMITS.retryMaxMs,
             base: this.retryBaseMs,
             error: JSON.stringify(err),
@@ -826,7 +831,7 @@ export class Journal {
         if (!agent?.version) return marks;
         const bump = this.db.prepare(
           `INSERT INTO agent_verdicts (name, version, pass, fail) VALUES (@name, @version, @pass, @fail)
-           ON CONFLICT (name, version) DO UPDATE SET pass = pass + @pass, fail = fail + @fail`,
+           ON CONFLICT (name, version) DO UPDATE SET pass = agent_verdicts.pass + excluded.pass, fail = agent_verdicts.fail + excluded.fail`,
         );
         const key = { name: agent.agent, version: agent.version };
         if (task.verdict) bump.run({ ...key, pass: task.verdict.verdict === 'pass' ? -1 : 0, fail: task.verdict.verdict === 'fail' ? -1 : 0 });
@@ -863,11 +868,11 @@ export class Journal {
   // ---------------------------------------------------------------- replicas and reputation
 
   /** Statements of the replica path, prepared once. */
-  readonly #stmts = new Map<string, Database.Statement>();
-  #prep<P extends unknown[] | object = unknown[], R = unknown>(sql: string): Database.Statement<P, R> {
+  readonly #stmts = new Map<string, Stmt>();
+  #prep<P extends unknown[] | object = unknown[], R = unknown>(sql: string): Stmt<P, R> {
     let st = this.#stmts.get(sql);
     if (!st) this.#stmts.set(sql, (st = this.db.prepare(sql)));
-    return st as unknown as Database.Statement<P, R>;
+    return st as unknown as Stmt<P, R>;
   }
 
   /** Queued replicas whose backoff has passed, highest priority then oldest task first. */
@@ -1148,8 +1153,8 @@ export class Journal {
     if (marks.length === 0) return;
     const bump = this.#prep(
       `INSERT INTO node_reputation (node_id, agreed, outvoted, pass, fail, updated_at) VALUES (@nodeId, @agreed, @outvoted, @pass, @fail, @now)
-       ON CONFLICT (node_id) DO UPDATE SET agreed = agreed + excluded.agreed, outvoted = outvoted + excluded.outvoted,
-         pass = pass + excluded.pass, fail = fail + excluded.fail, updated_at = excluded.updated_at`,
+       ON CONFLICT (node_id) DO UPDATE SET agreed = node_reputation.agreed + excluded.agreed, outvoted = node_reputation.outvoted + excluded.outvoted,
+         pass = node_reputation.pass + excluded.pass, fail = node_reputation.fail + excluded.fail, updated_at = excluded.updated_at`,
     );
     for (const m of marks) {
       bump.run({ nodeId: m.nodeId, agreed: 0, outvoted: 0, pass: 0, fail: 0, [m.mark]: m.delta, now });
@@ -1355,32 +1360,68 @@ export function errorInfo(code: keyof typeof ERRORS, message: string, details?: 
   return info;
 }
 
+/** The schema's version: SQLite keeps it in user_version, PostgreSQL in journal_schema. */
+export const SCHEMA_VERSION = 4;
+
+/** The journal's tables in PostgreSQL's types (millisecond times are BIGINT; tenants compare bytewise, as in SQLite). */
+export function postgresSchema(): string {
+  return SCHEMA.replace(/INTEGER PRIMARY KEY AUTOINCREMENT/g, 'BIGSERIAL PRIMARY KEY')
+    .replace(/\bINTEGER\b/g, 'BIGINT')
+    .replace(/\bBLOB\b/g, 'BYTEA')
+    .replace(/\bREAL\b/g, 'DOUBLE PRECISION')
+    .replace(/\btenant TEXT\b/g, 'tenant TEXT COLLATE "C"');
+}
+
+/** Lock key of the PostgreSQL migrations: coordinators that start at once apply them one after another. */
+const MIGRATION_LOCK = 4_207_004;
+
+/**
+ * Brings a PostgreSQL journal to SCHEMA_VERSION: in one transaction under an advisory lock, so coordinators
+ * that start together neither race nor apply a step twice. A journal written by a newer coordinator is refused.
+ */
+function migratePostgres(db: SqlDb): void {
+  db.transaction(() => {
+    db.prepare('SELECT pg_advisory_xact_lock(?)').get(MIGRATION_LOCK);
+    db.exec('CREATE TABLE IF NOT EXISTS journal_schema (version INTEGER NOT NULL, applied_at BIGINT NOT NULL)');
+    const version = db.prepare<[], { v: number | null }>('SELECT MAX(version) AS v FROM journal_schema').get()?.v ?? 0;
+    if (version > SCHEMA_VERSION) {
+      throw new Error(`The journal at ${db.name} has schema version ${version}, newer than this coordinator's ${SCHEMA_VERSION}; run the newer coordinator.`);
+    }
+    // Version 4 is the first PostgreSQL schema: all of it at once. Later versions add their steps here.
+    if (version < 4) {
+      db.exec(postgresSchema());
+      db.prepare('INSERT INTO journal_schema (version, applied_at) VALUES (?, ?)').run(4, Date.now());
+    }
+  })();
+}
+
 /** Brings a journal written by an older coordinator up to this schema (new tables are created by SCHEMA). */
-function migrate(db: Database.Database): void {
+function migrate(db: SqliteDb): void {
+  const pragma = (p: string): unknown => db.raw.pragma(p, { simple: true });
   const columns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(tasks)').all().map((c) => c.name));
   if (!columns.has('replication')) db.exec('ALTER TABLE tasks ADD COLUMN replication TEXT');
-  if ((db.pragma('user_version', { simple: true }) as number) < 1) {
+  if ((pragma('user_version') as number) < 1) {
     // Version 1: idempotency keys are per tenant (see storedKey). Keys were global before, so no two collide.
     db.transaction(() => {
       db.prepare(
         `UPDATE tasks SET idempotency_key = char(1) || tenant || char(1) || idempotency_key
          WHERE tenant IS NOT NULL AND idempotency_key IS NOT NULL AND substr(idempotency_key, 1, 1) <> char(1)`,
       ).run();
-      db.pragma('user_version = 1');
+      pragma('user_version = 1');
     })();
   }
-  if ((db.pragma('user_version', { simple: true }) as number) < 2) {
+  if ((pragma('user_version') as number) < 2) {
     // Version 2: each task keeps its W3C trace context (server/tracing.ts); older tasks have none (trace: null).
     db.transaction(() => {
       if (!columns.has('traceparent')) db.exec('ALTER TABLE tasks ADD COLUMN traceparent TEXT');
-      db.pragma('user_version = 2');
+      pragma('user_version = 2');
     })();
   }
-  if ((db.pragma('user_version', { simple: true }) as number) < 3) {
+  if ((pragma('user_version') as number) < 3) {
     // Version 3: blobs (POST /v1/blobs) and their owners per tenant; the tables are new (SCHEMA creates them), no rows to move.
-    db.pragma('user_version = 3');
+    pragma('user_version = 3');
   }
-  if ((db.pragma('user_version', { simple: true }) as number) < 4) {
+  if ((pragma('user_version') as number) < 4) {
     // Version 4: the fair scheduler. Ready tasks are read per tenant (tasks_fair, tasks_age replace tasks_ready);
     // a queued task keeps why it waits (wait_reason, wait_since); quotas gain a weight and a maxLeased.
     db.transaction(() => {
@@ -1390,7 +1431,7 @@ function migrate(db: Database.Database): void {
       if (!quotaColumns.has('weight')) db.exec('ALTER TABLE quotas ADD COLUMN weight REAL');
       if (!quotaColumns.has('max_leased')) db.exec('ALTER TABLE quotas ADD COLUMN max_leased INTEGER');
       db.exec('DROP INDEX IF EXISTS tasks_ready');
-      db.pragma('user_version = 4');
+      pragma('user_version = 4');
     })();
   }
 }

@@ -1,5 +1,5 @@
 /**
- * CLI: `tsx server/main.ts [--port N] [--host H] [--db PATH] [--static DIR] [--models DIR] [--attempt-sync normal|full]
+ * CLI: `tsx server/main.ts [--port N] [--host H] [--db PATH|postgres://…] [--data-dir DIR] [--static DIR] [--models DIR] [--attempt-sync normal|full]
  * [--webhook-allow-host HOST]... [--webhook-secret SECRET]` (without --webhook-secret the secret is kept in
  * `webhook-secret` beside the journal).
  * `--auth FILE`: bearer tokens and roles (docs/api.md "Authentication"); without it, `auth.json` beside the --db
@@ -17,6 +17,7 @@ import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Auth, ensureLocalTokens } from './auth';
 import { createCoordinator } from './index';
+import { isPostgresUrl } from './sql';
 import { otlpTracesUrl } from './tracing';
 
 const { values: flags } = parseArgs({
@@ -24,6 +25,7 @@ const { values: flags } = parseArgs({
     port: { type: 'string', default: '8080' },
     host: { type: 'string', default: '127.0.0.1' },
     db: { type: 'string', default: './data/coordinator.db' },
+    'data-dir': { type: 'string' },
     static: { type: 'string' },
     models: { type: 'string' },
     logger: { type: 'boolean', default: false },
@@ -39,10 +41,13 @@ const { values: flags } = parseArgs({
 });
 
 // Every path flag resolves against the working directory, as a shell user expects (@fastify/static, for one,
-// refuses a relative root). `:memory:` is SQLite's in-memory journal, not a path.
+// refuses a relative root). `:memory:` is SQLite's in-memory journal and postgres://… a server, not paths.
+// --data-dir (webhook secret, adapters, blobs, auth.json): default the SQLite file's folder, ./data for PostgreSQL.
+const postgres = isPostgresUrl(flags.db);
 const values = {
   ...flags,
-  db: flags.db === ':memory:' ? flags.db : resolve(flags.db),
+  db: flags.db === ':memory:' || postgres ? flags.db : resolve(flags.db),
+  dataDir: resolve(flags['data-dir'] ?? (flags.db === ':memory:' || postgres ? './data' : dirname(flags.db))),
   ...(flags.static ? { static: resolve(flags.static) } : {}),
   ...(flags.models ? { models: resolve(flags.models) } : {}),
   ...(flags.auth ? { auth: resolve(flags.auth) } : {}),
@@ -82,7 +87,7 @@ try {
     auth = Auth.fromFile(values.auth);
     console.log(`auth: tokens from ${values.auth}`);
   } else {
-    const path = join(values.db === ':memory:' ? './data' : dirname(values.db), 'auth.json');
+    const path = join(values.dataDir, 'auth.json');
     const local = ensureLocalTokens(path);
     auth = local.auth;
     console.log(`auth: tokens ${local.created ? 'written to' : 'from'} ${path} (an admin token and a node join token; pass --auth FILE for your own)`);
@@ -113,6 +118,7 @@ const coordinator = await createCoordinator({
   port,
   host: values.host,
   dbPath: values.db,
+  ...(values.db === ':memory:' ? {} : { dataDir: values.dataDir }),
   ...(values.static ? { staticDir: values.static } : {}),
   ...(values.models ? { modelsDir: values.models } : {}),
   logger: values.logger,

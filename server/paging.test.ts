@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createCoordinator, type Coordinator } from './index';
 import { HELLO_WAT, apiClient, tempDir, wat } from './testing';
+import { testDb } from './postgres-testing';
 
 const tmp = tempDir('paging-');
 let c: Coordinator;
@@ -29,7 +30,7 @@ interface Page {
 }
 
 before(async () => {
-  c = await createCoordinator({ dbPath: join(tmp.dir, 'c.db') });
+  c = await createCoordinator({ dbPath: testDb(join(tmp.dir, 'c.db')) });
   const put = await api('/v1/agents/hello/versions/1', { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: await wat(HELLO_WAT) });
   assert.equal(put.status, 201);
 });

@@ -14,6 +14,7 @@ import { createCoordinator, type Coordinator } from './index';
 import { Journal } from './journal';
 import { canonicalJson, decide, outcomeDigest, reputationScore } from './quorum';
 import { HELLO_WAT, TestNode, apiClient, tempDir, until, wat } from './testing';
+import { testDb } from './postgres-testing';
 
 const tmp = tempDir('quorum-');
 after(() => tmp.cleanup());
@@ -71,7 +72,7 @@ class Replier {
 const honest = (a: Assignment): unknown => ((a.payload as { input: { x: number } }).input.x * 2);
 
 async function coordinator(extra: Parameters<typeof createCoordinator>[0] = {}): Promise<Coordinator> {
-  const c = await createCoordinator({ dbPath: join(tmp.dir, `q${dbN++}.db`), heartbeatIntervalMs: 10_000, leaseMs: 30_000, ...extra });
+  const c = await createCoordinator({ dbPath: testDb(join(tmp.dir, `q${dbN++}.db`)), heartbeatIntervalMs: 10_000, leaseMs: 30_000, ...extra });
   await apiClient(c.url)('/v1/agents/hello/versions/1', { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: await wat(HELLO_WAT) });
   return c;
 }
@@ -257,7 +258,7 @@ describe('quorum', () => {
   });
 
   test('reputation survives a coordinator restart on the same SQLite file (the node resumes its id with its secret)', async () => {
-    const dbPath = join(tmp.dir, 'restart.db');
+    const dbPath = testDb(join(tmp.dir, 'restart.db'));
     const c1 = await coordinator({ dbPath });
     let liarId = '';
     let liarSecret = '';

@@ -209,13 +209,37 @@ export class Scheduler {
     this.#dispatchPending = true;
     setImmediate(() => {
       this.#dispatchPending = false;
-      if (!this.#stopped && this.#journal.db.open) this.dispatch();
+      if (this.#stopped || !this.#journal.db.open) return;
+      try {
+        this.dispatch();
+      } catch (err) {
+        if (!this.#storeDown(err)) throw err;
+      }
     });
+  }
+
+  /** Rounds that found the journal's database unreachable (PostgreSQL down): the next tick tries again. */
+  storeUnavailable = 0;
+
+  /** Whether `err` is the journal's database being out of reach (then the round is skipped, and retried by the next tick). */
+  #storeDown(err: unknown): boolean {
+    if (!(err instanceof AppError) || err.code !== 'STORE_UNAVAILABLE') return false;
+    this.storeUnavailable++;
+    return true;
   }
 
   /** One periodic round: expire leases, take stalled ones back, forget long-gone nodes, dispatch. */
   tick(): void {
     if (this.#stopped || !this.#journal.db.open) return;
+    try {
+      this.#tick();
+    } catch (err) {
+      if (!this.#storeDown(err)) throw err;
+    }
+  }
+
+  #tick(): void {
+    if (this.#pending.length) this.flushResults();
     this.expireLeases();
     this.reclaimStalled();
     const now = this.#opts.clock.now();
@@ -569,7 +593,15 @@ export class Scheduler {
       };
     }
     const t0 = this.#tracing ? Date.now() : 0;
-    const ended = this.#journal.complete(completions);
+    let ended: Array<Ended | null>;
+    try {
+      ended = this.#journal.complete(completions);
+    } catch (err) {
+      // Nothing was written: the results wait here for the next tick's flush.
+      this.#pending = pending.concat(this.#pending);
+      if (this.#storeDown(err)) return;
+      throw err;
+    }
     if (this.#tracing) recordResults(this.#tracing, pending, ended, t0);
     for (let i = 0; i < ended.length; i++) {
       const e = ended[i];

@@ -23,6 +23,7 @@ export const ERRORS = {
   NODE_NOT_FOUND: { status: 404, retryable: false, message: 'No connected node has this id.' },
   RATE_LIMITED: { status: 429, retryable: true, message: 'Too many requests; retry later.' },
   SHUTTING_DOWN: { status: 503, retryable: true, message: 'The coordinator is shutting down; retry on another.' },
+  STORE_UNAVAILABLE: { status: 503, retryable: true, message: 'The journal\'s database (PostgreSQL) cannot be reached; nothing was accepted or changed, retry shortly.' },
   JSON_TOO_DEEP: { status: 400, retryable: false, message: 'The JSON body nests objects and arrays deeper than the limit (128).' },
   JSON_STRING_TOO_LONG: { status: 400, retryable: false, message: 'A string or key in the JSON body is longer than the limit.' },
   JSON_TOO_MANY_ITEMS: { status: 400, retryable: false, message: 'An object in the JSON body has more keys, or an array more elements, than the limit.' },
