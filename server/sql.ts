@@ -226,7 +226,15 @@ export class PostgresDb implements SqlDb {
     if (this.#depth > 0) this.#begun = true;
     queries.push({ text: sql.text, values, name });
     const results = this.#send(queries);
-    return results[results.length - 1]!;
+    const last = results[results.length - 1]!;
+    // BYTEA crosses the thread as a Uint8Array (structured clone); callers get a Buffer, as from better-sqlite3.
+    for (const row of last.rows as Array<Record<string, unknown>>) {
+      for (const k in row) {
+        const v = row[k];
+        if (v instanceof Uint8Array && !Buffer.isBuffer(v)) row[k] = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+      }
+    }
+    return last;
   }
 
   prepare<P extends unknown[] | object = unknown[], R = unknown>(sql: string): Stmt<P, R> {
