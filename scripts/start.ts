@@ -13,9 +13,9 @@
  * link that carries the join token (`?token=`); its headless nodes get the join token the same way.
  */
 import { mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createCoordinator, ensureLocalTokens, isPostgresUrl } from '../server';
+import { createCoordinator, ensureLocalTokens, journalFolder } from '../server';
 import { launchNodes, type LaunchedNodes } from './nodes';
 import { DIST, ROOT, ensurePageBuilt } from './page-build';
 import { findAgent } from '../agents';
@@ -39,9 +39,8 @@ async function main(): Promise<void> {
   if (!Number.isInteger(nodeCount) || nodeCount < 0 || nodeCount > 16) throw new Error('--nodes must be 0..16.');
 
   await ensurePageBuilt((l) => console.log(l));
-  const postgres = isPostgresUrl(values.db);
   // Webhook secret, adapters, blobs and auth.json: beside the SQLite file, or in ./data with PostgreSQL.
-  const dataDir = postgres ? join(ROOT, 'data') : dirname(values.db);
+  const dataDir = journalFolder(values.db) ?? join(ROOT, 'data');
   mkdirSync(dataDir, { recursive: true });
   // The built-in models, deterministic from their seeds, live in data/models (a folder already
   // up to date is left alone). The user's --models folders are only read, never written.

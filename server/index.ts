@@ -18,7 +18,7 @@ import type { Context } from './context';
 import { MAX_HEADER_BYTES, MAX_PARAM_LENGTH, clientErrorHandler, frameworkErrors, installErrorHandling, installInputGate } from './http';
 import { Hub, normalizeOrigin } from './hub';
 import { Journal, systemClock, type Clock } from './journal';
-import { isPostgresUrl } from './sql';
+import { journalFolder } from './sql';
 import { Maintenance } from './maintenance';
 import { Metrics } from './metrics';
 import { ModelStore } from './models';
@@ -44,7 +44,7 @@ import { Webhooks, webhookSecretFor, type WebhookOptions } from './webhook';
 import { installCrossSiteRefusal } from './csrf';
 
 export { Journal, systemClock, type Clock, type StoredTask, type Ended, type Completion } from './journal';
-export { isPostgresUrl } from './sql';
+export { isPostgresUrl, journalFolder } from './sql';
 export { Hub } from './hub';
 export { Auth, ANONYMOUS, ROLES, ensureLocalTokens, newToken, tokenId, type Principal, type Role, type AuthFileConfig, type AuthTokenEntry, type LocalTokens } from './auth';
 export { Scheduler } from './scheduler';
@@ -156,8 +156,9 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   const heartbeatIntervalMs = opts.heartbeatIntervalMs ?? LIMITS.heartbeatIntervalMs;
   const leaseMs = opts.leaseMs ?? LIMITS.leaseMs;
   const dbPath = opts.dbPath ?? './data/coordinator.db';
-  const tempData = opts.dataDir === undefined && (dbPath === ':memory:' || dbPath === '' || isPostgresUrl(dbPath)) ? mkdtempSync(join(tmpdir(), 'exec-node-data-')) : null;
-  const dataDir = opts.dataDir ?? tempData ?? dirname(dbPath);
+  const folder = journalFolder(dbPath);
+  const tempData = opts.dataDir === undefined && folder === null ? mkdtempSync(join(tmpdir(), 'exec-node-data-')) : null;
+  const dataDir = opts.dataDir ?? tempData ?? folder!;
   const journal = new Journal(dbPath, clock, { attemptSync: opts.attemptSync ?? 'normal' });
   if (opts.retryBaseMs !== undefined) journal.retryBaseMs = opts.retryBaseMs;
   const registry = new Registry(journal);
@@ -166,7 +167,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   const modelStore = modelRoots.length ? new ModelStore(modelRoots) : null;
   const watch = new TaskWatch();
   const tracing = Tracing.create(opts.tracing);
-  const webhooks = new Webhooks(journal, { ...opts.webhook, secret: opts.webhook?.secret ?? (tempData ? webhookSecretFor(':memory:') : webhookSecretFor(join(dataDir, 'coordinator.db'))) }, tracing);
+  const webhooks = new Webhooks(journal, { ...opts.webhook, secret: opts.webhook?.secret ?? webhookSecretFor(tempData ? null : dataDir) }, tracing);
   const scheduler = new Scheduler(journal, metrics, watch, webhooks, {
     clock,
     leaseMs,

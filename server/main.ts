@@ -13,11 +13,11 @@
  * Prints `coordinator listening on URL` and closes gracefully on SIGINT/SIGTERM.
  * Path flags (--db, --static, --models, --auth) may be relative: they resolve against the working directory.
  */
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Auth, ensureLocalTokens } from './auth';
 import { createCoordinator } from './index';
-import { isPostgresUrl } from './sql';
+import { journalFolder } from './sql';
 import { otlpTracesUrl } from './tracing';
 
 const { values: flags } = parseArgs({
@@ -43,11 +43,11 @@ const { values: flags } = parseArgs({
 // Every path flag resolves against the working directory, as a shell user expects (@fastify/static, for one,
 // refuses a relative root). `:memory:` is SQLite's in-memory journal and postgres://… a server, not paths.
 // --data-dir (webhook secret, adapters, blobs, auth.json): default the SQLite file's folder, ./data for PostgreSQL.
-const postgres = isPostgresUrl(flags.db);
+const folder = journalFolder(flags.db);
 const values = {
   ...flags,
-  db: flags.db === ':memory:' || postgres ? flags.db : resolve(flags.db),
-  dataDir: resolve(flags['data-dir'] ?? (flags.db === ':memory:' || postgres ? './data' : dirname(flags.db))),
+  db: folder === null ? flags.db : resolve(flags.db),
+  dataDir: resolve(flags['data-dir'] ?? folder ?? './data'),
   ...(flags.static ? { static: resolve(flags.static) } : {}),
   ...(flags.models ? { models: resolve(flags.models) } : {}),
   ...(flags.auth ? { auth: resolve(flags.auth) } : {}),

@@ -27,7 +27,6 @@ export interface Stmt<P extends unknown[] | object = unknown[], R = unknown> {
 export type Tx<A extends unknown[], R> = ((...args: A) => R) & { immediate(...args: A): R };
 
 export interface SqlDb {
-  readonly dialect: 'sqlite' | 'postgres';
   /** The file (SQLite) or the URL without its password (PostgreSQL). */
   readonly name: string;
   readonly open: boolean;
@@ -47,7 +46,6 @@ export function isPostgresUrl(target: string): boolean {
 }
 
 export class SqliteDb implements SqlDb {
-  readonly dialect = 'sqlite' as const;
   readonly raw: Database.Database;
 
   constructor(path: string) {
@@ -143,7 +141,6 @@ const PG_WAIT_MS = 15_000;
  * connection lost mid-statement, throws STORE_UNAVAILABLE (503, retryable); the next statement connects again.
  */
 export class PostgresDb implements SqlDb {
-  readonly dialect = 'postgres' as const;
   readonly name: string;
   readonly #worker: Worker;
   readonly #port: MessagePort;
@@ -221,12 +218,7 @@ export class PostgresDb implements SqlDb {
     }
     let name = this.#names.get(sql.text);
     if (name === undefined) this.#names.set(sql.text, (name = `j${this.#names.size}`));
-    const queries: PgQuery[] = this.#prefix.map((text) => ({ text, values: [] }));
-    this.#prefix = [];
-    if (this.#depth > 0) this.#begun = true;
-    queries.push({ text: sql.text, values, name });
-    const results = this.#send(queries);
-    const last = results[results.length - 1]!;
+    const last = this.#withPrefix({ text: sql.text, values, name });
     // BYTEA crosses the thread as a Uint8Array (structured clone); callers get a Buffer, as from better-sqlite3.
     for (const row of last.rows as Array<Record<string, unknown>>) {
       for (const k in row) {
@@ -246,12 +238,18 @@ export class PostgresDb implements SqlDb {
     } as Stmt<P, R>;
   }
 
-  exec(sql: string): void {
+  /** Sends the waiting prefix statements and `query` in one round trip; answers `query`'s result. */
+  #withPrefix(query: PgQuery): { rows: unknown[]; changes: number } {
     const queries: PgQuery[] = this.#prefix.map((text) => ({ text, values: [] }));
     this.#prefix = [];
     if (this.#depth > 0) this.#begun = true;
-    queries.push({ text: sql, values: [] });
-    this.#send(queries);
+    queries.push(query);
+    const results = this.#send(queries);
+    return results[results.length - 1]!;
+  }
+
+  exec(sql: string): void {
+    this.#withPrefix({ text: sql, values: [] });
   }
 
   transaction<A extends unknown[], R>(fn: (...args: A) => R): Tx<A, R> {
@@ -328,6 +326,14 @@ export class PostgresDb implements SqlDb {
 
 function norm(v: unknown): unknown {
   return v === undefined ? null : v;
+}
+
+/**
+ * The folder a journal `target` lives in, where the coordinator keeps its other files by default (webhook secret,
+ * adapters, blobs, auth.json): the SQLite file's folder; null for ':memory:' and for a PostgreSQL URL.
+ */
+export function journalFolder(target: string): string | null {
+  return target === ':memory:' || target === '' || isPostgresUrl(target) ? null : dirname(target);
 }
 
 /** Opens the store `target` names: a postgres:// URL or a SQLite file (':memory:' for a throwaway one). */

@@ -21,7 +21,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { AppError } from '../shared';
 import type { Journal, StoredTask } from './journal';
 import { traceparentOf, type Tracing } from './tracing';
@@ -45,12 +45,12 @@ export const DEFAULT_WEBHOOK_OPTIONS: Omit<WebhookOptions, 'secret'> = { attempt
 export const WEBHOOK_SECRET_FILE = 'webhook-secret';
 
 /**
- * The webhook secret for a coordinator whose journal is `dbPath`: read from `webhook-secret` beside it,
- * or generated (32 random bytes, hex) and written there with mode 0600. An in-memory journal gets a fresh one.
+ * The webhook secret for a coordinator whose data folder is `folder`: read from `webhook-secret` there, or
+ * generated (32 random bytes, hex) and written there with mode 0600. No folder (a throwaway one) gets a fresh one.
  */
-export function webhookSecretFor(dbPath: string): string {
-  if (dbPath === ':memory:' || dbPath === '') return randomBytes(32).toString('hex');
-  const file = join(dirname(dbPath), WEBHOOK_SECRET_FILE);
+export function webhookSecretFor(folder: string | null): string {
+  if (folder === null) return randomBytes(32).toString('hex');
+  const file = join(folder, WEBHOOK_SECRET_FILE);
   for (let i = 0; i < 2; i++) {
     try {
       const text = readFileSync(file, 'utf8').trim();
