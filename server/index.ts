@@ -18,6 +18,7 @@ import type { Context } from './context';
 import { MAX_HEADER_BYTES, MAX_PARAM_LENGTH, clientErrorHandler, frameworkErrors, installErrorHandling, installInputGate } from './http';
 import { Hub, normalizeOrigin } from './hub';
 import { Journal, systemClock, type Clock } from './journal';
+import { PgBus } from './bus';
 import { journalFolder } from './sql';
 import { Maintenance } from './maintenance';
 import { Metrics } from './metrics';
@@ -91,6 +92,10 @@ export interface CoordinatorOptions {
   prefetch?: number;
   /** Period of the lease/backoff tick. Default 50 ms. */
   tickMs?: number;
+  /** Several coordinators on one PostgreSQL journal: how often each beats. Default 1000 ms. */
+  beatMs?: number;
+  /** …and how long one may be silent before the others requeue its leases. Default 10 s. */
+  coordinatorDeadMs?: number;
   /** Retry backoff base. Default LIMITS.retryBaseMs. */
   retryBaseMs?: number;
   /** Consecutive infrastructure failures that open a node's circuit. Default 3. */
@@ -175,6 +180,8 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     nodeGraceMs: opts.nodeGraceMs ?? heartbeatIntervalMs,
     prefetch: opts.prefetch ?? 8,
     tickMs: opts.tickMs ?? 50,
+    ...(opts.beatMs !== undefined ? { beatMs: opts.beatMs } : {}),
+    ...(opts.coordinatorDeadMs !== undefined ? { coordinatorDeadMs: opts.coordinatorDeadMs } : {}),
     stallGraceMs: opts.stallGraceMs ?? 60_000,
     spotCheck: opts.spotCheck ?? 0,
     reputationThreshold: opts.reputationThreshold ?? 0.25,
@@ -252,6 +259,24 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     await app.register(fastifyStatic, { root: opts.staticDir, prefix: '/', decorateReply: false, setHeaders: staticHeaders });
   }
 
+  // Several coordinators on one PostgreSQL journal hear each other's wakeups, cancels and task events.
+  let bus: PgBus | null = null;
+  if (journal.shared) {
+    bus = new PgBus(dbPath, journal.coordinatorId, journal, watch, {
+      wake: () => scheduler.requestDispatch(),
+      cancel: (taskId, leaseId, reason) => scheduler.cancelledElsewhere(taskId, leaseId, reason),
+    });
+    try {
+      await bus.start();
+    } catch (err) {
+      await bus.close();
+      journal.close();
+      throw err;
+    }
+    scheduler.bus = bus;
+    watch.relay = bus;
+  }
+
   await app.listen({ port: opts.port ?? 0, host: opts.host ?? '127.0.0.1' });
   const addr = app.server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
@@ -274,6 +299,8 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
         });
       }
       scheduler.stop();
+      watch.relay = null;
+      await bus?.close();
       watch.closeAll();
       hub.closeAll();
       await app.close();

@@ -71,15 +71,30 @@ for (const store of STORES) {
   describe(`journal on ${store.name}`, () => {
     test('a journal reopened without a clean close has every task; leased ones are queued again', async () => {
       const path = await store.fresh();
-      const a = new Journal(path);
+      const clock = { t: 1_000_000, now: () => clock.t };
+      const a = new Journal(path, clock);
       const tasks = Array.from({ length: 100 }, () => task());
       a.insertTasks(tasks);
       const node = newNodeId();
       const leases = tasks.slice(0, 10).map((t) => ({ taskId: t.id, leaseId: newLeaseId(), nodeId: node }));
       assert.equal(a.leaseBatch(leases, []).leased.size, 10);
       // `a` is never closed: a second process opening the file sees what `a` committed.
-      const b = new Journal(path);
-      assert.equal(b.requeuedOnOpen, 10);
+      const b = new Journal(path, clock);
+      if (b.shared) {
+        // PostgreSQL: `a` may be another coordinator still running; its leases stand until it stops beating.
+        assert.equal(b.requeuedOnOpen, 0);
+        assert.deepEqual(b.reclaimOrphans(10_000), [], 'a beat within the dead time');
+        assert.equal(b.countsByState().leased, 10);
+        clock.t += 10_001;
+        assert.equal(b.beat(), true);
+        const moved = b.reclaimOrphans(10_000);
+        assert.equal(moved.length, 10);
+        assert.ok(moved.every((e) => e.state === 'queued' && e.errorCode === 'LEASE_EXPIRED'));
+        assert.deepEqual(b.liveCoordinators(10_000).map((c) => c.id), [b.coordinatorId], 'the dead one is forgotten');
+        assert.equal(a.beat(), false, 'a coordinator judged dead learns it at its next beat');
+      } else {
+        assert.equal(b.requeuedOnOpen, 10);
+      }
       const counts = b.countsByState();
       assert.equal(counts.queued, 100);
       assert.equal(counts.leased, 0);
@@ -220,7 +235,7 @@ test('SQLite: a journal from before per-tenant idempotency keys: its tenants’ 
   sqlite(old).pragma('user_version = 0');
   old.close();
   const j = new Journal(path);
-  assert.equal(sqlite(j).pragma('user_version', { simple: true }), 4, 'migrated to the current version (1: tenant keys, 2: traces, 3: blobs, 4: fair scheduling)');
+  assert.equal(sqlite(j).pragma('user_version', { simple: true }), 5, 'migrated to the current version (1: tenant keys, 2: traces, 3: blobs, 4: fair scheduling, 5: lease owners)');
   assert.equal(j.getTask(t.id)!.idempotencyKey, 'k1', 'the record shows the key as sent');
   const [again] = j.insertTasks([{ ...task({ tenant: 'acme', idempotencyKey: 'k1', specHash: 'h1' }) }]);
   assert.deepEqual(again, { id: t.id, created: false }, 'a resend by the same tenant finds its task');
@@ -241,7 +256,7 @@ test('SQLite: a journal from before traces (user_version 1, no traceparent colum
   sqlite(old).pragma('user_version = 1');
   old.close();
   const j = new Journal(path);
-  assert.equal(sqlite(j).pragma('user_version', { simple: true }), 4);
+  assert.equal(sqlite(j).pragma('user_version', { simple: true }), 5);
   assert.equal(j.getTask(t.id)!.trace, null);
   assert.equal(j.getTask(t.id)!.state, 'queued');
   const traced = task({ traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' });

@@ -7,6 +7,7 @@
  * attempts run again. The hot path (insert batch, lease batch, complete batch)
  * runs prepared statements inside one transaction per batch.
  */
+import { randomBytes } from 'node:crypto';
 import { openDb, SqliteDb, type SqlDb, type Stmt } from './sql';
 import {
   AppError,
@@ -153,6 +154,22 @@ export interface Completion {
   taskId: TaskId;
   leaseId: string;
   outcome: Outcome;
+  /**
+   * The coordinator itself ends the attempt (the lease expired, its node was lost): it applies only while
+   * this coordinator still owns the lease, not once another adopted it (its node reconnected there).
+   */
+  owned?: boolean;
+}
+
+/** A lease another coordinator granted, taken over because its node now speaks to this one. */
+export interface AdoptedLease {
+  taskId: TaskId;
+  leaseId: string;
+  kind: TaskKind;
+  attempts: number;
+  tenant: string | null;
+  model: string | null;
+  payload: string;
 }
 
 /** A task whose attempt ended: its new state and what metrics and watchers need. */
@@ -261,7 +278,8 @@ CREATE TABLE IF NOT EXISTS tasks (
   replication TEXT,
   traceparent TEXT,
   wait_reason TEXT,
-  wait_since INTEGER
+  wait_since INTEGER,
+  coordinator TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_fair ON tasks (state, kind, tenant, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS tasks_age ON tasks (state, kind, tenant, seq);
@@ -335,6 +353,7 @@ CREATE TABLE IF NOT EXISTS task_replicas (
   error TEXT,
   created_at INTEGER NOT NULL,
   updated_at INTEGER NOT NULL,
+  coordinator TEXT,
   PRIMARY KEY (task_id, idx)
 );
 CREATE INDEX IF NOT EXISTS task_replicas_ready ON task_replicas (state, run_after);
@@ -346,6 +365,11 @@ CREATE TABLE IF NOT EXISTS node_reputation (
   fail INTEGER NOT NULL DEFAULT 0,
   secret_sha256 TEXT,
   updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS coordinators (
+  id TEXT PRIMARY KEY,
+  started_at INTEGER NOT NULL,
+  seen_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -364,6 +388,18 @@ export class Journal {
   duplicatesDropped = 0;
   /** Leased tasks put back in the queue when this journal opened. */
   readonly requeuedOnOpen: number;
+  /**
+   * Whether other coordinators may share this journal (PostgreSQL). Then each lease names the coordinator that
+   * granted it, opening requeues nothing, and the leases of coordinators that stopped beating are swept
+   * (reclaimOrphans) by any live one. A SQLite file has one coordinator: opening requeues every lease.
+   */
+  readonly shared: boolean;
+  /** This coordinator's id in the journal: the owner of the leases it grants. */
+  readonly coordinatorId: string;
+  /** Leased tasks (and replicas) of dead coordinators this one put back in the queue. */
+  orphansRequeued = 0;
+  /** Whether a dispatch round's claim transaction is open (leaseBatch then runs inside it). */
+  #claiming = false;
 
   readonly #insert: Stmt;
   readonly #byKey: Stmt<[string], { id: string; spec_hash: string | null }>;
@@ -418,6 +454,9 @@ export class Journal {
       throw err;
     }
 
+    this.shared = !(this.db instanceof SqliteDb);
+    // A shared journal's ready reads lock what they answer, for the claim transaction (see claim()).
+    const lock = this.shared ? ' FOR UPDATE SKIP LOCKED' : '';
     this.#insert = this.db.prepare(`
       INSERT INTO tasks (id, kind, state, priority, attempts, max_attempts, run_after, deadline, idempotency_key,
         spec_hash, tenant, webhook, module_hash, module_size, model, payload, labels, created_at, updated_at, replication, traceparent)
@@ -428,19 +467,19 @@ export class Journal {
     this.#get = this.db.prepare('SELECT * FROM tasks WHERE id = ?');
     const readyColumns = 'seq, id, kind, priority, attempts, max_attempts, deadline, module_hash, module_size, model, payload, run_after, traceparent, tenant';
     this.#readyOf = this.db.prepare(`SELECT ${readyColumns} FROM tasks INDEXED BY tasks_fair
-      WHERE state = 'queued' AND kind = ? AND tenant = ? AND run_after <= ? ORDER BY priority DESC, seq LIMIT ?`);
+      WHERE state = 'queued' AND kind = ? AND tenant = ? AND run_after <= ? ORDER BY priority DESC, seq LIMIT ?${lock}`);
     this.#readyNull = this.db.prepare(`SELECT ${readyColumns} FROM tasks INDEXED BY tasks_fair
-      WHERE state = 'queued' AND kind = ? AND tenant IS NULL AND run_after <= ? ORDER BY priority DESC, seq LIMIT ?`);
+      WHERE state = 'queued' AND kind = ? AND tenant IS NULL AND run_after <= ? ORDER BY priority DESC, seq LIMIT ?${lock}`);
     this.#oldestOf = this.db.prepare(`SELECT ${readyColumns} FROM tasks INDEXED BY tasks_age
-      WHERE state = 'queued' AND kind = ? AND tenant = ? AND run_after <= ? ORDER BY seq LIMIT ?`);
+      WHERE state = 'queued' AND kind = ? AND tenant = ? AND run_after <= ? ORDER BY seq LIMIT ?${lock}`);
     this.#oldestNull = this.db.prepare(`SELECT ${readyColumns} FROM tasks INDEXED BY tasks_age
-      WHERE state = 'queued' AND kind = ? AND tenant IS NULL AND run_after <= ? ORDER BY seq LIMIT ?`);
+      WHERE state = 'queued' AND kind = ? AND tenant IS NULL AND run_after <= ? ORDER BY seq LIMIT ?${lock}`);
     this.#nextTenant = this.db.prepare(`SELECT tenant FROM tasks INDEXED BY tasks_age
       WHERE state = 'queued' AND kind = ? AND tenant > ? ORDER BY tenant LIMIT 1`);
     this.#hasNullTenant = this.db.prepare(`SELECT 1 AS x FROM tasks INDEXED BY tasks_age WHERE state = 'queued' AND kind = ? AND tenant IS NULL LIMIT 1`);
     this.#lease = this.db.prepare(`
       UPDATE tasks SET state = 'leased', lease_id = @leaseId, node_id = @nodeId, attempts = attempts + 1,
-        updated_at = @now WHERE id = @taskId AND state = 'queued'`);
+        coordinator = @owner, updated_at = @now WHERE id = @taskId AND state = 'queued'`);
     this.#expire = this.db.prepare(`
       UPDATE tasks SET state = 'failed', error = @error, updated_at = @now, finished_at = @now
       WHERE id = @id AND state = 'queued'
@@ -462,7 +501,7 @@ export class Journal {
             THEN CAST(@cap AS BIGINT) ELSE CAST(@base AS BIGINT) * (CAST(1 AS BIGINT) << CAST(attempts - 1 AS INTEGER)) END) / 1000000 ELSE run_after END,
         finished_at = CASE WHEN @retryable = 1 AND attempts < max_attempts THEN NULL ELSE CAST(@now AS BIGINT) END,
         error = @error, lease_id = NULL, updated_at = @now
-      WHERE id = @id AND lease_id = @leaseId AND state = 'leased'
+      WHERE id = @id AND lease_id = @leaseId AND state = 'leased' AND (CAST(@owner AS TEXT) IS NULL OR coordinator = @owner)
       RETURNING state, kind, attempts, created_at, node_id, webhook`);
     this.#cancel = this.db.prepare(`
       UPDATE tasks SET state = 'cancelled', error = @error, lease_id = NULL, updated_at = @now, finished_at = @now
@@ -486,10 +525,16 @@ export class Journal {
       FROM task_replicas r INDEXED BY task_replicas_ready JOIN tasks t ON t.id = r.task_id
       WHERE r.state = 'queued' AND r.run_after <= ? AND t.state = 'leased' ORDER BY t.priority DESC, t.seq, r.idx LIMIT ?`);
     this.#leaseReplica = this.db.prepare(`
-      UPDATE task_replicas SET state = 'leased', lease_id = @leaseId, node_id = @nodeId, attempts = attempts + 1, updated_at = @now
+      UPDATE task_replicas SET state = 'leased', lease_id = @leaseId, node_id = @nodeId, attempts = attempts + 1,
+        coordinator = @owner, updated_at = @now
       WHERE task_id = @taskId AND idx = @replica AND state = 'queued'`);
 
-    this.requeuedOnOpen = this.#requeueLeased();
+    this.coordinatorId = `c${randomBytes(8).toString('hex')}`;
+    const opened = clock.now();
+    // One process per SQLite file: whoever wrote coordinators rows before this one is gone.
+    if (!this.shared) this.db.exec('DELETE FROM coordinators');
+    this.db.prepare('INSERT INTO coordinators (id, started_at, seen_at) VALUES (?, ?, ?)').run(this.coordinatorId, opened, opened);
+    this.requeuedOnOpen = this.shared ? 0 : this.#requeueLeased();
     this.#replicatedOpen =
       this.db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM tasks WHERE state = 'leased' AND replication IS NOT NULL`).get()?.n ?? 0;
   }
@@ -503,7 +548,7 @@ export class Journal {
         `UPDATE tasks SET
            state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,
            finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE CAST(? AS BIGINT) END,
-           lease_id = NULL, error = ?, run_after = ?, updated_at = ?
+           lease_id = NULL, coordinator = NULL, error = ?, run_after = ?, updated_at = ?
          WHERE state = 'leased' AND replication IS NULL`,
       )
       .run(now, error, now, now);
@@ -669,12 +714,12 @@ export class Journal {
       const leased = new Set<TaskId>();
       for (const l of leases) {
         if (l.replica !== undefined) {
-          if (this.#leaseReplica.run({ taskId: l.taskId, replica: l.replica, leaseId: l.leaseId, nodeId: l.nodeId, now }).changes === 1) {
+          if (this.#leaseReplica.run({ taskId: l.taskId, replica: l.replica, leaseId: l.leaseId, nodeId: l.nodeId, owner: this.coordinatorId, now }).changes === 1) {
             leasedReplicas.add(l.leaseId);
           }
           continue;
         }
-        if (this.#lease.run({ taskId: l.taskId, leaseId: l.leaseId, nodeId: l.nodeId, now }).changes === 1) {
+        if (this.#lease.run({ taskId: l.taskId, leaseId: l.leaseId, nodeId: l.nodeId, owner: this.coordinatorId, now }).changes === 1) {
           leased.add(l.taskId);
         }
       }
@@ -685,10 +730,94 @@ export class Journal {
       }
       return { leased, expired, leasedReplicas };
     });
+    if (this.#claiming) return run();
     this.#setSync(this.attemptSync);
     const out = run.immediate();
     this.#setSync('full');
     return out;
+  }
+
+  /**
+   * One dispatch round's reads and leases. On a shared journal it is one transaction whose ready reads lock the
+   * rows they answer (FOR UPDATE SKIP LOCKED): coordinators dispatching at once each get other tasks, none waits
+   * on another's rows. (A task leased twice is impossible either way: a lease applies only to a queued task.)
+   */
+  claim<T>(round: () => T): T {
+    if (!this.shared || this.#claiming) return round();
+    this.#setSync(this.attemptSync);
+    this.#claiming = true;
+    try {
+      return this.db.transaction(round).immediate();
+    } finally {
+      this.#claiming = false;
+      this.#setSync('full');
+    }
+  }
+
+  /**
+   * Marks this coordinator alive. Answers false when it had been judged dead meanwhile (its leases were swept
+   * back to the queue: the results of those attempts will be dropped); it is registered again.
+   */
+  beat(): boolean {
+    const now = this.#clock.now();
+    if (this.#prep<[number, string]>('UPDATE coordinators SET seen_at = ? WHERE id = ?').run(now, this.coordinatorId).changes === 1) return true;
+    this.#prep<[string, number, number]>('INSERT INTO coordinators (id, started_at, seen_at) VALUES (?, ?, ?)').run(this.coordinatorId, now, now);
+    this.event('coordinator_revived', null, null, { coordinator: this.coordinatorId });
+    return false;
+  }
+
+  /** The coordinators that beat within `aliveMs`. */
+  liveCoordinators(aliveMs: number): Array<{ id: string; startedAt: number; seenAt: number }> {
+    return this.#prep<[number], { id: string; started_at: number; seen_at: number }>('SELECT id, started_at, seen_at FROM coordinators WHERE seen_at >= ? ORDER BY id')
+      .all(this.#clock.now() - aliveMs)
+      .map((r) => ({ id: r.id, startedAt: r.started_at, seenAt: r.seen_at }));
+  }
+
+  /**
+   * Puts back in the queue (or dead-letters, out of attempts) the tasks and replicas leased by coordinators
+   * that have not beaten for `deadMs` (or by none: leased before owners were kept), and forgets those
+   * coordinators. Answers the tasks that moved, for the watchers and metrics.
+   */
+  reclaimOrphans(deadMs: number): Ended[] {
+    const now = this.#clock.now();
+    const cutoff = now - deadMs;
+    const error = JSON.stringify(errorInfo('LEASE_EXPIRED', 'The coordinator that granted the lease stopped.'));
+    const orphan = `(coordinator IS NULL OR coordinator NOT IN (SELECT id FROM coordinators WHERE seen_at >= ? OR id = ?))`;
+    return this.db.transaction(() => {
+      const rows = this.#prep<[number, string, number, number, number, string], EndedRow & { id: TaskId }>(
+        `UPDATE tasks SET
+           state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,
+           finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE CAST(? AS BIGINT) END,
+           lease_id = NULL, coordinator = NULL, error = ?, run_after = ?, updated_at = ?
+         WHERE state = 'leased' AND replication IS NULL AND ${orphan}
+         RETURNING id, state, kind, attempts, created_at, node_id, webhook`,
+      ).all(now, error, now, now, cutoff, this.coordinatorId);
+      const replicas = this.#requeueReplicas(now, error, { cutoff, self: this.coordinatorId });
+      this.#prep<[number, string]>('DELETE FROM coordinators WHERE seen_at < ? AND id != ?').run(cutoff, this.coordinatorId);
+      this.orphansRequeued += rows.length + replicas;
+      if (rows.length + replicas > 0) this.event('orphans_requeued', null, null, { count: rows.length, replicas });
+      return rows.map((r) => toEnded(r.id, r, 'LEASE_EXPIRED'));
+    }).immediate();
+  }
+
+  /**
+   * Takes over a lease another coordinator granted to `nodeId` (the node reconnected here): answers the task
+   * when that node holds it still, else null. Only the node the lease was granted to can move it.
+   */
+  adopt(nodeId: string, leaseId: string): AdoptedLease | null {
+    const row = this.#prep<{ owner: string; now: number; leaseId: string; nodeId: string }, { id: TaskId; kind: TaskKind; attempts: number; tenant: string | null; model: string | null; payload: string }>(
+      `UPDATE tasks SET coordinator = @owner, updated_at = @now
+       WHERE lease_id = @leaseId AND node_id = @nodeId AND state = 'leased' AND replication IS NULL
+       RETURNING id, kind, attempts, tenant, model, payload`,
+    ).get({ owner: this.coordinatorId, now: this.#clock.now(), leaseId, nodeId });
+    if (!row) return null;
+    this.event('lease_adopted', row.id, nodeId, { leaseId, coordinator: this.coordinatorId });
+    return { taskId: row.id, leaseId, kind: row.kind, attempts: row.attempts, tenant: row.tenant, model: row.model, payload: row.payload };
+  }
+
+  /** Leased tasks per tenant over every coordinator (a shared journal's maxLeased counts them all). */
+  leasedOf(tenant: string): number {
+    return this.#prep<[string], { n: number }>(`SELECT COUNT(*) AS n FROM tasks WHERE tenant = ? AND state = 'leased'`).get(tenant)?.n ?? 0;
   }
 
   /** Sets the connection's sync mode for the next commits. */
@@ -764,6 +893,7 @@ export class Journal {
             cap: LIMITS.retryMaxMs,
             base: this.retryBaseMs,
             error: JSON.stringify(err),
+            owner: item.owned ? this.coordinatorId : null,
             now,
           }) as EndedRow | undefined;
         }
@@ -1091,15 +1221,16 @@ export class Journal {
   }
 
   /** Replicas a restart found leased: queued again (or dead when out of attempts); tasks left undecided are decided. */
-  #requeueReplicas(now: number, error: string): number {
+  /** Replicas leased (by coordinators that beat last before `dead.cutoff`, when given) back to the queue. */
+  #requeueReplicas(now: number, error: string, dead?: { cutoff: number; self: string }): number {
     const info = this.#prep(
         `UPDATE task_replicas SET
            state = CASE WHEN (SELECT state FROM tasks t WHERE t.id = task_id) != 'leased' THEN 'cancelled'
                         WHEN attempts < (SELECT max_attempts FROM tasks t WHERE t.id = task_id) THEN 'queued' ELSE 'dead' END,
-           lease_id = NULL, error = ?, run_after = ?, updated_at = ?
-         WHERE state = 'leased'`,
+           lease_id = NULL, coordinator = NULL, error = ?, run_after = ?, updated_at = ?
+         WHERE state = 'leased'${dead ? ' AND (coordinator IS NULL OR coordinator NOT IN (SELECT id FROM coordinators WHERE seen_at >= ? OR id = ?))' : ''}`,
       )
-      .run(error, now, now);
+      .run(...(dead ? [error, now, now, dead.cutoff, dead.self] : [error, now, now]));
     if (info.changes > 0) {
       const stuck = this.#prep<[], { id: TaskId }>(
           `SELECT id FROM tasks WHERE state = 'leased' AND replication IS NOT NULL
@@ -1315,7 +1446,16 @@ export class Journal {
   }
 
   close(): void {
-    if (this.db.open) this.db.close();
+    if (!this.db.open) return;
+    if (this.shared) {
+      // Leaving: the others sweep what this one still had leased at once, not after the dead time.
+      try {
+        this.#prep<[string]>('DELETE FROM coordinators WHERE id = ?').run(this.coordinatorId);
+      } catch {
+        // the store is out of reach: the others judge this one dead by its beats instead
+      }
+    }
+    this.db.close();
   }
 }
 
@@ -1361,7 +1501,7 @@ export function errorInfo(code: keyof typeof ERRORS, message: string, details?: 
 }
 
 /** The schema's version: SQLite keeps it in user_version, PostgreSQL in journal_schema. */
-export const SCHEMA_VERSION = 4;
+export const SCHEMA_VERSION = 5;
 
 /** The journal's tables in PostgreSQL's types (millisecond times are BIGINT; tenants compare bytewise, as in SQLite). */
 export function postgresSchema(): string {
@@ -1391,6 +1531,13 @@ function migratePostgres(db: SqlDb): void {
     if (version < 4) {
       db.exec(postgresSchema());
       db.prepare('INSERT INTO journal_schema (version, applied_at) VALUES (?, ?)').run(4, Date.now());
+    }
+    if (version < 5) {
+      // Version 5: several coordinators. Each lease names the coordinator that granted it; coordinators beat.
+      db.exec(`ALTER TABLE tasks ADD COLUMN IF NOT EXISTS coordinator TEXT;
+        ALTER TABLE task_replicas ADD COLUMN IF NOT EXISTS coordinator TEXT;
+        CREATE TABLE IF NOT EXISTS coordinators (id TEXT PRIMARY KEY, started_at BIGINT NOT NULL, seen_at BIGINT NOT NULL)`);
+      db.prepare('INSERT INTO journal_schema (version, applied_at) VALUES (?, ?)').run(5, Date.now());
     }
   })();
 }
@@ -1432,6 +1579,15 @@ function migrate(db: SqliteDb): void {
       if (!quotaColumns.has('max_leased')) db.exec('ALTER TABLE quotas ADD COLUMN max_leased INTEGER');
       db.exec('DROP INDEX IF EXISTS tasks_ready');
       pragma('user_version = 4');
+    })();
+  }
+  if ((pragma('user_version') as number) < 5) {
+    // Version 5: each lease names the coordinator that granted it (the coordinators table is new: SCHEMA creates it).
+    db.transaction(() => {
+      if (!columns.has('coordinator')) db.exec('ALTER TABLE tasks ADD COLUMN coordinator TEXT');
+      const replicaColumns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(task_replicas)').all().map((c) => c.name));
+      if (!replicaColumns.has('coordinator')) db.exec('ALTER TABLE task_replicas ADD COLUMN coordinator TEXT');
+      pragma('user_version = 5');
     })();
   }
 }

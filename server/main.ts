@@ -8,6 +8,8 @@
  * state-changing requests; the coordinator's own origin always may.
  * `--spot-check FRACTION` (0–1, default 0): that share of deterministic agent tasks runs on a second node too (docs/api.md "Replicas").
  * `--aging-ms MS` (default 60000, 0: off): a waiting task's priority rises by one per MS it waits (docs/api.md "Scheduling").
+ * `--coordinator-dead-ms MS` (default 10000): several coordinators on one PostgreSQL journal (README): one silent this
+ * long is judged dead and the others requeue its leases.
  * `--otlp-endpoint URL`: export spans with OpenTelemetry over OTLP/HTTP to this collector (`/v1/traces` is added to a
  * URL without a path); off by default (docs/api.md "Tracing").
  * Prints `coordinator listening on URL` and closes gracefully on SIGINT/SIGTERM.
@@ -37,6 +39,7 @@ const { values: flags } = parseArgs({
     'spot-check': { type: 'string', default: '0' },
     'aging-ms': { type: 'string', default: '60000' },
     'otlp-endpoint': { type: 'string' },
+    'coordinator-dead-ms': { type: 'string', default: '10000' },
   },
 });
 
@@ -97,6 +100,12 @@ try {
   process.exit(2);
 }
 
+const coordinatorDeadMs = Number(values['coordinator-dead-ms']);
+if (!Number.isInteger(coordinatorDeadMs) || coordinatorDeadMs < 1_000 || coordinatorDeadMs > 3_600_000) {
+  console.error(`--coordinator-dead-ms must be a whole number of ms from 1000 to 3600000; got ${values['coordinator-dead-ms']}`);
+  process.exit(2);
+}
+
 // --otlp-endpoint URL: spans go there over OTLP/HTTP (off without it).
 const otlpEndpoint = values['otlp-endpoint'];
 if (otlpEndpoint !== undefined) {
@@ -115,6 +124,7 @@ const coordinator = await createCoordinator({
   spotCheck,
   agingMs,
   attemptSync,
+  coordinatorDeadMs,
   port,
   host: values.host,
   dbPath: values.db,

@@ -215,6 +215,17 @@ export class NodeSession {
     return lease;
   }
 
+  /** Lease ids this coordinator tried to adopt from another (server/scheduler.ts); bounded by RELEASED_MEMORY. */
+  readonly #adoptTried = new Set<string>();
+
+  /** Whether adopting `leaseId` was tried before; notes that it is being tried now. */
+  adoptTried(leaseId: string): boolean {
+    if (this.#adoptTried.has(leaseId)) return true;
+    this.#adoptTried.add(leaseId);
+    if (this.#adoptTried.size > RELEASED_MEMORY) this.#adoptTried.delete(this.#adoptTried.values().next().value!);
+    return false;
+  }
+
   /** The lease was this node's once (a late or repeated report on it is a duplicate, not a forgery). */
   heldOnce(leaseId: string): boolean {
     return this.#released.has(leaseId);

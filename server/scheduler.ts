@@ -38,6 +38,7 @@ import {
   type ReplicaReadyRow,
   type StoredTask,
 } from './journal';
+import type { PgBus } from './bus';
 import type { Metrics } from './metrics';
 import { INFRA_CODES, type LeaseInfo, type NodeSession, type Slots } from './node';
 import { FairShare } from './fair';
@@ -84,6 +85,10 @@ export interface SchedulerOptions {
   quotaOf?: (tenant: string) => Pick<Quota, 'weight' | 'maxLeased'> | undefined;
   /** Bytes of a model's weights as this coordinator serves them (null: unknown, no memory check). */
   modelBytes?: (model: string) => number | null;
+  /** A shared journal: how often this coordinator beats (and sweeps the leases of dead ones). Default 1000 ms. */
+  beatMs?: number;
+  /** A shared journal: a coordinator silent this long is dead; any live one requeues its leases. Default 10 s. */
+  coordinatorDeadMs?: number;
 }
 
 /** The leases by id, counted per tenant as they come and go (a tenant's maxLeased). */
@@ -181,9 +186,55 @@ export class Scheduler {
     this.#fair = new FairShare({ agingMs: opts.agingMs ?? 0, weight: (tenant) => (tenant === null ? 1 : (opts.quotaOf?.(tenant)?.weight ?? 1)) });
   }
 
-  /** Tasks of `tenant` leased now (its maxLeased bounds them). */
+  /** Tasks of `tenant` leased now (its maxLeased bounds them): by every coordinator, when several share the journal. */
   leasedBy(tenant: string): number {
+    if (this.#journal.shared) return this.#journal.leasedOf(tenant);
     return (this.leases as LeaseTable).perTenant.get(tenant) ?? 0;
+  }
+
+  /** Coordinators sharing the journal tell each other through it (server/bus.ts); null: this one is alone. */
+  bus: Pick<PgBus, 'publish'> | null = null;
+  #lastBeat = -Infinity;
+
+  /** Tasks were queued here: dispatch, and wake the other coordinators. */
+  submitted(): void {
+    this.requestDispatch();
+    this.bus?.publish({ t: 'wake' });
+  }
+
+  /** Another coordinator cancelled a task whose lease this one granted: tell the node. */
+  cancelledElsewhere(taskId: string, leaseId: string, reason: string): void {
+    const lease = this.leases.get(leaseId);
+    if (!lease || lease.taskId !== taskId) return;
+    this.#takeBack(leaseId, reason);
+    this.#watch.forget(taskId, true);
+    this.requestDispatch();
+    this.#maybeIdle();
+  }
+
+  /**
+   * A lease its node names that this coordinator did not grant: another coordinator did, and the node now speaks
+   * to this one. Taken over when the journal says that node holds it still; tried once per lease.
+   */
+  #adopt(node: NodeSession, leaseId: string): LeaseInfo | undefined {
+    if (!this.#journal.shared || typeof leaseId !== 'string' || leaseId.length > 64 || node.adoptTried(leaseId)) return undefined;
+    const row = this.#journal.adopt(node.id, leaseId);
+    if (!row) return undefined;
+    const now = this.#opts.clock.now();
+    const info: LeaseInfo = {
+      leaseId,
+      taskId: row.taskId,
+      node,
+      attempt: row.attempts,
+      kind: row.kind,
+      expiresAt: now + this.#opts.leaseMs,
+      budgetMs: budgetOf({ kind: row.kind, payload: row.payload } as ReadyRow),
+      tenant: row.tenant,
+    };
+    if (row.kind === 'generate' && row.model !== null) info.model = row.model;
+    this.leases.set(leaseId, info);
+    node.hold(info, now);
+    return info;
   }
 
   get options(): Readonly<SchedulerOptions> {
@@ -243,6 +294,11 @@ export class Scheduler {
     this.expireLeases();
     this.reclaimStalled();
     const now = this.#opts.clock.now();
+    if (this.#journal.shared && (now - this.#lastBeat >= (this.#opts.beatMs ?? 1_000) || now < this.#lastBeat)) {
+      this.#lastBeat = now;
+      this.#journal.beat();
+      for (const e of this.#journal.reclaimOrphans(this.#opts.coordinatorDeadMs ?? 10_000)) this.#ended(e, now);
+    }
     if (now - this.#lastSweep >= DEADLINE_SWEEP_MS || now < this.#lastSweep) {
       this.#lastSweep = now;
       this.#noteWaits(now);
@@ -269,7 +325,47 @@ export class Scheduler {
       }
     }
     if (free.size === 0) return 0;
+    // The reads and the leases in one claim (on a shared journal, one transaction that skips others' rows).
+    const round = this.#journal.claim(() => this.#claimRound(now, free));
+    if (round === null) return 0;
+    const { plan, leased, expired, leasedReplicas, replicasExpired } = round;
+    for (const r of replicasExpired) this.#replicaEnded(r, now);
+    for (const e of expired) this.#ended(e, now);
 
+    const expiresAt = now + this.#opts.leaseMs;
+    for (const [node, list] of plan) {
+      let parts: string[] = [];
+      let chars = 0;
+      for (const { row, leaseId } of list) {
+        if (row.replica === undefined ? !leased.has(row.id) : !leasedReplicas.has(leaseId)) continue;
+        const info: LeaseInfo = { leaseId, taskId: row.id, node, attempt: row.attempts + 1, kind: row.kind, expiresAt, budgetMs: budgetOf(row), tenant: row.tenant };
+        if (row.replica !== undefined) info.replica = row.replica;
+        if (this.#tracing) {
+          info.trace = this.#tracing.attempt(row.traceparent, now - row.run_after, { taskId: row.id, nodeId: node.id, attempt: info.attempt, kind: row.kind, ...(row.replica !== undefined ? { replica: row.replica } : {}) });
+        }
+        if (row.kind === 'generate' && row.model !== null) info.model = row.model;
+        this.leases.set(leaseId, info);
+        node.hold(info, now);
+        this.#metrics.dispatched((now - row.run_after) / 1000);
+        const part = assignmentJson(row, leaseId, info.trace?.traceparent);
+        parts.push(part);
+        chars += part.length;
+        if (chars > MAX_ASSIGN_CHARS) {
+          node.sendRaw(`{"type":"task.assign","tasks":[${parts.join(',')}]}`);
+          parts = [];
+          chars = 0;
+        }
+        if (this.#watch.has(row.id)) {
+          this.#watch.emit(row.id, { type: 'state', state: 'leased', attempts: row.attempts + 1, nodeId: node.id, at: now });
+        }
+      }
+      if (parts.length) node.sendRaw(`{"type":"task.assign","tasks":[${parts.join(',')}]}`);
+    }
+    return leased.size + leasedReplicas.size;
+  }
+
+  /** Plans a dispatch round over the nodes with room and leases it (see dispatch). */
+  #claimRound(now: number, free: Map<NodeSession, Slots>) {
     let candidates: Array<ReadyRow & Partial<Pick<ReplicaReadyRow, 'replica' | 'avoid'>>> = [];
     let replicaCapacity = 0;
     const oldest = (this.#opts.agingMs ?? 0) > 0 ? AGED_CANDIDATES : 0;
@@ -286,7 +382,7 @@ export class Scheduler {
       const replicas = this.#journal.readyReplicas(now, Math.min(replicaCapacity, MAX_DISPATCH));
       if (replicas.length) candidates = candidates.length ? candidates.concat(replicas) : replicas;
     }
-    if (candidates.length === 0) return 0;
+    if (candidates.length === 0) return null;
     // Priority with aging, then each tenant's fair share, then age (server/fair.ts).
     const { rows, tags } = this.#fair.order(candidates, now);
     /** Per tenant with a maxLeased, the leases it may still take this round. */
@@ -343,44 +439,10 @@ export class Scheduler {
       list.push({ row, leaseId });
     }
 
-    if (replicatedPastDeadline) {
-      for (const r of this.#journal.expireReplicated([...replicatedPastDeadline])) this.#replicaEnded(r, now);
-    }
+    const replicasExpired = replicatedPastDeadline ? this.#journal.expireReplicated([...replicatedPastDeadline]) : [];
     this.#fair.prune();
-    if (leases.length === 0 && pastDeadline.length === 0) return 0;
-    const { leased, expired, leasedReplicas } = this.#journal.leaseBatch(leases, pastDeadline);
-    for (const e of expired) this.#ended(e, now);
-
-    const expiresAt = now + this.#opts.leaseMs;
-    for (const [node, list] of plan) {
-      let parts: string[] = [];
-      let chars = 0;
-      for (const { row, leaseId } of list) {
-        if (row.replica === undefined ? !leased.has(row.id) : !leasedReplicas.has(leaseId)) continue;
-        const info: LeaseInfo = { leaseId, taskId: row.id, node, attempt: row.attempts + 1, kind: row.kind, expiresAt, budgetMs: budgetOf(row), tenant: row.tenant };
-        if (row.replica !== undefined) info.replica = row.replica;
-        if (this.#tracing) {
-          info.trace = this.#tracing.attempt(row.traceparent, now - row.run_after, { taskId: row.id, nodeId: node.id, attempt: info.attempt, kind: row.kind, ...(row.replica !== undefined ? { replica: row.replica } : {}) });
-        }
-        if (row.kind === 'generate' && row.model !== null) info.model = row.model;
-        this.leases.set(leaseId, info);
-        node.hold(info, now);
-        this.#metrics.dispatched((now - row.run_after) / 1000);
-        const part = assignmentJson(row, leaseId, info.trace?.traceparent);
-        parts.push(part);
-        chars += part.length;
-        if (chars > MAX_ASSIGN_CHARS) {
-          node.sendRaw(`{"type":"task.assign","tasks":[${parts.join(',')}]}`);
-          parts = [];
-          chars = 0;
-        }
-        if (this.#watch.has(row.id)) {
-          this.#watch.emit(row.id, { type: 'state', state: 'leased', attempts: row.attempts + 1, nodeId: node.id, at: now });
-        }
-      }
-      if (parts.length) node.sendRaw(`{"type":"task.assign","tasks":[${parts.join(',')}]}`);
-    }
-    return leased.size + leasedReplicas.size;
+    if (leases.length === 0 && pastDeadline.length === 0) return replicasExpired.length ? { plan, leased: new Set<TaskId>(), expired: [], leasedReplicas: new Set<string>(), replicasExpired } : null;
+    return { plan, replicasExpired, ...this.#journal.leaseBatch(leases, pastDeadline) };
   }
 
   /** Bytes a node must be able to hold for the task's model (null: no model, or its size unknown here). */
@@ -490,7 +552,7 @@ export class Scheduler {
     if (msg.capabilities) node.capabilities = msg.capabilities;
     const until = now + this.#opts.leaseMs;
     for (const id of msg.leases) {
-      const lease = node.leases.get(id);
+      const lease = node.leases.get(id) ?? (node.heldOnce(id) ? undefined : this.#adopt(node, id));
       if (lease) lease.expiresAt = until;
     }
     this.requestDispatch();
@@ -502,7 +564,7 @@ export class Scheduler {
    */
   progress(node: NodeSession, msg: ProgressMessage): void {
     node.lastSeen = this.#opts.clock.now();
-    const lease = node.leases.get(msg.leaseId);
+    const lease = node.leases.get(msg.leaseId) ?? (node.heldOnce(msg.leaseId) ? undefined : this.#adopt(node, msg.leaseId));
     if (!lease || lease.taskId !== msg.taskId) {
       if (node.heldOnce(msg.leaseId)) return;
       throw new AppError('LEASE_NOT_HELD', `This node does not hold lease ${msg.leaseId.slice(0, 64)} of task ${msg.taskId.slice(0, 64)}; progress is accepted only from the node that holds the lease.`, {
@@ -535,7 +597,7 @@ export class Scheduler {
     const refused: Array<{ taskId: string; leaseId: string }> = [];
     let accepted = 0;
     for (const item of results) {
-      const lease = node.leases.get(item.leaseId);
+      const lease = node.leases.get(item.leaseId) ?? (node.heldOnce(item.leaseId) ? undefined : this.#adopt(node, item.leaseId));
       if (!lease || lease.taskId !== item.taskId) {
         if (node.heldOnce(item.leaseId)) this.#journal.duplicatesDropped++;
         else refused.push({ taskId: item.taskId, leaseId: item.leaseId });
@@ -714,7 +776,7 @@ export class Scheduler {
             ? `Node ${l.node.id} sent no result or progress on its leases for longer than its tasks' budget plus ${this.#opts.stallGraceMs} ms.`
             : `Node ${l.node.id} disconnected while running the task.`;
       if (l.trace) this.#tracing!.endAttempt(l.trace, { ok: false, code });
-      return { taskId: l.taskId, leaseId: l.leaseId, outcome: { ok: false, error: errorInfo(code, message, { nodeId: l.node.id, attempt: l.attempt }) } };
+      return { taskId: l.taskId, leaseId: l.leaseId, owned: true, outcome: { ok: false, error: errorInfo(code, message, { nodeId: l.node.id, attempt: l.attempt }) } };
     });
     const replicaAt: number[] = [];
     for (let i = 0; i < leases.length; i++) if (leases[i]!.replica !== undefined) replicaAt.push(i);
@@ -762,9 +824,15 @@ export class Scheduler {
         lease.node.release(res.leaseId);
         if (lease.trace) this.#tracing!.endAttempt(lease.trace, { ok: false, code: 'CANCELLED' });
         lease.node.send({ type: 'task.cancel', taskId, reason });
+      } else {
+        // Granted by another coordinator: it tells its node.
+        this.bus?.publish({ t: 'cancel', taskId, leaseId: res.leaseId, reason });
       }
     }
-    for (const leaseId of res.replicaLeases ?? []) this.#takeBack(leaseId, reason);
+    for (const leaseId of res.replicaLeases ?? []) {
+      if (this.leases.has(leaseId)) this.#takeBack(leaseId, reason);
+      else this.bus?.publish({ t: 'cancel', taskId, leaseId, reason });
+    }
     const record = this.#journal.getTask(taskId);
     if (record) {
       this.#ended(

@@ -14,6 +14,17 @@ export type TaskEvent =
 
 export type TaskListener = (event: TaskEvent) => void;
 
+/**
+ * Coordinators sharing a journal relay task events to each other (server/bus.ts): the watch says when a task
+ * gets its first listener here, asks whether another coordinator watches a task, and hands over the events
+ * that happen here for those.
+ */
+export interface WatchRelay {
+  watching(id: string): void;
+  wanted(id: string): boolean;
+  happened(id: string, event: TaskEvent): void;
+}
+
 /** Progress events kept per running attempt, so a stream that joins late still gets every token. */
 const MAX_BACKLOG = 4096;
 /** Events kept, over all ended tasks, for streams that join after the end (oldest tasks dropped first). */
@@ -29,6 +40,10 @@ export class TaskWatch {
   readonly #ended = new Map<string, TaskEvent[]>();
   #endedEvents = 0;
   #runningEvents = 0;
+  /** Set when other coordinators share the journal. */
+  relay: WatchRelay | null = null;
+  /** While an event relayed from another coordinator is told here (it is not relayed back). */
+  #inbound = false;
 
   get size(): number {
     return this.#listeners.size;
@@ -41,8 +56,35 @@ export class TaskWatch {
     return n;
   }
 
+  /** Whether anyone watches the task: here, or on another coordinator that asked for its events. */
   has(id: string): boolean {
+    return this.#listeners.has(id) || (this.relay !== null && this.relay.wanted(id));
+  }
+
+  /** Whether a listener here watches the task. */
+  watched(id: string): boolean {
     return this.#listeners.has(id);
+  }
+
+  /** The tasks watched here. */
+  ids(): string[] {
+    return [...this.#listeners.keys()];
+  }
+
+  /** The running attempt's progress so far (none once it ended). */
+  running(id: string): readonly TaskEvent[] {
+    return this.#backlog.get(id) ?? [];
+  }
+
+  /** An event another coordinator relayed: told to the listeners here (progress is kept, as if it happened here). */
+  deliver(id: string, event: TaskEvent): void {
+    this.#inbound = true;
+    try {
+      if (event.type === 'progress') this.progress(id, event);
+      else this.emit(id, event);
+    } finally {
+      this.#inbound = false;
+    }
   }
 
   /** Adds a listener; the answer removes it. */
@@ -51,6 +93,7 @@ export class TaskWatch {
     if (!set) {
       set = new Set();
       this.#listeners.set(id, set);
+      this.relay?.watching(id);
     }
     set.add(fn);
     return () => {
@@ -101,6 +144,7 @@ export class TaskWatch {
   }
 
   emit(id: string, event: TaskEvent): void {
+    if (this.relay !== null && !this.#inbound && this.relay.wanted(id)) this.relay.happened(id, event);
     const set = this.#listeners.get(id);
     if (!set) return;
     for (const fn of [...set]) fn(event);

@@ -195,7 +195,7 @@ export function submitSpecs(ctx: Context, specs: readonly TaskSpec[], batch: boo
       ctx.metrics.submittedTasks(tasks[i]!.kind, 1);
     }
   }
-  if (created) ctx.scheduler.requestDispatch();
+  if (created) ctx.scheduler.submitted();
   return outcomes;
 }
 

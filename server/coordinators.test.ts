@@ -1,0 +1,175 @@
+/**
+ * Several coordinators on one PostgreSQL journal (a throwaway cluster, server/postgres-testing.ts): claims that
+ * never lease a task twice, work submitted on one coordinator run by another's node, long-polls, event streams
+ * and cancels across coordinators, a node that moves to another coordinator keeping its lease, and a
+ * coordinator that dies leaving nothing stuck.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
+import type { TaskId } from '../shared';
+import { createCoordinator, type Coordinator, type CoordinatorOptions } from './index';
+import { Journal } from './journal';
+import { startPostgres, type TestPostgres } from './postgres-testing';
+import { HELLO_WAT, OpenCoordinators, apiClient, until, wat } from './testing';
+
+const run = promisify(execFile);
+let pgc: TestPostgres;
+const open = new OpenCoordinators();
+before(async () => {
+  pgc = await startPostgres();
+});
+after(async () => {
+  await open.closeAll();
+  pgc?.close();
+});
+
+async function coordinators(n: number, opts: CoordinatorOptions = {}) {
+  const db = await pgc.database();
+  const out: Array<Coordinator & ReturnType<OpenCoordinators['track']>> = [];
+  for (let i = 0; i < n; i++) {
+    const c = await createCoordinator({ dbPath: db, beatMs: 100, ...opts });
+    out.push(Object.assign(c, open.track(c)));
+  }
+  const put = await apiClient(out[0]!.url)('/v1/agents/hello/versions/1', { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: await wat(HELLO_WAT) });
+  assert.equal(put.status, 201);
+  return { db, cs: out };
+}
+
+async function count(db: string, sql: string, params: unknown[] = []): Promise<number> {
+  const c = new pg.Client({ connectionString: db });
+  await c.connect();
+  try {
+    return Number((await c.query(sql, params)).rows[0].n);
+  } finally {
+    await c.end();
+  }
+}
+
+describe('several coordinators on one PostgreSQL journal', () => {
+  test('two processes claiming the same ready tasks never lease one twice (many rounds each)', async () => {
+    const db = await pgc.database();
+    const j = new Journal(db);
+    const total = 3000;
+    for (let i = 0; i < total; i += 500) {
+      j.insertTasks(
+        Array.from({ length: 500 }, (_, k) => ({
+          id: `t-race-${i + k}` as TaskId,
+          kind: 'agent' as const,
+          priority: (i + k) % 3,
+          maxAttempts: 3,
+          deadline: null,
+          idempotencyKey: null,
+          specHash: null,
+          tenant: null,
+          webhook: null,
+          moduleHash: null,
+          moduleSize: null,
+          model: null,
+          payload: { agent: 'hello' },
+          labels: null,
+          replication: null,
+          traceparent: null,
+        })),
+      );
+    }
+    j.close();
+    const racer = join(import.meta.dirname, 'claim-racer.ts');
+    const runs = await Promise.all([0, 1].map(() => run(process.execPath, ['--import', 'tsx', racer, db, '20'], { timeout: 120_000 })));
+    const results = runs.map((r) => JSON.parse(r.stdout.trim().split('\n').pop()!) as { leased: string[]; rounds: number });
+    const all = results.flatMap((r) => r.leased);
+    assert.equal(new Set(all).size, all.length, 'no task leased by both');
+    assert.equal(all.length, total, 'every task leased');
+    for (const r of results) {
+      assert.ok(r.leased.length > 0, 'both claimed some: locked rows are skipped, not waited on');
+      assert.ok(r.rounds >= 50, `${r.rounds} rounds`);
+    }
+    assert.equal(await count(db, `SELECT COUNT(*) AS n FROM tasks WHERE state = 'leased' AND attempts = 1`), total);
+  });
+
+  test('a task submitted on one coordinator runs on a node of another; long-poll, events and cancel answer across them', async () => {
+    const { cs } = await coordinators(2);
+    const [a, b] = cs as [(typeof cs)[0], (typeof cs)[0]];
+    const node = await b.connect({ maxConcurrent: 4 });
+    const apiA = apiClient(a.url);
+    const sub = await apiA('/v1/tasks', { method: 'POST', json: { kind: 'agent', payload: { agent: 'hello', input: 'x' } } });
+    assert.equal(sub.status, 202);
+    const id = sub.body.id as string;
+    // The long-poll and the event stream wait on A; the task runs on B's node.
+    const waited = apiA(`/v1/tasks/${id}/wait?timeoutMs=20000`);
+    const events = fetch(`${a.url}/v1/tasks/${id}/events`).then((r) => r.text());
+    await until(() => a.watch.watched(id), 5_000, 'A watches the task');
+    const [assigned] = (await node.next('task.assign', 10_000)).tasks;
+    assert.equal(assigned!.taskId, id);
+    await until(() => b.watch.has(id), 5_000, 'B heard that A watches it');
+    node.send({ type: 'task.progress', taskId: id, leaseId: assigned!.leaseId, progress: { kind: 'log', line: 'step 1 of 2' } });
+    node.succeed([assigned!]);
+    const done = await waited;
+    assert.equal(done.status, 200);
+    assert.equal(done.body.state, 'succeeded');
+    assert.equal(done.body.nodeId, node.id);
+    const text = await events;
+    assert.match(text, /event: progress\ndata: .*"line":"step 1 of 2"/);
+    assert.match(text, /event: record\ndata: .*"state":"succeeded"/);
+
+    // Cancel on A: B tells its node.
+    const sub2 = await apiA('/v1/tasks', { method: 'POST', json: { kind: 'agent', payload: { agent: 'hello', input: 'y' } } });
+    const [second] = (await node.next('task.assign', 10_000)).tasks;
+    assert.equal(second!.taskId, sub2.body.id);
+    const cancelled = await apiA(`/v1/tasks/${sub2.body.id}/cancel`, { method: 'POST', json: { reason: 'changed my mind' } });
+    assert.equal(cancelled.body.state, 'cancelled');
+    const told = await node.next('task.cancel', 5_000);
+    assert.equal(told.taskId, sub2.body.id);
+    await until(() => b.scheduler.leases.size === 0, 5_000, 'B released the lease');
+  });
+
+  test('a node that moves to another coordinator keeps its lease: its result there is the one recorded', async () => {
+    const { cs, db } = await coordinators(2, { nodeGraceMs: 300 });
+    const [a, b] = cs as [(typeof cs)[0], (typeof cs)[0]];
+    const first = await a.connect({ maxConcurrent: 1 });
+    const sub = await apiClient(a.url)('/v1/tasks', { method: 'POST', json: { kind: 'agent', payload: { agent: 'hello' } } });
+    const [job] = (await first.next('task.assign', 10_000)).tasks;
+    assert.equal(job!.taskId, sub.body.id);
+    await first.close();
+    const moved = await b.connect({ maxConcurrent: 1, nodeId: first.id, secret: first.secret });
+    assert.equal(moved.id, first.id, 'the node keeps its id on the other coordinator');
+    moved.heartbeat([job!.leaseId]);
+    await until(() => b.scheduler.leases.has(job!.leaseId), 5_000, 'B adopted the lease');
+    // A's grace for the node passes: its lease expiry applies no more (B owns the lease).
+    await new Promise((r) => setTimeout(r, 600));
+    moved.succeed([job!]);
+    const rec = (await apiClient(a.url)(`/v1/tasks/${sub.body.id}/wait?timeoutMs=10000`)).body;
+    assert.equal(rec.state, 'succeeded');
+    assert.equal(rec.attempts, 1, 'it ran once');
+    assert.equal(await count(db, `SELECT COUNT(*) AS n FROM events WHERE type = 'lease_adopted'`), 1);
+    // Another node cannot take a lease that is not its own.
+    const thief = await b.connect({ maxConcurrent: 1 });
+    thief.heartbeat([job!.leaseId]);
+    thief.succeed([job!]);
+    const refused = await thief.next('error', 5_000);
+    assert.equal(refused.error.code, 'LEASE_NOT_HELD');
+  });
+
+  test('a coordinator that stops beating leaves nothing stuck: another requeues its leases and runs them', async () => {
+    const { cs, db } = await coordinators(2, { coordinatorDeadMs: 1_000, nodeGraceMs: 60_000 });
+    const [a, b] = cs as [(typeof cs)[0], (typeof cs)[0]];
+    const na = await a.connect({ maxConcurrent: 3 });
+    const api = apiClient(a.url);
+    const sub = await api('/v1/tasks', { method: 'POST', json: { tasks: Array.from({ length: 3 }, (_, i) => ({ kind: 'agent', payload: { agent: 'hello', input: i } })) } });
+    assert.equal(sub.status, 202);
+    await na.assignments(3, 10_000);
+    // A goes silent without a word (as if its process froze): no beats, no results, its socket dropped.
+    a.scheduler.stop();
+    na.ws.terminate();
+    const nb = await b.connect({ maxConcurrent: 3 });
+    const rerun = await nb.assignments(3, 15_000);
+    assert.deepEqual(rerun.map((t) => t.taskId).sort(), [...sub.body.ids].sort());
+    nb.succeed(rerun);
+    await until(async () => (await count(db, `SELECT COUNT(*) AS n FROM tasks WHERE state = 'succeeded' AND attempts = 2`)) === 3, 10_000, 'all three ran again and succeeded');
+    assert.ok(b.journal.orphansRequeued >= 3);
+    assert.deepEqual(b.journal.liveCoordinators(1_000).map((c) => c.id), [b.journal.coordinatorId]);
+  });
+});
