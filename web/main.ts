@@ -2,7 +2,8 @@
  * The page's entry: builds the agent pool, joins the coordinator this page was
  * served from (or `?coordinator=`), and shows the node.
  *
- * Query parameters: `coordinator` (http(s)://host:port), `workers` (pool size), `name`,
+ * Query parameters: `coordinator` (http(s)://host:port; a comma list names other coordinators of the same pool,
+ * tried in turn when the connection is lost), `workers` (pool size), `name`,
  * `perWorker` (agent tasks held per worker, running plus queued; see NodeClientOptions.tasksPerWorker),
  * `queueDepth` (agent tasks held beyond those running; overrides perWorker),
  * `flushMs` (how long results gather before they are sent; see ResultBatcher),
@@ -18,7 +19,9 @@ import { createHandle } from './handle';
 import { NodeClient, coordinatorUrls, probeWebGpu } from './node';
 
 const params = new URLSearchParams(location.search);
-const urls = coordinatorUrls(location.href, params.get('coordinator'));
+const [primary, ...others] = (params.get('coordinator') ?? '').split(',').map((u) => u.trim()).filter(Boolean);
+const urls = coordinatorUrls(location.href, primary);
+const alsoUrls = others.slice(0, 16).map((u) => coordinatorUrls(location.href, u).httpBase);
 const requested = Number(params.get('workers'));
 const size =
   Number.isInteger(requested) && requested > 0
@@ -52,6 +55,7 @@ const pool = new AgentPool({ size });
 const inference = await startInference();
 const client = new NodeClient({
   url: urls.httpBase,
+  alsoUrls,
   runtime: pool,
   ...(inference ? { inference } : {}),
   name: params.get('name') ?? `browser-${navigator.platform || 'node'}`,

@@ -57,6 +57,11 @@ export class AgentRunner implements TaskRunner {
   #queueHead = 0;
   #inFlight = 0;
 
+  /** Fetches modules from another coordinator of the pool from now on (the node moved to it). */
+  setBase(httpBase: string): void {
+    this.#loader.setBase(httpBase);
+  }
+
   constructor(runtime: AgentRuntime, host: RunnerHost, httpBase: string, fetch?: FetchLike, blob: BlobResolver = fetchBlob) {
     this.#runtime = runtime;
     this.#host = host;

@@ -139,6 +139,28 @@ test('reconnects with the same node id after the socket drops, and keeps working
   assert.equal((await wait(t!)).state, 'succeeded');
 });
 
+test('given other coordinators of the pool, a node whose coordinator cannot be reached joins the next one', async () => {
+  // A port nothing listens on (taken, then closed): the first coordinator is gone.
+  const gone = createServer();
+  await new Promise<void>((r) => gone.listen(0, '127.0.0.1', r));
+  const deadUrl = `http://127.0.0.1:${(gone.address() as AddressInfo).port}`;
+  await new Promise<void>((r) => gone.close(() => r()));
+  const moved = new NodeClient({ url: deadUrl, alsoUrls: [url], runtime: pool, name: 'moving-node', storage: null, createSocket, backoff: { baseMs: 20, maxMs: 100 } });
+  try {
+    const reconnecting = nextEvent(moved, 'state', (e) => e.state === 'reconnecting');
+    const welcomed = nextEvent(moved, 'welcome');
+    await moved.start();
+    await reconnecting;
+    const { nodeId } = await welcomed;
+    assert.equal(moved.coordinator, url, 'it joined the next coordinator of the list');
+    const node = coordinator.scheduler.nodes.get(nodeId);
+    assert.equal(node?.name, 'moving-node');
+    assert.ok(node?.connected);
+  } finally {
+    moved.close();
+  }
+});
+
 test('drain: the node stops taking tasks and tells the coordinator', async () => {
   const draining = nextEvent(client, 'drain');
   const res = await fetch(`${url}/v1/nodes/${client.nodeId}/drain`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });

@@ -61,6 +61,12 @@ type StorageLike = Pick<Storage, 'getItem' | 'setItem'>;
 export interface NodeClientOptions {
   /** The coordinator: `http(s)://host:port` (or ws(s)://, or host:port). */
   url: string;
+  /**
+   * Other coordinators of the same pool (sharing its PostgreSQL journal): when the connection is lost the node
+   * tries the next one (round the list), keeping its id and its leases; modules, datasets and blobs are then
+   * fetched from the coordinator it is connected to.
+   */
+  alsoUrls?: string[];
   /** Runs agent tasks. */
   runtime: AgentRuntime;
   /** Runs generate tasks; without it the node takes agent tasks only. */
@@ -142,7 +148,9 @@ export class NodeClient {
   readonly #generate: GenerateRunner | null;
   readonly #train: TrainRunner | null;
   readonly #runners: Partial<Record<TaskKind, TaskRunner>>;
-  readonly #urls: { httpBase: string; wsUrl: string };
+  /** The coordinators it may join: `url` first, then `alsoUrls`. */
+  readonly #all: Array<{ httpBase: string; wsUrl: string }>;
+  #at = 0;
   readonly #name: string;
   readonly #token: string | undefined;
   /** Advertised: tasks the node runs at once (its workers) and holds queued beyond them. */
@@ -183,19 +191,19 @@ export class NodeClient {
   constructor(opts: NodeClientOptions) {
     this.#runtime = opts.runtime;
     this.#inference = opts.inference ?? null;
-    this.#urls = coordinatorUrls(opts.url);
+    this.#all = [opts.url, ...(opts.alsoUrls ?? [])].map((u) => coordinatorUrls(u));
     this.#name = (opts.name ?? 'exec-node').slice(0, 128);
     this.#token = opts.token || undefined;
     // fetchBlob (web/node/blobs.ts) reads blobs from this coordinator with this node's token.
-    configureBlobs({ baseUrl: this.#urls.httpBase, ...(this.#token ? { token: this.#token } : {}) });
+    configureBlobs({ baseUrl: this.#urls().httpBase, ...(this.#token ? { token: this.#token } : {}) });
     const host: RunnerHost = {
       finish: (lease, outcome) => this.#finish(lease, outcome),
       progress: (lease, progress) => this.#progress(lease, progress),
       capabilitiesChanged: () => this.#capabilitiesChanged(),
     };
-    this.#agents = new AgentRunner(opts.runtime, host, this.#urls.httpBase, opts.fetch);
+    this.#agents = new AgentRunner(opts.runtime, host, this.#urls().httpBase, opts.fetch);
     this.#generate = this.#inference ? new GenerateRunner(this.#inference, host) : null;
-    const train = (this.#train = this.#inference?.trains && this.#inference.train ? new TrainRunner(this.#inference, host, { baseUrl: this.#urls.httpBase, ...(this.#token ? { token: this.#token } : {}) }) : null);
+    const train = (this.#train = this.#inference?.trains && this.#inference.train ? new TrainRunner(this.#inference, host, { baseUrl: this.#urls().httpBase, ...(this.#token ? { token: this.#token } : {}) }) : null);
     this.#runners = { agent: this.#agents, ...(this.#generate ? { generate: this.#generate } : {}), ...(train ? { train } : {}) };
     this.#maxConcurrent = Math.min(MAX_NODE_CONCURRENCY, this.#agents.slots);
     const asked = opts.tasksPerWorker;
@@ -217,12 +225,27 @@ export class NodeClient {
     return this.#state;
   }
 
+  /** The coordinator it joins now. */
+  #urls(): { httpBase: string; wsUrl: string } {
+    return this.#all[this.#at]!;
+  }
+
+  /** Moves to the next coordinator of the list (the connection to this one failed). */
+  #nextCoordinator(): void {
+    if (this.#all.length < 2) return;
+    this.#at = (this.#at + 1) % this.#all.length;
+    const base = this.#urls().httpBase;
+    this.#agents.setBase(base);
+    this.#train?.setBase(base);
+    configureBlobs({ baseUrl: base, ...(this.#token ? { token: this.#token } : {}) });
+  }
+
   get nodeId(): NodeId | null {
     return this.#nodeId;
   }
 
   get coordinator(): string {
-    return this.#urls.httpBase;
+    return this.#urls().httpBase;
   }
 
   get gpu(): GpuProbe | null {
@@ -262,7 +285,7 @@ export class NodeClient {
     return {
       state: this.#state,
       nodeId: this.#nodeId,
-      coordinator: this.#urls.httpBase,
+      coordinator: this.#urls().httpBase,
       connects: this.#connects,
       held: this.#leases.size,
       running: this.#agents.running + (this.#generate?.running ?? 0),
@@ -312,7 +335,7 @@ export class NodeClient {
   #connect(): void {
     let socket: SocketLike;
     try {
-      socket = this.#createSocket(this.#urls.wsUrl);
+      socket = this.#createSocket(this.#urls().wsUrl);
     } catch (err) {
       this.#lastError = serializeError(err);
       this.#scheduleReconnect();
@@ -342,6 +365,7 @@ export class NodeClient {
   }
 
   #scheduleReconnect(): void {
+    this.#nextCoordinator();
     this.#attempt++;
     const delayMs = backoffDelay(this.#attempt, this.#backoff);
     this.#state = 'reconnecting';

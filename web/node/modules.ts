@@ -24,7 +24,7 @@ export const MODULE_LOAD_MEASURE = 'exec-node:module-load';
 
 export class ModuleLoader {
   readonly #runtime: LoaderRuntime;
-  readonly #baseUrl: string;
+  #baseUrl: string;
   readonly #fetch: FetchLike;
   readonly #pending = new Map<string, Promise<void>>();
   readonly #loaded = new Set<string>();
@@ -32,6 +32,11 @@ export class ModuleLoader {
 
   #compiledStreaming = 0;
   #digestsSkipped = 0;
+
+  /** Fetches from another coordinator of the pool from now on (the node moved to it). */
+  setBase(baseUrl: string): void {
+    this.#baseUrl = baseUrl.replace(/\/$/, '');
+  }
 
   constructor(runtime: LoaderRuntime, baseUrl: string, fetchImpl?: FetchLike) {
     this.#runtime = runtime;

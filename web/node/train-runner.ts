@@ -23,12 +23,17 @@ export class TrainRunner implements TaskRunner {
   readonly kind = 'train' as const;
   readonly #runtime: InferenceRuntime;
   readonly #host: RunnerHost;
-  readonly #base: string;
+  #base: string;
   readonly #token: string | undefined;
   readonly #fetch: DatasetFetch;
   #running = 0;
   #waiting = 0;
   readonly #curves: TrainingCurve[] = [];
+
+  /** Fetches datasets from another coordinator of the pool from now on (the node moved to it). */
+  setBase(baseUrl: string): void {
+    this.#base = baseUrl.replace(/\/$/, '');
+  }
 
   constructor(runtime: InferenceRuntime, host: RunnerHost, opts: { baseUrl: string; token?: string; fetch?: DatasetFetch }) {
     this.#runtime = runtime;
