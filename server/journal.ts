@@ -1317,13 +1317,11 @@ export class Journal {
   }
 
   /** Every agent version, oldest first. */
-  agentVersions(): AgentVersionRow[] {
-    return this.db
-      .prepare<[], AgentVersionRow>(
-        `SELECT a.name, a.version, a.module_hash, m.size, a.config, a.created_at
-         FROM agent_versions a JOIN modules m ON m.sha256 = a.module_hash ORDER BY a.seq`,
-      )
-      .all();
+  /** Every agent version (or those of `name`), in publication order. */
+  agentVersions(name?: string): AgentVersionRow[] {
+    const columns = 'SELECT a.name, a.version, a.module_hash, m.size, a.config, a.created_at FROM agent_versions a JOIN modules m ON m.sha256 = a.module_hash';
+    if (name !== undefined) return this.#prep<[string], AgentVersionRow>(`${columns} WHERE a.name = ? ORDER BY a.seq`).all(name);
+    return this.#prep<[], AgentVersionRow>(`${columns} ORDER BY a.seq`).all();
   }
 
   // ---------------------------------------------------------------- datasets

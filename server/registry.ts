@@ -31,15 +31,29 @@ export interface Quota {
   maxLeased: number | null;
 }
 
+/** How often a journal shared with other coordinators has its quotas read again (another may have set one). */
+const QUOTA_REFRESH_MS = 1_000;
+
 export class Registry {
   readonly #journal: Journal;
   /** name → versions in publication order (last is newest). */
   readonly #agents = new Map<string, AgentVersion[]>();
   readonly #quotas = new Map<string, Quota>();
 
+  /** When the quotas were last read (a shared journal's are read again each QUOTA_REFRESH_MS). */
+  #quotasAt = 0;
+
   constructor(journal: Journal) {
     this.#journal = journal;
-    for (const r of journal.agentVersions()) {
+    this.#loadAgents();
+    this.#loadQuotas();
+  }
+
+  #loadAgents(name?: string): void {
+    const rows = this.#journal.agentVersions(name);
+    if (name === undefined) this.#agents.clear();
+    else this.#agents.delete(name);
+    for (const r of rows) {
       this.#add({
         name: r.name,
         version: r.version,
@@ -49,7 +63,12 @@ export class Registry {
         createdAt: r.created_at,
       });
     }
-    for (const q of journal.quotas()) {
+  }
+
+  #loadQuotas(): void {
+    this.#quotasAt = Date.now();
+    this.#quotas.clear();
+    for (const q of this.#journal.quotas()) {
       this.#quotas.set(q.tenant, {
         maxQueued: q.max_queued,
         agentLimits: q.agent_limits ? (JSON.parse(q.agent_limits) as Partial<AgentLimits>) : null,
@@ -57,6 +76,17 @@ export class Registry {
         maxLeased: q.max_leased,
       });
     }
+  }
+
+  /**
+   * The versions of `name`. On a journal other coordinators share, a name or version not known here is read
+   * from the journal (another coordinator may have published it).
+   */
+  #versions(name: string, version?: string): AgentVersion[] | undefined {
+    const list = this.#agents.get(name);
+    if (!this.#journal.shared || (list?.length && (version === undefined || list.some((v) => v.version === version)))) return list;
+    this.#loadAgents(name);
+    return this.#agents.get(name);
   }
 
   #add(v: AgentVersion): void {
@@ -73,7 +103,7 @@ export class Registry {
   publish(name: string, version: string, bytes: Uint8Array, config: AgentConfig): { created: boolean; agent: AgentVersion } {
     validateAgentModule(bytes);
     const moduleHash = createHash('sha256').update(bytes).digest('hex');
-    const existing = this.#agents.get(name)?.find((v) => v.version === version);
+    const existing = this.#versions(name, version)?.find((v) => v.version === version);
     if (existing) {
       if (existing.moduleHash !== moduleHash) {
         throw new AppError(
@@ -97,7 +127,7 @@ export class Registry {
 
   /** The version an agent task names, or the newest one; AGENT_NOT_FOUND / AGENT_VERSION_NOT_FOUND otherwise. */
   resolve(name: string, version: string | undefined): AgentVersion {
-    const list = this.#agents.get(name);
+    const list = this.#versions(name, version);
     if (!list?.length) {
       throw new AppError('AGENT_NOT_FOUND', `No agent is named ${JSON.stringify(name)}; publish it with PUT /v1/agents/${name}/versions/:version first.`, { agent: name });
     }
@@ -114,12 +144,19 @@ export class Registry {
   }
 
   agents(): Array<{ name: string; latest: string; versions: AgentVersion[] }> {
+    if (this.#journal.shared) this.#loadAgents();
     return [...this.#agents.entries()].map(([name, versions]) => ({ name, latest: versions[versions.length - 1]!.version, versions }));
   }
 
   agent(name: string): { name: string; latest: string; versions: AgentVersion[] } | null {
+    if (this.#journal.shared) this.#loadAgents(name);
     const versions = this.#agents.get(name);
     return versions?.length ? { name, latest: versions[versions.length - 1]!.version, versions } : null;
+  }
+
+  #freshQuotas(): void {
+    const now = Date.now();
+    if (this.#journal.shared && (now - this.#quotasAt >= QUOTA_REFRESH_MS || now < this.#quotasAt)) this.#loadQuotas();
   }
 
   setQuota(tenant: string, quota: Quota): void {
@@ -128,10 +165,13 @@ export class Registry {
   }
 
   quota(tenant: string | undefined | null): Quota | undefined {
-    return tenant ? this.#quotas.get(tenant) : undefined;
+    if (!tenant) return undefined;
+    this.#freshQuotas();
+    return this.#quotas.get(tenant);
   }
 
   quotas(): Record<string, Quota> {
+    this.#freshQuotas();
     return Object.fromEntries(this.#quotas);
   }
 }

@@ -463,6 +463,9 @@ export class NodeClient {
     this.#heartbeatTimer = setInterval(() => this.#heartbeat(), every);
     this.#emit({ type: 'welcome', nodeId, heartbeatIntervalMs: every, leaseMs });
     this.#setState(this.#draining ? 'draining' : 'connected');
+    // The leases it holds, at once: a coordinator that did not grant them (the one that did is gone) adopts
+    // them before it could judge them lost.
+    if (this.#leases.size > 0) this.#heartbeat();
     this.#batcher.flush();
   }
 
