@@ -172,4 +172,48 @@ describe('several coordinators on one PostgreSQL journal', () => {
     assert.ok(b.journal.orphansRequeued >= 3);
     assert.deepEqual(b.journal.liveCoordinators(1_000).map((c) => c.id), [b.journal.coordinatorId]);
   });
+
+  test('PostgreSQL stopped mid-run: submits answer a coded 503 meanwhile, nothing accepted is lost, work resumes by itself', async () => {
+    // A cluster of its own: stopping it leaves the other tests' alone.
+    const own = await startPostgres();
+    try {
+      const db = await own.database();
+      const a = await createCoordinator({ dbPath: db, beatMs: 100 });
+      const b = await createCoordinator({ dbPath: db, beatMs: 100 });
+      const ta = open.track(a);
+      const tb = open.track(b);
+      const api = apiClient(a.url);
+      assert.equal((await api('/v1/agents/hello/versions/1', { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: await wat(HELLO_WAT) })).status, 201);
+      // Nodes that succeed whatever they are given, on both coordinators.
+      for (const t of [ta, tb]) {
+        const n = await t.connect({ maxConcurrent: 8 });
+        n.ws.on('message', (data) => {
+          const msg = JSON.parse(String(data)) as { type: string; tasks?: Array<{ taskId: string; leaseId: string }> };
+          if (msg.type === 'task.assign') setTimeout(() => n.succeed(msg.tasks as never), 20);
+        });
+      }
+      const batch = (n: number, from: number) => ({ tasks: Array.from({ length: n }, (_, i) => ({ kind: 'agent', payload: { agent: 'hello', input: from + i }, idempotencyKey: `outage-${from + i}` })) });
+      const first = await api('/v1/tasks', { method: 'POST', json: batch(300, 0) });
+      assert.equal(first.status, 202);
+      own.stop('fast');
+      const refused = await api('/v1/tasks', { method: 'POST', json: batch(10, 300) });
+      assert.equal(refused.status, 503);
+      assert.equal(refused.body.error.code, 'STORE_UNAVAILABLE');
+      assert.equal(refused.headers.get('retry-after'), '1', 'the caller is told when to retry');
+      const read = await apiClient(b.url)(`/v1/tasks/${first.body.ids[0]}`);
+      assert.equal(read.status, 503);
+      await new Promise((r) => setTimeout(r, 1_500));
+      own.start();
+      // Bounded: the coordinators reconnect by themselves and finish every accepted task.
+      await until(async () => (await count(db, `SELECT COUNT(*) AS n FROM tasks WHERE state = 'succeeded'`)) === 300, 30_000, 'all 300 accepted before the outage succeeded');
+      const again = await api('/v1/tasks', { method: 'POST', json: batch(10, 300) });
+      assert.equal(again.status, 202, 'submits are accepted again');
+      await until(async () => (await count(db, `SELECT COUNT(*) AS n FROM tasks WHERE state = 'succeeded'`)) === 310, 30_000, 'the new ones run too');
+      assert.equal(await count(db, 'SELECT COUNT(*) AS n FROM tasks'), 310, 'nothing recorded twice');
+      assert.ok(a.scheduler.storeUnavailable + b.scheduler.storeUnavailable > 0, 'the schedulers noticed the outage');
+    } finally {
+      await open.closeAll();
+      own.close();
+    }
+  });
 });

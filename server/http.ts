@@ -67,7 +67,7 @@ export function installErrorHandling(app: FastifyInstance, metrics: Metrics): vo
   app.setErrorHandler((err, req, reply) => {
     const appErr = toAppError(err, req);
     if (appErr.code === 'INTERNAL') req.log.error({ err }, 'internal error');
-    if (appErr.code === 'RATE_LIMITED' || appErr.code === 'SHUTTING_DOWN') reply.header('retry-after', '1');
+    if (appErr.code === 'RATE_LIMITED' || appErr.code === 'SHUTTING_DOWN' || appErr.code === 'STORE_UNAVAILABLE') reply.header('retry-after', '1');
     void reply.code(ERRORS[appErr.code].status).send(errorBody(appErr));
   });
   app.setNotFoundHandler((req, reply) => {
