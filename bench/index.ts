@@ -11,6 +11,7 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
   agents: () => import('./agents'),
   training: () => import('./training'),
   inference: () => import('./inference'),
+  scheduler: () => import('./scheduler'),
 };
 
 async function main(): Promise<void> {

@@ -39,6 +39,10 @@ const MAX_SWEEP = 10_000;
 
 /** Most tenants whose ready tasks one `ready` call reads (with more, calls go round them). */
 export const MAX_READY_TENANTS = 64;
+/** Rows one set statement of a shared journal leases or records (3 parameters each). */
+const SET_ROWS = 500;
+/** Tasks one INSERT of a shared journal writes (18 parameters each). */
+const INSERT_ROWS = 200;
 
 /** A task ready to be written: the spec already checked and resolved. */
 export interface NewTask {
@@ -566,9 +570,17 @@ export class Journal {
     const now = this.#clock.now();
     const run = this.db.transaction((items: readonly NewTask[]) => {
       const out: InsertOutcome[] = [];
+      // PostgreSQL: the tasks that run once in set statements (a round trip per INSERT_ROWS rather than per task).
+      const inserted = this.shared ? this.#insertSet(items.filter((t) => !t.replication), now) : null;
       for (let i = 0; i < items.length; i++) {
         const t = items[i]!;
-        const info = this.#insert.run({
+        if (inserted && !t.replication) {
+          if (inserted.has(t.id)) {
+            out.push({ id: t.id, created: true });
+            continue;
+          }
+        }
+        const info = inserted && !t.replication ? { changes: 0 } : this.#insert.run({
           id: t.id,
           kind: t.kind,
           priority: t.priority,
@@ -712,7 +724,10 @@ export class Journal {
     const now = this.#clock.now();
     const run = this.db.transaction(() => {
       const leased = new Set<TaskId>();
+      // PostgreSQL: the plain leases in set statements (a round trip per SET_ROWS rather than per task).
+      if (this.shared) this.#leaseSet(leases.filter((l) => l.replica === undefined), now, leased);
       for (const l of leases) {
+        if (this.shared && l.replica === undefined) continue;
         if (l.replica !== undefined) {
           if (this.#leaseReplica.run({ taskId: l.taskId, replica: l.replica, leaseId: l.leaseId, nodeId: l.nodeId, owner: this.coordinatorId, now }).changes === 1) {
             leasedReplicas.add(l.leaseId);
@@ -735,6 +750,59 @@ export class Journal {
     const out = run.immediate();
     this.#setSync('full');
     return out;
+  }
+
+  /** Inserts `tasks` (none replicated), a statement per INSERT_ROWS; answers the ids inserted (a repeated idempotency key is not). */
+  #insertSet(tasks: readonly NewTask[], now: number): Set<string> {
+    const out = new Set<string>();
+    for (let i = 0; i < tasks.length; i += INSERT_ROWS) {
+      const part = tasks.slice(i, i + INSERT_ROWS);
+      const one = `(?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)`;
+      const got = this.#prep<unknown[], { id: string }>(
+        `INSERT INTO tasks (id, kind, state, priority, attempts, max_attempts, run_after, deadline, idempotency_key,
+           spec_hash, tenant, webhook, module_hash, module_size, model, payload, labels, created_at, updated_at, replication, traceparent)
+         VALUES ${part.map(() => one).join(', ')}
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id`,
+      ).all(
+        ...part.flatMap((t) => [
+          t.id,
+          t.kind,
+          t.priority,
+          t.maxAttempts,
+          now,
+          t.deadline,
+          storedKey(t.tenant, t.idempotencyKey),
+          t.specHash,
+          t.tenant,
+          t.webhook,
+          t.moduleHash,
+          t.moduleSize,
+          t.model,
+          JSON.stringify(t.payload),
+          t.labels ? JSON.stringify(t.labels) : null,
+          now,
+          now,
+          t.traceparent ?? null,
+        ]),
+      );
+      for (const r of got) out.add(r.id);
+    }
+    return out;
+  }
+
+  /** Leases `leases` (none replicated) with one statement per SET_ROWS; adds those applied to `leased`. */
+  #leaseSet(leases: readonly Lease[], now: number, leased: Set<TaskId>): void {
+    for (let i = 0; i < leases.length; i += SET_ROWS) {
+      const part = leases.slice(i, i + SET_ROWS);
+      const rows = part.map(() => `(?, ?, ?)`).join(', ');
+      const got = this.#prep<unknown[], { id: TaskId }>(
+        `UPDATE tasks SET state = 'leased', lease_id = v.lease_id, node_id = v.node_id, attempts = tasks.attempts + 1,
+           coordinator = ?, updated_at = ?
+         FROM (VALUES ${rows}) AS v (task_id, lease_id, node_id)
+         WHERE tasks.id = v.task_id AND tasks.state = 'queued' RETURNING tasks.id`,
+      ).all(this.coordinatorId, now, ...part.flatMap((l) => [l.taskId, l.leaseId, l.nodeId]));
+      for (const r of got) leased.add(r.id);
+    }
   }
 
   /**
@@ -871,10 +939,15 @@ export class Journal {
     const now = this.#clock.now();
     const run = this.db.transaction(() => {
       const out: Array<Ended | null> = [];
+      // PostgreSQL: the successes in set statements (a round trip per SET_ROWS rather than per result).
+      const succeeded = this.shared ? this.#succeedSet(items, now) : null;
       for (const item of items) {
         let row: EndedRow | undefined;
         let code: string | null = null;
-        if (item.outcome.ok) {
+        if (succeeded && item.outcome.ok) {
+          row = succeeded.get(`${item.taskId}\n${item.leaseId}`);
+          succeeded.delete(`${item.taskId}\n${item.leaseId}`);
+        } else if (item.outcome.ok) {
           row = this.#succeed.get({
             id: item.taskId,
             leaseId: item.leaseId,
@@ -909,6 +982,24 @@ export class Journal {
     this.#setSync(this.attemptSync);
     const out = run.immediate();
     this.#setSync('full');
+    return out;
+  }
+
+  /** Records the successful outcomes among `items`, a statement per SET_ROWS; answers the rows applied by task and lease. */
+  #succeedSet(items: readonly Completion[], now: number): Map<string, EndedRow> {
+    const ok = items.filter((i) => i.outcome.ok);
+    const out = new Map<string, EndedRow>();
+    for (let i = 0; i < ok.length; i += SET_ROWS) {
+      const part = ok.slice(i, i + SET_ROWS);
+      const rows = part.map(() => `(?, ?, ?)`).join(', ');
+      const got = this.#prep<unknown[], EndedRow & { id: TaskId; lease: string }>(
+        `UPDATE tasks SET state = 'succeeded', result = v.result, error = NULL, lease_id = NULL, updated_at = ?, finished_at = ?
+         FROM (VALUES ${rows}) AS v (task_id, lease, result)
+         WHERE tasks.id = v.task_id AND tasks.lease_id = v.lease AND tasks.state = 'leased'
+         RETURNING tasks.id, v.lease, tasks.state, tasks.kind, tasks.attempts, tasks.created_at, tasks.node_id, tasks.webhook`,
+      ).all(now, now, ...part.flatMap((c) => [c.taskId, c.leaseId, JSON.stringify((c.outcome as { result: unknown }).result ?? null)]));
+      for (const r of got) out.set(`${r.id}\n${r.lease}`, r);
+    }
     return out;
   }
 
