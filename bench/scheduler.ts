@@ -13,13 +13,12 @@
  *   batches submitted to both;
  * - coordinatorCpuMsPerTask: CPU of the coordinator processes (user + system, from /proc) per task, per phase.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { HELLO_WAT, TestNode, wat } from '../server/testing';
+import { HELLO_WAT, TestNode, localTokens, spawnCoordinator, wat } from '../server/testing';
 import { startPostgres } from '../server/postgres-testing';
 
 const GOALS = { dispatchP50Ms: 2, dispatchP99Ms: 10, postgresOverSqlite: 0.5, twoOverOne: 1.3 };
@@ -32,17 +31,7 @@ interface Running {
 }
 
 async function coordinator(db: string, dataDir: string): Promise<Running> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'server', 'main.ts'), '--port', '0', '--db', db, '--data-dir', dataDir], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const url = await new Promise<string>((resolve, reject) => {
-    const rl = createInterface({ input: child.stdout! });
-    rl.on('line', (line) => {
-      const m = /listening on (\S+)/.exec(line);
-      if (m) resolve(m[1]!);
-    });
-    child.once('exit', (code) => reject(new Error(`coordinator exited early (${code})`)));
-  });
+  const { child, url } = await spawnCoordinator(['--port', '0', '--db', db, '--data-dir', dataDir]);
   return { child, url };
 }
 
@@ -58,11 +47,6 @@ function cpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
-}
-
-function tokens(dataDir: string): { admin: string; join: string } {
-  const list = (JSON.parse(readFileSync(join(dataDir, 'auth.json'), 'utf8')) as { tokens: { token: string; roles: string[] }[] }).tokens;
-  return { admin: list.find((t) => t.roles.includes('admin'))!.token, join: list.find((t) => t.roles.includes('node'))!.token };
 }
 
 /** Socket nodes that answer every assignment at once; `received` notes when each task's assignment arrived. */
@@ -101,7 +85,7 @@ async function register(url: string, admin: string): Promise<void> {
 
 /** Submits `total` tasks in batches over `urls`; answers tasks per minute until the nodes sent every result, and the coordinators' CPU. */
 async function throughput(coords: Running[], nodeCount: number, total: number, dataDir: string): Promise<{ tasksPerMin: number; cpuMsPerTask: number }> {
-  const t = tokens(dataDir);
+  const t = localTokens(dataDir);
   await register(coords[0]!.url, t.admin);
   const pool = await nodes(
     coords.map((c) => c.url),
@@ -136,7 +120,7 @@ async function throughput(coords: Running[], nodeCount: number, total: number, d
 
 /** Accept → assignment at a node, one task every 5 ms (SQLite, nodes idle). */
 async function dispatchLatency(c: Running, dataDir: string, count: number): Promise<{ p50: number; p99: number; createdP50: number; createdP99: number }> {
-  const t = tokens(dataDir);
+  const t = localTokens(dataDir);
   await register(c.url, t.admin);
   const pool = await nodes([c.url], 2, t.join);
   try {

@@ -7,18 +7,17 @@
  * idempotency key given to one coordinator answers the same task on another.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer, type AddressInfo } from 'node:net';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { launchNodes, type LaunchedNodes } from '../scripts/nodes';
 import { DIST, ensurePageBuilt } from '../scripts/page-build';
 import { registerSampleAgents } from '../scripts/register-agents';
-import { startPostgres, type TestPostgres } from '../server/postgres-testing';
+import { freePort, startPostgres, type TestPostgres } from '../server/postgres-testing';
+import { localTokens, spawnCoordinator } from '../server/testing';
 
 const TASKS = 5000;
 const BATCH = 250;
@@ -32,34 +31,11 @@ let admin = '';
 let joinToken = '';
 const nodes: LaunchedNodes[] = [];
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 /** A coordinator on `port`; a page served by any of the pool's coordinators (`ports`) may join it (--allow-origin). */
 async function startCoordinator(port: number, ports: number[]): Promise<{ child: ChildProcess; url: string }> {
   const origins = ports.filter((p) => p !== port).flatMap((p) => ['--allow-origin', `http://127.0.0.1:${p}`]);
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', join(import.meta.dirname, '..', 'server', 'main.ts'), '--port', String(port), '--db', db, '--data-dir', dir, '--static', DIST, '--coordinator-dead-ms', '5000', ...origins],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
+  const { child, url } = await spawnCoordinator(['--port', String(port), '--db', db, '--data-dir', dir, '--static', DIST, '--coordinator-dead-ms', '5000', ...origins]);
   children.push(child);
-  const url = await new Promise<string>((resolve, reject) => {
-    const rl = createInterface({ input: child.stdout! });
-    rl.on('line', (line) => {
-      const m = /listening on (\S+)/.exec(line);
-      if (m) resolve(m[1]!);
-    });
-    child.once('exit', (code) => reject(new Error(`coordinator exited early (${code})`)));
-  });
   return { child, url };
 }
 
@@ -81,9 +57,7 @@ before(async () => {
   // One after another: the first writes auth.json (an admin and a node join token), the others read it.
   const ports = [await freePort(), await freePort(), await freePort()];
   for (const port of ports) urls.push((await startCoordinator(port, ports)).url);
-  const tokens = (JSON.parse(readFileSync(join(dir, 'auth.json'), 'utf8')) as { tokens: { token: string; roles: string[] }[] }).tokens;
-  admin = tokens.find((t) => t.roles.includes('admin'))!.token;
-  joinToken = tokens.find((t) => t.roles.includes('node'))!.token;
+  ({ admin, join: joinToken } = localTokens(dir));
   await registerSampleAgents(urls[0]!, undefined, admin);
   const log = (l: string): void => void process.stderr.write(`${l}\n`);
   // Node 0 joins coordinator 0 (the one killed), node 1 coordinator 1; each knows all three.

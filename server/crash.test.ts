@@ -4,37 +4,23 @@
  * dead one had leased (at once on SQLite; on PostgreSQL once the dead one has stopped beating) and runs them.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, test } from 'node:test';
 import { createCoordinator } from './index';
 import { testDb } from './postgres-testing';
-import { HELLO_WAT, TestNode, apiClient, tempDir, until, wat } from './testing';
+import { HELLO_WAT, TestNode, apiClient, localTokens, spawnCoordinator, tempDir, until, wat } from './testing';
 
 const tmp = tempDir();
 after(() => tmp.cleanup());
 
 test('SIGKILL after 202: every accepted task survives; leased ones are requeued and run', async () => {
   const db = testDb(join(tmp.dir, 'crash.db'));
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'main.ts'), '--port', '0', '--db', db, '--data-dir', tmp.dir], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const { child, url, exited } = await spawnCoordinator(['--port', '0', '--db', db, '--data-dir', tmp.dir]);
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      const rl = createInterface({ input: child.stdout! });
-      rl.on('line', (line) => {
-        const m = /listening on (\S+)/.exec(line);
-        if (m) resolve(m[1]!);
-      });
-      child.once('exit', (code) => reject(new Error(`coordinator exited early (${code})`)));
-    });
     // Without --auth, main.ts wrote auth.json beside the journal: an admin token and a node join token.
-    const tokens = (JSON.parse(readFileSync(join(tmp.dir, 'auth.json'), 'utf8')) as { tokens: { token: string; roles: string[] }[] }).tokens;
-    const admin = tokens.find((t) => t.roles.includes('admin'))!.token;
-    const joinToken = tokens.find((t) => t.roles.includes('node'))!.token;
+    const tokens = localTokens(tmp.dir);
+    const admin = tokens.admin;
+    const joinToken = tokens.join;
     const api = apiClient(url, admin);
     const put = await api('/v1/agents/hello/versions/1', { method: 'PUT', headers: { 'content-type': 'application/wasm' }, body: await wat(HELLO_WAT) });
     assert.equal(put.status, 201);

@@ -33,7 +33,8 @@ export function postgresBin(): string | null {
   return versions.length ? join(root, versions[0]!, 'bin') : null;
 }
 
-async function freePort(): Promise<number> {
+/** A loopback port nothing listens on now. */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);

@@ -3,11 +3,13 @@
  * protocol (the `ws` package, as a browser node would), WASM modules built from
  * WAT, and a temp directory per test file.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import wabtInit from 'wabt';
 import { WebSocket } from 'ws';
 import type { Assignment, Capabilities, CoordinatorMessage, ModelCapability, NodeId, NodeMetrics } from '../shared';
@@ -331,4 +333,25 @@ export async function trainedAdapterFiles(baseDir: string, base: string): Promis
   }
   const files = saveAdapter({ settings: { r, alpha: 4, dropout: 0, targetModules: ['q_proj'] }, baseModel: base, baseFingerprint: folder.fingerprint, weights }, folder.config);
   return { ...files, fingerprint: folder.fingerprint };
+}
+
+/** A coordinator process (server/main.ts with `args`), answered once it printed the URL it listens on. */
+export async function spawnCoordinator(args: readonly string[]): Promise<{ child: ChildProcess; url: string; exited: Promise<unknown> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'main.ts'), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const url = await new Promise<string>((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    rl.on('line', (line) => {
+      const m = /listening on (\S+)/.exec(line);
+      if (m) resolve(m[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`coordinator exited early (${code})`)));
+  });
+  return { child, url, exited };
+}
+
+/** The admin token and the node join token that main.ts (run without --auth) wrote to auth.json in `dataDir`. */
+export function localTokens(dataDir: string): { admin: string; join: string } {
+  const list = (JSON.parse(readFileSync(join(dataDir, 'auth.json'), 'utf8')) as { tokens: { token: string; roles: string[] }[] }).tokens;
+  return { admin: list.find((t) => t.roles.includes('admin'))!.token, join: list.find((t) => t.roles.includes('node'))!.token };
 }
