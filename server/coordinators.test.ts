@@ -173,6 +173,25 @@ describe('several coordinators on one PostgreSQL journal', () => {
     assert.deepEqual(b.journal.liveCoordinators(1_000).map((c) => c.id), [b.journal.coordinatorId]);
   });
 
+  test('a node whose circuit opened on one coordinator finds it open on another: circuits live in the journal', async () => {
+    const { cs, db } = await coordinators(2, { circuitThreshold: 2, circuitCooldownMs: 60_000, retryBaseMs: 1 });
+    const [a, b] = cs as [(typeof cs)[0], (typeof cs)[0]];
+    const first = await a.connect({ maxConcurrent: 2 });
+    await apiClient(a.url)('/v1/tasks', { method: 'POST', json: { tasks: [0, 1].map((i) => ({ kind: 'agent', payload: { agent: 'hello', input: i } })) } });
+    const jobs = await first.assignments(2, 10_000);
+    first.fail(jobs, 'WORKER_CRASHED');
+    await until(() => a.scheduler.nodes.get(first.id)?.circuit.state(Date.now()) === 'open', 5_000, 'the circuit opened on A');
+    await until(async () => (await count(db, `SELECT COUNT(*) AS n FROM node_reputation WHERE circuit_state = 'open'`)) === 1, 5_000, 'and was written down');
+    await first.close();
+    const moved = await b.connect({ maxConcurrent: 2, nodeId: first.id, secret: first.secret });
+    assert.equal(moved.id, first.id);
+    const view = ((await apiClient(b.url)('/v1/nodes')).body.nodes as Array<{ id: string; circuit: { state: string; opens: number } }>).find((n) => n.id === first.id)!;
+    assert.equal(view.circuit.state, 'open', 'B takes up the open circuit');
+    assert.equal(view.circuit.opens, 1);
+    // Open: B sends it nothing while the cooldown lasts, though the two tasks are queued again.
+    await assert.rejects(moved.next('task.assign', 500));
+  });
+
   test('PostgreSQL stopped mid-run: submits answer a coded 503 meanwhile, nothing accepted is lost, work resumes by itself', async () => {
     // A cluster of its own: stopping it leaves the other tests' alone.
     const own = await startPostgres();

@@ -245,6 +245,28 @@ export class Hub {
       const resumed = id !== null && !this.#scheduler.nodes.has(id) && this.#scheduler.reputation.recognizes(id, msg.secret);
       node = new NodeSession(resumed ? id! : newNodeId(), msg.name, msg.capabilities, socket, this.#opts.clock, this.#opts.circuit, this.#opts.limits);
       this.#scheduler.reputation.attach(node);
+      // Its circuit outlives a coordinator: taken up from the journal when it resumes its id, kept there on each change.
+      if (resumed) {
+        const saved = this.#journal.circuit(node.id);
+        if (saved) node.circuit.restore(saved);
+      }
+      // Written once per turn of the event loop however many leases failed in it.
+      const circuit = node.circuit;
+      const nodeId = node.id;
+      let writing = false;
+      circuit.onChange = () => {
+        if (writing) return;
+        writing = true;
+        setImmediate(() => {
+          writing = false;
+          if (!this.#journal.db.open) return;
+          try {
+            this.#journal.saveCircuit(nodeId, circuit.saved());
+          } catch {
+            // the store is out of reach: the circuit still holds here, and is written at its next change
+          }
+        });
+      };
       node.principal = principal.id;
       this.#scheduler.nodes.set(node.id, node);
       this.#journal.event('node_connected', null, node.id, { name: msg.name, kinds: msg.capabilities.kinds, principal: principal.id });

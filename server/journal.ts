@@ -8,6 +8,7 @@
  * runs prepared statements inside one transaction per batch.
  */
 import { randomBytes } from 'node:crypto';
+import type { SavedCircuit } from './node';
 import { openDb, SqliteDb, type SqlDb, type Stmt } from './sql';
 import {
   AppError,
@@ -368,7 +369,11 @@ CREATE TABLE IF NOT EXISTS node_reputation (
   pass INTEGER NOT NULL DEFAULT 0,
   fail INTEGER NOT NULL DEFAULT 0,
   secret_sha256 TEXT,
-  updated_at INTEGER NOT NULL
+  updated_at INTEGER NOT NULL,
+  circuit_state TEXT,
+  circuit_failures INTEGER NOT NULL DEFAULT 0,
+  circuit_opened_at INTEGER,
+  circuit_opens INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS coordinators (
   id TEXT PRIMARY KEY,
@@ -1366,6 +1371,24 @@ export class Journal {
       .run(nodeId, secretSha256, this.#clock.now());
   }
 
+  /** Keeps a node's circuit breaker (a restart, or another coordinator the node moves to, takes it up). */
+  saveCircuit(nodeId: string, c: SavedCircuit): void {
+    this.#prep(
+      `INSERT INTO node_reputation (node_id, circuit_state, circuit_failures, circuit_opened_at, circuit_opens, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (node_id) DO UPDATE SET circuit_state = excluded.circuit_state, circuit_failures = excluded.circuit_failures,
+         circuit_opened_at = excluded.circuit_opened_at, circuit_opens = excluded.circuit_opens, updated_at = excluded.updated_at`,
+    ).run(nodeId, c.state, c.failures, c.openedAt, c.opens, this.#clock.now());
+  }
+
+  /** A node's circuit as last kept, or null. */
+  circuit(nodeId: string): SavedCircuit | null {
+    const r = this.#prep<[string], { state: string | null; failures: number; opened_at: number | null; opens: number }>(
+      'SELECT circuit_state AS state, circuit_failures AS failures, circuit_opened_at AS opened_at, circuit_opens AS opens FROM node_reputation WHERE node_id = ?',
+    ).get(nodeId);
+    if (!r || r.state === null) return null;
+    return { state: r.state as SavedCircuit['state'], failures: r.failures, openedAt: r.opened_at ?? 0, opens: r.opens };
+  }
+
   /** The digest of the resume secret last given to this node id, or null. */
   nodeSecretSha256(nodeId: string): string | null {
     return this.#prep<[string], { s: string | null }>('SELECT secret_sha256 AS s FROM node_reputation WHERE node_id = ?').get(nodeId)?.s ?? null;
@@ -1625,6 +1648,10 @@ function migratePostgres(db: SqlDb): void {
       // Version 5: several coordinators. Each lease names the coordinator that granted it; coordinators beat.
       db.exec(`ALTER TABLE tasks ADD COLUMN IF NOT EXISTS coordinator TEXT;
         ALTER TABLE task_replicas ADD COLUMN IF NOT EXISTS coordinator TEXT;
+        ALTER TABLE node_reputation ADD COLUMN IF NOT EXISTS circuit_state TEXT;
+        ALTER TABLE node_reputation ADD COLUMN IF NOT EXISTS circuit_failures BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE node_reputation ADD COLUMN IF NOT EXISTS circuit_opened_at BIGINT;
+        ALTER TABLE node_reputation ADD COLUMN IF NOT EXISTS circuit_opens BIGINT NOT NULL DEFAULT 0;
         CREATE TABLE IF NOT EXISTS coordinators (id TEXT PRIMARY KEY, started_at BIGINT NOT NULL, seen_at BIGINT NOT NULL)`);
       db.prepare('INSERT INTO journal_schema (version, applied_at) VALUES (?, ?)').run(5, Date.now());
     }
@@ -1671,11 +1698,19 @@ function migrate(db: SqliteDb): void {
     })();
   }
   if ((pragma('user_version') as number) < 5) {
-    // Version 5: each lease names the coordinator that granted it (the coordinators table is new: SCHEMA creates it).
+    // Version 5: each lease names the coordinator that granted it (the coordinators table is new: SCHEMA creates it);
     db.transaction(() => {
       if (!columns.has('coordinator')) db.exec('ALTER TABLE tasks ADD COLUMN coordinator TEXT');
       const replicaColumns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(task_replicas)').all().map((c) => c.name));
       if (!replicaColumns.has('coordinator')) db.exec('ALTER TABLE task_replicas ADD COLUMN coordinator TEXT');
+      // …and node circuits are kept beside their reputation.
+      const nodeColumns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(node_reputation)').all().map((c) => c.name));
+      if (!nodeColumns.has('circuit_state')) {
+        db.exec(`ALTER TABLE node_reputation ADD COLUMN circuit_state TEXT;
+          ALTER TABLE node_reputation ADD COLUMN circuit_failures INTEGER NOT NULL DEFAULT 0;
+          ALTER TABLE node_reputation ADD COLUMN circuit_opened_at INTEGER;
+          ALTER TABLE node_reputation ADD COLUMN circuit_opens INTEGER NOT NULL DEFAULT 0;`);
+      }
       pragma('user_version = 5');
     })();
   }

@@ -83,23 +83,49 @@ export class Circuit {
     return this.#failures;
   }
 
+  /** Called after each change (the coordinator keeps the circuit in the journal). */
+  onChange: ((saved: SavedCircuit) => void) | null = null;
+
   success(): void {
+    if (this.#state === 'closed' && this.#failures === 0) return;
     this.#state = 'closed';
     this.#failures = 0;
+    this.onChange?.(this.saved());
   }
 
   /** Answers true when this failure opened the circuit. */
   failure(now: number): boolean {
     this.#failures++;
     const state = this.state(now);
+    let opened = false;
     if (state === 'half-open' || (state === 'closed' && this.#failures >= this.#opts.threshold)) {
       this.#state = 'open';
       this.#openedAt = now;
       this.opens++;
-      return true;
+      opened = true;
     }
-    return false;
+    this.onChange?.(this.saved());
+    return opened;
   }
+
+  saved(): SavedCircuit {
+    return { state: this.#state, failures: this.#failures, openedAt: this.#openedAt, opens: this.opens };
+  }
+
+  /** Takes up a circuit kept from before (a restart, or another coordinator the node was connected to). */
+  restore(s: SavedCircuit): void {
+    this.#state = s.state === 'open' || s.state === 'half-open' ? s.state : 'closed';
+    this.#failures = Math.max(0, Math.floor(s.failures));
+    this.#openedAt = s.openedAt;
+    this.opens = Math.max(0, Math.floor(s.opens));
+  }
+}
+
+export interface SavedCircuit {
+  state: CircuitState;
+  failures: number;
+  openedAt: number;
+  opens: number;
 }
 
 export interface LeaseInfo {
