@@ -14,7 +14,7 @@ import type { TaskId } from '../shared';
 import { createCoordinator, type Coordinator, type CoordinatorOptions } from './index';
 import { Journal } from './journal';
 import { startPostgres, type TestPostgres } from './postgres-testing';
-import { HELLO_WAT, OpenCoordinators, apiClient, until, wat } from './testing';
+import { HELLO_WAT, OpenCoordinators, apiClient, journalTask, until, wat } from './testing';
 
 const run = promisify(execFile);
 let pgc: TestPostgres;
@@ -56,24 +56,7 @@ describe('several coordinators on one PostgreSQL journal', () => {
     const total = 3000;
     for (let i = 0; i < total; i += 500) {
       j.insertTasks(
-        Array.from({ length: 500 }, (_, k) => ({
-          id: `t-race-${i + k}` as TaskId,
-          kind: 'agent' as const,
-          priority: (i + k) % 3,
-          maxAttempts: 3,
-          deadline: null,
-          idempotencyKey: null,
-          specHash: null,
-          tenant: null,
-          webhook: null,
-          moduleHash: null,
-          moduleSize: null,
-          model: null,
-          payload: { agent: 'hello' },
-          labels: null,
-          replication: null,
-          traceparent: null,
-        })),
+        Array.from({ length: 500 }, (_, k) => journalTask({ id: `t-race-${i + k}` as TaskId, priority: (i + k) % 3, payload: { agent: 'hello' } })),
       );
     }
     j.close();

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { AppError, newLeaseId, newNodeId, newTaskId, type TaskId } from '../shared';
-import { Journal, errorInfo, type NewTask } from './journal';
+import { Journal, errorInfo } from './journal';
 import { startPostgres } from './postgres-testing';
 import { SqliteDb } from './sql';
-import { ManualClock, tempDir } from './testing';
+import { ManualClock, journalTask, tempDir } from './testing';
 
 const tmp = tempDir();
 after(() => tmp.cleanup());
@@ -21,25 +21,7 @@ const STORES: Array<{ name: string; fresh(): Promise<string> }> = [
   { name: 'PostgreSQL', fresh: () => pg.database() },
 ];
 
-function task(extra: Partial<NewTask> = {}): NewTask {
-  return {
-    id: newTaskId(),
-    kind: 'agent',
-    priority: 5,
-    maxAttempts: 3,
-    deadline: null,
-    idempotencyKey: null,
-    specHash: null,
-    tenant: null,
-    webhook: null,
-    moduleHash: 'a'.repeat(64),
-    moduleSize: 10,
-    model: null,
-    payload: { agent: 'x' },
-    labels: null,
-    ...extra,
-  };
-}
+const task = journalTask;
 
 test('SQLite: WAL; submits commit with synchronous=FULL, attempt records with the chosen mode', () => {
   const j = new Journal(file());

@@ -727,7 +727,7 @@ export class Journal {
   ): { leased: Set<TaskId>; expired: Ended[]; /** Lease ids of the replicas leased. */ leasedReplicas: Set<string> } {
     const leasedReplicas = new Set<string>();
     const now = this.#clock.now();
-    const run = this.db.transaction(() => {
+    const body = () => {
       const leased = new Set<TaskId>();
       // PostgreSQL: the plain leases in set statements (a round trip per SET_ROWS rather than per task).
       if (this.shared) this.#leaseSet(leases.filter((l) => l.replica === undefined), now, leased);
@@ -749,10 +749,11 @@ export class Journal {
         if (row) expired.push(toEnded(id, row, error.code));
       }
       return { leased, expired, leasedReplicas };
-    });
-    if (this.#claiming) return run();
+    };
+    // Inside a claim the round's transaction holds it already (no savepoint of its own).
+    if (this.#claiming) return body();
     this.#setSync(this.attemptSync);
-    const out = run.immediate();
+    const out = this.db.transaction(body).immediate();
     this.#setSync('full');
     return out;
   }

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import wabtInit from 'wabt';
 import { WebSocket } from 'ws';
-import type { Assignment, Capabilities, CoordinatorMessage, ModelCapability, NodeId, NodeMetrics } from '../shared';
+import { newTaskId, type Assignment, type Capabilities, type CoordinatorMessage, type ModelCapability, type NodeId, type NodeMetrics } from '../shared';
+import type { NewTask } from './journal';
 import { linearShape } from '../worker/model/config';
 import { loadModelFolder } from '../worker/model/folder';
 import { loraKey, saveAdapter, type LoraPair } from '../worker/model/peft';
@@ -354,4 +355,25 @@ export async function spawnCoordinator(args: readonly string[]): Promise<{ child
 export function localTokens(dataDir: string): { admin: string; join: string } {
   const list = (JSON.parse(readFileSync(join(dataDir, 'auth.json'), 'utf8')) as { tokens: { token: string; roles: string[] }[] }).tokens;
   return { admin: list.find((t) => t.roles.includes('admin'))!.token, join: list.find((t) => t.roles.includes('node'))!.token };
+}
+
+/** A task as the journal takes it (server/journal.ts NewTask): an agent task, `extra` over it. */
+export function journalTask(extra: Partial<NewTask> = {}): NewTask {
+  return {
+    id: newTaskId(),
+    kind: 'agent',
+    priority: 5,
+    maxAttempts: 3,
+    deadline: null,
+    idempotencyKey: null,
+    specHash: null,
+    tenant: null,
+    webhook: null,
+    moduleHash: 'a'.repeat(64),
+    moduleSize: 10,
+    model: null,
+    payload: { agent: 'x' },
+    labels: null,
+    ...extra,
+  };
 }
