@@ -44,6 +44,11 @@ export const MAX_READY_TENANTS = 64;
 const SET_ROWS = 500;
 /** Tasks one INSERT of a shared journal writes (18 parameters each). */
 const INSERT_ROWS = 200;
+/**
+ * A lease row whose coordinator is dead (silent since the first parameter, and not this one, the second) or
+ * unknown (leased before owners were kept).
+ */
+const ORPHANED = '(coordinator IS NULL OR coordinator NOT IN (SELECT id FROM coordinators WHERE seen_at >= ? OR id = ?))';
 
 /** A task ready to be written: the spec already checked and resolved. */
 export interface NewTask {
@@ -552,18 +557,25 @@ export class Journal {
   #requeueLeased(): number {
     const now = this.#clock.now();
     const error = JSON.stringify(errorInfo('LEASE_EXPIRED', 'The coordinator restarted while the task was leased.'));
-    const info = this.db
-      .prepare(
-        `UPDATE tasks SET
-           state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,
-           finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE CAST(? AS BIGINT) END,
-           lease_id = NULL, coordinator = NULL, error = ?, run_after = ?, updated_at = ?
-         WHERE state = 'leased' AND replication IS NULL`,
-      )
-      .run(now, error, now, now);
+    const tasks = this.#requeueTasks(now, error).length;
     const replicas = this.#requeueReplicas(now, error);
-    if (info.changes + replicas > 0) this.event('requeued_on_open', null, null, { count: info.changes, replicas });
-    return info.changes + replicas;
+    if (tasks + replicas > 0) this.event('requeued_on_open', null, null, { count: tasks, replicas });
+    return tasks + replicas;
+  }
+
+  /**
+   * Leased tasks that run once (of coordinators that beat last before `dead.cutoff`, when given) back to the
+   * queue, or dead when out of attempts; answers them.
+   */
+  #requeueTasks(now: number, error: string, dead?: { cutoff: number; self: string }): Array<EndedRow & { id: TaskId }> {
+    return this.#prep<unknown[], EndedRow & { id: TaskId }>(
+      `UPDATE tasks SET
+         state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,
+         finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE CAST(? AS BIGINT) END,
+         lease_id = NULL, coordinator = NULL, error = ?, run_after = ?, updated_at = ?
+       WHERE state = 'leased' AND replication IS NULL${dead ? ` AND ${ORPHANED}` : ''}
+       RETURNING id, state, kind, attempts, created_at, node_id, webhook`,
+    ).all(...(dead ? [now, error, now, now, dead.cutoff, dead.self] : [now, error, now, now]));
   }
 
   /**
@@ -579,13 +591,7 @@ export class Journal {
       const inserted = this.shared ? this.#insertSet(items.filter((t) => !t.replication), now) : null;
       for (let i = 0; i < items.length; i++) {
         const t = items[i]!;
-        if (inserted && !t.replication) {
-          if (inserted.has(t.id)) {
-            out.push({ id: t.id, created: true });
-            continue;
-          }
-        }
-        const info = inserted && !t.replication ? { changes: 0 } : this.#insert.run({
+        const info = inserted && !t.replication ? { changes: inserted.has(t.id) ? 1 : 0 } : this.#insert.run({
           id: t.id,
           kind: t.kind,
           priority: t.priority,
@@ -856,17 +862,10 @@ export class Journal {
     const now = this.#clock.now();
     const cutoff = now - deadMs;
     const error = JSON.stringify(errorInfo('LEASE_EXPIRED', 'The coordinator that granted the lease stopped.'));
-    const orphan = `(coordinator IS NULL OR coordinator NOT IN (SELECT id FROM coordinators WHERE seen_at >= ? OR id = ?))`;
+    const dead = { cutoff, self: this.coordinatorId };
     return this.db.transaction(() => {
-      const rows = this.#prep<[number, string, number, number, number, string], EndedRow & { id: TaskId }>(
-        `UPDATE tasks SET
-           state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,
-           finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE CAST(? AS BIGINT) END,
-           lease_id = NULL, coordinator = NULL, error = ?, run_after = ?, updated_at = ?
-         WHERE state = 'leased' AND replication IS NULL AND ${orphan}
-         RETURNING id, state, kind, attempts, created_at, node_id, webhook`,
-      ).all(now, error, now, now, cutoff, this.coordinatorId);
-      const replicas = this.#requeueReplicas(now, error, { cutoff, self: this.coordinatorId });
+      const rows = this.#requeueTasks(now, error, dead);
+      const replicas = this.#requeueReplicas(now, error, dead);
       this.#prep<[number, string]>('DELETE FROM coordinators WHERE seen_at < ? AND id != ?').run(cutoff, this.coordinatorId);
       this.orphansRequeued += rows.length + replicas;
       if (rows.length + replicas > 0) this.event('orphans_requeued', null, null, { count: rows.length, replicas });
@@ -1317,15 +1316,17 @@ export class Journal {
       .immediate();
   }
 
-  /** Replicas a restart found leased: queued again (or dead when out of attempts); tasks left undecided are decided. */
-  /** Replicas leased (by coordinators that beat last before `dead.cutoff`, when given) back to the queue. */
+  /**
+   * Leased replicas (of coordinators that beat last before `dead.cutoff`, when given) queued again, or dead when
+   * out of attempts; tasks left undecided are decided.
+   */
   #requeueReplicas(now: number, error: string, dead?: { cutoff: number; self: string }): number {
     const info = this.#prep(
         `UPDATE task_replicas SET
            state = CASE WHEN (SELECT state FROM tasks t WHERE t.id = task_id) != 'leased' THEN 'cancelled'
                         WHEN attempts < (SELECT max_attempts FROM tasks t WHERE t.id = task_id) THEN 'queued' ELSE 'dead' END,
            lease_id = NULL, coordinator = NULL, error = ?, run_after = ?, updated_at = ?
-         WHERE state = 'leased'${dead ? ' AND (coordinator IS NULL OR coordinator NOT IN (SELECT id FROM coordinators WHERE seen_at >= ? OR id = ?))' : ''}`,
+         WHERE state = 'leased'${dead ? ` AND ${ORPHANED}` : ''}`,
       )
       .run(...(dead ? [error, now, now, dead.cutoff, dead.self] : [error, now, now]));
     if (info.changes > 0) {
@@ -1662,7 +1663,8 @@ function migratePostgres(db: SqlDb): void {
 /** Brings a journal written by an older coordinator up to this schema (new tables are created by SCHEMA). */
 function migrate(db: SqliteDb): void {
   const pragma = (p: string): unknown => db.raw.pragma(p, { simple: true });
-  const columns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(tasks)').all().map((c) => c.name));
+  const columnsOf = (table: string): Set<string> => new Set(db.prepare<[], { name: string }>(`PRAGMA table_info(${table})`).all().map((c) => c.name));
+  const columns = columnsOf('tasks');
   if (!columns.has('replication')) db.exec('ALTER TABLE tasks ADD COLUMN replication TEXT');
   if ((pragma('user_version') as number) < 1) {
     // Version 1: idempotency keys are per tenant (see storedKey). Keys were global before, so no two collide.
@@ -1691,7 +1693,7 @@ function migrate(db: SqliteDb): void {
     db.transaction(() => {
       if (!columns.has('wait_reason')) db.exec('ALTER TABLE tasks ADD COLUMN wait_reason TEXT');
       if (!columns.has('wait_since')) db.exec('ALTER TABLE tasks ADD COLUMN wait_since INTEGER');
-      const quotaColumns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(quotas)').all().map((c) => c.name));
+      const quotaColumns = columnsOf('quotas');
       if (!quotaColumns.has('weight')) db.exec('ALTER TABLE quotas ADD COLUMN weight REAL');
       if (!quotaColumns.has('max_leased')) db.exec('ALTER TABLE quotas ADD COLUMN max_leased INTEGER');
       db.exec('DROP INDEX IF EXISTS tasks_ready');
@@ -1699,13 +1701,13 @@ function migrate(db: SqliteDb): void {
     })();
   }
   if ((pragma('user_version') as number) < 5) {
-    // Version 5: each lease names the coordinator that granted it (the coordinators table is new: SCHEMA creates it);
+    // Version 5: each lease names the coordinator that granted it (the coordinators table is new: SCHEMA creates it),
     db.transaction(() => {
       if (!columns.has('coordinator')) db.exec('ALTER TABLE tasks ADD COLUMN coordinator TEXT');
-      const replicaColumns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(task_replicas)').all().map((c) => c.name));
+      const replicaColumns = columnsOf('task_replicas');
       if (!replicaColumns.has('coordinator')) db.exec('ALTER TABLE task_replicas ADD COLUMN coordinator TEXT');
       // …and node circuits are kept beside their reputation.
-      const nodeColumns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(node_reputation)').all().map((c) => c.name));
+      const nodeColumns = columnsOf('node_reputation');
       if (!nodeColumns.has('circuit_state')) {
         db.exec(`ALTER TABLE node_reputation ADD COLUMN circuit_state TEXT;
           ALTER TABLE node_reputation ADD COLUMN circuit_failures INTEGER NOT NULL DEFAULT 0;

@@ -84,13 +84,13 @@ export class Circuit {
   }
 
   /** Called after each change (the coordinator keeps the circuit in the journal). */
-  onChange: ((saved: SavedCircuit) => void) | null = null;
+  onChange: (() => void) | null = null;
 
   success(): void {
     if (this.#state === 'closed' && this.#failures === 0) return;
     this.#state = 'closed';
     this.#failures = 0;
-    this.onChange?.(this.saved());
+    this.onChange?.();
   }
 
   /** Answers true when this failure opened the circuit. */
@@ -104,7 +104,7 @@ export class Circuit {
       this.opens++;
       opened = true;
     }
-    this.onChange?.(this.saved());
+    this.onChange?.();
     return opened;
   }
 
@@ -119,6 +119,12 @@ export class Circuit {
     this.#openedAt = s.openedAt;
     this.opens = Math.max(0, Math.floor(s.opens));
   }
+}
+
+/** Adds `id` to a set of recent lease ids, forgetting the oldest past RELEASED_MEMORY. */
+function remember(set: Set<string>, id: string): void {
+  set.add(id);
+  if (set.size > RELEASED_MEMORY) set.delete(set.values().next().value!);
 }
 
 export interface SavedCircuit {
@@ -235,8 +241,7 @@ export class NodeSession {
       (this.leases as Map<string, LeaseInfo>).delete(leaseId);
       if (lease.kind === 'train') this.#heavy--;
       else if (lease.kind === 'generate') this.#generate--;
-      this.#released.add(leaseId);
-      if (this.#released.size > RELEASED_MEMORY) this.#released.delete(this.#released.values().next().value!);
+      remember(this.#released, leaseId);
     }
     return lease;
   }
@@ -247,8 +252,7 @@ export class NodeSession {
   /** Whether adopting `leaseId` was tried before; notes that it is being tried now. */
   adoptTried(leaseId: string): boolean {
     if (this.#adoptTried.has(leaseId)) return true;
-    this.#adoptTried.add(leaseId);
-    if (this.#adoptTried.size > RELEASED_MEMORY) this.#adoptTried.delete(this.#adoptTried.values().next().value!);
+    remember(this.#adoptTried, leaseId);
     return false;
   }
 

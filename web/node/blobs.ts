@@ -43,7 +43,7 @@ export function blobHex(ref: string): string {
 }
 
 export class BlobCache {
-  readonly #baseUrl: string;
+  #baseUrl: string;
   readonly #token: string | undefined;
   readonly #maxBytes: number;
   readonly #cacheName: string | null;
@@ -54,6 +54,11 @@ export class BlobCache {
   #index: Promise<Map<string, IndexEntry>> | null = null;
   #fetches = 0;
   #evictions = 0;
+
+  /** Fetches from another coordinator of the pool from now on (the node moved to it); what is cached stays. */
+  setBase(baseUrl: string): void {
+    this.#baseUrl = baseUrl.replace(/\/$/, '');
+  }
 
   constructor(opts: BlobCacheOptions = {}) {
     this.#baseUrl = (opts.baseUrl ?? '').replace(/\/$/, '');
@@ -224,6 +229,11 @@ async function responseError(res: Response, hex: string): Promise<AppError> {
 let shared: BlobCache | null = null;
 
 /** Points `fetchBlob` at a coordinator (the node client calls it when it starts). */
+/** The shared cache (set up by configureBlobs) fetches from another coordinator of the pool from now on, keeping what it holds and its token. */
+export function setBlobBase(baseUrl: string): void {
+  shared?.setBase(baseUrl);
+}
+
 export function configureBlobs(opts: BlobCacheOptions): BlobCache {
   shared = new BlobCache(opts);
   return shared;

@@ -39,7 +39,7 @@ import type { GpuProbe } from './gpu';
 import type { FetchLike } from './modules';
 import { ResultBatcher } from './result-batcher';
 import type { Lease, RunnerHost, RunOutcome, TaskRunner } from './runner';
-import { configureBlobs } from './blobs';
+import { configureBlobs, setBlobBase } from './blobs';
 import { coordinatorUrls } from './url';
 
 /** The part of a WebSocket the client uses; the browser's and the `ws` package's both fit. */
@@ -237,7 +237,7 @@ export class NodeClient {
     const base = this.#urls().httpBase;
     this.#agents.setBase(base);
     this.#train?.setBase(base);
-    configureBlobs({ baseUrl: base, ...(this.#token ? { token: this.#token } : {}) });
+    setBlobBase(base);
   }
 
   get nodeId(): NodeId | null {
