@@ -40,10 +40,8 @@ const MAX_SWEEP = 10_000;
 
 /** Most tenants whose ready tasks one `ready` call reads (with more, calls go round them). */
 export const MAX_READY_TENANTS = 64;
-/** Rows one set statement of a shared journal leases or records (3 parameters each). */
-const SET_ROWS = 500;
-/** Tasks one INSERT of a shared journal writes (18 parameters each). */
-const INSERT_ROWS = 200;
+/** Rows one set statement of a shared journal inserts, leases or records (its parameters are column arrays). */
+const SET_ROWS = 2000;
 /**
  * A lease row whose coordinator is dead (silent since the first parameter, and not this one, the second) or
  * unknown (leased before owners were kept).
@@ -587,7 +585,7 @@ export class Journal {
     const now = this.#clock.now();
     const run = this.db.transaction((items: readonly NewTask[]) => {
       const out: InsertOutcome[] = [];
-      // PostgreSQL: the tasks that run once in set statements (a round trip per INSERT_ROWS rather than per task).
+      // PostgreSQL: the tasks that run once in set statements (a round trip per SET_ROWS rather than per task).
       const inserted = this.shared ? this.#insertSet(items.filter((t) => !t.replication), now) : null;
       for (let i = 0; i < items.length; i++) {
         const t = items[i]!;
@@ -764,38 +762,44 @@ export class Journal {
     return out;
   }
 
-  /** Inserts `tasks` (none replicated), a statement per INSERT_ROWS; answers the ids inserted (a repeated idempotency key is not). */
+  /** Inserts `tasks` (none replicated), a statement per SET_ROWS; answers the ids inserted (a repeated idempotency key is not). */
   #insertSet(tasks: readonly NewTask[], now: number): Set<string> {
     const out = new Set<string>();
-    for (let i = 0; i < tasks.length; i += INSERT_ROWS) {
-      const part = tasks.slice(i, i + INSERT_ROWS);
-      const one = `(?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)`;
-      const got = this.#prep<unknown[], { id: string }>(
-        `INSERT INTO tasks (id, kind, state, priority, attempts, max_attempts, run_after, deadline, idempotency_key,
-           spec_hash, tenant, webhook, module_hash, module_size, model, payload, labels, created_at, updated_at, replication, traceparent)
-         VALUES ${part.map(() => one).join(', ')}
-         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id`,
-      ).all(
-        ...part.flatMap((t) => [
-          t.id,
-          t.kind,
-          t.priority,
-          t.maxAttempts,
-          now,
-          t.deadline,
-          storedKey(t.tenant, t.idempotencyKey),
-          t.specHash,
-          t.tenant,
-          t.webhook,
-          t.moduleHash,
-          t.moduleSize,
-          t.model,
-          JSON.stringify(t.payload),
-          t.labels ? JSON.stringify(t.labels) : null,
-          now,
-          now,
-          t.traceparent ?? null,
-        ]),
+    // One column array a parameter (unnest): the same statement text for any count, so PostgreSQL parses and plans it once.
+    const stmt = this.#prep<unknown[], { id: string }>(
+      `INSERT INTO tasks (id, kind, state, priority, attempts, max_attempts, run_after, deadline, idempotency_key,
+         spec_hash, tenant, webhook, module_hash, module_size, model, payload, labels, created_at, updated_at, replication, traceparent)
+       SELECT v.id, v.kind, 'queued', v.priority, 0, v.max_attempts, CAST(? AS BIGINT), v.deadline, v.idempotency_key, v.spec_hash,
+         v.tenant, v.webhook, v.module_hash, v.module_size, v.model, v.payload, v.labels, CAST(? AS BIGINT), CAST(? AS BIGINT), NULL, v.traceparent
+       FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]),
+         CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
+         CAST(? AS TEXT[]), CAST(? AS TEXT[]))
+         AS v (id, kind, priority, max_attempts, deadline, idempotency_key, spec_hash, tenant, webhook, module_hash, module_size, model,
+           payload, labels, traceparent)
+       ON CONFLICT (idempotency_key) DO NOTHING RETURNING id`,
+    );
+    for (let i = 0; i < tasks.length; i += SET_ROWS) {
+      const part = tasks.slice(i, i + SET_ROWS);
+      const col = <V>(f: (t: NewTask) => V): V[] => part.map(f);
+      const got = stmt.all(
+        now,
+        now,
+        now,
+        col((t) => t.id),
+        col((t) => t.kind),
+        col((t) => t.priority),
+        col((t) => t.maxAttempts),
+        col((t) => t.deadline),
+        col((t) => storedKey(t.tenant, t.idempotencyKey)),
+        col((t) => t.specHash),
+        col((t) => t.tenant),
+        col((t) => t.webhook),
+        col((t) => t.moduleHash),
+        col((t) => t.moduleSize),
+        col((t) => t.model),
+        col((t) => JSON.stringify(t.payload)),
+        col((t) => (t.labels ? JSON.stringify(t.labels) : null)),
+        col((t) => t.traceparent ?? null),
       );
       for (const r of got) out.add(r.id);
     }
@@ -804,15 +808,16 @@ export class Journal {
 
   /** Leases `leases` (none replicated) with one statement per SET_ROWS; adds those applied to `leased`. */
   #leaseSet(leases: readonly Lease[], now: number, leased: Set<TaskId>): void {
+    if (leases.length === 0) return;
+    const stmt = this.#prep<unknown[], { id: TaskId }>(
+      `UPDATE tasks SET state = 'leased', lease_id = v.lease_id, node_id = v.node_id, attempts = tasks.attempts + 1,
+         coordinator = ?, updated_at = ?
+       FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[])) AS v (task_id, lease_id, node_id)
+       WHERE tasks.id = v.task_id AND tasks.state = 'queued' RETURNING tasks.id`,
+    );
     for (let i = 0; i < leases.length; i += SET_ROWS) {
       const part = leases.slice(i, i + SET_ROWS);
-      const rows = part.map(() => `(?, ?, ?)`).join(', ');
-      const got = this.#prep<unknown[], { id: TaskId }>(
-        `UPDATE tasks SET state = 'leased', lease_id = v.lease_id, node_id = v.node_id, attempts = tasks.attempts + 1,
-           coordinator = ?, updated_at = ?
-         FROM (VALUES ${rows}) AS v (task_id, lease_id, node_id)
-         WHERE tasks.id = v.task_id AND tasks.state = 'queued' RETURNING tasks.id`,
-      ).all(this.coordinatorId, now, ...part.flatMap((l) => [l.taskId, l.leaseId, l.nodeId]));
+      const got = stmt.all(this.coordinatorId, now, part.map((l) => l.taskId), part.map((l) => l.leaseId), part.map((l) => l.nodeId));
       for (const r of got) leased.add(r.id);
     }
   }
@@ -994,15 +999,22 @@ export class Journal {
   #succeedSet(items: readonly Completion[], now: number): Map<string, EndedRow> {
     const ok = items.filter((i) => i.outcome.ok);
     const out = new Map<string, EndedRow>();
+    if (ok.length === 0) return out;
+    const stmt = this.#prep<unknown[], EndedRow & { id: TaskId; lease: string }>(
+      `UPDATE tasks SET state = 'succeeded', result = v.result, error = NULL, lease_id = NULL, updated_at = ?, finished_at = ?
+       FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[])) AS v (task_id, lease, result)
+       WHERE tasks.id = v.task_id AND tasks.lease_id = v.lease AND tasks.state = 'leased'
+       RETURNING tasks.id, v.lease, tasks.state, tasks.kind, tasks.attempts, tasks.created_at, tasks.node_id, tasks.webhook`,
+    );
     for (let i = 0; i < ok.length; i += SET_ROWS) {
       const part = ok.slice(i, i + SET_ROWS);
-      const rows = part.map(() => `(?, ?, ?)`).join(', ');
-      const got = this.#prep<unknown[], EndedRow & { id: TaskId; lease: string }>(
-        `UPDATE tasks SET state = 'succeeded', result = v.result, error = NULL, lease_id = NULL, updated_at = ?, finished_at = ?
-         FROM (VALUES ${rows}) AS v (task_id, lease, result)
-         WHERE tasks.id = v.task_id AND tasks.lease_id = v.lease AND tasks.state = 'leased'
-         RETURNING tasks.id, v.lease, tasks.state, tasks.kind, tasks.attempts, tasks.created_at, tasks.node_id, tasks.webhook`,
-      ).all(now, now, ...part.flatMap((c) => [c.taskId, c.leaseId, JSON.stringify((c.outcome as { result: unknown }).result ?? null)]));
+      const got = stmt.all(
+        now,
+        now,
+        part.map((c) => c.taskId),
+        part.map((c) => c.leaseId),
+        part.map((c) => JSON.stringify((c.outcome as { result: unknown }).result ?? null)),
+      );
       for (const r of got) out.set(`${r.id}\n${r.lease}`, r);
     }
     return out;
