@@ -103,7 +103,8 @@ export interface CoordinatorOptions {
   circuitCooldownMs?: number;
   /**
    * Webhook delivery: retries, `allowHosts` (--webhook-allow-host: hosts that may be plain http and
-   * loopback or private) and `secret` (--webhook-secret; default: kept in `webhook-secret` beside the journal).
+   * loopback or private) and `secret` (--webhook-secret; default: kept in `webhook-secret` beside the journal, or in a
+   * PostgreSQL journal's settings, shared by its coordinators), `graceMs` (--webhook-grace-ms).
    */
   webhook?: Partial<WebhookOptions>;
   /**
@@ -172,7 +173,9 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   const modelStore = modelRoots.length ? new ModelStore(modelRoots) : null;
   const watch = new TaskWatch();
   const tracing = Tracing.create(opts.tracing);
-  const webhooks = new Webhooks(journal, { ...opts.webhook, secret: opts.webhook?.secret ?? webhookSecretFor(tempData ? null : dataDir) }, tracing);
+  // A shared journal keeps the webhook secret itself, so that every coordinator signs alike (seeded from the first one's file).
+  const secret = opts.webhook?.secret ?? (journal.shared ? journal.setting('webhook_secret', () => webhookSecretFor(tempData ? null : dataDir)) : webhookSecretFor(tempData ? null : dataDir));
+  const webhooks = new Webhooks(journal, { ...opts.webhook, secret }, tracing);
   const scheduler = new Scheduler(journal, metrics, watch, webhooks, {
     clock,
     leaseMs,

@@ -203,6 +203,61 @@ for (const store of STORES) {
       assert.equal(j.getTask(later.id)!.state, 'queued');
       j.close();
     });
+
+    test('webhooks outlive their coordinator: an ended task stays undelivered until marked done; the sweep claims it once per claim time, after the grace', async () => {
+      const path = await store.fresh();
+      const clock = new ManualClock(1_000_000);
+      const j = new Journal(path, clock);
+      const hooked = task({ webhook: 'https://hooks.example/x' });
+      const plain = task();
+      const queued = task({ webhook: 'https://hooks.example/y' });
+      j.insertTasks([hooked, plain, queued]);
+      const node = newNodeId();
+      const leases = [hooked, plain].map((t) => ({ taskId: t.id, leaseId: newLeaseId(), nodeId: node }));
+      j.leaseBatch(leases, []);
+      j.complete(leases.map((l) => ({ taskId: l.taskId, leaseId: l.leaseId, outcome: { ok: true, result: 1 } })));
+      assert.deepEqual(j.claimWebhooks(1_000, 5_000, 10), [], 'within the grace, its own coordinator is delivering it');
+      clock.advance(1_000);
+      assert.deepEqual(j.claimWebhooks(1_000, 5_000, 10), [hooked.id], 'past it: only the ended task with a webhook');
+      const other = new Journal(path, clock);
+      assert.deepEqual(other.claimWebhooks(1_000, 5_000, 10), [], 'claimed: no one else delivers it meanwhile');
+      clock.advance(5_001);
+      assert.deepEqual(other.claimWebhooks(1_000, 5_000, 10), [hooked.id], 'a claim that ran out (its claimer died) is taken again');
+      other.webhookDone(hooked.id);
+      clock.advance(60_000);
+      assert.deepEqual(j.claimWebhooks(1_000, 5_000, 10), [], 'delivered: never again');
+      other.close();
+      j.close();
+    });
+
+    test('settings: the first writer wins; adapter versions number on; blob chunks read back as written', async () => {
+      const path = await store.fresh();
+      const a = new Journal(path);
+      const b = new Journal(path);
+      assert.equal(a.setting('webhook_secret', () => 'first'), 'first');
+      assert.equal(b.setting('webhook_secret', () => 'second'), 'first', 'another coordinator reads the same');
+      const config = Buffer.from('{"r":2}');
+      const weights = Buffer.from([0, 1, 2, 255]);
+      assert.equal(a.putAdapterVersion('tiny', 'alpha', (v) => ({ version: v }), config, weights), 1);
+      assert.equal(b.putAdapterVersion('tiny', 'alpha', (v) => ({ version: v }), config, weights), 2, 'the next number, from either');
+      assert.equal(a.putAdapterVersion('tiny', 'beta', (v) => ({ version: v }), config, weights), 1);
+      assert.deepEqual(b.adapterVersions(), [
+        { base: 'tiny', name: 'alpha', version: 1 },
+        { base: 'tiny', name: 'alpha', version: 2 },
+        { base: 'tiny', name: 'beta', version: 1 },
+      ]);
+      const v2 = b.adapterVersion('tiny', 'alpha', 2)!;
+      assert.deepEqual(JSON.parse(v2.meta), { version: 2 });
+      assert.deepEqual([...v2.weights], [0, 1, 2, 255]);
+      assert.equal(b.adapterVersion('tiny', 'alpha', 3), null);
+      const chunk = Buffer.alloc(70_000, 7);
+      a.putBlobChunk('ab'.repeat(32), 0, chunk);
+      a.putBlobChunk('ab'.repeat(32), 0, Buffer.from('other bytes'));
+      assert.deepEqual(b.blobChunk('ab'.repeat(32), 0), chunk, 'a chunk once written stays as written');
+      assert.equal(b.blobChunk('ab'.repeat(32), 1), null);
+      b.close();
+      a.close();
+    });
   });
 }
 
@@ -217,7 +272,7 @@ test('SQLite: a journal from before per-tenant idempotency keys: its tenants’ 
   sqlite(old).pragma('user_version = 0');
   old.close();
   const j = new Journal(path);
-  assert.equal(sqlite(j).pragma('user_version', { simple: true }), 5, 'migrated to the current version (1: tenant keys, 2: traces, 3: blobs, 4: fair scheduling, 5: lease owners)');
+  assert.equal(sqlite(j).pragma('user_version', { simple: true }), 6, 'migrated to the current version (1: tenant keys, 2: traces, 3: blobs, 4: fair scheduling, 5: lease owners, 6: durable webhooks, shared bytes)');
   assert.equal(j.getTask(t.id)!.idempotencyKey, 'k1', 'the record shows the key as sent');
   const [again] = j.insertTasks([{ ...task({ tenant: 'acme', idempotencyKey: 'k1', specHash: 'h1' }) }]);
   assert.deepEqual(again, { id: t.id, created: false }, 'a resend by the same tenant finds its task');
@@ -238,7 +293,7 @@ test('SQLite: a journal from before traces (user_version 1, no traceparent colum
   sqlite(old).pragma('user_version = 1');
   old.close();
   const j = new Journal(path);
-  assert.equal(sqlite(j).pragma('user_version', { simple: true }), 5);
+  assert.equal(sqlite(j).pragma('user_version', { simple: true }), 6);
   assert.equal(j.getTask(t.id)!.trace, null);
   assert.equal(j.getTask(t.id)!.state, 'queued');
   const traced = task({ traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' });
@@ -246,5 +301,32 @@ test('SQLite: a journal from before traces (user_version 1, no traceparent colum
   assert.deepEqual(j.getTask(traced.id)!.trace, { traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331' });
   const [ready] = j.ready('agent', Number.MAX_SAFE_INTEGER, 10).filter((r) => r.id === traced.id);
   assert.equal(ready!.traceparent, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', 'the scheduler reads it with the ready row');
+  j.close();
+});
+
+test('SQLite: a journal from before durable webhooks (user_version 5): tasks that ended then count as delivered; new ones are swept', () => {
+  const path = file();
+  const clock = new ManualClock(1_000_000);
+  const old = new Journal(path, clock);
+  const t = task({ webhook: 'https://hooks.example/old' });
+  old.insertTasks([t]);
+  const lease = { taskId: t.id, leaseId: newLeaseId(), nodeId: newNodeId() };
+  old.leaseBatch([lease], []);
+  old.complete([{ ...lease, outcome: { ok: true, result: 1 } }]);
+  // As the older coordinator wrote it: no webhook columns, schema version 5.
+  old.db.exec('DROP INDEX tasks_webhooks; ALTER TABLE tasks DROP COLUMN webhook_done; ALTER TABLE tasks DROP COLUMN webhook_claim');
+  sqlite(old).pragma('user_version = 5');
+  old.close();
+  const j = new Journal(path, clock);
+  assert.equal(sqlite(j).pragma('user_version', { simple: true }), 6);
+  clock.advance(60_000);
+  assert.deepEqual(j.claimWebhooks(1_000, 5_000, 10), [], 'its coordinator delivered it (or it is beyond recall)');
+  const fresh = task({ webhook: 'https://hooks.example/new' });
+  j.insertTasks([fresh]);
+  const l2 = { taskId: fresh.id, leaseId: newLeaseId(), nodeId: newNodeId() };
+  j.leaseBatch([l2], []);
+  j.complete([{ ...l2, outcome: { ok: true, result: 2 } }]);
+  clock.advance(1_000);
+  assert.deepEqual(j.claimWebhooks(1_000, 5_000, 10), [fresh.id]);
   j.close();
 });

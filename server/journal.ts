@@ -254,6 +254,32 @@ export interface StoredTask extends TaskRecord {
   replicas?: ReplicaView[];
 }
 
+/** Schema 6's tables: blob bytes (shared journals keep them, 4 MiB a row), adapter versions, settings. */
+const SCHEMA_6_TABLES = `
+CREATE TABLE IF NOT EXISTS blob_chunks (
+  sha256 TEXT NOT NULL,
+  n INTEGER NOT NULL,
+  bytes BLOB NOT NULL,
+  PRIMARY KEY (sha256, n)
+);
+CREATE TABLE IF NOT EXISTS adapter_versions (
+  base TEXT NOT NULL,
+  name TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  meta TEXT NOT NULL,
+  config BLOB NOT NULL,
+  weights BLOB NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (base, name, version)
+);
+CREATE TABLE IF NOT EXISTS settings (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);`;
+
+/** Terminal tasks whose webhook is not delivered yet (or given up): what the delivery sweep reads. */
+const WEBHOOK_INDEX = 'CREATE INDEX IF NOT EXISTS tasks_webhooks ON tasks (finished_at) WHERE webhook IS NOT NULL AND webhook_done IS NULL';
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS tasks (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -287,7 +313,9 @@ CREATE TABLE IF NOT EXISTS tasks (
   traceparent TEXT,
   wait_reason TEXT,
   wait_since INTEGER,
-  coordinator TEXT
+  coordinator TEXT,
+  webhook_done INTEGER,
+  webhook_claim INTEGER
 );
 CREATE INDEX IF NOT EXISTS tasks_fair ON tasks (state, kind, tenant, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS tasks_age ON tasks (state, kind, tenant, seq);
@@ -383,6 +411,7 @@ CREATE TABLE IF NOT EXISTS coordinators (
   started_at INTEGER NOT NULL,
   seen_at INTEGER NOT NULL
 );
+${SCHEMA_6_TABLES}
 CREATE TABLE IF NOT EXISTS events (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   at INTEGER NOT NULL,
@@ -1542,6 +1571,82 @@ export class Journal {
       .all(tenant);
   }
 
+  // ---------------------------------------------------------------- bytes every coordinator of a shared journal reads
+
+  /** Writes chunk `n` of a blob's bytes (a shared journal keeps them for every coordinator); a chunk already there stays. */
+  putBlobChunk(sha256: string, n: number, bytes: Uint8Array): void {
+    this.db.prepare('INSERT INTO blob_chunks (sha256, n, bytes) VALUES (?, ?, ?) ON CONFLICT DO NOTHING').run(sha256, n, bytes);
+  }
+
+  /** Chunk `n` of a blob's bytes, or null. */
+  blobChunk(sha256: string, n: number): Buffer | null {
+    return this.db.prepare<[string, number], { bytes: Buffer }>('SELECT bytes FROM blob_chunks WHERE sha256 = ? AND n = ?').get(sha256, n)?.bytes ?? null;
+  }
+
+  /**
+   * Stores an adapter version's files and metadata as the next version of `base`/`name`, answering that version.
+   * On a shared journal two coordinators may take the same number at once: the loser's insert conflicts and it
+   * takes the next one.
+   */
+  putAdapterVersion(base: string, name: string, meta: (version: number) => object, config: Uint8Array, weights: Uint8Array): number {
+    for (let tries = 0; ; tries++) {
+      const version =
+        (this.db.prepare<[string, string], { v: number | null }>('SELECT MAX(version) AS v FROM adapter_versions WHERE base = ? AND name = ?').get(base, name)?.v ?? 0) + 1;
+      const done = this.db
+        .prepare('INSERT INTO adapter_versions (base, name, version, meta, config, weights, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
+        .run(base, name, version, JSON.stringify(meta(version)), config, weights, this.#clock.now());
+      if (done.changes === 1) return version;
+      if (tries >= 20) throw new AppError('INTERNAL', `Could not number a new version of adapter ${name} for ${base}: other coordinators kept taking the next one.`);
+    }
+  }
+
+  /** Every adapter version the journal keeps (base, name, version), in that order. */
+  adapterVersions(): Array<{ base: string; name: string; version: number }> {
+    return this.db.prepare<[], { base: string; name: string; version: number }>('SELECT base, name, version FROM adapter_versions ORDER BY base, name, version').all();
+  }
+
+  /** One adapter version's metadata (JSON) and files, or null. */
+  adapterVersion(base: string, name: string, version: number): { meta: string; config: Buffer; weights: Buffer } | null {
+    return (
+      this.db
+        .prepare<[string, string, number], { meta: string; config: Buffer; weights: Buffer }>(
+          'SELECT meta, config, weights FROM adapter_versions WHERE base = ? AND name = ? AND version = ?',
+        )
+        .get(base, name, version) ?? null
+    );
+  }
+
+  /** The setting `key`; when there is none yet, `make()` is written first (the first writer wins, on a shared journal too). */
+  setting(key: string, make: () => string): string {
+    const read = this.db.prepare<[string], { value: string }>('SELECT value FROM settings WHERE key = ?');
+    const have = read.get(key);
+    if (have) return have.value;
+    this.db.prepare('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING').run(key, make());
+    return read.get(key)!.value;
+  }
+
+  // ---------------------------------------------------------------- webhook deliveries
+
+  /** A task's webhook was delivered, or given up after its attempts: no coordinator delivers it again. */
+  webhookDone(id: TaskId): void {
+    this.db.prepare('UPDATE tasks SET webhook_done = ? WHERE id = ? AND webhook_done IS NULL').run(this.#clock.now(), id);
+  }
+
+  /**
+   * Claims, for `claimMs`, up to `limit` ended tasks whose webhook is still not delivered `graceMs` after they
+   * ended: the coordinator that ended them stopped before it delivered (or restarted). Another coordinator's
+   * claim is skipped while it lasts; on a shared journal rows being claimed elsewhere are skipped too.
+   */
+  claimWebhooks(graceMs: number, claimMs: number, limit: number): TaskId[] {
+    const now = this.#clock.now();
+    const pick = `SELECT id FROM tasks WHERE webhook IS NOT NULL AND webhook_done IS NULL AND finished_at <= ?
+      AND (webhook_claim IS NULL OR webhook_claim < ?) ORDER BY finished_at LIMIT ?${this.shared ? ' FOR UPDATE SKIP LOCKED' : ''}`;
+    return this.db
+      .prepare<[number, number, number, number], { id: TaskId }>(`UPDATE tasks SET webhook_claim = ? WHERE id IN (${pick}) RETURNING id`)
+      .all(now + claimMs, now - graceMs, now, limit)
+      .map((r) => r.id);
+  }
+
   // ---------------------------------------------------------------- quotas and events
 
   putQuota(tenant: string, quota: { maxQueued: number | null; agentLimits: unknown; weight: number | null; maxLeased: number | null }): void {
@@ -1627,7 +1732,7 @@ export function errorInfo(code: keyof typeof ERRORS, message: string, details?: 
 }
 
 /** The schema's version: SQLite keeps it in user_version, PostgreSQL in journal_schema. */
-export const SCHEMA_VERSION = 5;
+export const SCHEMA_VERSION = 6;
 
 /** The journal's tables in PostgreSQL's types (millisecond times are BIGINT; tenants compare bytewise, as in SQLite). */
 export function postgresSchema(): string {
@@ -1668,6 +1773,15 @@ function migratePostgres(db: SqlDb): void {
         ALTER TABLE node_reputation ADD COLUMN IF NOT EXISTS circuit_opens BIGINT NOT NULL DEFAULT 0;
         CREATE TABLE IF NOT EXISTS coordinators (id TEXT PRIMARY KEY, started_at BIGINT NOT NULL, seen_at BIGINT NOT NULL)`);
       db.prepare('INSERT INTO journal_schema (version, applied_at) VALUES (?, ?)').run(5, Date.now());
+    }
+    if (version < 6) {
+      // Version 6: webhook deliveries outlive their coordinator; blob bytes, adapters and settings shared by all.
+      db.exec(`ALTER TABLE tasks ADD COLUMN IF NOT EXISTS webhook_done BIGINT;
+        ALTER TABLE tasks ADD COLUMN IF NOT EXISTS webhook_claim BIGINT;
+        ${SCHEMA_6_TABLES.replace(/\bINTEGER\b/g, 'BIGINT').replace(/\bBLOB\b/g, 'BYTEA')}
+        ${WEBHOOK_INDEX}`);
+      db.prepare(`UPDATE tasks SET webhook_done = finished_at WHERE webhook IS NOT NULL AND state NOT IN ('queued', 'leased')`).run();
+      db.prepare('INSERT INTO journal_schema (version, applied_at) VALUES (?, ?)').run(6, Date.now());
     }
   })();
 }
@@ -1727,6 +1841,16 @@ function migrate(db: SqliteDb): void {
           ALTER TABLE node_reputation ADD COLUMN circuit_opens INTEGER NOT NULL DEFAULT 0;`);
       }
       pragma('user_version = 5');
+    })();
+  }
+  if ((pragma('user_version') as number) < 6) {
+    // Version 6: webhook deliveries outlive their coordinator (a restart delivers what a crash left); the tables
+    // for blob bytes, adapters and settings are new (SCHEMA creates them). Tasks that ended before were delivered.
+    db.transaction(() => {
+      if (!columns.has('webhook_done')) db.exec('ALTER TABLE tasks ADD COLUMN webhook_done INTEGER; ALTER TABLE tasks ADD COLUMN webhook_claim INTEGER;');
+      db.exec(WEBHOOK_INDEX);
+      db.prepare(`UPDATE tasks SET webhook_done = finished_at WHERE webhook IS NOT NULL AND state NOT IN ('queued', 'leased')`).run();
+      pragma('user_version = 6');
     })();
   }
 }

@@ -10,6 +10,8 @@
  * `--aging-ms MS` (default 60000, 0: off): a waiting task's priority rises by one per MS it waits (docs/api.md "Scheduling").
  * `--coordinator-dead-ms MS` (default 10000): several coordinators on one PostgreSQL journal (README): one silent this
  * long is judged dead and the others requeue its leases.
+ * `--webhook-grace-ms MS` (default: the delivery window, every attempt timing out, plus 5 s): a webhook still not
+ * delivered this long after its task ended is delivered by this coordinator's sweep (its own coordinator stopped first).
  * `--otlp-endpoint URL`: export spans with OpenTelemetry over OTLP/HTTP to this collector (`/v1/traces` is added to a
  * URL without a path); off by default (docs/api.md "Tracing").
  * Prints `coordinator listening on URL` and closes gracefully on SIGINT/SIGTERM.
@@ -40,6 +42,7 @@ const { values: flags } = parseArgs({
     'aging-ms': { type: 'string', default: '60000' },
     'otlp-endpoint': { type: 'string' },
     'coordinator-dead-ms': { type: 'string', default: '10000' },
+    'webhook-grace-ms': { type: 'string' },
   },
 });
 
@@ -106,6 +109,13 @@ if (!Number.isInteger(coordinatorDeadMs) || coordinatorDeadMs < 1_000 || coordin
   process.exit(2);
 }
 
+const graceFlag = values['webhook-grace-ms'];
+const webhookGraceMs = graceFlag === undefined ? undefined : Number(graceFlag);
+if (webhookGraceMs !== undefined && (!Number.isInteger(webhookGraceMs) || webhookGraceMs < 0 || webhookGraceMs > 3_600_000)) {
+  console.error(`--webhook-grace-ms must be a whole number of ms from 0 to 3600000; got ${graceFlag}`);
+  process.exit(2);
+}
+
 // --otlp-endpoint URL: spans go there over OTLP/HTTP (off without it).
 const otlpEndpoint = values['otlp-endpoint'];
 if (otlpEndpoint !== undefined) {
@@ -135,6 +145,7 @@ const coordinator = await createCoordinator({
   webhook: {
     allowHosts: values['webhook-allow-host'],
     ...(values['webhook-secret'] ? { secret: values['webhook-secret'] } : {}),
+    ...(webhookGraceMs !== undefined ? { graceMs: webhookGraceMs } : {}),
   },
 });
 console.log(`coordinator listening on ${coordinator.url}`);

@@ -303,6 +303,7 @@ export class Scheduler {
       this.#lastSweep = now;
       this.#noteWaits(now);
       for (const e of this.#journal.expireDeadlines((row) => this.#deadlineError(row, now))) this.#ended(e, now);
+      this.#webhooks.sweep();
     }
     for (const node of this.nodes.values()) {
       if (!node.connected && node.leases.size === 0 && node.disconnectedAt !== null && now - node.disconnectedAt > 10 * 60_000) {

@@ -10,19 +10,19 @@
  * address that was checked (no second lookup, so DNS rebinding cannot swap it). Redirects are
  * not followed.
  *
- * Each delivery carries `x-webhook-id` (the same on every retry of one delivery) and
+ * Each delivery carries `x-webhook-id` (the same on every delivery of one task, retries and redeliveries) and
  * `x-webhook-signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` under the
  * coordinator's webhook secret (README: "Verifying webhook signatures"), and `traceparent`: the task's W3C
  * trace context, or the `webhook.deliver` span's when tracing is on (docs/api.md "Tracing").
  */
-import { createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
 import { join } from 'node:path';
-import { AppError } from '../shared';
+import { AppError, type TaskId } from '../shared';
 import type { Journal, StoredTask } from './journal';
 import { traceparentOf, type Tracing } from './tracing';
 
@@ -35,8 +35,15 @@ export interface WebhookOptions {
    * may resolve to loopback or private addresses. Default none.
    */
   allowHosts: readonly string[];
-  /** HMAC-SHA256 key of `x-webhook-signature`. Default: random per Webhooks instance (createCoordinator keeps one next to the journal). */
+  /** HMAC-SHA256 key of `x-webhook-signature`. Default: random per Webhooks instance (createCoordinator keeps one in the journal or beside it). */
   secret: string;
+  /**
+   * How long after a task ended its webhook may still be in another delivery (its coordinator's attempts): past
+   * that, an undelivered one is delivered by whichever coordinator sweeps first (its own died or restarted).
+   * Default: the whole delivery window (every attempt timing out, every backoff) plus 5 s. Give every
+   * coordinator of one journal the same delivery options.
+   */
+  graceMs?: number;
 }
 
 export const DEFAULT_WEBHOOK_OPTIONS: Omit<WebhookOptions, 'secret'> = { attempts: 4, baseDelayMs: 250, timeoutMs: 5_000, allowHosts: [] };
@@ -137,6 +144,12 @@ function v6Words(address: string): number[] {
 }
 
 /** A URL's host without IPv6 brackets or trailing dots, lower case. */
+/** A task's `x-webhook-id`: a UUID-shaped digest of its id, so every delivery of one task (by any coordinator) carries the same. */
+export function webhookId(taskId: string): string {
+  const h = createHash('sha256').update(`webhook\n${taskId}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
 function bareHost(url: URL): string {
   let host = url.hostname.toLowerCase();
   if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
@@ -156,6 +169,8 @@ export class Webhooks {
   readonly #allowed: ReadonlySet<string>;
   readonly #journal: Journal;
   readonly #pending = new Set<Promise<void>>();
+  /** Tasks whose webhook this coordinator is delivering now (the sweep leaves them alone). */
+  readonly #delivering = new Set<string>();
   readonly #tracing: Tracing | null;
   delivered = 0;
   failed = 0;
@@ -197,14 +212,58 @@ export class Webhooks {
     return url;
   }
 
+  /** How long one delivery may take: every attempt timing out, and every backoff between them. */
+  get #window(): number {
+    const o = this.#opts;
+    return o.attempts * o.timeoutMs + o.baseDelayMs * (2 ** Math.max(0, o.attempts - 1) - 1);
+  }
+
+  /**
+   * Delivers `record` (an ended task) to `url`, and then marks the task's webhook done in the journal, delivered
+   * or given up. Until then the journal holds it as undelivered: a coordinator that dies meanwhile leaves it to
+   * the sweep of the others (or of its own restart), so a delivery is made at least once; receivers tell
+   * repeats by `x-webhook-id`, the same for every delivery of one task.
+   */
   send(url: string, record: StoredTask): void {
-    const p = this.#deliver(url, record).finally(() => this.#pending.delete(p));
+    if (this.#delivering.has(record.id)) return;
+    this.#delivering.add(record.id);
+    const p = this.#deliver(url, record)
+      .then(() => {
+        try {
+          this.#journal.webhookDone(record.id);
+        } catch {
+          // journal closed or out of reach: the sweep delivers it again later (receivers dedupe by x-webhook-id)
+        }
+      })
+      .finally(() => {
+        this.#delivering.delete(record.id);
+        this.#pending.delete(p);
+      });
     this.#pending.add(p);
+  }
+
+  /** Webhooks delivered by the sweep: their coordinator ended the task but did not deliver them. */
+  swept = 0;
+
+  /**
+   * Delivers the webhooks of tasks that ended more than `graceMs` ago and were never marked delivered (their
+   * coordinator stopped first), claiming each in the journal for one delivery window so that no two sweeping
+   * coordinators deliver it at once. At most `limit` a call; the scheduler calls it every second.
+   */
+  sweep(limit = 100): void {
+    const grace = this.#opts.graceMs ?? this.#window + 5_000;
+    for (const id of this.#journal.claimWebhooks(grace, this.#window + 5_000, limit)) {
+      if (this.#delivering.has(id)) continue;
+      const record = this.#journal.getTask(id as TaskId);
+      if (!record?.webhook) continue;
+      this.swept++;
+      this.send(record.webhook, record);
+    }
   }
 
   async #deliver(raw: string, record: StoredTask): Promise<void> {
     const body = JSON.stringify(record);
-    const id = randomUUID();
+    const id = webhookId(record.id);
     const parent = record.trace ? traceparentOf(record.trace) : null;
     const span = this.#tracing && parent ? this.#tracing.webhook(parent, raw, record.id) : null;
     const traceparent = span ? span.traceparent : parent;
