@@ -14,8 +14,12 @@
  *
  * The latest version of each adapter is served to the nodes inside the base's manifest as
  * `adapters/<name>/adapter_config.json` and `adapters/<name>/adapter_model.safetensors`.
+ *
+ * Several coordinators on one PostgreSQL journal: the journal numbers and keeps every version (`adapter_versions`,
+ * the files and meta.json), and each coordinator's folder is a cache of it, filled before each read, so an
+ * adapter uploaded to (or trained through) one coordinator is listed, served and applied by all of them.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AppError, base64ToBytes, parseName, type TrainResult, type TrainedAdapterFiles } from '../shared';
@@ -78,15 +82,27 @@ export function parseAdapterRef(raw: string): { name: string; version: number | 
   return { name, version: Number(v) };
 }
 
+/** Where a shared journal keeps adapter versions for every coordinator (server/journal.ts). */
+export interface AdapterShelf {
+  putAdapterVersion(base: string, name: string, meta: (version: number) => object, config: Uint8Array, weights: Uint8Array): number;
+  adapterVersions(): Array<{ base: string; name: string; version: number }>;
+  adapterVersion(base: string, name: string, version: number): { meta: string; config: Uint8Array; weights: Uint8Array } | null;
+}
+
 export class AdapterRegistry {
   readonly root: string;
   readonly #store: ModelStore | null;
+  readonly #shelf: AdapterShelf | null;
   #queue: Promise<unknown> = Promise.resolve();
   readonly #engineFingerprints = new Map<string, string>();
+  /** Versions (`base/name/version`) known to be in the folder. */
+  readonly #cached = new Set<string>();
+  #pulling: Promise<void> | null = null;
 
-  constructor(root: string, store: ModelStore | null) {
+  constructor(root: string, store: ModelStore | null, shelf: AdapterShelf | null = null) {
     this.root = root;
     this.#store = store;
+    this.#shelf = shelf;
   }
 
   /** Checks and stores a new version of `base`'s adapter `name`. */
@@ -110,9 +126,8 @@ export class AdapterRegistry {
     const adapter = loadAdapter({ configJson, safetensors }, config, engineFingerprint ?? undefined);
     const dir = join(this.root, base, name);
     await mkdir(dir, { recursive: true });
-    const version = (await this.#versionsOf(dir)).reduce((m, v) => Math.max(m, v), 0) + 1;
     const configBytes = Buffer.from(configJson, 'utf8');
-    const meta: AdapterVersion = {
+    const metaOf = (version: number): AdapterVersion => ({
       base,
       name,
       version,
@@ -127,15 +142,54 @@ export class AdapterRegistry {
       r: adapter.settings.r,
       alpha: adapter.settings.alpha,
       targetModules: [...adapter.settings.targetModules],
-    };
-    const tmp = join(dir, `.upload-${version}-${process.pid}`);
-    await rm(tmp, { recursive: true, force: true });
-    await mkdir(tmp);
-    await writeFile(join(tmp, ADAPTER_CONFIG_FILE), configBytes);
-    await writeFile(join(tmp, ADAPTER_WEIGHTS_FILE), safetensors);
-    await writeFile(join(tmp, META_FILE), JSON.stringify(meta, null, 2) + '\n');
-    await rename(tmp, join(dir, String(version)));
+    });
+    // A shared journal numbers the version (and keeps it for the other coordinators); else the folder does.
+    const version = this.#shelf
+      ? this.#shelf.putAdapterVersion(base, name, metaOf, configBytes, safetensors)
+      : (await this.#versionsOf(dir)).reduce((m, v) => Math.max(m, v), 0) + 1;
+    const meta = metaOf(version);
+    await this.#write(meta, configBytes, safetensors);
     return meta;
+  }
+
+  /** Writes a version's folder (a temporary one renamed into place; a version already there is kept). */
+  async #write(meta: AdapterVersion, config: Uint8Array, weights: Uint8Array): Promise<void> {
+    const dir = join(this.root, meta.base, meta.name);
+    await mkdir(dir, { recursive: true });
+    const tmp = join(dir, `.upload-${meta.version}-${randomUUID()}`);
+    await mkdir(tmp);
+    try {
+      await writeFile(join(tmp, ADAPTER_CONFIG_FILE), config);
+      await writeFile(join(tmp, ADAPTER_WEIGHTS_FILE), weights);
+      await writeFile(join(tmp, META_FILE), JSON.stringify(meta, null, 2) + '\n');
+      await rename(tmp, join(dir, String(meta.version))).catch(async (err: NodeJS.ErrnoException) => {
+        // Another pull wrote the same version first: the same bytes, kept.
+        if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
+      });
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+    this.#cached.add(`${meta.base}/${meta.name}/${meta.version}`);
+  }
+
+  /** Shared journal: brings the versions other coordinators stored into the folder (one pull at a time). */
+  #pull(): Promise<void> {
+    if (!this.#shelf) return Promise.resolve();
+    this.#pulling ??= (async () => {
+      for (const { base, name, version } of this.#shelf!.adapterVersions()) {
+        const key = `${base}/${name}/${version}`;
+        if (this.#cached.has(key)) continue;
+        if (await this.#meta(base, name, version)) {
+          this.#cached.add(key);
+          continue;
+        }
+        const v = this.#shelf!.adapterVersion(base, name, version);
+        if (v) await this.#write({ ...(JSON.parse(v.meta) as AdapterVersion), base, name, version }, v.config, v.weights);
+      }
+    })().finally(() => {
+      this.#pulling = null;
+    });
+    return this.#pulling;
   }
 
   /** The base's parsed config, the registry fingerprint and (for bases small enough) the engine's fingerprint. */
@@ -169,10 +223,11 @@ export class AdapterRegistry {
 
   /** Every adapter, by base then name. */
   async list(): Promise<AdapterRecord[]> {
+    await this.#pull();
     const out: AdapterRecord[] = [];
     for (const base of (await dirNames(this.root)).sort()) {
       for (const name of (await dirNames(join(this.root, base))).sort()) {
-        const rec = await this.get(base, name);
+        const rec = await this.#get(base, name);
         if (rec) out.push(rec);
       }
     }
@@ -181,6 +236,11 @@ export class AdapterRegistry {
 
   /** One adapter with all its versions, or null. */
   async get(rawBase: string, rawName: string): Promise<AdapterRecord | null> {
+    await this.#pull();
+    return this.#get(rawBase, rawName);
+  }
+
+  async #get(rawBase: string, rawName: string): Promise<AdapterRecord | null> {
     const base = parseName(rawBase);
     const name = parseName(rawName);
     const versions: AdapterVersion[] = [];
@@ -211,9 +271,10 @@ export class AdapterRegistry {
 
   /** The latest version of each of `base`'s adapters, as manifest entries under `adapters/<name>/`. */
   async manifestFiles(base: string): Promise<ModelFile[]> {
+    await this.#pull();
     const out: ModelFile[] = [];
     for (const name of (await dirNames(join(this.root, base))).sort()) {
-      const rec = await this.get(base, name);
+      const rec = await this.#get(base, name);
       if (!rec) continue;
       const v = rec.versions[rec.versions.length - 1]!;
       out.push({ path: `adapters/${name}/${ADAPTER_CONFIG_FILE}`, size: v.configSize, sha256: v.configSha256 });
@@ -238,6 +299,7 @@ export class AdapterRegistry {
 
   /** Adapter names of `base`: the registry's and those in its folder's `adapters/`. */
   async namesFor(base: string): Promise<string[]> {
+    await this.#pull();
     const names = new Set<string>();
     for (const n of await dirNames(join(this.root, base))) if ((await this.#versionsOf(join(this.root, base, n))).length) names.add(n);
     const folder = this.#store ? await this.#store.locate(base).catch(() => null) : null;

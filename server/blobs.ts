@@ -3,22 +3,40 @@
  * the same folder while it is hashed and counted (never the whole body in memory), and is renamed to its
  * digest only when it is complete and within the limit; an aborted or over-large upload leaves nothing.
  * Who owns which blob is the journal's (blobs, blob_owners); this file only keeps bytes.
+ *
+ * Several coordinators on one PostgreSQL journal: each upload is also written to the journal (`blob_chunks`, 4 MiB
+ * a row, before the blob's record, so a recorded blob's bytes are all there), and a coordinator asked for a blob
+ * another one received fetches it from the journal once, checks its digest and keeps it in its own folder.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { open as openFile } from 'node:fs/promises';
 import type { ReadStream } from 'node:fs';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { AppError, LIMITS } from '../shared';
 
+/** Bytes of one blob chunk in a shared journal. */
+export const BLOB_CHUNK_BYTES = 4 << 20;
+
+/** Where a shared journal keeps blob bytes for every coordinator (server/journal.ts). */
+export interface BlobShelf {
+  putBlobChunk(sha256: string, n: number, bytes: Uint8Array): void;
+  blobChunk(sha256: string, n: number): Buffer | null;
+}
+
 export class BlobStore {
   readonly dir: string;
   readonly maxBytes: number;
+  readonly #shelf: BlobShelf | null;
+  /** Fetches from the shelf in flight, by digest. */
+  readonly #fetching = new Map<string, Promise<boolean>>();
 
-  constructor(dir: string, maxBytes: number = LIMITS.maxBlobBytes) {
+  constructor(dir: string, maxBytes: number = LIMITS.maxBlobBytes, shelf: BlobShelf | null = null) {
     this.dir = dir;
     this.maxBytes = maxBytes;
+    this.#shelf = shelf;
     mkdirSync(dir, { recursive: true });
   }
 
@@ -73,6 +91,64 @@ export class BlobStore {
     const sha256 = hash.digest('hex');
     if (this.has(sha256)) rmSync(tmp, { force: true });
     else renameSync(tmp, this.#path(sha256));
+    if (this.#shelf) await this.#publish(sha256);
     return { sha256, bytes };
+  }
+
+  /** Writes a blob's bytes to the shelf, chunk by chunk (chunks already there are kept). */
+  async #publish(hex: string): Promise<void> {
+    const fh = await openFile(this.#path(hex), 'r');
+    try {
+      const buf = Buffer.alloc(BLOB_CHUNK_BYTES);
+      for (let n = 0; ; n++) {
+        const { bytesRead } = await fh.read(buf, 0, BLOB_CHUNK_BYTES, n * BLOB_CHUNK_BYTES);
+        if (bytesRead === 0 && n > 0) break;
+        this.#shelf!.putBlobChunk(hex, n, buf.subarray(0, bytesRead));
+        if (bytesRead < BLOB_CHUNK_BYTES) break;
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * Whether the bytes of blob `hex` (`size` bytes, as recorded) are here, fetching them from the shelf first
+   * when another coordinator received them. Bytes that do not hash to `hex` or miss a chunk are not kept (false).
+   */
+  ensure(hex: string, size: number): Promise<boolean> {
+    if (this.has(hex)) return Promise.resolve(true);
+    if (!this.#shelf) return Promise.resolve(false);
+    let p = this.#fetching.get(hex);
+    if (!p) {
+      p = this.#fetch(hex, size).finally(() => this.#fetching.delete(hex));
+      this.#fetching.set(hex, p);
+    }
+    return p;
+  }
+
+  async #fetch(hex: string, size: number): Promise<boolean> {
+    const tmp = this.#path(`.fetch-${randomUUID()}`);
+    const out = createWriteStream(tmp);
+    const hash = createHash('sha256');
+    let bytes = 0;
+    let complete = false;
+    try {
+      for (let n = 0; n === 0 || bytes < size; n++) {
+        const chunk = this.#shelf!.blobChunk(hex, n);
+        if (chunk === null || (chunk.length === 0 && bytes < size)) break;
+        bytes += chunk.length;
+        hash.update(chunk);
+        if (!out.write(chunk)) await once(out, 'drain');
+        // Each chunk is one round trip to the journal: let the event loop run between them.
+        await new Promise((r) => setImmediate(r));
+      }
+      await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+      complete = bytes === size && hash.digest('hex') === hex;
+    } finally {
+      out.destroy();
+      if (complete && !this.has(hex)) renameSync(tmp, this.#path(hex));
+      rmSync(tmp, { force: true });
+    }
+    return complete;
   }
 }

@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
@@ -14,17 +15,20 @@ import type { TaskId } from '../shared';
 import { createCoordinator, type Coordinator, type CoordinatorOptions } from './index';
 import { Journal } from './journal';
 import { startPostgres, type TestPostgres } from './postgres-testing';
-import { HELLO_WAT, OpenCoordinators, apiClient, journalTask, until, wat } from './testing';
+import { HELLO_WAT, OpenCoordinators, apiClient, journalTask, tempDir, trainedAdapterFiles, until, wat } from './testing';
+import { makeBuiltinModels } from '../tools/tiny-model/builtin';
 
 const run = promisify(execFile);
 let pgc: TestPostgres;
 const open = new OpenCoordinators();
+const tmpFiles = tempDir('coordinators-');
 before(async () => {
   pgc = await startPostgres();
 });
 after(async () => {
   await open.closeAll();
   pgc?.close();
+  tmpFiles.cleanup();
 });
 
 async function coordinators(n: number, opts: CoordinatorOptions = {}) {
@@ -107,6 +111,49 @@ describe('several coordinators on one PostgreSQL journal', () => {
     const told = await node.next('task.cancel', 5_000);
     assert.equal(told.taskId, sub2.body.id);
     await until(() => b.scheduler.leases.size === 0, 5_000, 'B released the lease');
+  });
+
+  test('blobs and adapters uploaded to one coordinator are served by another from the journal (bytes checked); a manifest there lists the adapter', async () => {
+    const models = join(tmpFiles.dir, 'models');
+    await makeBuiltinModels(models, { only: ['tiny-llama'] });
+    const { cs, db } = await coordinators(2, { modelsDir: models });
+    const [a, b] = cs as [(typeof cs)[0], (typeof cs)[0]];
+    const apiA = apiClient(a.url);
+    const apiB = apiClient(b.url);
+    // 9 MiB: three chunks in the journal, the last one short.
+    const blob = randomBytes(9 << 20);
+    const up = await apiA('/v1/blobs', { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: blob });
+    assert.equal(up.status, 201);
+    const hex = up.body.sha256 as string;
+    assert.equal(await count(db, 'SELECT COUNT(*) AS n FROM blob_chunks WHERE sha256 = $1', [hex]), 3);
+    const got = await fetch(`${b.url}/v1/blobs/${hex}`);
+    assert.equal(got.status, 200);
+    assert.ok(Buffer.from(await got.arrayBuffer()).equals(blob), 'B serves the bytes A received');
+    // Bytes that do not hash to their name are not served (nor kept).
+    const bad = await apiA('/v1/blobs', { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: Buffer.from('tampered later') });
+    await run('psql', [db, '-c', `UPDATE blob_chunks SET bytes = '\\x00' WHERE sha256 = '${bad.body.sha256}'`]);
+    const refused = await apiB(`/v1/blobs/${bad.body.sha256}`);
+    assert.equal(refused.status, 404);
+    assert.equal(refused.body.error.code, 'BLOB_NOT_FOUND');
+
+    const files = await trainedAdapterFiles(join(models, 'tiny-llama'), 'tiny-llama');
+    const put = (api: typeof apiA) =>
+      api(`/v1/adapters/tiny-llama/shared?config=${encodeURIComponent(files.configJson)}`, {
+        method: 'PUT',
+        body: files.safetensors as Uint8Array<ArrayBuffer>,
+        headers: { 'content-type': 'application/octet-stream' },
+      });
+    assert.equal((await put(apiA)).body.version, 1);
+    assert.equal((await put(apiB)).body.version, 2, 'versions are numbered by the journal, not by each folder');
+    const listed = await apiB('/v1/adapters');
+    assert.deepEqual(
+      listed.body.adapters.map((r: { name: string; latest: number }) => [r.name, r.latest]),
+      [['shared', 2]],
+    );
+    const onA = await fetch(`${a.url}/v1/adapters/tiny-llama/shared@2/adapter_model.safetensors`);
+    assert.ok(Buffer.from(await onA.arrayBuffer()).equals(Buffer.from(files.safetensors)), 'A serves the version B received');
+    const models2 = await apiA('/v1/models');
+    assert.ok(models2.body.data.some((m: { id: string }) => m.id === 'tiny-llama:shared'), 'A lists it for the OpenAI routes');
   });
 
   test('a node that moves to another coordinator keeps its lease: its result there is the one recorded', async () => {

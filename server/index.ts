@@ -244,10 +244,10 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   installCrossSiteRefusal(app, { allowOrigins: opts.allowOrigins ?? [] });
   installInputGate(app, metrics, json); // content type before the body, the bounded JSON parser (before any route)
   await app.register(fastifyWebsocket, { options: { maxPayload: LIMITS.maxSocketMessageBytes } });
-  const adapters = new AdapterRegistry(opts.adaptersDir ?? join(dataDir, 'adapters'), modelStore);
+  const adapters = new AdapterRegistry(opts.adaptersDir ?? join(dataDir, 'adapters'), modelStore, journal.shared ? journal : null);
   taskRoutes(app, ctx, new ModelCatalog(ctx, modelStore, adapters));
   datasetRoutes(app, ctx);
-  blobRoutes(app, ctx, new BlobStore(opts.blobsDir ?? join(dataDir, 'blobs')));
+  blobRoutes(app, ctx, new BlobStore(opts.blobsDir ?? join(dataDir, 'blobs'), LIMITS.maxBlobBytes, journal.shared ? journal : null));
   agentRoutes(app, ctx);
   adapterRoutes(app, adapters);
   opsRoutes(app, ctx);

@@ -67,7 +67,8 @@ export function blobRoutes(app: FastifyInstance, ctx: Context, store: BlobStore)
       throw new AppError('INVALID_ID', `A blob id is sha256:<64 hex digits> or the 64 hex digits, not ${JSON.stringify(ref.slice(0, 80))}.`, { blob: ref.slice(0, 80) });
     }
     const row = ctx.journal.blob(hex, readerTenant(req));
-    const size = row === null ? null : store.size(hex);
+    // On a shared journal the bytes may have reached another coordinator: fetched from the journal once.
+    const size = row === null || !(await store.ensure(hex, row.size)) ? null : store.size(hex);
     if (row === null || size === null) throw notFound(ref);
     const etag = `"${hex}"`;
     void reply
