@@ -183,6 +183,33 @@ describe('several coordinators on one PostgreSQL journal', () => {
     assert.equal(refused.error.code, 'LEASE_NOT_HELD');
   });
 
+  test('a replica lease moves with its node too: the replicas agree across two coordinators', async () => {
+    const { cs, db } = await coordinators(2, { nodeGraceMs: 300 });
+    const [a, b] = cs as [(typeof cs)[0], (typeof cs)[0]];
+    const n1 = await a.connect({ maxConcurrent: 1 });
+    const n2 = await a.connect({ maxConcurrent: 1 });
+    const sub = await apiClient(a.url)('/v1/tasks', { method: 'POST', json: { kind: 'agent', payload: { agent: 'hello', input: 1 }, replicas: 2 } });
+    assert.equal(sub.status, 202, JSON.stringify(sub.body));
+    const [j1] = (await n1.next('task.assign', 10_000)).tasks;
+    const [j2] = (await n2.next('task.assign', 10_000)).tasks;
+    assert.equal(j1!.taskId, sub.body.id);
+    assert.equal(j2!.taskId, sub.body.id);
+    await n1.close();
+    const moved = await b.connect({ maxConcurrent: 1, nodeId: n1.id, secret: n1.secret });
+    moved.heartbeat([j1!.leaseId]);
+    await until(() => b.scheduler.leases.get(j1!.leaseId)?.replica !== undefined, 5_000, 'B adopted the replica lease');
+    await new Promise((r) => setTimeout(r, 600)); // A's grace for n1 passes: B owns that replica now
+    moved.succeed([j1!]);
+    n2.succeed([j2!]);
+    const rec = (await apiClient(a.url)(`/v1/tasks/${sub.body.id}/wait?timeoutMs=10000`)).body;
+    assert.equal(rec.state, 'succeeded');
+    assert.deepEqual(rec.replicas.map((r: { state: string; agreed: boolean; attempts: number }) => [r.state, r.agreed, r.attempts]), [
+      ['done', true, 1],
+      ['done', true, 1],
+    ], 'each replica ran once, and they agreed');
+    assert.equal(await count(db, `SELECT COUNT(*) AS n FROM events WHERE type = 'lease_adopted' AND data LIKE '%"replica"%'`), 1);
+  });
+
   test('a coordinator that stops beating leaves nothing stuck: another requeues its leases and runs them', async () => {
     const { cs, db } = await coordinators(2, { coordinatorDeadMs: 1_000, nodeGraceMs: 60_000 });
     const [a, b] = cs as [(typeof cs)[0], (typeof cs)[0]];

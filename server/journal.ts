@@ -178,6 +178,8 @@ export interface AdoptedLease {
   tenant: string | null;
   model: string | null;
   payload: string;
+  /** Set when the lease runs one replica of a replicated task. */
+  replica?: number;
 }
 
 /** A task whose attempt ended: its new state and what metrics and watchers need. */
@@ -277,8 +279,9 @@ CREATE TABLE IF NOT EXISTS settings (
   value TEXT NOT NULL
 );`;
 
-/** Terminal tasks whose webhook is not delivered yet (or given up): what the delivery sweep reads. */
-const WEBHOOK_INDEX = 'CREATE INDEX IF NOT EXISTS tasks_webhooks ON tasks (finished_at) WHERE webhook IS NOT NULL AND webhook_done IS NULL';
+/** Terminal tasks whose webhook is not delivered yet (or given up): what the delivery sweep reads; replica leases by id (adopt). */
+const SCHEMA_6_INDEXES = `CREATE INDEX IF NOT EXISTS tasks_webhooks ON tasks (finished_at) WHERE webhook IS NOT NULL AND webhook_done IS NULL;
+  CREATE INDEX IF NOT EXISTS task_replicas_lease ON task_replicas (lease_id) WHERE lease_id IS NOT NULL`;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS tasks (
@@ -917,9 +920,23 @@ export class Journal {
        WHERE lease_id = @leaseId AND node_id = @nodeId AND state = 'leased' AND replication IS NULL
        RETURNING id, kind, attempts, tenant, model, payload`,
     ).get({ owner: this.coordinatorId, now: this.#clock.now(), leaseId, nodeId });
-    if (!row) return null;
-    this.event('lease_adopted', row.id, nodeId, { leaseId, coordinator: this.coordinatorId });
-    return { taskId: row.id, leaseId, kind: row.kind, attempts: row.attempts, tenant: row.tenant, model: row.model, payload: row.payload };
+    if (row) {
+      this.event('lease_adopted', row.id, nodeId, { leaseId, coordinator: this.coordinatorId });
+      return { taskId: row.id, leaseId, kind: row.kind, attempts: row.attempts, tenant: row.tenant, model: row.model, payload: row.payload };
+    }
+    // One replica of a replicated task (server/quorum.ts): its lease moves the same way.
+    const rep = this.#prep<{ owner: string; now: number; leaseId: string; nodeId: string }, { id: TaskId; idx: number; attempts: number }>(
+      `UPDATE task_replicas SET coordinator = @owner, updated_at = @now
+       WHERE lease_id = @leaseId AND node_id = @nodeId AND state = 'leased'
+       RETURNING task_id AS id, idx, attempts`,
+    ).get({ owner: this.coordinatorId, now: this.#clock.now(), leaseId, nodeId });
+    if (!rep) return null;
+    const task = this.#prep<[string], { kind: TaskKind; tenant: string | null; model: string | null; payload: string }>(
+      'SELECT kind, tenant, model, payload FROM tasks WHERE id = ?',
+    ).get(rep.id);
+    if (!task) return null;
+    this.event('lease_adopted', rep.id, nodeId, { leaseId, coordinator: this.coordinatorId, replica: rep.idx });
+    return { taskId: rep.id, leaseId, kind: task.kind, attempts: rep.attempts, tenant: task.tenant, model: task.model, payload: task.payload, replica: rep.idx };
   }
 
   /** Leased tasks per tenant over every coordinator (a shared journal's maxLeased counts them all). */
@@ -1158,7 +1175,15 @@ export class Journal {
    */
   completeReplicas(items: readonly Completion[], random: () => number = Math.random): Array<ReplicaEnded | null> {
     const now = this.#clock.now();
-    const run = this.db.transaction(() => items.map((item) => this.#completeReplica(item, now, random)));
+    const run = this.db.transaction(() => {
+      if (!this.shared) return items.map((item) => this.#completeReplica(item, now, random));
+      // Shared: each replica locks its task's row (see #completeReplica), taken in id order so that two
+      // coordinators recording replicas of the same tasks never wait on each other in a cycle.
+      const out = new Array<ReplicaEnded | null>(items.length);
+      const order = items.map((_, i) => i).sort((x, y) => (items[x]!.taskId < items[y]!.taskId ? -1 : items[x]!.taskId > items[y]!.taskId ? 1 : x - y));
+      for (const i of order) out[i] = this.#completeReplica(items[i]!, now, random);
+      return out;
+    });
     this.#setSync(this.attemptSync);
     const out = run.immediate();
     this.#setSync('full');
@@ -1166,11 +1191,14 @@ export class Journal {
   }
 
   #completeReplica(item: Completion, now: number, random: () => number): ReplicaEnded | null {
-    const row = this.#prep<[string, string], { idx: number; attempts: number; node_id: string | null; max_attempts: number; kind: TaskKind; created_at: number; task_state: TaskState }>(
+    // A failure this coordinator makes (lease expired, node lost) applies only while it owns the replica's lease.
+    const row = this.#prep<[string, string, string | null, string | null], { idx: number; attempts: number; node_id: string | null; max_attempts: number; kind: TaskKind; created_at: number; task_state: TaskState }>(
         `SELECT r.idx, r.attempts, r.node_id, t.max_attempts, t.kind, t.created_at, t.state AS task_state FROM task_replicas r JOIN tasks t ON t.id = r.task_id
-         WHERE r.task_id = ? AND r.lease_id = ? AND r.state = 'leased'`,
+         WHERE r.task_id = ? AND r.lease_id = ? AND r.state = 'leased' AND (CAST(? AS TEXT) IS NULL OR r.coordinator = ?)${this.shared ? ' FOR UPDATE OF t' : ''}`,
       )
-      .get(item.taskId, item.leaseId);
+      .get(item.taskId, item.leaseId, item.owned ? this.coordinatorId : null, item.owned ? this.coordinatorId : null);
+    // Shared: the task's row is locked until this transaction ends, so replicas recorded at once by two
+    // coordinators are decided one after the other (each alone would see the other still leased, and wait forever).
     if (!row) {
       this.duplicatesDropped++;
       return null;
@@ -1779,7 +1807,7 @@ function migratePostgres(db: SqlDb): void {
       db.exec(`ALTER TABLE tasks ADD COLUMN IF NOT EXISTS webhook_done BIGINT;
         ALTER TABLE tasks ADD COLUMN IF NOT EXISTS webhook_claim BIGINT;
         ${SCHEMA_6_TABLES.replace(/\bINTEGER\b/g, 'BIGINT').replace(/\bBLOB\b/g, 'BYTEA')}
-        ${WEBHOOK_INDEX}`);
+        ${SCHEMA_6_INDEXES}`);
       db.prepare(`UPDATE tasks SET webhook_done = finished_at WHERE webhook IS NOT NULL AND state NOT IN ('queued', 'leased')`).run();
       db.prepare('INSERT INTO journal_schema (version, applied_at) VALUES (?, ?)').run(6, Date.now());
     }
@@ -1848,7 +1876,7 @@ function migrate(db: SqliteDb): void {
     // for blob bytes, adapters and settings are new (SCHEMA creates them). Tasks that ended before were delivered.
     db.transaction(() => {
       if (!columns.has('webhook_done')) db.exec('ALTER TABLE tasks ADD COLUMN webhook_done INTEGER; ALTER TABLE tasks ADD COLUMN webhook_claim INTEGER;');
-      db.exec(WEBHOOK_INDEX);
+      db.exec(SCHEMA_6_INDEXES);
       db.prepare(`UPDATE tasks SET webhook_done = finished_at WHERE webhook IS NOT NULL AND state NOT IN ('queued', 'leased')`).run();
       pragma('user_version = 6');
     })();

@@ -232,6 +232,7 @@ export class Scheduler {
       tenant: row.tenant,
     };
     if (row.kind === 'generate' && row.model !== null) info.model = row.model;
+    if (row.replica !== undefined) info.replica = row.replica;
     this.leases.set(leaseId, info);
     node.hold(info, now);
     return info;
