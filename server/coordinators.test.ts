@@ -210,6 +210,49 @@ describe('several coordinators on one PostgreSQL journal', () => {
     assert.equal(await count(db, `SELECT COUNT(*) AS n FROM events WHERE type = 'lease_adopted' AND data LIKE '%"replica"%'`), 1);
   });
 
+  test('fair share holds over the pool: weights 3:1 over nodes of two coordinators, and a quiet tenant is not starved by a flood', async () => {
+    const { cs } = await coordinators(2, { prefetch: 1 });
+    const [a, b] = cs as [(typeof cs)[0], (typeof cs)[0]];
+    const apiA = apiClient(a.url);
+    const apiB = apiClient(b.url);
+    assert.equal((await apiA('/v1/quotas/heavy', { method: 'PUT', json: { weight: 3 } })).status, 200);
+    await new Promise((r) => setTimeout(r, 1_500)); // B reads quotas from the journal every second
+    const submit = async (api: typeof apiA, tenant: string, n: number): Promise<string[]> => {
+      const res = await api('/v1/tasks', { method: 'POST', json: { tasks: Array.from({ length: n }, () => ({ kind: 'agent', tenant, payload: { agent: 'hello' } })) } });
+      assert.equal(res.status, 202);
+      return res.body.ids;
+    };
+    const heavy = new Set(await submit(apiA, 'heavy', 100));
+    await submit(apiB, 'light', 100);
+    const na = await a.connect({ maxConcurrent: 1 });
+    const nb = await b.connect({ maxConcurrent: 1 });
+    let heavyCount = 0;
+    for (let i = 0; i < 20; i++) {
+      for (const node of [na, nb]) {
+        const [t] = await node.assignments(1);
+        if (heavy.has(t!.taskId)) heavyCount++;
+        node.succeed([t!]);
+      }
+    }
+    assert.ok(heavyCount >= 26 && heavyCount <= 34, `heavy got ${heavyCount} of 40 over both coordinators (3:1 is 30)`);
+
+    // A flood submitted to A, three quiet tasks to B, at the same priority: the quiet ones start among the first few.
+    const flood = new Set(await submit(apiA, 'flood', 300));
+    const quiet = new Set(await submit(apiB, 'quiet', 3));
+    const order: string[] = [];
+    for (let i = 0; i < 30 && [...quiet].some((id) => !order.includes(id)); i++) {
+      for (const node of [na, nb]) {
+        const [t] = await node.assignments(1);
+        order.push(t!.taskId);
+        node.succeed([t!]);
+      }
+    }
+    const at = order.flatMap((id, i) => (quiet.has(id) ? [i] : []));
+    assert.equal(at.length, 3, `the quiet tenant's tasks all started: ${JSON.stringify(at)}`);
+    assert.ok(at[2]! <= 16, `the quiet tenant's tasks started at ${JSON.stringify(at)} (before that, the rest of heavy and light, and the flood)`);
+    assert.ok(order.some((id) => flood.has(id)));
+  });
+
   test('a coordinator that stops beating leaves nothing stuck: another requeues its leases and runs them', async () => {
     const { cs, db } = await coordinators(2, { coordinatorDeadMs: 1_000, nodeGraceMs: 60_000 });
     const [a, b] = cs as [(typeof cs)[0], (typeof cs)[0]];
