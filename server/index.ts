@@ -302,6 +302,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
         });
       }
       scheduler.stop();
+      await scheduler.settle();
       watch.relay = null;
       await bus?.close();
       watch.closeAll();

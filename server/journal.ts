@@ -9,7 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { SavedCircuit } from './node';
-import { openDb, SqliteDb, type SqlDb, type Stmt } from './sql';
+import { openDb, SqliteDb, type AsyncStmt, type SqlDb, type Stmt } from './sql';
 import {
   AppError,
   ERRORS,
@@ -279,9 +279,18 @@ CREATE TABLE IF NOT EXISTS settings (
   value TEXT NOT NULL
 );`;
 
-/** Terminal tasks whose webhook is not delivered yet (or given up): what the delivery sweep reads; replica leases by id (adopt). */
+/**
+ * Schema 6's indexes: terminal tasks whose webhook is not delivered yet (or given up), what the delivery sweep
+ * reads; replica leases by id (adopt). And the ready indexes hold queued rows only (a lease or a result then
+ * touches no entry of theirs: the PostgreSQL server's main cost per task), leased rows by coordinator beside them.
+ */
 const SCHEMA_6_INDEXES = `CREATE INDEX IF NOT EXISTS tasks_webhooks ON tasks (finished_at) WHERE webhook IS NOT NULL AND webhook_done IS NULL;
-  CREATE INDEX IF NOT EXISTS task_replicas_lease ON task_replicas (lease_id) WHERE lease_id IS NOT NULL`;
+  CREATE INDEX IF NOT EXISTS task_replicas_lease ON task_replicas (lease_id) WHERE lease_id IS NOT NULL;
+  DROP INDEX IF EXISTS tasks_fair;
+  DROP INDEX IF EXISTS tasks_age;
+  CREATE INDEX tasks_fair ON tasks (kind, tenant, priority DESC, seq) WHERE state = 'queued';
+  CREATE INDEX tasks_age ON tasks (kind, tenant, seq) WHERE state = 'queued';
+  CREATE INDEX IF NOT EXISTS tasks_leased ON tasks (coordinator) WHERE state = 'leased'`;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS tasks (
@@ -320,8 +329,8 @@ CREATE TABLE IF NOT EXISTS tasks (
   webhook_done INTEGER,
   webhook_claim INTEGER
 );
-CREATE INDEX IF NOT EXISTS tasks_fair ON tasks (state, kind, tenant, priority DESC, seq);
-CREATE INDEX IF NOT EXISTS tasks_age ON tasks (state, kind, tenant, seq);
+CREATE INDEX IF NOT EXISTS tasks_fair ON tasks (kind, tenant, priority DESC, seq) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS tasks_age ON tasks (kind, tenant, seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS tasks_deadline ON tasks (deadline) WHERE deadline IS NOT NULL AND state = 'queued';
 CREATE INDEX IF NOT EXISTS tasks_tenant ON tasks (tenant, state) WHERE tenant IS NOT NULL;
 CREATE TABLE IF NOT EXISTS modules (
@@ -425,6 +434,76 @@ CREATE TABLE IF NOT EXISTS events (
 );
 `;
 
+/**
+ * Records a failed attempt: retryable codes go back to `queued` with full-jitter backoff (integer arithmetic in
+ * millionths, so both stores truncate alike) until the attempts run out (then `dead`); other codes end it `failed`.
+ */
+const FAIL_SQL = `
+      UPDATE tasks SET
+        state = CASE WHEN @retryable = 1 AND attempts < max_attempts THEN 'queued'
+                     WHEN @retryable = 1 THEN 'dead' ELSE 'failed' END,
+        run_after = CASE WHEN @retryable = 1 AND attempts < max_attempts
+          THEN CAST(@now AS BIGINT) + CAST(@jitter AS BIGINT) * (CASE WHEN CAST(@cap AS BIGINT) < CAST(@base AS BIGINT) * (CAST(1 AS BIGINT) << CAST(attempts - 1 AS INTEGER))
+            THEN CAST(@cap AS BIGINT) ELSE CAST(@base AS BIGINT) * (CAST(1 AS BIGINT) << CAST(attempts - 1 AS INTEGER)) END) / 1000000 ELSE run_after END,
+        finished_at = CASE WHEN @retryable = 1 AND attempts < max_attempts THEN NULL ELSE CAST(@now AS BIGINT) END,
+        error = @error, lease_id = NULL, updated_at = @now
+      WHERE id = @id AND lease_id = @leaseId AND state = 'leased' AND (CAST(@owner AS TEXT) IS NULL OR coordinator = @owner)
+      RETURNING state, kind, attempts, created_at, node_id, webhook`;
+
+/**
+ * Inserts queued tasks from column arrays (PostgreSQL, unnest: the same statement text for any count, so the
+ * server parses and plans it once); a repeated idempotency key inserts nothing. Answers the ids inserted.
+ */
+const INSERT_SET_SQL = `INSERT INTO tasks (id, kind, state, priority, attempts, max_attempts, run_after, deadline, idempotency_key,
+    spec_hash, tenant, webhook, module_hash, module_size, model, payload, labels, created_at, updated_at, replication, traceparent)
+  SELECT v.id, v.kind, 'queued', v.priority, 0, v.max_attempts, CAST(? AS BIGINT), v.deadline, v.idempotency_key, v.spec_hash,
+    v.tenant, v.webhook, v.module_hash, v.module_size, v.model, v.payload, v.labels, CAST(? AS BIGINT), CAST(? AS BIGINT), NULL, v.traceparent
+  FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]),
+    CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
+    CAST(? AS TEXT[]), CAST(? AS TEXT[]))
+    AS v (id, kind, priority, max_attempts, deadline, idempotency_key, spec_hash, tenant, webhook, module_hash, module_size, model,
+      payload, labels, traceparent)
+  ON CONFLICT (idempotency_key) DO NOTHING RETURNING id`;
+
+/** INSERT_SET_SQL for `tasks` (none replicated), a statement per SET_ROWS. */
+function insertSetStmts(tasks: readonly NewTask[], now: number): AsyncStmt[] {
+  const out: AsyncStmt[] = [];
+  for (let i = 0; i < tasks.length; i += SET_ROWS) {
+    const part = tasks.slice(i, i + SET_ROWS);
+    const col = <V>(f: (t: NewTask) => V): V[] => part.map(f);
+    out.push({
+      sql: INSERT_SET_SQL,
+      params: [
+        now,
+        now,
+        now,
+        col((t) => t.id),
+        col((t) => t.kind),
+        col((t) => t.priority),
+        col((t) => t.maxAttempts),
+        col((t) => t.deadline),
+        col((t) => storedKey(t.tenant, t.idempotencyKey)),
+        col((t) => t.specHash),
+        col((t) => t.tenant),
+        col((t) => t.webhook),
+        col((t) => t.moduleHash),
+        col((t) => t.moduleSize),
+        col((t) => t.model),
+        col((t) => JSON.stringify(t.payload)),
+        col((t) => (t.labels ? JSON.stringify(t.labels) : null)),
+        col((t) => t.traceparent ?? null),
+      ],
+    });
+  }
+  return out;
+}
+
+/** Records successful attempts from column arrays (PostgreSQL, unnest): task ids, lease ids, results. */
+const SUCCEED_SET_SQL = `UPDATE tasks SET state = 'succeeded', result = v.result, error = NULL, lease_id = NULL, updated_at = ?, finished_at = ?
+  FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[])) AS v (task_id, lease, result)
+  WHERE tasks.id = v.task_id AND tasks.lease_id = v.lease AND tasks.state = 'leased'
+  RETURNING tasks.id, v.lease, tasks.state, tasks.kind, tasks.attempts, tasks.created_at, tasks.node_id, tasks.webhook`;
+
 export class Journal {
   readonly db: SqlDb;
   readonly #clock: Clock;
@@ -453,7 +532,6 @@ export class Journal {
   readonly #oldestOf: Stmt<[string, string, number, number], ReadyRow>;
   readonly #oldestNull: Stmt<[string, number, number], ReadyRow>;
   readonly #nextTenant: Stmt<[string, string], { tenant: string }>;
-  readonly #hasNullTenant: Stmt<[string], { x: number }>;
   /** Per kind, the last tenant read in the previous round that had more than MAX_READY_TENANTS (reading goes round). */
   readonly #tenantCursor = new Map<TaskKind, string>();
   readonly #lease: Stmt;
@@ -520,7 +598,6 @@ export class Journal {
       WHERE state = 'queued' AND kind = ? AND tenant IS NULL AND run_after <= ? ORDER BY seq LIMIT ?${lock}`);
     this.#nextTenant = this.db.prepare(`SELECT tenant FROM tasks INDEXED BY tasks_age
       WHERE state = 'queued' AND kind = ? AND tenant > ? ORDER BY tenant LIMIT 1`);
-    this.#hasNullTenant = this.db.prepare(`SELECT 1 AS x FROM tasks INDEXED BY tasks_age WHERE state = 'queued' AND kind = ? AND tenant IS NULL LIMIT 1`);
     this.#lease = this.db.prepare(`
       UPDATE tasks SET state = 'leased', lease_id = @leaseId, node_id = @nodeId, attempts = attempts + 1,
         coordinator = @owner, updated_at = @now WHERE id = @taskId AND state = 'queued'`);
@@ -536,17 +613,7 @@ export class Journal {
         updated_at = @now, finished_at = @now
       WHERE id = @id AND lease_id = @leaseId AND state = 'leased'
       RETURNING state, kind, attempts, created_at, node_id, webhook`);
-    this.#fail = this.db.prepare(`
-      UPDATE tasks SET
-        state = CASE WHEN @retryable = 1 AND attempts < max_attempts THEN 'queued'
-                     WHEN @retryable = 1 THEN 'dead' ELSE 'failed' END,
-        run_after = CASE WHEN @retryable = 1 AND attempts < max_attempts
-          THEN CAST(@now AS BIGINT) + CAST(@jitter AS BIGINT) * (CASE WHEN CAST(@cap AS BIGINT) < CAST(@base AS BIGINT) * (CAST(1 AS BIGINT) << CAST(attempts - 1 AS INTEGER))
-            THEN CAST(@cap AS BIGINT) ELSE CAST(@base AS BIGINT) * (CAST(1 AS BIGINT) << CAST(attempts - 1 AS INTEGER)) END) / 1000000 ELSE run_after END,
-        finished_at = CASE WHEN @retryable = 1 AND attempts < max_attempts THEN NULL ELSE CAST(@now AS BIGINT) END,
-        error = @error, lease_id = NULL, updated_at = @now
-      WHERE id = @id AND lease_id = @leaseId AND state = 'leased' AND (CAST(@owner AS TEXT) IS NULL OR coordinator = @owner)
-      RETURNING state, kind, attempts, created_at, node_id, webhook`);
+    this.#fail = this.db.prepare(FAIL_SQL);
     this.#cancel = this.db.prepare(`
       UPDATE tasks SET state = 'cancelled', error = @error, lease_id = NULL, updated_at = @now, finished_at = @now
       WHERE id = @id AND state IN ('queued', 'leased')`);
@@ -720,8 +787,8 @@ export class Journal {
    * tenants a call: with more, the next call goes on after the last one read (round the list).
    */
   ready(kind: TaskKind, now: number, limit: number, oldest = 0): ReadyRow[] {
-    const tenants: Array<string | null> = [];
-    if (this.#hasNullTenant.get(kind)) tenants.push(null);
+    // Tasks without a tenant are read first (no probe for them: reading none costs what a probe would).
+    const tenants: Array<string | null> = [null];
     const start = this.#tenantCursor.get(kind) ?? '';
     let after = start;
     let wrapped = false;
@@ -797,45 +864,21 @@ export class Journal {
   /** Inserts `tasks` (none replicated), a statement per SET_ROWS; answers the ids inserted (a repeated idempotency key is not). */
   #insertSet(tasks: readonly NewTask[], now: number): Set<string> {
     const out = new Set<string>();
-    // One column array a parameter (unnest): the same statement text for any count, so PostgreSQL parses and plans it once.
-    const stmt = this.#prep<unknown[], { id: string }>(
-      `INSERT INTO tasks (id, kind, state, priority, attempts, max_attempts, run_after, deadline, idempotency_key,
-         spec_hash, tenant, webhook, module_hash, module_size, model, payload, labels, created_at, updated_at, replication, traceparent)
-       SELECT v.id, v.kind, 'queued', v.priority, 0, v.max_attempts, CAST(? AS BIGINT), v.deadline, v.idempotency_key, v.spec_hash,
-         v.tenant, v.webhook, v.module_hash, v.module_size, v.model, v.payload, v.labels, CAST(? AS BIGINT), CAST(? AS BIGINT), NULL, v.traceparent
-       FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]),
-         CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
-         CAST(? AS TEXT[]), CAST(? AS TEXT[]))
-         AS v (id, kind, priority, max_attempts, deadline, idempotency_key, spec_hash, tenant, webhook, module_hash, module_size, model,
-           payload, labels, traceparent)
-       ON CONFLICT (idempotency_key) DO NOTHING RETURNING id`,
-    );
-    for (let i = 0; i < tasks.length; i += SET_ROWS) {
-      const part = tasks.slice(i, i + SET_ROWS);
-      const col = <V>(f: (t: NewTask) => V): V[] => part.map(f);
-      const got = stmt.all(
-        now,
-        now,
-        now,
-        col((t) => t.id),
-        col((t) => t.kind),
-        col((t) => t.priority),
-        col((t) => t.maxAttempts),
-        col((t) => t.deadline),
-        col((t) => storedKey(t.tenant, t.idempotencyKey)),
-        col((t) => t.specHash),
-        col((t) => t.tenant),
-        col((t) => t.webhook),
-        col((t) => t.moduleHash),
-        col((t) => t.moduleSize),
-        col((t) => t.model),
-        col((t) => JSON.stringify(t.payload)),
-        col((t) => (t.labels ? JSON.stringify(t.labels) : null)),
-        col((t) => t.traceparent ?? null),
-      );
-      for (const r of got) out.add(r.id);
-    }
+    for (const st of insertSetStmts(tasks, now)) for (const r of this.#prep<unknown[], { id: string }>(st.sql).all(...st.params)) out.add(r.id);
     return out;
+  }
+
+  /**
+   * insertTasks() without waiting, on a shared journal, for batches with no idempotency key and no replicated
+   * task (nothing that may conflict): the set statements in one transaction on the store's asynchronous lane, so
+   * the coordinator goes on while the server commits them. Other batches, and SQLite, go through insertTasks().
+   */
+  async insertTasksAsync(tasks: readonly NewTask[]): Promise<InsertOutcome[]> {
+    if (!this.shared || !this.db.runAsync || tasks.some((t) => t.idempotencyKey !== null || t.replication)) return this.insertTasks(tasks);
+    const results = await this.db.runAsync(insertSetStmts(tasks, this.#clock.now()), { sync: 'full' });
+    const inserted = results.reduce((n, rows) => n + rows.length, 0);
+    if (inserted !== tasks.length) throw new AppError('INTERNAL', 'A task insert was ignored without an idempotency conflict.');
+    return tasks.map((t) => ({ id: t.id, created: true }));
   }
 
   /** Leases `leases` (none replicated) with one statement per SET_ROWS; adds those applied to `leased`. */
@@ -978,6 +1021,19 @@ export class Journal {
   /** Writes why queued tasks wait (a task no longer queued is left as it is). */
   setWaiting(updates: ReadonlyArray<{ id: TaskId; reason: WaitReason; since: number }>): void {
     if (updates.length === 0) return;
+    if (this.shared) {
+      // One set statement per SET_ROWS (a round trip each), not one per task.
+      const set = this.#prep<unknown[]>(`UPDATE tasks SET wait_reason = v.reason, wait_since = v.since
+        FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[])) AS v (id, reason, since)
+        WHERE tasks.id = v.id AND tasks.state = 'queued'`);
+      this.db.transaction(() => {
+        for (let i = 0; i < updates.length; i += SET_ROWS) {
+          const part = updates.slice(i, i + SET_ROWS);
+          set.run(part.map((u) => u.id), part.map((u) => u.reason), part.map((u) => u.since));
+        }
+      })();
+      return;
+    }
     const stmt = this.#prep<[string, number, string]>(`UPDATE tasks SET wait_reason = ?, wait_since = ? WHERE id = ? AND state = 'queued'`);
     this.db.transaction(() => {
       for (const u of updates) stmt.run(u.reason, u.since, u.id);
@@ -994,16 +1050,15 @@ export class Journal {
   complete(items: readonly Completion[], random: () => number = Math.random): Array<Ended | null> {
     const now = this.#clock.now();
     const run = this.db.transaction(() => {
+      if (this.shared) {
+        const plan = this.#completionPlan(items, now, random);
+        return plan.read(plan.stmts.map((st) => this.#prep(st.sql).all(...st.params)));
+      }
       const out: Array<Ended | null> = [];
-      // PostgreSQL: the successes in set statements (a round trip per SET_ROWS rather than per result).
-      const succeeded = this.shared ? this.#succeedSet(items, now) : null;
       for (const item of items) {
         let row: EndedRow | undefined;
         let code: string | null = null;
-        if (succeeded && item.outcome.ok) {
-          row = succeeded.get(`${item.taskId}\n${item.leaseId}`);
-          succeeded.delete(`${item.taskId}\n${item.leaseId}`);
-        } else if (item.outcome.ok) {
+        if (item.outcome.ok) {
           row = this.#succeed.get({
             id: item.taskId,
             leaseId: item.leaseId,
@@ -1011,27 +1066,10 @@ export class Journal {
             now,
           }) as EndedRow | undefined;
         } else {
-          const err = item.outcome.error;
-          code = isErrorCode(err.code) ? err.code : 'INTERNAL';
-          row = this.#fail.get({
-            id: item.taskId,
-            leaseId: item.leaseId,
-            retryable: isErrorCode(err.code) && ERRORS[err.code].retryable ? 1 : 0,
-            // Millionths, so that the delay is integer arithmetic (truncated alike by both stores).
-            jitter: Math.floor(random() * 1_000_000),
-            cap: LIMITS.retryMaxMs,
-            base: this.retryBaseMs,
-            error: JSON.stringify(err),
-            owner: item.owned ? this.coordinatorId : null,
-            now,
-          }) as EndedRow | undefined;
+          code = codeOf(item.outcome.error);
+          row = this.#fail.get(this.#failParams(item, now, random)) as EndedRow | undefined;
         }
-        if (!row) {
-          this.duplicatesDropped++;
-          out.push(null);
-        } else {
-          out.push(toEnded(item.taskId, row, code));
-        }
+        out.push(this.#ended(item, row, code));
       }
       return out;
     });
@@ -1041,29 +1079,80 @@ export class Journal {
     return out;
   }
 
-  /** Records the successful outcomes among `items`, a statement per SET_ROWS; answers the rows applied by task and lease. */
-  #succeedSet(items: readonly Completion[], now: number): Map<string, EndedRow> {
+  /**
+   * complete() without waiting, on a shared journal: the same statements in one transaction on the store's
+   * asynchronous lane (SqlDb.runAsync), so the coordinator goes on while the server records them. Answers as
+   * complete() does; a store that cannot be reached rejects with STORE_UNAVAILABLE and nothing is recorded.
+   */
+  async completeAsync(items: readonly Completion[], random: () => number = Math.random): Promise<Array<Ended | null>> {
+    if (!this.shared || !this.db.runAsync) return this.complete(items, random);
+    const plan = this.#completionPlan(items, this.#clock.now(), random);
+    return plan.read(await this.db.runAsync(plan.stmts, { sync: this.attemptSync }));
+  }
+
+  /**
+   * A shared journal's statements for complete(): the successes in set statements (a round trip per SET_ROWS
+   * rather than per result), then each failure; `read` turns their rows into complete()'s answer.
+   */
+  #completionPlan(items: readonly Completion[], now: number, random: () => number): { stmts: AsyncStmt[]; read(results: unknown[][]): Array<Ended | null> } {
+    const stmts: AsyncStmt[] = [];
     const ok = items.filter((i) => i.outcome.ok);
-    const out = new Map<string, EndedRow>();
-    if (ok.length === 0) return out;
-    const stmt = this.#prep<unknown[], EndedRow & { id: TaskId; lease: string }>(
-      `UPDATE tasks SET state = 'succeeded', result = v.result, error = NULL, lease_id = NULL, updated_at = ?, finished_at = ?
-       FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[])) AS v (task_id, lease, result)
-       WHERE tasks.id = v.task_id AND tasks.lease_id = v.lease AND tasks.state = 'leased'
-       RETURNING tasks.id, v.lease, tasks.state, tasks.kind, tasks.attempts, tasks.created_at, tasks.node_id, tasks.webhook`,
-    );
     for (let i = 0; i < ok.length; i += SET_ROWS) {
       const part = ok.slice(i, i + SET_ROWS);
-      const got = stmt.all(
-        now,
-        now,
-        part.map((c) => c.taskId),
-        part.map((c) => c.leaseId),
-        part.map((c) => JSON.stringify((c.outcome as { result: unknown }).result ?? null)),
-      );
-      for (const r of got) out.set(`${r.id}\n${r.lease}`, r);
+      stmts.push({
+        sql: SUCCEED_SET_SQL,
+        params: [
+          now,
+          now,
+          part.map((c) => c.taskId),
+          part.map((c) => c.leaseId),
+          part.map((c) => JSON.stringify((c.outcome as { result: unknown }).result ?? null)),
+        ],
+      });
     }
-    return out;
+    const sets = stmts.length;
+    for (const item of items) if (!item.outcome.ok) stmts.push({ sql: FAIL_SQL, params: [this.#failParams(item, now, random)] });
+    const read = (results: unknown[][]): Array<Ended | null> => {
+      const succeeded = new Map<string, EndedRow>();
+      for (let i = 0; i < sets; i++) for (const r of results[i] as Array<EndedRow & { id: TaskId; lease: string }>) succeeded.set(`${r.id}\n${r.lease}`, r);
+      let next = sets;
+      return items.map((item) => {
+        if (item.outcome.ok) {
+          // A result sent twice in one batch applies once: the second finds its row taken.
+          const key = `${item.taskId}\n${item.leaseId}`;
+          const row = succeeded.get(key);
+          succeeded.delete(key);
+          return this.#ended(item, row, null);
+        }
+        return this.#ended(item, (results[next++] as EndedRow[])[0], codeOf(item.outcome.error));
+      });
+    };
+    return { stmts, read };
+  }
+
+  #failParams(item: Completion, now: number, random: () => number): Record<string, unknown> {
+    const err = (item.outcome as { error: ErrorInfo }).error;
+    return {
+      id: item.taskId,
+      leaseId: item.leaseId,
+      retryable: isErrorCode(err.code) && ERRORS[err.code].retryable ? 1 : 0,
+      // Millionths, so that the delay is integer arithmetic (truncated alike by both stores).
+      jitter: Math.floor(random() * 1_000_000),
+      cap: LIMITS.retryMaxMs,
+      base: this.retryBaseMs,
+      error: JSON.stringify(err),
+      owner: item.owned ? this.coordinatorId : null,
+      now,
+    };
+  }
+
+  /** An attempt's end as complete() answers it: null when nothing applied (a late duplicate, counted). */
+  #ended(item: Completion, row: EndedRow | undefined, code: string | null): Ended | null {
+    if (!row) {
+      this.duplicatesDropped++;
+      return null;
+    }
+    return toEnded(item.taskId, row, code);
   }
 
   /** Backoff base; tests lower it. */
@@ -1076,7 +1165,8 @@ export class Journal {
       .transaction(() => {
         const row = this.#get.get(id);
         if (!row || (row.state !== 'queued' && row.state !== 'leased')) return undefined;
-        this.#cancel.run({ id, now, error: JSON.stringify(errorInfo('CANCELLED', reason)) });
+        // Shared: the row may have ended since it was read (another coordinator, or this one's results lane).
+        if (this.#cancel.run({ id, now, error: JSON.stringify(errorInfo('CANCELLED', reason)) }).changes === 0) return undefined;
         const out = { leaseId: row.lease_id, nodeId: row.state === 'leased' ? row.node_id : null };
         if (!row.replication) return out;
         this.#replicatedOpen--;
@@ -1738,6 +1828,11 @@ interface EndedRow {
   created_at: number;
   node_id: string | null;
   webhook: string | null;
+}
+
+/** The code a failed attempt is counted under: its own when it is one of ours, else INTERNAL. */
+function codeOf(err: ErrorInfo): string {
+  return isErrorCode(err.code) ? err.code : 'INTERNAL';
 }
 
 function toEnded(taskId: TaskId, row: EndedRow, errorCode: string | null): Ended {

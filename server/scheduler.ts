@@ -145,6 +145,8 @@ const WAIT_NOTE_AFTER_MS = 1_000;
 
 /** With aging on, a tenant's longest-queued tasks read beside its highest priority ones (aging may lift them). */
 const AGED_CANDIDATES = 64;
+/** Longest between two reads of those candidates (or agingMs, when shorter). */
+const AGED_READ_MS = 1_000;
 /** Most tasks taken from the journal in one dispatch round. */
 const MAX_DISPATCH = 4096;
 /** Keep each `task.assign` message well below the socket limit. */
@@ -170,6 +172,8 @@ export class Scheduler {
   /** Node reputation from quorums and verdicts, journaled; the router weighs each node's room by it. */
   readonly reputation: Reputations;
   #flushPending = false;
+  /** When each kind's aged candidates were last read (see #claimRound). */
+  readonly #agedReadAt = new Map<TaskKind, number>();
   /** Called after leases are released; shutdown waits on it. */
   onIdle: (() => void) | null = null;
   /** Called with each attempt's end once it is journaled, after the metrics (server/history.ts listens). */
@@ -370,14 +374,22 @@ export class Scheduler {
   #claimRound(now: number, free: Map<NodeSession, Slots>) {
     let candidates: Array<ReadyRow & Partial<Pick<ReplicaReadyRow, 'replica' | 'avoid'>>> = [];
     let replicaCapacity = 0;
-    const oldest = (this.#opts.agingMs ?? 0) > 0 ? AGED_CANDIDATES : 0;
+    const agingMs = this.#opts.agingMs ?? 0;
     for (const kind of TASK_KINDS) {
       let capacity = 0;
       for (const [node, slots] of free) if (node.fits(kind)) capacity += roomFor(kind, slots);
       if (capacity === 0) continue;
       if (kind !== 'train') replicaCapacity += capacity;
       const limit = Math.min(capacity, MAX_DISPATCH);
-      const got = this.#journal.ready(kind, now, limit, Math.min(limit, oldest));
+      // Aging lifts a task one step per agingMs: its longest-queued candidates are read once a step (at most
+      // once a second), not every round (each read walks the queue's head again).
+      let oldest = 0;
+      const readAt = this.#agedReadAt.get(kind) ?? -Infinity;
+      if (agingMs > 0 && (now - readAt >= Math.min(agingMs, AGED_READ_MS) || now < readAt)) {
+        oldest = Math.min(limit, AGED_CANDIDATES);
+        this.#agedReadAt.set(kind, now);
+      }
+      const got = this.#journal.ready(kind, now, limit, oldest);
       if (got.length) candidates = candidates.length ? candidates.concat(got) : got;
     }
     if (replicaCapacity > 0) {
@@ -639,14 +651,17 @@ export class Scheduler {
     setImmediate(() => this.flushResults());
   }
 
-  /** Journals every result received since the last flush, in one transaction. */
+  /**
+   * Journals every result received since the last flush, in one transaction. On a shared journal (PostgreSQL) the
+   * transaction runs on the store's asynchronous lane, one at a time: the coordinator goes on dispatching and
+   * reading results while the server records them, and the results that came meanwhile go in the next one.
+   */
   flushResults(): void {
     this.#flushPending = false;
     if (this.#pendingReplicas.length && this.#journal.db.open) this.#flushReplicas();
     const pending = this.#pending;
-    if (pending.length === 0 || !this.#journal.db.open) return;
+    if (pending.length === 0 || !this.#journal.db.open || this.#flushing) return;
     this.#pending = [];
-    const now = this.#opts.clock.now();
     const completions: Completion[] = new Array(pending.length);
     for (let i = 0; i < pending.length; i++) {
       const item = pending[i]!.item;
@@ -657,15 +672,49 @@ export class Scheduler {
       };
     }
     const t0 = this.#tracing ? Date.now() : 0;
+    if (this.#journal.shared && !this.#stopped) {
+      this.#flushing = this.#journal.completeAsync(completions).then(
+        (ended) => {
+          this.#flushing = null;
+          this.#flushed(pending, ended, t0);
+          if (this.#pending.length) this.#scheduleFlush();
+        },
+        (err: unknown) => {
+          this.#flushing = null;
+          this.#unflushed(pending, err);
+          if (this.#pending.length && !this.#stopped) setTimeout(() => this.#scheduleFlush(), 100).unref();
+        },
+      );
+      return;
+    }
     let ended: Array<Ended | null>;
     try {
       ended = this.#journal.complete(completions);
     } catch (err) {
-      // Nothing was written: the results wait here for the next tick's flush.
-      this.#pending = pending.concat(this.#pending);
-      if (this.#storeDown(err)) return;
-      throw err;
+      this.#unflushed(pending, err);
+      return;
     }
+    this.#flushed(pending, ended, t0);
+  }
+
+  /** A results flush in flight on the asynchronous lane (at most one). */
+  #flushing: Promise<void> | null = null;
+
+  /** Waits for the results flush in flight, and journals the results still pending (shutdown: after stop()). */
+  async settle(): Promise<void> {
+    await this.#flushing;
+    if (this.#pending.length && this.#journal.db.open) this.flushResults();
+    await this.#flushing;
+  }
+
+  /** Nothing was written: the results wait for the next flush (the store out of reach), or the error is thrown. */
+  #unflushed(pending: PendingResult[], err: unknown): void {
+    this.#pending = pending.concat(this.#pending);
+    if (!this.#storeDown(err)) throw err;
+  }
+
+  #flushed(pending: readonly PendingResult[], ended: ReadonlyArray<Ended | null>, t0: number): void {
+    const now = this.#opts.clock.now();
     if (this.#tracing) recordResults(this.#tracing, pending, ended, t0);
     for (let i = 0; i < ended.length; i++) {
       const e = ended[i];
@@ -878,7 +927,7 @@ export class Scheduler {
   }
 
   #maybeIdle(): void {
-    if (this.leases.size === 0 && this.#pending.length === 0 && this.#pendingReplicas.length === 0 && this.onIdle) this.onIdle();
+    if (this.leases.size === 0 && this.#pending.length === 0 && this.#pendingReplicas.length === 0 && !this.#flushing && this.onIdle) this.onIdle();
   }
 }
 

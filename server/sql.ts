@@ -37,7 +37,19 @@ export interface SqlDb {
   transaction<A extends unknown[], R>(fn: (...args: A) => R): Tx<A, R>;
   /** How durably the next commits are written: 'full' waits for the disk, 'normal' may lose the last ones to an OS (or server) crash. */
   setSync(mode: 'full' | 'normal'): void;
+  /**
+   * A server store only (PostgreSQL): runs `stmts` (the journal's SQL and parameters, as `prepare` takes them) in
+   * one transaction on a connection of their own, without blocking; answers each statement's rows. It sees only
+   * what committed before it began, and the synchronous statements meanwhile do not see it until it commits.
+   */
+  runAsync?(stmts: ReadonlyArray<AsyncStmt>, opts?: { sync?: 'full' | 'normal' }): Promise<unknown[][]>;
   close(): void;
+}
+
+/** One statement of `SqlDb.runAsync`: SQL as `prepare` takes it, and the parameters `run`/`all` would get. */
+export interface AsyncStmt {
+  sql: string;
+  params: unknown[];
 }
 
 /** Whether `target` (a --db value) names a PostgreSQL server rather than a SQLite file. */
@@ -144,6 +156,11 @@ export class PostgresDb implements SqlDb {
   readonly name: string;
   readonly #worker: Worker;
   readonly #port: MessagePort;
+  /** The asynchronous lane (runAsync): its answers, by id. */
+  readonly #asyncPort: MessagePort;
+  readonly #asyncWaiting = new Map<number, { resolve: (rows: unknown[][]) => void; reject: (err: unknown) => void }>();
+  /** The journal's SQL in PostgreSQL's form, for runAsync (prepare converts its own once). */
+  readonly #converted = new Map<string, PgSql>();
   readonly #signal = new Int32Array(new SharedArrayBuffer(4));
   readonly #names = new Map<string, string>();
   #nextId = 0;
@@ -163,14 +180,50 @@ export class PostgresDb implements SqlDb {
     parsed.password = '';
     this.name = parsed.toString();
     const { port1, port2 } = new MessageChannel();
+    const lane = new MessageChannel();
     this.#port = port1;
+    this.#asyncPort = lane.port1;
     this.#worker = new Worker(new URL('./ts-worker.mjs', import.meta.url), {
-      workerData: { entry: new URL('./pg-worker.ts', import.meta.url).href, role: 'pg', url, port: port2, signal: this.#signal.buffer },
-      transferList: [port2],
+      workerData: { entry: new URL('./pg-worker.ts', import.meta.url).href, role: 'pg', url, port: port2, asyncPort: lane.port2, signal: this.#signal.buffer },
+      transferList: [port2, lane.port2],
     });
     this.#worker.unref();
     this.#worker.on('error', () => undefined);
     port1.unref();
+    lane.port1.on('message', (m: PgAnswer) => this.#asyncAnswer(m));
+    lane.port1.unref();
+  }
+
+  runAsync(stmts: ReadonlyArray<AsyncStmt>, opts: { sync?: 'full' | 'normal' } = {}): Promise<unknown[][]> {
+    if (!this.#open) return Promise.reject(new TypeError('The database connection is not open'));
+    const id = this.#nextId++;
+    const queries = stmts.map((st) => {
+      let pg = this.#converted.get(st.sql);
+      if (!pg) this.#converted.set(st.sql, (pg = toPostgres(st.sql)));
+      return this.#bind(pg, st.params);
+    });
+    return new Promise((resolve, reject) => {
+      this.#asyncWaiting.set(id, { resolve, reject });
+      // While an answer is awaited the port keeps the process alive.
+      if (this.#asyncWaiting.size === 1) this.#asyncPort.ref();
+      this.#asyncPort.postMessage({ id, queries, sync: opts.sync ?? 'full' });
+    });
+  }
+
+  #asyncAnswer(m: PgAnswer): void {
+    const waiting = this.#asyncWaiting.get(m.id);
+    if (!waiting) return;
+    this.#asyncWaiting.delete(m.id);
+    if (this.#asyncWaiting.size === 0) this.#asyncPort.unref();
+    if (m.ok) {
+      waiting.resolve(m.results.map((r) => buffers(r.rows)));
+    } else if (m.connection) {
+      waiting.reject(new AppError('STORE_UNAVAILABLE', `The PostgreSQL journal cannot be reached: ${m.message}`, { store: this.name }));
+    } else {
+      const err = new Error(m.message) as Error & { code?: string | null };
+      err.code = m.code;
+      waiting.reject(err);
+    }
   }
 
   get open(): boolean {
@@ -207,8 +260,8 @@ export class PostgresDb implements SqlDb {
     }
   }
 
-  #query(sql: PgSql, params: unknown[]): { rows: unknown[]; changes: number } {
-    if (this.#broken) throw new AppError('STORE_UNAVAILABLE', 'The PostgreSQL connection was lost inside this transaction.', { store: this.name });
+  /** A statement with its parameters in `$n` order, and its server-side prepared statement's name. */
+  #bind(sql: PgSql, params: unknown[]): PgQuery {
     let values: unknown[];
     if (sql.names) {
       const obj = (params[0] ?? {}) as Record<string, unknown>;
@@ -218,14 +271,13 @@ export class PostgresDb implements SqlDb {
     }
     let name = this.#names.get(sql.text);
     if (name === undefined) this.#names.set(sql.text, (name = `j${this.#names.size}`));
-    const last = this.#withPrefix({ text: sql.text, values, name });
-    // BYTEA crosses the thread as a Uint8Array (structured clone); callers get a Buffer, as from better-sqlite3.
-    for (const row of last.rows as Array<Record<string, unknown>>) {
-      for (const k in row) {
-        const v = row[k];
-        if (v instanceof Uint8Array && !Buffer.isBuffer(v)) row[k] = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
-      }
-    }
+    return { text: sql.text, values, name };
+  }
+
+  #query(sql: PgSql, params: unknown[]): { rows: unknown[]; changes: number } {
+    if (this.#broken) throw new AppError('STORE_UNAVAILABLE', 'The PostgreSQL connection was lost inside this transaction.', { store: this.name });
+    const last = this.#withPrefix(this.#bind(sql, params));
+    buffers(last.rows);
     return last;
   }
 
@@ -314,18 +366,34 @@ export class PostgresDb implements SqlDb {
   close(): void {
     if (!this.#open) return;
     try {
+      // The worker finishes the asynchronous lane's transactions before it answers.
       this.#send('close');
     } catch {
       // closing anyway
     }
     this.#open = false;
+    for (let m = receiveMessageOnPort(this.#asyncPort); m; m = receiveMessageOnPort(this.#asyncPort)) this.#asyncAnswer(m.message as PgAnswer);
+    for (const w of this.#asyncWaiting.values()) w.reject(new AppError('STORE_UNAVAILABLE', 'The PostgreSQL journal was closed before the transaction was answered.', { store: this.name }));
+    this.#asyncWaiting.clear();
     this.#port.close();
+    this.#asyncPort.close();
     void this.#worker.terminate();
   }
 }
 
 function norm(v: unknown): unknown {
   return v === undefined ? null : v;
+}
+
+/** BYTEA crosses the thread as a Uint8Array (structured clone); callers get a Buffer, as from better-sqlite3. */
+function buffers(rows: unknown[]): unknown[] {
+  for (const row of rows as Array<Record<string, unknown>>) {
+    for (const k in row) {
+      const v = row[k];
+      if (v instanceof Uint8Array && !Buffer.isBuffer(v)) row[k] = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+    }
+  }
+  return rows;
 }
 
 /**

@@ -42,7 +42,7 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
     checkTrainDatasets(specs, batch, ctx, tenantOf(req));
     await models.weigh(specs.flatMap((s) => (s.kind === 'train' ? [s.payload.model] : [])));
     checkBlobRefs(specs, batch, ctx, tenantOf(req));
-    const outcomes = submitSpecs(ctx, specs, batch, req.headers.traceparent);
+    const outcomes = await submitSpecsAsync(ctx, specs, batch, req.headers.traceparent);
     void reply.code(outcomes.some((o) => o.created) ? 202 : 200);
     return batch ? { ids: outcomes.map((o) => o.id) } : { id: outcomes[0]!.id };
   });
@@ -161,9 +161,38 @@ async function checkGenerate(specs: readonly TaskSpec[], batch: boolean, models:
 /**
  * Journals checked specs the way every submit does (tenant quotas, effective limits,
  * one transaction) and wakes the scheduler. `batch` only shapes error paths.
- * Used by POST /v1/tasks and the OpenAI-compatible routes.
+ * Used by the OpenAI-compatible routes (which watch the tasks in the same turn of the event loop).
  */
 export function submitSpecs(ctx: Context, specs: readonly TaskSpec[], batch: boolean, traceHeader?: unknown): InsertOutcome[] {
+  const s = startSubmit(ctx, specs, batch, traceHeader);
+  let outcomes: InsertOutcome[];
+  try {
+    outcomes = ctx.journal.insertTasks(s.tasks);
+  } catch (err) {
+    s.failed(err);
+    throw err;
+  }
+  return s.journaled(outcomes);
+}
+
+/**
+ * submitSpecs for POST /v1/tasks: on a shared journal a batch that cannot conflict is committed on the store's
+ * asynchronous lane (Journal.insertTasksAsync), so the coordinator serves others while the server commits it.
+ */
+export async function submitSpecsAsync(ctx: Context, specs: readonly TaskSpec[], batch: boolean, traceHeader?: unknown): Promise<InsertOutcome[]> {
+  const s = startSubmit(ctx, specs, batch, traceHeader);
+  let outcomes: InsertOutcome[];
+  try {
+    outcomes = await ctx.journal.insertTasksAsync(s.tasks);
+  } catch (err) {
+    s.failed(err);
+    throw err;
+  }
+  return s.journaled(outcomes);
+}
+
+/** A submit's tasks (quotas checked, trace begun) and what follows its insert: the span, the metrics, the wakeup. */
+function startSubmit(ctx: Context, specs: readonly TaskSpec[], batch: boolean, traceHeader: unknown) {
   // The tasks' trace context: a child of the caller's `traceparent` when it is valid, else a new trace (server/tracing.ts).
   const traced = ctx.tracing ? ctx.tracing.submit(traceHeader, specs.length) : null;
   const traceparent = traced ? traced.traceparent : untracedTraceparent(traceHeader);
@@ -175,28 +204,25 @@ export function submitSpecs(ctx: Context, specs: readonly TaskSpec[], batch: boo
     if (traced) ctx.tracing!.refused(traced, err);
     throw err;
   }
-  let outcomes: InsertOutcome[];
-  if (traced) {
-    const t0 = Date.now();
-    try {
-      outcomes = ctx.journal.insertTasks(tasks);
-    } catch (err) {
-      ctx.tracing!.journaled(traced, t0, Date.now(), 0, err);
-      throw err;
-    }
-    ctx.tracing!.journaled(traced, t0, Date.now(), outcomes.reduce((n, o) => n + (o.created ? 1 : 0), 0));
-  } else {
-    outcomes = ctx.journal.insertTasks(tasks);
-  }
-  let created = 0;
-  for (let i = 0; i < outcomes.length; i++) {
-    if (outcomes[i]!.created) {
-      created++;
-      ctx.metrics.submittedTasks(tasks[i]!.kind, 1);
-    }
-  }
-  if (created) ctx.scheduler.submitted();
-  return outcomes;
+  const t0 = traced ? Date.now() : 0;
+  return {
+    tasks,
+    failed(err: unknown): void {
+      if (traced) ctx.tracing!.journaled(traced, t0, Date.now(), 0, err);
+    },
+    journaled(outcomes: InsertOutcome[]): InsertOutcome[] {
+      let created = 0;
+      for (let i = 0; i < outcomes.length; i++) {
+        if (outcomes[i]!.created) {
+          created++;
+          ctx.metrics.submittedTasks(tasks[i]!.kind, 1);
+        }
+      }
+      if (traced) ctx.tracing!.journaled(traced, t0, Date.now(), created);
+      if (created) ctx.scheduler.submitted();
+      return outcomes;
+    },
+  };
 }
 
 /** GET /v1/tasks cursors are opaque to callers: base64url of `{ v: 1, before: seq }`. */
