@@ -22,7 +22,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AppError, base64ToBytes, parseName, type TrainResult, type TrainedAdapterFiles } from '../shared';
+import { AppError, base64ToBytes, parseName, type PartRef, type TrainResult, type TrainedAdapterFiles } from '../shared';
 import { parseLlamaConfig, type LlamaConfig } from '../worker/model/config';
 import { readSafetensorsFiles } from '../worker/model/folder';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, baseModelFingerprint, loadAdapter } from '../worker/model/peft';
@@ -312,6 +312,28 @@ export class AdapterRegistry {
   }
 }
 
+function isPartRef(v: unknown): v is PartRef {
+  const p = v as Partial<PartRef> | null;
+  return typeof p === 'object' && p !== null && typeof p.part === 'string' && Number.isInteger(p.bytes) && typeof p.sha256 === 'string';
+}
+
+/** The bytes of a result file sent in parts, checked against what the result states of it. */
+function fromParts(ref: PartRef, parts: ReadonlyMap<string, { total: number; received: number; chunks: Uint8Array[] }> | null): Uint8Array {
+  const file = parts?.get(ref.part);
+  if (!file || file.received !== file.total || file.total !== ref.bytes) {
+    throw new AppError('RESULT_PARTS_INCOMPLETE', `The train result names ${ref.part.slice(0, 64)} (${ref.bytes} bytes) in parts, but ${file ? `${file.received} of ${file.total} bytes` : 'none'} arrived on its lease.`, {
+      part: ref.part.slice(0, 64),
+      bytes: ref.bytes,
+      received: file?.received ?? 0,
+    });
+  }
+  const bytes = Buffer.concat(file.chunks);
+  if (sha256(bytes) !== ref.sha256.toLowerCase()) {
+    throw new AppError('ADAPTER_INVALID', `Invalid LoRA adapter: the parts of ${ref.part.slice(0, 64)} do not hash to the SHA-256 the result states.`);
+  }
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
 /** Visible subdirectory names of `dir` ([] when it does not exist). */
 async function dirNames(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
@@ -323,19 +345,22 @@ async function dirNames(dir: string): Promise<string[]> {
  * as a new version of the task's own `adapterName` for its own `model` (never names the node chose), and the
  * result keeps the version's reference instead of the files. A result without files, with files that are not
  * base64 or that the registry refuses (ADAPTER_INVALID, ADAPTER_MISMATCH for another base) fails the attempt.
+ * An adapter too large for one socket message comes in `parts` (task.part, on the lease): all of them, of the
+ * size and SHA-256 the result states, or RESULT_PARTS_INCOMPLETE (retryable) / ADAPTER_INVALID.
  */
 export async function storeTrainedAdapter(
   registry: AdapterRegistry,
   task: { model: string; adapterName: string } | null,
   result: unknown,
+  parts: ReadonlyMap<string, { total: number; received: number; chunks: Uint8Array[] }> | null = null,
 ): Promise<TrainResult> {
   if (!task) throw new AppError('TASK_NOT_FOUND', 'The train task of this result is not in the journal.');
   const r = result as Partial<TrainResult> | null;
   const files = r?.adapter as Partial<TrainedAdapterFiles> | undefined;
-  if (!r || typeof r !== 'object' || !files || typeof files.config !== 'string' || typeof files.safetensors !== 'string') {
-    throw new AppError('ADAPTER_INVALID', 'Invalid LoRA adapter: the train result carries no adapter files (adapter.config and adapter.safetensors in base64).');
+  if (!r || typeof r !== 'object' || !files || typeof files.config !== 'string' || (typeof files.safetensors !== 'string' && !isPartRef(files.safetensors))) {
+    throw new AppError('ADAPTER_INVALID', 'Invalid LoRA adapter: the train result carries no adapter files (adapter.config, and adapter.safetensors in base64 or named parts).');
   }
-  const bytes = base64ToBytes(files.safetensors);
+  const bytes = typeof files.safetensors === 'string' ? base64ToBytes(files.safetensors) : fromParts(files.safetensors as PartRef, parts);
   if (!bytes) throw new AppError('ADAPTER_INVALID', 'Invalid LoRA adapter: adapter.safetensors in the train result is not base64.');
   // The engine's base fingerprint is in the safetensors metadata, which the registry checks against the base.
   const v = await registry.upload(task.model, task.adapterName, files.config, bytes);

@@ -201,6 +201,9 @@ export class Hub {
       case 'task.progress':
         this.#scheduler.progress(node, msg);
         return;
+      case 'task.part':
+        this.#scheduler.part(node, msg);
+        return;
       case 'task.result': {
         const refused = this.#scheduler.results(node, msg.results);
         if (refused.length) {

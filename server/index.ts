@@ -192,10 +192,10 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
     agingMs: opts.agingMs ?? 60_000,
     quotaOf: (tenant) => registry.quota(tenant),
     modelBytes: (name) => modelStore?.knownWeightBytes(name) ?? null,
-    storeTrained: (taskId, result) => {
+    storeTrained: (taskId, result, parts) => {
       const task = journal.getTask(taskId);
       const payload = task?.kind === 'train' ? (task.payload as TrainPayload) : null;
-      return storeTrainedAdapter(adapters, payload, result);
+      return storeTrainedAdapter(adapters, payload, result, parts);
     },
   });
   const hub = new Hub(scheduler, journal, {

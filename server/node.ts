@@ -151,6 +151,15 @@ export interface LeaseInfo {
   tenant: string | null;
   /** The attempt's span, when tracing is on (server/tracing.ts). */
   trace?: AttemptTrace;
+  /** Result files sent in parts (task.part) on this lease, by name, until its result names them. */
+  parts?: Map<string, ResultPart>;
+}
+
+/** A result file arriving in `task.part` messages: the stated size, the bytes so far. */
+export interface ResultPart {
+  total: number;
+  received: number;
+  chunks: Uint8Array[];
 }
 
 export class NodeSession {

@@ -12,12 +12,14 @@ import {
   DEFAULT_AGENT_LIMITS,
   LIMITS,
   TASK_KINDS,
+  base64ToBytes,
   newLeaseId,
   serializeError,
   type ErrorCode,
   type ErrorInfo,
   type HeartbeatMessage,
   type NodeId,
+  type PartMessage,
   type ProgressMessage,
   type ResultMessage,
   type TaskId,
@@ -40,7 +42,7 @@ import {
 } from './journal';
 import type { PgBus } from './bus';
 import type { Metrics } from './metrics';
-import { INFRA_CODES, type LeaseInfo, type NodeSession, type Slots } from './node';
+import { INFRA_CODES, type LeaseInfo, type NodeSession, type ResultPart, type Slots } from './node';
 import { FairShare } from './fair';
 import type { Quota } from './registry';
 import { Reputations } from './reputation';
@@ -78,7 +80,7 @@ export interface SchedulerOptions {
    * registry) and answers the result to keep instead (the files replaced by the stored version). A throw
    * fails the attempt with the thrown error's code (a node that sends a broken adapter fails its lease).
    */
-  storeTrained?: (taskId: TaskId, result: unknown) => Promise<unknown>;
+  storeTrained?: (taskId: TaskId, result: unknown, parts: ReadonlyMap<string, ResultPart> | null) => Promise<unknown>;
   /** Aging: a ready task's priority rises by one per this many ms (server/fair.ts); 0 or absent: off. */
   agingMs?: number;
   /** A tenant's quota: its weight in fair sharing and its maxLeased (server/registry.ts). */
@@ -597,6 +599,40 @@ export class Scheduler {
   }
 
   /**
+   * A `task.part`: a piece of a result file too large for one socket message, kept with the lease (in order, within
+   * LIMITS.maxResultPartsBytes) until the result that names it (a train result's adapter). Out of order, past the
+   * stated total, a total that changes, or data that is not base64: PROTOCOL_ERROR, and what came is dropped.
+   */
+  part(node: NodeSession, msg: PartMessage): void {
+    node.lastSeen = this.#opts.clock.now();
+    const lease = node.leases.get(msg.leaseId) ?? (node.heldOnce(msg.leaseId) ? undefined : this.#adopt(node, msg.leaseId));
+    if (!lease || lease.taskId !== msg.taskId) {
+      if (node.heldOnce(msg.leaseId)) return;
+      throw new AppError('LEASE_NOT_HELD', `This node does not hold lease ${msg.leaseId.slice(0, 64)} of task ${msg.taskId.slice(0, 64)}; parts are accepted only from the node that holds the lease.`, {
+        taskId: msg.taskId.slice(0, 64),
+        leaseId: msg.leaseId.slice(0, 64),
+      });
+    }
+    const refuse = (why: string): never => {
+      lease.parts?.delete(msg.name);
+      throw new AppError('PROTOCOL_ERROR', `task.part ${msg.name} of task ${msg.taskId.slice(0, 64)}: ${why}; what came of it is dropped.`, { taskId: msg.taskId.slice(0, 64), name: msg.name });
+    };
+    if (lease.kind !== 'train') refuse('only train results send parts');
+    const parts = (lease.parts ??= new Map());
+    let file = parts.get(msg.name);
+    if (!file) parts.set(msg.name, (file = { total: msg.total, received: 0, chunks: [] }));
+    if (file.total !== msg.total) refuse(`the total changed from ${file.total} to ${msg.total}`);
+    if (msg.offset !== file.received) refuse(`offset ${msg.offset} where ${file.received} bytes came so far (parts go in order)`);
+    const bytes = base64ToBytes(msg.data);
+    if (!bytes) refuse('data is not base64');
+    if (file.received + bytes!.length > file.total) refuse(`more than the stated ${file.total} bytes`);
+    file.chunks.push(bytes!);
+    file.received += bytes!.length;
+    node.lastWorkAt = node.lastSeen;
+    lease.expiresAt = Math.max(lease.expiresAt, node.lastSeen + this.#opts.leaseMs);
+  }
+
+  /**
    * A `task.result` batch. Items are released from their leases at once and
    * journaled on the next turn of the event loop together with every other
    * result that arrived meanwhile: one transaction (one fsync) for all of them.
@@ -629,7 +665,7 @@ export class Scheduler {
           this.#pending.push({ node, item: done, trace });
           this.#scheduleFlush();
         };
-        this.#opts.storeTrained(item.taskId as TaskId, item.result).then(
+        this.#opts.storeTrained(item.taskId as TaskId, item.result, lease.parts ?? null).then(
           (result) => pend({ ...item, result }),
           (err: unknown) => pend({ taskId: item.taskId, leaseId: item.leaseId, ok: false, error: serializeError(err), ...(item.spans !== undefined ? { spans: item.spans } : {}) }),
         );

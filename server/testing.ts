@@ -321,13 +321,13 @@ export class ManualClock {
 }
 
 /**
- * A small adapter for the model folder at `baseDir` (rank 2 on q_proj, constant weights), written by the
- * project's trainer's writer (saveAdapter: the engine's fingerprint of the base in its metadata).
+ * A small adapter for the model folder at `baseDir` (rank 2 on q_proj, constant weights; `r` makes it as large as
+ * a test needs), written by the project's trainer's writer (saveAdapter: the engine's fingerprint of the base in
+ * its metadata).
  */
-export async function trainedAdapterFiles(baseDir: string, base: string): Promise<{ configJson: string; safetensors: Uint8Array; fingerprint: string }> {
+export async function trainedAdapterFiles(baseDir: string, base: string, r = 2): Promise<{ configJson: string; safetensors: Uint8Array; fingerprint: string }> {
   const folder = await loadModelFolder((p) => readFile(join(baseDir, ...p.split('/'))).then((b) => new Uint8Array(b)));
   const weights = new Map<string, LoraPair>();
-  const r = 2;
   for (let i = 0; i < folder.config.numLayers; i++) {
     const s = linearShape(folder.config, 'q_proj');
     weights.set(loraKey(i, 'q_proj'), { a: new Float32Array(r * s.in).fill(0.01), b: new Float32Array(s.out * r).fill(0.02) });

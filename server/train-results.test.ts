@@ -8,7 +8,8 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import type { Assignment, TaskRecord, TrainResult } from '../shared';
+import { createHash } from 'node:crypto';
+import { PART_BYTES, type Assignment, type TaskRecord, type TrainResult } from '../shared';
 import { makeBuiltinModels } from '../tools/tiny-model/builtin';
 import { Auth, createCoordinator, type Coordinator } from './index';
 import { TestNode, apiClient, tempDir, trainedAdapterFiles, until } from './testing';
@@ -128,4 +129,59 @@ test('with auth on, a node token reads the content of any tenant\'s dataset; oth
   } finally {
     await sec.close();
   }
+});
+
+test('an adapter too large for one socket message comes in task.part messages before its result: stored whole; missing, lying or disordered parts are refused with codes', async () => {
+  // Rank 9216 on q_proj of the tiny model: about 9.4 MB, three parts of PART_BYTES.
+  const big = await trainedAdapterFiles(baseDir, BASE, 9216);
+  assert.ok(big.safetensors.length > 2 * PART_BYTES, `${big.safetensors.length} bytes`);
+  const sha = createHash('sha256').update(big.safetensors).digest('hex');
+  const ref = { part: 'adapter_model.safetensors', bytes: big.safetensors.length, sha256: sha };
+  const sendParts = (a: Assignment, bytes: Uint8Array, order = (n: number) => Array.from({ length: n }, (_, i) => i)): void => {
+    const n = Math.ceil(bytes.length / PART_BYTES);
+    for (const i of order(n)) {
+      const offset = i * PART_BYTES;
+      node.send({ type: 'task.part', taskId: a.taskId, leaseId: a.leaseId, name: 'adapter_model.safetensors', total: bytes.length, offset, data: Buffer.from(bytes.subarray(offset, offset + PART_BYTES)).toString('base64') });
+    }
+  };
+  const take = async (name: string): Promise<Assignment> => {
+    const sub = await api()('/v1/tasks', { method: 'POST', json: spec(name) });
+    assert.equal(sub.status, 202);
+    const [a] = (await node.assignments(1)) as [Assignment];
+    return a;
+  };
+
+  const a = await take('large');
+  sendParts(a, big.safetensors);
+  node.succeed([a], () => ({ ...summary, adapter: { config: big.configJson, safetensors: ref } }));
+  const rec = await ended(a.taskId);
+  assert.equal(rec.state, 'succeeded', JSON.stringify(rec.error));
+  assert.equal(((rec.result as TrainResult).adapter as { id: string }).id, `${BASE}:large@1`);
+  const stored = await fetch(`${c.url}/v1/adapters/${BASE}/large/adapter_model.safetensors`);
+  assert.ok(Buffer.from(await stored.arrayBuffer()).equals(Buffer.from(big.safetensors)), 'the registry holds the whole file');
+
+  // The result names parts that never came: retryable, the attempt fails (and with one attempt the task is dead).
+  const b = await take('missing');
+  node.succeed([b], () => ({ ...summary, adapter: { config: big.configJson, safetensors: ref } }));
+  const missing = await ended(b.taskId);
+  assert.equal(missing.error?.code, 'RESULT_PARTS_INCOMPLETE');
+
+  // Parts whose bytes are not what the result states.
+  const d = await take('lying');
+  const other = Uint8Array.from(big.safetensors);
+  other[other.length - 1] ^= 1;
+  sendParts(d, other);
+  node.succeed([d], () => ({ ...summary, adapter: { config: big.configJson, safetensors: ref } }));
+  assert.equal((await ended(d.taskId)).error?.code, 'ADAPTER_INVALID');
+
+  // Out of order: PROTOCOL_ERROR at once, and what came is dropped.
+  const e = await take('disordered');
+  sendParts(e, big.safetensors, (n) => Array.from({ length: n }, (_, i) => n - 1 - i));
+  const refused = await node.next('error', 5_000);
+  assert.equal(refused.error.code, 'PROTOCOL_ERROR');
+  assert.match(refused.error.message, /parts go in order/);
+  node.succeed([e], () => ({ ...summary, adapter: { config: big.configJson, safetensors: ref } }));
+  assert.equal((await ended(e.taskId)).error?.code, 'RESULT_PARTS_INCOMPLETE');
+  const list = (await api()('/v1/adapters')).body.adapters.map((x: { name: string }) => x.name);
+  assert.ok(list.includes('large') && !list.includes('missing') && !list.includes('lying') && !list.includes('disordered'));
 });

@@ -85,6 +85,7 @@ export const ERRORS = {
   TASK_KIND_UNSUPPORTED: { status: 501, retryable: false, message: 'This node cannot run tasks of this kind.' },
   NODE_DRAINING: { status: 503, retryable: true, message: 'The node is draining and takes no new tasks; the task goes to another node.' },
   LEASE_NOT_HELD: { status: 409, retryable: false, message: 'This connection does not hold the lease it reported on; a node reports only on its own leases.' },
+  RESULT_PARTS_INCOMPLETE: { status: 502, retryable: true, message: "A result named parts of a file (task.part) that did not all arrive on the lease's connection; the attempt runs again." },
   LEASE_STALLED: { status: 500, retryable: true, message: 'The node held the task without progress or a result for too long while it heartbeated; the task went back to the queue.' },
   ORIGIN_NOT_ALLOWED: { status: 403, retryable: false, message: "The page's Origin may not join as a node; serve the page from the coordinator or start it with --allow-origin ORIGIN." },
 

@@ -23,6 +23,8 @@ export const LIMITS = {
   leaseMs: 10_000,
   /** Largest WebSocket message either side sends. */
   maxSocketMessageBytes: 8 << 20,
+  /** Most bytes of result files (task.part) one lease may send: the largest adapter the registry takes. */
+  maxResultPartsBytes: 64 << 20,
 } as const;
 
 /** Quotas of one agent run. */

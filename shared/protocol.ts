@@ -234,8 +234,18 @@ export interface TrainedAdapterRef {
 export interface TrainedAdapterFiles {
   /** adapter_config.json. */
   config: string;
-  /** adapter_model.safetensors, base64 (its metadata holds the engine's fingerprint of the base it was trained on). */
-  safetensors: string;
+  /**
+   * adapter_model.safetensors (its metadata holds the engine's fingerprint of the base it was trained on): base64,
+   * or, for a file too large for one socket message, the `task.part` messages sent before the result.
+   */
+  safetensors: string | PartRef;
+}
+
+/** A file sent in `task.part` messages before the result that names it: its name, size and SHA-256 (hex). */
+export interface PartRef {
+  part: string;
+  bytes: number;
+  sha256: string;
 }
 
 export type TaskResult = AgentResult | GenerateResult | TrainResult;
@@ -500,7 +510,27 @@ export const ResultSchema = Type.Object({
   results: Type.Array(ResultItemSchema, { minItems: 1, maxItems: 4096 }),
 });
 
-export const NodeMessageSchema = Type.Union([HelloSchema, HeartbeatSchema, ProgressSchema, ResultSchema]);
+/** Raw bytes one `task.part` carries (base64 in the message: 4/3 of this, below the socket limit). */
+export const PART_BYTES = 4 << 20;
+
+/**
+ * One piece of a result file too large for a socket message (a train result's adapter_model.safetensors), sent
+ * in order before the result, on the connection that holds the lease; the result names the file (PartRef).
+ */
+export const PartSchema = Type.Object({
+  type: Type.Literal('task.part'),
+  taskId: Id,
+  leaseId: Id,
+  name: Type.Literal('adapter_model.safetensors'),
+  /** Bytes of the whole file: the same in every part. */
+  total: Type.Integer({ minimum: 1, maximum: LIMITS.maxResultPartsBytes }),
+  /** Where this part's bytes begin: the bytes sent so far. */
+  offset: Type.Integer({ minimum: 0, maximum: LIMITS.maxResultPartsBytes }),
+  data: Type.String({ minLength: 1, maxLength: Math.ceil(PART_BYTES / 3) * 4 }),
+});
+
+export const NodeMessageSchema = Type.Union([HelloSchema, HeartbeatSchema, ProgressSchema, ResultSchema, PartSchema]);
+export type PartMessage = Static<typeof PartSchema>;
 export type HelloMessage = Static<typeof HelloSchema>;
 export type HeartbeatMessage = Static<typeof HeartbeatSchema>;
 export type ProgressMessage = Static<typeof ProgressSchema>;

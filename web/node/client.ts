@@ -199,11 +199,12 @@ export class NodeClient {
     const host: RunnerHost = {
       finish: (lease, outcome) => this.#finish(lease, outcome),
       progress: (lease, progress) => this.#progress(lease, progress),
+      part: (lease, part) => !lease.ended && this.#send({ type: 'task.part', taskId: lease.taskId, leaseId: lease.leaseId, ...part }),
       capabilitiesChanged: () => this.#capabilitiesChanged(),
     };
     this.#agents = new AgentRunner(opts.runtime, host, this.#urls().httpBase, opts.fetch);
     this.#generate = this.#inference ? new GenerateRunner(this.#inference, host) : null;
-    const train = (this.#train = this.#inference?.trains && this.#inference.train ? new TrainRunner(this.#inference, host, { baseUrl: this.#urls().httpBase, ...(this.#token ? { token: this.#token } : {}) }) : null);
+    const train = (this.#train = this.#inference?.trains && this.#inference.train ? new TrainRunner(this.#inference, host, { baseUrl: this.#urls().httpBase, maxMessageBytes: opts.maxMessageBytes ?? LIMITS.maxSocketMessageBytes, ...(this.#token ? { token: this.#token } : {}) }) : null);
     this.#runners = { agent: this.#agents, ...(this.#generate ? { generate: this.#generate } : {}), ...(train ? { train } : {}) };
     this.#maxConcurrent = Math.min(MAX_NODE_CONCURRENCY, this.#agents.slots);
     const asked = opts.tasksPerWorker;

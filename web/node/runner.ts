@@ -3,7 +3,7 @@
  * hands it to the runner for the task's kind; the runner runs it in its runtime and reports back
  * through the host exactly once (`finish`), with progress on the way.
  */
-import { MAX_NODE_SPANS, type Assignment, type ErrorInfo, type LeaseId, type NodeSpan, type ProgressMessage, type TaskKind, type TaskResult } from '../../shared';
+import { MAX_NODE_SPANS, type Assignment, type ErrorInfo, type LeaseId, type NodeSpan, type PartMessage, type ProgressMessage, type TaskKind, type TaskResult } from '../../shared';
 import type { RunningTask } from './events';
 
 /** A lease the node holds, as the connection and the runners share it. */
@@ -35,6 +35,8 @@ export interface RunnerHost {
   finish(lease: Lease, outcome: RunOutcome): void;
   /** Sends progress for a lease the node still holds. */
   progress(lease: Lease, progress: ProgressMessage['progress']): void;
+  /** Sends one piece of a result file too large for the result message (task.part); false: not sent (lease ended, socket closed). */
+  part(lease: Lease, part: Pick<PartMessage, 'name' | 'total' | 'offset' | 'data'>): boolean;
   /** The runner's advertised capabilities changed (models loaded, say): send them soon. */
   capabilitiesChanged(): void;
 }

@@ -6,7 +6,7 @@
  * files (safetensors in base64), which the coordinator puts in its adapter registry before the task ends.
  * One run at a time: the node advertises room for one train lease.
  */
-import { bytesToBase64, errorFromAnswer, serializeError, AppError, type Assignment, type TrainPayload } from '../../shared';
+import { LIMITS, PART_BYTES, bytesToBase64, errorFromAnswer, serializeError, AppError, type Assignment, type PartRef, type TrainPayload } from '../../shared';
 import { sha256Hex } from '../../worker/agents/module-cache';
 import type { InferenceRuntime, TrainRunRequest } from '../../worker/inference';
 import type { TrainingCurve } from './events';
@@ -35,9 +35,13 @@ export class TrainRunner implements TaskRunner {
     this.#base = baseUrl.replace(/\/$/, '');
   }
 
-  constructor(runtime: InferenceRuntime, host: RunnerHost, opts: { baseUrl: string; token?: string; fetch?: DatasetFetch }) {
+  /** Raw bytes of one task.part (and the most sent inline in a result): half the connection's message limit, at most PART_BYTES. */
+  readonly #partBytes: number;
+
+  constructor(runtime: InferenceRuntime, host: RunnerHost, opts: { baseUrl: string; token?: string; fetch?: DatasetFetch; maxMessageBytes?: number }) {
     this.#runtime = runtime;
     this.#host = host;
+    this.#partBytes = Math.max(1024, Math.min(PART_BYTES, Math.floor((opts.maxMessageBytes ?? LIMITS.maxSocketMessageBytes) / 2)));
     this.#base = opts.baseUrl.replace(/\/$/, '');
     this.#token = opts.token || undefined;
     this.#fetch = opts.fetch ?? ((url, init) => globalThis.fetch(url, init));
@@ -91,7 +95,7 @@ export class TrainRunner implements TaskRunner {
       const { adapter, ...summary } = outcome.result;
       this.#host.finish(lease, {
         ok: true,
-        result: { ...summary, adapter: { config: adapter.config, safetensors: bytesToBase64(adapter.safetensors) } },
+        result: { ...summary, adapter: { config: adapter.config, safetensors: await this.#weights(lease, adapter.safetensors) } },
         durationMs: summary.durationMs,
       });
     } catch (err) {
@@ -101,6 +105,23 @@ export class TrainRunner implements TaskRunner {
       else this.#waiting--;
       lease.running = false;
     }
+  }
+
+  /**
+   * adapter_model.safetensors for the result: base64 inline when it fits a socket message, else sent first in
+   * `task.part` messages and named in the result (an adapter of high rank on a larger model).
+   */
+  async #weights(lease: Lease, bytes: Uint8Array): Promise<string | PartRef> {
+    const size = this.#partBytes;
+    if (bytes.length <= size) return bytesToBase64(bytes);
+    const name = 'adapter_model.safetensors';
+    for (let offset = 0; offset < bytes.length; offset += size) {
+      const data = bytesToBase64(bytes.subarray(offset, Math.min(bytes.length, offset + size)));
+      if (!this.#host.part(lease, { name, total: bytes.length, offset, data })) {
+        throw new AppError('RESULT_PARTS_INCOMPLETE', `The connection closed while the adapter (${bytes.length} bytes) was being sent in parts; the attempt runs again.`);
+      }
+    }
+    return { part: name, bytes: bytes.length, sha256: await sha256Hex(bytes) };
   }
 
   /** The dataset's JSON lines: inline, or fetched by digest and checked. */
