@@ -4,7 +4,8 @@
  * pass), `gradAccumulation` of them per AdamW step (the engine's LoraTrainer); the held-out loss
  * before, every `evalEvery` steps and after the last one; progress after every step; an adapter
  * snapshot every `checkpointEvery` steps. An AbortSignal stops it at the next step boundary with
- * CANCELLED. Browser and Node alike (no node: imports); the caller owns the model and its GPU.
+ * CANCELLED; a step loss that is NaN, infinite or EXPLODED_FACTOR above where it began stops it with
+ * TRAINING_DIVERGED (the checkpoints taken before it are the last good ones). Browser and Node alike (no node: imports); the caller owns the model and its GPU.
  *
  *   const data = prepareDataset(jsonl, tokenizer, { seed, heldOutFraction: 0.1, seqLen: 128, batchSize: 4 });
  *   const run = await runLoraTraining({ model, data, lora: { rank: 8, alpha: 16 }, steps: 100, lr: 1e-3 });
@@ -153,6 +154,20 @@ function toBatches(data: TrainingBatches | TrainingConversations, seed: number):
   return { train: data.train, heldOut: data.heldOut ?? [], report: null };
 }
 
+/** A step loss this many times above the larger of the first step's and a uniform guess's (ln vocab) has exploded. */
+export const EXPLODED_FACTOR = 8;
+
+/** TRAINING_DIVERGED when `loss` (of step `step`) is NaN, infinite or exploded; the run stops there. */
+function checkDiverged(loss: number, step: number, total: number, first: number | undefined, vocabSize: number): void {
+  const ceiling = EXPLODED_FACTOR * Math.max(first ?? 0, Math.log(Math.max(2, vocabSize)));
+  if (Number.isFinite(loss) && loss <= ceiling) return;
+  throw new AppError(
+    'TRAINING_DIVERGED',
+    `Training diverged at step ${step} of ${total}: the loss is ${loss}${Number.isFinite(loss) ? `, above ${ceiling.toFixed(2)} (${EXPLODED_FACTOR}× where it began)` : ''}. Lower the learning rate or set maxGradNorm; the adapter of this run is not kept.`,
+    { step, steps: total, loss: Number.isFinite(loss) ? loss : String(loss), ...(first !== undefined ? { firstLoss: first } : {}) },
+  );
+}
+
 function cancelled(done: number, total: number, signal: AbortSignal): AppError {
   return new AppError('CANCELLED', `Training was cancelled after ${done} of ${total} steps.`, { step: done, steps: total }, { cause: signal.reason });
 }
@@ -209,6 +224,7 @@ export async function runLoraTraining(opts: LoraTrainingOptions): Promise<LoraTr
         if (r.gradNorm !== undefined) gradNorm = r.gradNorm;
       }
       const loss = lossTokens > 0 ? lossSum / lossTokens : 0;
+      checkDiverged(loss, step, steps, stepLosses[0], model.config.vocabSize);
       stepLosses.push(loss);
       const tAside = performance.now();
       const evaluated = hasEval && (step === steps || (evalEvery > 0 && step % evalEvery === 0));

@@ -115,6 +115,25 @@ describe('runLoraTraining', () => {
     assert.notDeepEqual(a, c);
   });
 
+  it('stops with TRAINING_DIVERGED when the loss turns NaN or explodes, after the checkpoints before it, and releases its adapter', async () => {
+    // An infinite learning rate makes the first update's weights non-finite: step 2's loss is NaN.
+    const steps: number[] = [];
+    const checkpoints: number[] = [];
+    await assert.rejects(
+      runLoraTraining(options({ lr: Number.POSITIVE_INFINITY, steps: 4, gradAccumulation: 1, checkpointEvery: 1, onStep: (s) => void steps.push(s.step), onCheckpoint: (c) => void checkpoints.push(c.step), trainLoss: false })),
+      (err: unknown) => {
+        assert.ok(err instanceof AppError);
+        assert.equal(err.code, 'TRAINING_DIVERGED');
+        assert.equal((err.details as { step: number }).step, 2);
+        assert.match(err.message, /lower the learning rate/i);
+        return true;
+      },
+    );
+    assert.deepEqual(steps, [1], 'the step that diverged is not reported as a step');
+    assert.deepEqual(checkpoints, [1], 'the checkpoint of the last good step was taken');
+    assert.equal(model.adapter, null);
+  });
+
   it('stops at the next step with CANCELLED when the signal aborts, and releases its adapter', async () => {
     const controller = new AbortController();
     const seen: number[] = [];
