@@ -4,7 +4,10 @@
  * embedded default: a file, WAL). `PostgresDb` talks to a PostgreSQL server through `pg`, run in a worker
  * thread that the caller waits on with `Atomics.wait` (server/pg-worker.ts): each statement is one round trip
  * to the server, the journal's logic stays the same code for both stores, and, as with SQLite, the event loop
- * waits while a statement runs (a loopback round trip is about a tenth of a millisecond).
+ * waits while a statement runs (a loopback round trip is about a tenth of a millisecond). Beside it, `runAsync`
+ * sends a whole transaction to a second connection of the same worker and answers a promise: the journal's hot
+ * writes that need no answer to go on (results, conflict-free submits) use it, so the coordinator works while
+ * the server commits them.
  *
  * The journal writes its SQL once, in the dialect both stores accept (RETURNING, ON CONFLICT, CAST … AS BIGINT,
  * CASE rather than two-argument MIN); `toPostgres` turns `?` and `@name` parameters into `$n`, drops SQLite's
