@@ -51,6 +51,6 @@ export { ropeRows, kvWriteRows, attentionRows, gatherRows, scatterAddRows, type 
 export type { AdaptableModel, AdapterActivations, LinearAdapter } from './adapter-types';
 export { LlamaModel, sampleToken, type GenerateOptions, type LoadOptions, type RowBatch, type SlotCache, type TokenRows } from './llama';
 export { EngineDecoder, type EngineDecoderOptions } from './decoder';
-export { GpuLoraAdapter, LoraTrainer, LoraSaved, type LoraOptions, type TrainerOptions, type TrainStepResult } from './lora';
+export { GpuLoraAdapter, LoraTrainer, LoraSaved, type LoraOptimizerState, type LoraOptions, type LoraParamState, type TrainerOptions, type TrainStepResult } from './lora';
 export { benchGeneration, benchEngineBatch, type EngineBatchBenchOptions, type EngineBatchBenchResult } from './bench';
 export { randomLlamaWeights, randomLoraPairs, tinyLlamaConfig } from './random-weights';

@@ -56,6 +56,23 @@ function mix(a: number, b: number): number {
   return (h ^ (h >>> 16)) >>> 0;
 }
 
+/** One adapted projection's training state: A, B and the AdamW moments (m, v) of each. */
+export interface LoraParamState {
+  a: Float32Array;
+  b: Float32Array;
+  am: Float32Array;
+  av: Float32Array;
+  bm: Float32Array;
+  bv: Float32Array;
+}
+
+/** GpuLoraAdapter.exportState: every projection's state by `loraKey`, the optimizer's step, the dropout stream's position. */
+export interface LoraOptimizerState {
+  step: number;
+  dropoutCalls: number;
+  params: Map<string, LoraParamState>;
+}
+
 export class GpuLoraAdapter implements LinearAdapter {
   readonly ctx: GpuContext;
   readonly settings: LoraSettings;
@@ -287,6 +304,54 @@ export class GpuLoraAdapter implements LinearAdapter {
       for (const [key, p] of this.#pairs) out.set(key, { a: await this.ctx.read(p.a.value), b: await this.ctx.read(p.b.value) });
       return out;
     });
+  }
+
+  /**
+   * What resuming a run needs, read back at a step boundary (the gradients are zero there): A and B, their AdamW
+   * moments, the optimizer's step count and the dropout stream's position.
+   */
+  async exportState(): Promise<LoraOptimizerState> {
+    return this.ctx.withLock(async () => {
+      const params = new Map<string, LoraParamState>();
+      for (const [key, p] of this.#pairs) {
+        params.set(key, {
+          a: await this.ctx.read(p.a.value),
+          b: await this.ctx.read(p.b.value),
+          am: await this.ctx.read(p.a.m),
+          av: await this.ctx.read(p.a.v),
+          bm: await this.ctx.read(p.b.m),
+          bv: await this.ctx.read(p.b.v),
+        });
+      }
+      return { step: this.#step, dropoutCalls: this.#dropoutCalls, params };
+    });
+  }
+
+  /** Puts an exported state back (this adapter's shapes; TRAINING_CHECKPOINT_INVALID when it does not fit). */
+  importState(state: LoraOptimizerState): void {
+    const bad = (why: string): never => {
+      throw new AppError('TRAINING_CHECKPOINT_INVALID', `The training checkpoint does not fit this run: ${why}.`);
+    };
+    if (!Number.isSafeInteger(state.step) || state.step < 0 || !Number.isSafeInteger(state.dropoutCalls) || state.dropoutCalls < 0) bad('its counters are not whole numbers');
+    if (state.params.size !== this.#pairs.size) bad(`${state.params.size} adapted projections where the run has ${this.#pairs.size}`);
+    for (const [key, p] of this.#pairs) {
+      const q = state.params.get(key);
+      if (!q) bad(`no tensors for ${key}`);
+      const aLen = p.a.value.size;
+      const bLen = p.b.value.size;
+      if (q!.a.length !== aLen || q!.am.length !== aLen || q!.av.length !== aLen || q!.b.length !== bLen || q!.bm.length !== bLen || q!.bv.length !== bLen) bad(`the tensors of ${key} have other sizes`);
+    }
+    for (const [key, p] of this.#pairs) {
+      const q = state.params.get(key)!;
+      this.ctx.write(p.a.value, q.a);
+      this.ctx.write(p.a.m, q.am);
+      this.ctx.write(p.a.v, q.av);
+      this.ctx.write(p.b.value, q.b);
+      this.ctx.write(p.b.m, q.bm);
+      this.ctx.write(p.b.v, q.bv);
+    }
+    this.#step = state.step;
+    this.#dropoutCalls = state.dropoutCalls;
   }
 
   /** Accumulated gradients of A and B keyed by `loraKey` (for inspection, gradient norms and tests). */

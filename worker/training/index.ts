@@ -14,8 +14,10 @@ export {
   type TrainingConversations,
   type TrainingStep,
   type TrainingCheckpoint,
+  type TrainingResume,
   type TrainedAdapter,
 } from './loop';
+export { decodeCheckpoint, encodeCheckpoint, runDigest, type CheckpointRun } from './checkpoint';
 export { parseConversations, type Conversation } from './dataset';
 export { prepareDataset, type PrepareOptions, type PreparedDataset, type DatasetReport } from './prepare';
 export { checkLoraSettings } from './lora-settings';

@@ -12,7 +12,7 @@
  *   saveAdapter({ ...run.adapter, baseModel, baseFingerprint }, model.config);
  */
 import { AppError } from '../../shared';
-import { GpuLoraAdapter, LoraTrainer, type LlamaModel, type LoraOptions, type TrainerOptions } from '../engine';
+import { GpuLoraAdapter, LoraTrainer, type LlamaModel, type LoraOptimizerState, type LoraOptions, type TrainerOptions } from '../engine';
 import type { Batch, ChatTemplateChoice, LoraPair, LoraSettings, ModelTokenizer, OverflowMode } from '../model';
 import { batchCycle } from './cycle';
 import { meanLoss } from './eval-loss';
@@ -72,6 +72,25 @@ export interface TrainingStep {
 export interface TrainingCheckpoint extends TrainedAdapter {
   /** Optimizer steps done when it was taken. */
   step: number;
+  /** Everything a run needs to go on from here (LoraTrainingOptions.resume): same model, data and options. */
+  resume: TrainingResume;
+}
+
+/**
+ * A run's state at a step boundary (a checkpoint): the adapter and its optimizer, and what the summary counts so
+ * far. Given back as `resume` with the same model, data and options, the run goes on from `step + 1` and ends as
+ * an uninterrupted one would (the same batches in the same order, the same dropout, the same updates).
+ */
+export interface TrainingResume {
+  /** Optimizer steps done. */
+  step: number;
+  state: LoraOptimizerState;
+  stepLosses: number[];
+  evalLosses: { step: number; loss: number }[];
+  trainLossBefore: number | null;
+  evalLossBefore: number | null;
+  /** The latest held-out loss at `step` (null with no held-out split). */
+  evalLoss: number | null;
 }
 
 export interface LoraTrainingOptions {
@@ -101,6 +120,8 @@ export interface LoraTrainingOptions {
   /** A snapshot of the adapter every this many steps (not after the last: the result carries that). */
   checkpointEvery?: number;
   onCheckpoint?: (checkpoint: TrainingCheckpoint) => void | Promise<void>;
+  /** Go on from a checkpoint of this same run (its `resume`) instead of from the start. */
+  resume?: TrainingResume;
 }
 
 export interface LoraTrainingSummary {
@@ -191,26 +212,39 @@ export async function runLoraTraining(opts: LoraTrainingOptions): Promise<LoraTr
   }
   if (signal?.aborted) throw cancelled(0, steps, signal);
 
+  const resume = opts.resume;
+  if (resume && !(Number.isSafeInteger(resume.step) && resume.step >= 1 && resume.step < steps && resume.stepLosses.length === resume.step)) {
+    throw new AppError('TRAINING_CHECKPOINT_INVALID', `The training checkpoint is at step ${resume.step}, which a run of ${steps} steps cannot go on from.`, { step: resume.step, steps });
+  }
   const previous = model.adapter;
   const adapter = GpuLoraAdapter.create(model.ctx, model.config, { ...opts.lora, seed: opts.lora.seed ?? seed });
   try {
+    if (resume) adapter.importState(resume.state);
     const trainerOptions: TrainerOptions = { lr: opts.lr, accumulationSteps: accum };
     if (opts.weightDecay !== undefined) trainerOptions.weightDecay = opts.weightDecay;
     if (opts.maxGradNorm !== undefined && opts.maxGradNorm > 0) trainerOptions.maxGradNorm = opts.maxGradNorm;
     const trainer = new LoraTrainer(model, adapter, trainerOptions);
     const measureTrain = opts.trainLoss ?? true;
-    const trainLossBefore = measureTrain ? await meanLoss(model, data.train) : null;
     const hasEval = data.heldOut.length > 0;
-    const evalLossBefore = hasEval ? await meanLoss(model, data.heldOut) : null;
-    let evalLoss = evalLossBefore ?? undefined;
-    const evalLosses: { step: number; loss: number }[] = [];
+    // Resumed: the losses before training are the first run's (this adapter has trained since).
+    const trainLossBefore = resume ? resume.trainLossBefore : measureTrain ? await meanLoss(model, data.train) : null;
+    const evalLossBefore = resume ? resume.evalLossBefore : hasEval ? await meanLoss(model, data.heldOut) : null;
+    let evalLoss = (resume ? resume.evalLoss : evalLossBefore) ?? undefined;
+    const evalLosses: { step: number; loss: number }[] = resume ? resume.evalLosses.map((e) => ({ ...e })) : [];
 
     const next = batchCycle(data.train, seed);
-    const stepLosses: number[] = [];
+    const stepLosses: number[] = resume ? [...resume.stepLosses] : [];
+    let trainTokens = 0;
+    // Resumed: the batches the first run took, taken again (the cycle is seeded), so the next ones follow on.
+    for (let k = 0; k < (resume?.step ?? 0) * accum; k++) {
+      const batch = next();
+      trainTokens += batch.rows * batch.seqLen;
+    }
+    // The speed is this run's own: the tokens it trained on over its own time.
+    const replayedTokens = trainTokens;
     const tStart = performance.now();
     let asideMs = 0; // eval, checkpoints, callbacks
-    let trainTokens = 0;
-    for (let step = 1; step <= steps; step++) {
+    for (let step = (resume?.step ?? 0) + 1; step <= steps; step++) {
       if (signal?.aborted) throw cancelled(step - 1, steps, signal);
       let lossSum = 0;
       let lossTokens = 0;
@@ -233,13 +267,16 @@ export async function runLoraTraining(opts: LoraTrainingOptions): Promise<LoraTr
         evalLosses.push({ step, loss: evalLoss });
       }
       if (checkpointEvery > 0 && step % checkpointEvery === 0 && step < steps) {
-        await opts.onCheckpoint?.({ step, settings: { ...adapter.settings, targetModules: [...adapter.settings.targetModules] }, weights: await adapter.toPairs() });
+        const state = await adapter.exportState();
+        const weights = new Map([...state.params].map(([key, p]) => [key, { a: p.a, b: p.b }]));
+        const resumeHere: TrainingResume = { step, state, stepLosses: [...stepLosses], evalLosses: evalLosses.map((e) => ({ ...e })), trainLossBefore, evalLossBefore, evalLoss: evalLoss ?? null };
+        await opts.onCheckpoint?.({ step, settings: { ...adapter.settings, targetModules: [...adapter.settings.targetModules] }, weights, resume: resumeHere });
       }
       const now = performance.now();
       asideMs += now - tAside;
       if (opts.onStep) {
         const trainingSec = (now - tStart - asideMs) / 1000;
-        const update: TrainingStep = { step, total: steps, loss, evaluated, trainTokens, tokensPerSec: trainTokens / Math.max(trainingSec, 1e-9), elapsedSec: (now - tStart) / 1000 };
+        const update: TrainingStep = { step, total: steps, loss, evaluated, trainTokens, tokensPerSec: (trainTokens - replayedTokens) / Math.max(trainingSec, 1e-9), elapsedSec: (now - tStart) / 1000 };
         if (evalLoss !== undefined) update.evalLoss = evalLoss;
         if (gradNorm !== undefined) update.gradNorm = gradNorm;
         await opts.onStep(update);
@@ -262,7 +299,7 @@ export async function runLoraTraining(opts: LoraTrainingOptions): Promise<LoraTr
       evalLossAfter: hasEval ? (evalLoss ?? null) : null,
       evalLosses,
       trainTokens,
-      tokensPerSec: trainTokens / Math.max(trainSeconds, 1e-9),
+      tokensPerSec: (trainTokens - replayedTokens) / Math.max(trainSeconds, 1e-9),
       trainSeconds,
       totalSeconds: (performance.now() - t0) / 1000,
       adapter: { settings: { ...adapter.settings, targetModules: [...adapter.settings.targetModules] }, weights: await adapter.toPairs(), parameters: adapter.parameterCount },

@@ -11,7 +11,7 @@ import { AppError } from '../../shared';
 import { LlamaModel, type GpuContext } from '../engine';
 import { loadAdapter, loadTokenizer, ModelTokenizer, saveAdapter } from '../model';
 import { createNodeGpuContext } from '../node';
-import { benchTraining, checkLoraSettings, runLoraTraining, type LoraTrainingOptions, type TrainingCheckpoint, type TrainingStep } from '.';
+import { benchTraining, checkLoraSettings, decodeCheckpoint, encodeCheckpoint, runLoraTraining, type LoraTrainingOptions, type TrainingCheckpoint, type TrainingStep } from '.';
 
 const JSONL = [
   { q: 'What colour is the sky?', a: 'The sky is blue.' },
@@ -113,6 +113,37 @@ describe('runLoraTraining', () => {
     const c = await run(8);
     assert.deepEqual(a, b);
     assert.notDeepEqual(a, c);
+  });
+
+  it('resumes from a checkpoint (through its bytes) and ends as the uninterrupted run: the same losses and weights; another run\'s checkpoint is refused', async () => {
+    const opts = { steps: 6, evalEvery: 2, lora: { rank: 4, alpha: 8, dropout: 0.1, targets: ['q_proj', 'v_proj'] as const }, trainLoss: true } as const;
+    const whole = await runLoraTraining(options({ ...opts, lora: { ...opts.lora, targets: [...opts.lora.targets] } }));
+    let saved: TrainingCheckpoint | null = null;
+    await runLoraTraining(options({ ...opts, lora: { ...opts.lora, targets: [...opts.lora.targets] }, checkpointEvery: 3, onCheckpoint: (c) => void (saved ??= c) }));
+    assert.equal(saved!.step, 3);
+    const bytes = encodeCheckpoint(saved!.resume, 'run-1');
+    const resume = decodeCheckpoint(bytes, 'run-1');
+    const steps: number[] = [];
+    const resumed = await runLoraTraining(options({ ...opts, lora: { ...opts.lora, targets: [...opts.lora.targets] }, resume, onStep: (s) => void steps.push(s.step) }));
+    assert.deepEqual(steps, [4, 5, 6], 'it goes on from step 4');
+    assert.deepEqual(resumed.stepLosses, whole.stepLosses, 'every step loss as uninterrupted (the first three kept from the checkpoint)');
+    assert.equal(resumed.trainLossAfter, whole.trainLossAfter);
+    assert.equal(resumed.trainLossBefore, whole.trainLossBefore);
+    assert.deepEqual(resumed.evalLosses, whole.evalLosses);
+    assert.equal(resumed.trainTokens, whole.trainTokens);
+    for (const [key, p] of whole.adapter.weights) {
+      assert.deepEqual(resumed.adapter.weights.get(key)!.a, p.a, key);
+      assert.deepEqual(resumed.adapter.weights.get(key)!.b, p.b, key);
+    }
+    assert.throws(() => decodeCheckpoint(bytes, 'run-2'), (e: unknown) => e instanceof AppError && e.code === 'TRAINING_CHECKPOINT_INVALID' && /another run/.test(e.message));
+    const broken = Uint8Array.from(bytes.subarray(0, 40));
+    assert.throws(() => decodeCheckpoint(broken, 'run-1'), (e: unknown) => e instanceof AppError && e.code === 'TRAINING_CHECKPOINT_INVALID');
+    await assert.rejects(
+      runLoraTraining(options({ ...opts, lora: { rank: 2, alpha: 4, targets: ['q_proj', 'v_proj'] }, resume })),
+      (e: unknown) => e instanceof AppError && e.code === 'TRAINING_CHECKPOINT_INVALID',
+      'a checkpoint of another rank does not fit',
+    );
+    assert.equal(model.adapter, null);
   });
 
   it('stops with TRAINING_DIVERGED when the loss turns NaN or explodes, after the checkpoints before it, and releases its adapter', async () => {
