@@ -48,6 +48,7 @@ export const ACCESS: Readonly<Record<string, Access>> = {
   'POST /v1/tasks': { roles: ['planner'] },
   'GET /v1/tasks': TASK_READERS,
   'GET /v1/tasks/:id': TASK_READERS,
+  'GET /v1/tasks/:id/checkpoint': { roles: ['planner', 'node'] },
   'GET /v1/tasks/:id/wait': TASK_READERS,
   'GET /v1/tasks/:id/events': TASK_READERS,
   'POST /v1/tasks/:id/cancel': { roles: ['planner'] },

@@ -234,6 +234,7 @@ const SAMPLES: Record<string, { sample: (f: Fixture) => Sample; tenant: TenantRu
   'POST /v1/tasks': { sample: () => ({ path: '/v1/tasks', method: 'POST', json: { kind: 'agent', payload: { agent: 'hello', input: {} } } }), tenant: 'none' },
   'GET /v1/tasks': { sample: () => ({ path: '/v1/tasks' }), tenant: 'none' },
   'GET /v1/tasks/:id': { sample: (f) => ({ path: `/v1/tasks/${f.acmeTask}` }), tenant: 'task' },
+  'GET /v1/tasks/:id/checkpoint': { sample: (f) => ({ path: `/v1/tasks/${f.acmeTask}/checkpoint` }), tenant: 'task' },
   'GET /v1/tasks/:id/wait': { sample: (f) => ({ path: `/v1/tasks/${f.acmeTask}/wait?timeoutMs=0` }), tenant: 'task' },
   'GET /v1/tasks/:id/events': { sample: (f) => ({ path: `/v1/tasks/${f.acmeTask}/events` }), tenant: 'task' },
   'POST /v1/tasks/:id/cancel': { sample: (f) => ({ path: `/v1/tasks/${f.acmeTask}/cancel`, method: 'POST', json: {} }), tenant: 'task' },

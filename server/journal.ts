@@ -256,7 +256,7 @@ export interface StoredTask extends TaskRecord {
   replicas?: ReplicaView[];
 }
 
-/** Schema 6's tables: blob bytes (shared journals keep them, 4 MiB a row), adapter versions, settings. */
+/** Schema 6's tables: blob bytes (shared journals keep them, 4 MiB a row), adapter versions, settings, train checkpoints. */
 const SCHEMA_6_TABLES = `
 CREATE TABLE IF NOT EXISTS blob_chunks (
   sha256 TEXT NOT NULL,
@@ -277,6 +277,13 @@ CREATE TABLE IF NOT EXISTS adapter_versions (
 CREATE TABLE IF NOT EXISTS settings (
   key TEXT PRIMARY KEY,
   value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS train_checkpoints (
+  task_id TEXT PRIMARY KEY,
+  step INTEGER NOT NULL,
+  sha256 TEXT NOT NULL,
+  bytes BLOB NOT NULL,
+  created_at INTEGER NOT NULL
 );`;
 
 /**
@@ -1741,6 +1748,38 @@ export class Journal {
     if (have) return have.value;
     this.db.prepare('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING').run(key, make());
     return read.get(key)!.value;
+  }
+
+  // ---------------------------------------------------------------- train checkpoints
+
+  /** Keeps a train task's checkpoint after `step` (the latest only: one of an earlier step does not replace it). */
+  putCheckpoint(taskId: TaskId, step: number, sha256: string, bytes: Uint8Array): boolean {
+    return (
+      this.db
+        .prepare(
+          `INSERT INTO train_checkpoints (task_id, step, sha256, bytes, created_at) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (task_id) DO UPDATE SET step = excluded.step, sha256 = excluded.sha256, bytes = excluded.bytes, created_at = excluded.created_at
+           WHERE excluded.step > train_checkpoints.step`,
+        )
+        .run(taskId, step, sha256, bytes, this.#clock.now()).changes === 1
+    );
+  }
+
+  /** The latest checkpoint of a train task (without its bytes), or null. */
+  checkpointOf(taskId: TaskId): { step: number; sha256: string; bytes: number } | null {
+    return (
+      this.db
+        .prepare<[string], { step: number; sha256: string; bytes: number }>('SELECT step, sha256, length(bytes) AS bytes FROM train_checkpoints WHERE task_id = ?')
+        .get(taskId) ?? null
+    );
+  }
+
+  checkpointBytes(taskId: TaskId): { step: number; sha256: string; bytes: Buffer } | null {
+    return this.db.prepare<[string], { step: number; sha256: string; bytes: Buffer }>('SELECT step, sha256, bytes FROM train_checkpoints WHERE task_id = ?').get(taskId) ?? null;
+  }
+
+  dropCheckpoint(taskId: TaskId): void {
+    this.db.prepare('DELETE FROM train_checkpoints WHERE task_id = ?').run(taskId);
   }
 
   // ---------------------------------------------------------------- webhook deliveries

@@ -431,6 +431,13 @@ export const OPERATIONS: Readonly<Record<string, Operation>> = {
     ok: { 200: { description: 'The task record.', schema: TaskRecordSchema, example: TASK_EXAMPLE } },
     errors: ['INVALID_ID', 'TASK_NOT_FOUND'],
   },
+  'GET /v1/tasks/:id/checkpoint': {
+    tag: 'Tasks',
+    summary: "A train task's latest checkpoint (adapter and optimizer state)",
+    params: Params.id,
+    ok: { 200: bytes('application/octet-stream', 'safetensors with the run in its metadata; `x-checkpoint-step` and `x-checkpoint-sha256` say which (`etag`, 304 on `if-none-match`).') },
+    errors: ['INVALID_ID', 'TASK_NOT_FOUND', 'CHECKPOINT_NOT_FOUND'],
+  },
   'GET /v1/tasks/:id/wait': {
     tag: 'Tasks',
     summary: 'Long-poll until the task ends or the timeout passes',

@@ -7,6 +7,7 @@
  * No per-task timers: one bounded periodic tick expires leases and picks up
  * tasks whose backoff has passed; submits and results trigger a dispatch too.
  */
+import { createHash } from 'node:crypto';
 import {
   AppError,
   DEFAULT_AGENT_LIMITS,
@@ -19,6 +20,7 @@ import {
   type ErrorInfo,
   type HeartbeatMessage,
   type NodeId,
+  type Assignment,
   type PartMessage,
   type ProgressMessage,
   type ResultMessage,
@@ -355,7 +357,9 @@ export class Scheduler {
         this.leases.set(leaseId, info);
         node.hold(info, now);
         this.#metrics.dispatched((now - row.run_after) / 1000);
-        const part = assignmentJson(row, leaseId, info.trace?.traceparent);
+        // A train task that ran before may have left a checkpoint: the node goes on from it.
+        const checkpoint = row.kind === 'train' ? this.#journal.checkpointOf(row.id) : null;
+        const part = assignmentJson(row, leaseId, info.trace?.traceparent, checkpoint);
         parts.push(part);
         chars += part.length;
         if (chars > MAX_ASSIGN_CHARS) {
@@ -590,12 +594,31 @@ export class Scheduler {
     }
     node.lastWorkAt = node.lastSeen;
     lease.expiresAt = Math.max(lease.expiresAt, node.lastSeen + this.#opts.leaseMs);
+    if (msg.progress.kind === 'checkpoint') this.#checkpoint(lease, msg.progress);
     if (lease.kind === 'generate' || lease.kind === 'train') {
       // Tokens (and a training run's losses) are kept for the attempt, so a stream that joins late replays them.
       this.#watch.progress(msg.taskId, { type: 'progress', at: node.lastSeen, progress: msg.progress });
     } else if (this.#watch.has(msg.taskId)) {
       this.#watch.emit(msg.taskId, { type: 'progress', at: node.lastSeen, progress: msg.progress });
     }
+  }
+
+  /**
+   * A train lease's checkpoint: its bytes came first in `task.part` messages (checkpoint.safetensors), all of them and
+   * hashing to what the progress states, else PROTOCOL_ERROR; kept in the journal (the latest step), so an attempt
+   * after a lost node goes on from it on any node of any coordinator.
+   */
+  #checkpoint(lease: LeaseInfo, cp: { step: number; bytes: number; sha256: string }): void {
+    const file = lease.parts?.get('checkpoint.safetensors');
+    lease.parts?.delete('checkpoint.safetensors');
+    const refuse = (why: string): never => {
+      throw new AppError('PROTOCOL_ERROR', `The checkpoint of task ${lease.taskId} after step ${cp.step}: ${why}; it is not kept.`, { taskId: lease.taskId, step: cp.step });
+    };
+    if (lease.kind !== 'train') refuse('only train tasks checkpoint');
+    if (!file || file.received !== file.total || file.total !== cp.bytes) refuse(`${file ? `${file.received} of ${file.total}` : 'no'} bytes came in parts, where it states ${cp.bytes}`);
+    const bytes = concatBytes(file!.chunks);
+    if (createHash('sha256').update(bytes).digest('hex') !== cp.sha256) refuse('its parts do not hash to the SHA-256 it states');
+    this.#journal.putCheckpoint(lease.taskId, cp.step, cp.sha256, bytes);
   }
 
   /**
@@ -955,6 +978,8 @@ export class Scheduler {
     }
     if (!terminal) return;
     if (e.state === 'dead') this.#journal.event('dead_letter', e.taskId, e.nodeId, { code: e.errorCode, attempts: e.attempts });
+    // A trained adapter is in the registry: its checkpoint is of no more use (a cancelled or failed run keeps its last).
+    if (e.kind === 'train' && e.state === 'succeeded') this.#journal.dropCheckpoint(e.taskId);
     if (!watched && !e.webhook) return;
     const record = this.#journal.getTask(e.taskId);
     if (!record) return;
@@ -1066,10 +1091,11 @@ function budgetOf(row: ReadyRow): number {
  * The Assignment as JSON, with the stored payload text spliced in rather than parsed and printed again.
  * `traceparent` (tracing on) is one the coordinator made: hex and dashes only.
  */
-function assignmentJson(row: ReadyRow, leaseId: string, traceparent: string | undefined): string {
+function assignmentJson(row: ReadyRow, leaseId: string, traceparent: string | undefined, checkpoint: Assignment['checkpoint'] | null = null): string {
   const module = row.module_hash ? `,"module":{"sha256":"${row.module_hash}","size":${row.module_size ?? 0}}` : '';
   const trace = traceparent === undefined ? '' : `,"traceparent":"${traceparent}"`;
-  return `{"taskId":"${row.id}","leaseId":"${leaseId}","attempt":${row.attempts + 1},"kind":"${row.kind}","payload":${row.payload}${module},"deadline":${row.deadline ?? 'null'}${trace}}`;
+  const cp = checkpoint ? `,"checkpoint":${JSON.stringify(checkpoint)}` : '';
+  return `{"taskId":"${row.id}","leaseId":"${leaseId}","attempt":${row.attempts + 1},"kind":"${row.kind}","payload":${row.payload}${module},"deadline":${row.deadline ?? 'null'}${trace}${cp}}`;
 }
 
 /** `task.result` spans: one per traced result of a journal flush that began at `t0` (wall clock) and ended now. */
@@ -1079,6 +1105,10 @@ function recordResults(tracing: Tracing, pending: readonly PendingResult[], ende
     const trace = pending[i]!.trace;
     if (trace) tracing.recorded(trace, t0, t1, ended[i]?.state ?? null);
   }
+}
+
+function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
 function mib(bytes: number): string {

@@ -106,6 +106,7 @@ export const ERRORS = {
   BLOB_TOO_LARGE: { status: 413, retryable: false, message: 'The blob is larger than the limit.' },
   DATASET_CORRUPT: { status: 502, retryable: true, message: 'The dataset bytes the node received do not match their SHA-256; they were not used.' },
   BLOB_CORRUPT: { status: 502, retryable: true, message: 'The blob bytes the node received do not match their SHA-256 (or their length); they were not used or cached.' },
+  CHECKPOINT_NOT_FOUND: { status: 404, retryable: false, message: 'The task has no checkpoint: it is not a train task, or its node has not sent one yet.' },
   TRAINING_CHECKPOINT_INVALID: { status: 422, retryable: false, message: 'The training checkpoint is not one of this run (another model, settings or dataset), or its bytes are broken.' },
   TRAINING_DIVERGED: { status: 422, retryable: false, message: 'The training loss became NaN or infinite, or exploded far above where it began; lower the learning rate or clip the gradients (maxGradNorm).' },
   DATASET_NO_TARGETS: { status: 422, retryable: false, message: 'No assistant token is left to learn from (after templating, or within the sequence length); add assistant turns, raise the sequence length or use overflow "split".' },

@@ -103,9 +103,19 @@ export const TrainPayloadSchema = Type.Object(
     gradAccumulation: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
     evalFraction: Type.Optional(Type.Number({ minimum: 0, maximum: 0.5 })),
     seed: Type.Optional(Type.Integer({ minimum: 0 })),
+    /**
+     * The node checkpoints the run (adapter and optimizer) to the coordinator every this many steps, and an attempt
+     * after a lost node goes on from the last one (default: a tenth of the steps, at least 1; 0: no checkpoints).
+     */
+    checkpointEvery: Type.Optional(Type.Integer({ minimum: 0, maximum: 100_000 })),
   },
   { additionalProperties: false },
 );
+
+/** A train task's checkpoint interval: as given, else a tenth of its steps (at least one). */
+export function checkpointInterval(p: { steps: number; checkpointEvery?: number }): number {
+  return p.checkpointEvery ?? Math.max(1, Math.ceil(p.steps / 10));
+}
 
 const Common = {
   /** Higher runs first; 0..9, default 5. */
@@ -221,6 +231,8 @@ export interface TrainResult {
   /** What became of the conversations (worker/training's DatasetReport). */
   dataset: unknown;
   warnings: string[];
+  /** The step of the checkpoint this attempt went on from (an earlier attempt's node was lost); absent: from the start. */
+  resumedFrom?: number;
 }
 
 export interface TrainedAdapterRef {
@@ -479,6 +491,8 @@ export const ProgressSchema = Type.Object({
       tokensPerSec: Type.Optional(Type.Number({ minimum: 0 })),
     }),
     Type.Object({ kind: Type.Literal('log'), line: Type.String() }),
+    /** A training checkpoint after `step`, sent before it in task.part messages named checkpoint.safetensors. */
+    Type.Object({ kind: Type.Literal('checkpoint'), step: Type.Integer({ minimum: 1 }), bytes: Type.Integer({ minimum: 1 }), sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }) }),
   ]),
 });
 
@@ -521,7 +535,7 @@ export const PartSchema = Type.Object({
   type: Type.Literal('task.part'),
   taskId: Id,
   leaseId: Id,
-  name: Type.Literal('adapter_model.safetensors'),
+  name: Type.Union([Type.Literal('adapter_model.safetensors'), Type.Literal('checkpoint.safetensors')]),
   /** Bytes of the whole file: the same in every part. */
   total: Type.Integer({ minimum: 1, maximum: LIMITS.maxResultPartsBytes }),
   /** Where this part's bytes begin: the bytes sent so far. */
@@ -557,6 +571,8 @@ export interface Assignment {
   deadline: number | null;
   /** W3C trace context of the attempt, when the coordinator records traces: the node may send back `spans` in its result. */
   traceparent?: string;
+  /** A train task's latest checkpoint (an earlier attempt's): fetch `/v1/tasks/:id/checkpoint` and go on from it. */
+  checkpoint?: { step: number; sha256: string; bytes: number };
 }
 
 export type CoordinatorMessage =

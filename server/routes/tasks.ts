@@ -65,6 +65,19 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
 
   app.get('/v1/tasks/:id', async (req) => ctx.scheduler.withWaiting(getTask(ctx, req)));
 
+  // A train task's latest checkpoint (adapter and optimizer, worker/training/checkpoint.ts): what a node that takes
+  // the task after a lost one goes on from.
+  app.get('/v1/tasks/:id/checkpoint', async (req, reply) => {
+    const task = getTask(ctx, req);
+    const cp = task.kind === 'train' ? ctx.journal.checkpointBytes(task.id) : null;
+    if (!cp) {
+      throw new AppError('CHECKPOINT_NOT_FOUND', `Task ${task.id} has no checkpoint${task.kind === 'train' ? ' yet (its node sends one every checkpointEvery steps)' : ': only train tasks checkpoint'}.`, { id: task.id });
+    }
+    void reply.header('x-checkpoint-step', String(cp.step)).header('x-checkpoint-sha256', cp.sha256).header('etag', `"${cp.sha256}"`).type('application/octet-stream');
+    if (req.headers['if-none-match'] === `"${cp.sha256}"`) return reply.code(304).send();
+    return reply.send(cp.bytes);
+  });
+
   app.get('/v1/tasks/:id/wait', async (req) => {
     const task = getTask(ctx, req);
     if (isTerminal(task.state)) return task;

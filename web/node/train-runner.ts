@@ -6,7 +6,7 @@
  * files (safetensors in base64), which the coordinator puts in its adapter registry before the task ends.
  * One run at a time: the node advertises room for one train lease.
  */
-import { LIMITS, PART_BYTES, bytesToBase64, errorFromAnswer, serializeError, AppError, type Assignment, type PartRef, type TrainPayload } from '../../shared';
+import { LIMITS, PART_BYTES, bytesToBase64, checkpointInterval, errorFromAnswer, serializeError, AppError, type Assignment, type PartRef, type TrainPayload } from '../../shared';
 import { sha256Hex } from '../../worker/agents/module-cache';
 import type { InferenceRuntime, TrainRunRequest } from '../../worker/inference';
 import type { TrainingCurve } from './events';
@@ -74,10 +74,12 @@ export class TrainRunner implements TaskRunner {
     let started = false;
     try {
       const jsonl = await this.#dataset(p.dataset);
+      const resume = a.checkpoint ? await this.#checkpointOf(a) : null;
       if (lease.cancelled !== null) throw new AppError('CANCELLED', lease.cancelled);
       // The payload's fields are the run's (TrainPayloadSchema checked them at submit), the dataset as its text.
       const { dataset: _ref, ...settings } = p;
-      const req: TrainRunRequest = { ...settings, taskId: a.taskId, jsonl, deadline: a.deadline };
+      const req: TrainRunRequest = { ...settings, taskId: a.taskId, jsonl, deadline: a.deadline, checkpointEvery: checkpointInterval(p), ...(resume ? { resume } : {}) };
+      let sending: Promise<void> = Promise.resolve();
       this.#waiting--;
       this.#running++;
       started = true;
@@ -86,6 +88,11 @@ export class TrainRunner implements TaskRunner {
       this.#curves.unshift(curve);
       if (this.#curves.length > KEPT_RUNS) this.#curves.length = KEPT_RUNS;
       const outcome = await this.#runtime.train!(req, (s) => {
+        if (s.checkpoint) {
+          const bytes = s.checkpoint;
+          sending = sending.then(() => this.#sendCheckpoint(lease, s.step, bytes)).catch(() => undefined);
+          return;
+        }
         addPoint(curve, s.step, s.loss, s.evaluated ? s.evalLoss : undefined);
         curve.tokensPerSec = s.tokensPerSec;
         this.#host.progress(lease, { kind: 'loss', step: s.step, total: s.total, loss: s.loss, tokensPerSec: s.tokensPerSec, ...(s.evalLoss !== undefined ? { evalLoss: s.evalLoss } : {}) });
@@ -122,6 +129,33 @@ export class TrainRunner implements TaskRunner {
       }
     }
     return { part: name, bytes: bytes.length, sha256: await sha256Hex(bytes) };
+  }
+
+  /**
+   * A checkpoint to the coordinator: its bytes in `task.part` messages, then `checkpoint` progress naming them (size
+   * and SHA-256). One over the parts limit is not sent (the run goes on; a lost node then costs more steps).
+   */
+  async #sendCheckpoint(lease: Lease, step: number, bytes: Uint8Array): Promise<void> {
+    if (bytes.length > LIMITS.maxResultPartsBytes || lease.ended) return;
+    const sha256 = await sha256Hex(bytes);
+    const size = this.#partBytes;
+    for (let offset = 0; offset < bytes.length; offset += size) {
+      const data = bytesToBase64(bytes.subarray(offset, Math.min(bytes.length, offset + size)));
+      if (!this.#host.part(lease, { name: 'checkpoint.safetensors', total: bytes.length, offset, data })) return;
+    }
+    this.#host.progress(lease, { kind: 'checkpoint', step, bytes: bytes.length, sha256 });
+  }
+
+  /** The checkpoint an earlier attempt left (fetched and checked); null when it cannot be had: the run starts over. */
+  async #checkpointOf(a: Assignment): Promise<Uint8Array | null> {
+    try {
+      const res = await this.#fetch(`${this.#base}/v1/tasks/${a.taskId}/checkpoint`, this.#token ? { headers: { authorization: `Bearer ${this.#token}` } } : {});
+      if (!res.ok) return null;
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      return (await sha256Hex(bytes)) === a.checkpoint!.sha256 ? bytes : null;
+    } catch {
+      return null;
+    }
   }
 
   /** The dataset's JSON lines: inline, or fetched by digest and checked. */

@@ -9,7 +9,7 @@
 import type { ErrorInfo, LoraConfig, TrainResult } from '../../shared';
 import { LlamaModel, type GpuContext } from '../engine';
 import { loadModelFolder, saveAdapter } from '../model';
-import { runLoraTraining } from '../training';
+import { decodeCheckpoint, encodeCheckpoint, runDigest, runLoraTraining, type TrainingResume, type TrainingStep } from '../training';
 import type { ModelFiles } from './service';
 
 export interface TrainRunRequest {
@@ -28,6 +28,10 @@ export interface TrainRunRequest {
   seqLen?: number;
   /** Epoch ms after which the run stops (DEADLINE_EXCEEDED). */
   deadline?: number | null;
+  /** A checkpoint every this many steps (progress with `checkpoint`); 0 or absent: none. */
+  checkpointEvery?: number;
+  /** A checkpoint of this same run (an earlier attempt's, on any node): go on from it. One that does not resume is set aside (a warning) and the run starts over. */
+  resume?: Uint8Array;
 }
 
 /** After every optimizer step. */
@@ -39,6 +43,8 @@ export interface TrainProgress {
   evalLoss?: number;
   evaluated: boolean;
   tokensPerSec: number;
+  /** Set on a checkpoint (after step `step`, before its loss progress): the bytes to resume from (worker/training/checkpoint.ts). */
+  checkpoint?: Uint8Array;
 }
 
 /** The run's summary as the task result has it (shared/protocol.ts TrainResult), with the adapter's PEFT files as bytes. */
@@ -55,38 +61,60 @@ export async function trainOnEngine(ctx: GpuContext, files: ModelFiles, req: Tra
   const model = await LlamaModel.load(ctx, loaded.config, loaded.weights);
   try {
     const seed = req.seed ?? TRAIN_DEFAULTS.seed;
-    const run = await runLoraTraining({
+    const seqLen = Math.min(req.seqLen ?? TRAIN_DEFAULTS.seqLen, loaded.config.maxPositions - 1);
+    const batchSize = req.batchSize ?? TRAIN_DEFAULTS.batchSize;
+    const evalFraction = req.evalFraction ?? TRAIN_DEFAULTS.evalFraction;
+    const lr = req.learningRate ?? TRAIN_DEFAULTS.learningRate;
+    const gradAccumulation = req.gradAccumulation ?? TRAIN_DEFAULTS.gradAccumulation;
+    const lora = { rank: req.lora.rank, alpha: req.lora.alpha, dropout: req.lora.dropout ?? 0, targets: req.lora.targetModules, seed };
+    // The run's identity: a checkpoint resumes only the run it was taken of.
+    const run = await runDigest({ modelFingerprint: loaded.fingerprint, lora, seed, lr, steps: req.steps, gradAccumulation, batchSize, seqLen, evalFraction, jsonl: req.jsonl });
+    const warnings: string[] = [];
+    let resume: TrainingResume | undefined;
+    if (req.resume) {
+      try {
+        resume = decodeCheckpoint(req.resume, run);
+      } catch (err) {
+        warnings.push(`The checkpoint given could not be resumed (${err instanceof Error ? err.message : String(err)}); the run started over.`);
+      }
+    }
+    let lastStep: TrainingStep | null = null;
+    const result = await runLoraTraining({
       model,
-      data: {
-        jsonl: req.jsonl,
-        tokenizer: loaded.tokenizer,
-        seqLen: Math.min(req.seqLen ?? TRAIN_DEFAULTS.seqLen, loaded.config.maxPositions - 1),
-        batchSize: req.batchSize ?? TRAIN_DEFAULTS.batchSize,
-        evalFraction: req.evalFraction ?? TRAIN_DEFAULTS.evalFraction,
-        eosIds: loaded.eosTokenIds,
-      },
-      lora: { rank: req.lora.rank, alpha: req.lora.alpha, dropout: req.lora.dropout ?? 0, targets: req.lora.targetModules, seed },
+      data: { jsonl: req.jsonl, tokenizer: loaded.tokenizer, seqLen, batchSize, evalFraction, eosIds: loaded.eosTokenIds },
+      lora,
       steps: req.steps,
-      lr: req.learningRate ?? TRAIN_DEFAULTS.learningRate,
-      gradAccumulation: req.gradAccumulation ?? TRAIN_DEFAULTS.gradAccumulation,
+      lr,
+      gradAccumulation,
       seed,
       signal,
-      onStep: (s) => onStep({ step: s.step, total: s.total, loss: s.loss, ...(s.evalLoss !== undefined ? { evalLoss: s.evalLoss } : {}), evaluated: s.evaluated, tokensPerSec: s.tokensPerSec }),
+      ...(resume ? { resume } : {}),
+      ...(req.checkpointEvery ? { checkpointEvery: req.checkpointEvery } : {}),
+      onCheckpoint: (c) => {
+        const loss = c.resume.stepLosses[c.resume.stepLosses.length - 1] ?? 0;
+        onStep({ step: c.step, total: req.steps, loss, evaluated: false, tokensPerSec: lastStep?.tokensPerSec ?? 0, checkpoint: encodeCheckpoint(c.resume, run) });
+      },
+      onStep: (s) => {
+        lastStep = s;
+        onStep({ step: s.step, total: s.total, loss: s.loss, ...(s.evalLoss !== undefined ? { evalLoss: s.evalLoss } : {}), evaluated: s.evaluated, tokensPerSec: s.tokensPerSec });
+      },
     });
-    const peft = saveAdapter({ ...run.adapter, baseModel: req.model, baseFingerprint: loaded.fingerprint }, loaded.config);
+    const runResult = result;
+    const peft = saveAdapter({ ...runResult.adapter, baseModel: req.model, baseFingerprint: loaded.fingerprint }, loaded.config);
     return {
       adapterName: req.adapterName,
-      steps: run.steps,
-      trainLoss: run.stepLosses,
-      trainLossBefore: run.trainLossBefore,
-      trainLossAfter: run.trainLossAfter,
-      evalLossBefore: run.evalLossBefore,
-      evalLoss: run.evalLossAfter,
-      trainTokens: run.trainTokens,
-      tokensPerSec: run.tokensPerSec,
+      steps: runResult.steps,
+      trainLoss: runResult.stepLosses,
+      trainLossBefore: runResult.trainLossBefore,
+      trainLossAfter: runResult.trainLossAfter,
+      evalLossBefore: runResult.evalLossBefore,
+      evalLoss: runResult.evalLossAfter,
+      trainTokens: runResult.trainTokens,
+      tokensPerSec: runResult.tokensPerSec,
       durationMs: performance.now() - t0,
-      dataset: run.dataset,
-      warnings: run.warnings,
+      dataset: runResult.dataset,
+      warnings: [...warnings, ...runResult.warnings],
+      ...(resume ? { resumedFrom: resume.step } : {}),
       adapter: { config: peft.configJson, safetensors: peft.safetensors },
     };
   } finally {
