@@ -200,6 +200,8 @@ const TOKEN_OF: Record<Exclude<Role, 'admin'>, string> = {
 interface Fixture {
   /** A cancelled (so ended) task of tenant acme. */
   acmeTask: string;
+  /** A cancelled train task of tenant acme that left a checkpoint. */
+  acmeTrain: string;
   helloHash: string;
   hello: Uint8Array<ArrayBuffer>;
 }
@@ -234,7 +236,7 @@ const SAMPLES: Record<string, { sample: (f: Fixture) => Sample; tenant: TenantRu
   'POST /v1/tasks': { sample: () => ({ path: '/v1/tasks', method: 'POST', json: { kind: 'agent', payload: { agent: 'hello', input: {} } } }), tenant: 'none' },
   'GET /v1/tasks': { sample: () => ({ path: '/v1/tasks' }), tenant: 'none' },
   'GET /v1/tasks/:id': { sample: (f) => ({ path: `/v1/tasks/${f.acmeTask}` }), tenant: 'task' },
-  'GET /v1/tasks/:id/checkpoint': { sample: (f) => ({ path: `/v1/tasks/${f.acmeTask}/checkpoint` }), tenant: 'task' },
+  'GET /v1/tasks/:id/checkpoint': { sample: (f) => ({ path: `/v1/tasks/${f.acmeTrain}/checkpoint` }), tenant: 'task' },
   'GET /v1/tasks/:id/wait': { sample: (f) => ({ path: `/v1/tasks/${f.acmeTask}/wait?timeoutMs=0` }), tenant: 'task' },
   'GET /v1/tasks/:id/events': { sample: (f) => ({ path: `/v1/tasks/${f.acmeTask}/events` }), tenant: 'task' },
   'POST /v1/tasks/:id/cancel': { sample: (f) => ({ path: `/v1/tasks/${f.acmeTask}/cancel`, method: 'POST', json: {} }), tenant: 'task' },
@@ -326,7 +328,19 @@ describe('every route under --auth, over real HTTP', () => {
     assert.equal(sub.status, 202, JSON.stringify(sub.body));
     const cancel = await call({ path: `/v1/tasks/${sub.body.id}/cancel`, method: 'POST', json: {} }, T.acmePlanner);
     assert.equal(cancel.body.state, 'cancelled');
-    f = { acmeTask: sub.body.id as string, helloHash: put.body.sha256 as string, hello };
+    const train = await call(
+      {
+        path: '/v1/tasks',
+        method: 'POST',
+        json: { kind: 'train', payload: { model: 'tiny-llama', adapterName: 'auth', dataset: '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}', lora: { rank: 2, alpha: 4, targetModules: ['q_proj'] }, steps: 2 } },
+      },
+      T.acmePlanner,
+    );
+    assert.equal(train.status, 202, JSON.stringify(train.body));
+    assert.equal((await call({ path: `/v1/tasks/${train.body.id}/cancel`, method: 'POST', json: {} }, T.acmePlanner)).body.state, 'cancelled');
+    // As its node would have left one (a cancelled run keeps its last checkpoint).
+    c.journal.putCheckpoint(train.body.id, 1, 'c'.repeat(64), new Uint8Array([1, 2, 3]));
+    f = { acmeTask: sub.body.id as string, acmeTrain: train.body.id as string, helloHash: put.body.sha256 as string, hello };
   });
 
   after(async () => {
@@ -400,7 +414,7 @@ describe('every route under --auth, over real HTTP', () => {
         assert.equal(other.status, 404, `${r} by beta: ${other.status} ${JSON.stringify(other.body)}`);
         assert.equal(code(other), 'TASK_NOT_FOUND', r);
         // The same answer as for a task that does not exist.
-        const missing = await call({ ...s, path: s.path.replace(f.acmeTask, '00000000-0000-4000-8000-00000000abcd') }, ofTenant(role, 'beta'));
+        const missing = await call({ ...s, path: s.path.replace(f.acmeTask, '00000000-0000-4000-8000-00000000abcd').replace(f.acmeTrain, '00000000-0000-4000-8000-00000000abcd') }, ofTenant(role, 'beta'));
         assert.equal(missing.status, 404, r);
         assert.deepEqual(Object.keys(other.body.error).sort(), Object.keys(missing.body.error).sort(), r);
         const own = await call(s, ofTenant(role, 'acme'));
