@@ -22,6 +22,8 @@
  *   after another ÷ all at once (one continuous batch; goal >= 3), beside oneAdapterBatch8Speedup (the same
  *   over one adapter); adapterSwitchMs: a request's time on the node with an adapter it did not hold yet
  *   (fetched from the registry, loaded on the GPU) minus the same request once it does (goal < 5 ms).
+ * - resumeLostSteps: the steps lost when the page training a task (a checkpoint every 10 steps) is closed after
+ *   its first checkpoint, the task going on on a second page from it (goal: at most one interval).
  * Every figure is the best of `runs` after a warm-up run. Bounded: well under 3 minutes.
  */
 import { readFile } from 'node:fs/promises';
@@ -29,6 +31,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { callPage, openEnginePage } from '../e2e/engine';
 import { E2ePool } from '../e2e/pool';
+import { untilCheckpoint } from '../e2e/tasks';
 import type { GenerateResult, TaskRecord, TrainResult } from '../shared';
 import { randomLoraPairs } from '../worker/engine';
 import { loadModelFolder, mulberry32, saveAdapter } from '../worker/model';
@@ -134,6 +137,33 @@ async function poolTraining(opts: { steps: number; rows: number; seqLen: number;
   }
 }
 
+/**
+ * resumeLostSteps: a train task (checkpoint every `every` steps) on a pool of two node pages; the page holding it is
+ * closed once its first checkpoint reached the coordinator, and the task goes on from that checkpoint on the other
+ * page: the steps lost are those the first page had reported beyond the checkpoint the second went on from.
+ */
+async function resumeFigures(opts: { steps: number; every: number; rows: number; seqLen: number; log: (l: string) => void }): Promise<{ resumeLostSteps: number; resumedFrom: number; checkpointEvery: number }> {
+  const pool = await E2ePool.start('bench-resume-', { nodeGraceMs: 300, retryBaseMs: 1 }, async (dir) => {
+    await makeTinyModel({ seed: 1, dir: join(dir, 'models', 'tiny-llama') });
+    return { modelsDir: join(dir, 'models') };
+  });
+  try {
+    const nodes = await pool.join({ count: 2, query: { backends: 'engine', workers: '1' }, log: opts.log });
+    const lines = Array.from({ length: 4 * opts.rows }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `What follows ${i}?` }, { role: 'assistant', content: `${i + 1} follows ${i}.` }] }));
+    const payload = { model: 'tiny-llama', adapterName: 'resume', dataset: lines.join('\n'), lora: { rank: 8, alpha: 16, targetModules: ['q_proj', 'v_proj'] }, steps: opts.steps, checkpointEvery: opts.every, batchSize: opts.rows, seqLen: opts.seqLen, learningRate: 1e-3, seed: 1 };
+    const [id] = await submit(pool.url, [{ kind: 'train', maxAttempts: 3, payload }]);
+    const seen = await untilCheckpoint(pool.url, id!);
+    const holder = ((await (await fetch(`${pool.url}/v1/tasks/${id}`)).json()) as TaskRecord).nodeId!;
+    await nodes.pages[nodes.nodeIds.indexOf(holder)]!.close();
+    const rec = await ended(pool.url, id!);
+    const r = rec.result as TrainResult;
+    if (rec.state !== 'succeeded' || r.resumedFrom === undefined) throw new Error(`the resumed task ended ${rec.state}, resumedFrom ${r?.resumedFrom}`);
+    return { resumeLostSteps: Math.max(seen.lastStep, seen.checkpointStep) - r.resumedFrom, resumedFrom: r.resumedFrom, checkpointEvery: opts.every };
+  } finally {
+    await pool.close();
+  }
+}
+
 function positive(name: string, v: string | undefined, d: number): number {
   if (v === undefined) return d;
   const n = Number(v);
@@ -158,6 +188,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     const round = (x: number, d = 3): number => Number(x.toPrecision(d + 1));
     log('One train task through a pool on loopback…');
     const pool = await poolTraining({ steps: positive('pool-steps', values['pool-steps'], 200), rows, seqLen, log });
+    log('A train task whose node is closed after a checkpoint, resumed on another…');
+    const resume = await resumeFigures({ steps: 100, every: 10, rows, seqLen, log });
     const resident = r.ortMatmul.residentGflops !== undefined;
     const matmulRatio = resident ? r.engineMatmul.residentGflops / r.ortMatmul.residentGflops! : r.engineMatmul.wallGflops / r.ortMatmul.gflops;
     const out: Record<string, unknown> = {
@@ -199,6 +231,9 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       oneAdapterBatch8Speedup: round(pool.adapters.oneAdapterBatch8Speedup),
       adapterSwitchMs: round(pool.adapters.adapterSwitchMs),
       adapterResidentRequestMs: round(pool.adapters.residentRequestMs),
+      resumeLostSteps: resume.resumeLostSteps,
+      resumedFrom: resume.resumedFrom,
+      resumeCheckpointEvery: resume.checkpointEvery,
       poolTraining: { steps: pool.steps, trainTokens: pool.trainTokens, taskWallMs: Math.round(pool.wallMs), loopMs: Math.round(pool.loopMs), shape: `${rows}x${seqLen} tokens a step` },
       goals: GOALS,
       meets: {
@@ -208,6 +243,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         poolOverBareTraining: pool.pool / pool.bare >= GOALS.poolOverBareTraining,
         multiAdapterBatch8Speedup: pool.adapters.multiAdapterBatch8Speedup >= GOALS.multiAdapterBatch8Speedup,
         adapterSwitchMs: pool.adapters.adapterSwitchMs < GOALS.adapterSwitchMs,
+        resumeLostSteps: resume.resumeLostSteps <= resume.checkpointEvery,
       },
       seconds: round((performance.now() - t0) / 1000),
     };

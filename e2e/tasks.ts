@@ -34,3 +34,34 @@ export async function waitAll(url: string, ids: string[], opts: { concurrency?: 
   await Promise.all(Array.from({ length: opts.concurrency ?? 32 }, lane));
   return out;
 }
+
+/**
+ * Reads a train task's event stream until its first checkpoint: that checkpoint's step and the last step the node
+ * reported meanwhile (`loss` progress). Bounded by the stream (it ends with the task) and `maxReads` reads.
+ */
+export async function untilCheckpoint(url: string, id: string, maxReads = 100_000): Promise<{ checkpointStep: number; lastStep: number }> {
+  const res = await fetch(`${url}/v1/tasks/${id}/events`);
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  let lastStep = 0;
+  let checkpointStep = 0;
+  try {
+    for (let i = 0; i < maxReads && checkpointStep === 0; i++) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += decoder.decode(value, { stream: true });
+      for (let at = buf.indexOf('\n\n'); at >= 0; at = buf.indexOf('\n\n')) {
+        const block = buf.slice(0, at);
+        buf = buf.slice(at + 2);
+        if (!block.startsWith('event: progress\n')) continue;
+        const p = (JSON.parse(block.slice(block.indexOf('data: ') + 6)) as { progress: { kind: string; step: number } }).progress;
+        if (p.kind === 'loss') lastStep = Math.max(lastStep, p.step);
+        if (p.kind === 'checkpoint' && checkpointStep === 0) checkpointStep = p.step;
+      }
+    }
+  } finally {
+    await reader.cancel().catch(() => undefined);
+  }
+  return { checkpointStep, lastStep };
+}
