@@ -4,6 +4,7 @@
  * on another node and ends with the same losses as an uninterrupted run of the same seed.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,4 +106,20 @@ test('the training node vanishes after a checkpoint: the task goes on from it on
   assert.equal(resumed.evalLoss, whole.evalLoss);
   const bytes = async (name: string) => Buffer.from(await (await fetch(`${coordinator.url}/v1/adapters/tiny-llama/${name}/adapter_model.safetensors`)).arrayBuffer());
   assert.ok((await bytes('resumed')).equals(await bytes('whole')), 'the same adapter, byte for byte');
+});
+
+test('a checkpoint that does not resume (broken bytes left by a lying node) is set aside with a warning and the run starts over', async () => {
+  // The node trains one task at a time: while it runs the first, the second waits, and gets a "checkpoint" first.
+  const busy = await submit(spec('busy'));
+  const id = await submit({ ...spec('fresh'), payload: { ...spec('fresh').payload, steps: 6, checkpointEvery: 0 } });
+  assert.equal((await (await fetch(`${coordinator.url}/v1/tasks/${id}`)).json() as TaskRecord).state, 'queued');
+  const junk = new TextEncoder().encode('not a checkpoint at all');
+  coordinator.journal.putCheckpoint(id, 3, createHash('sha256').update(junk).digest('hex'), junk);
+  assert.equal((await ended(busy)).state, 'succeeded');
+  const rec = await ended(id);
+  assert.equal(rec.state, 'succeeded', JSON.stringify(rec.error));
+  const r = rec.result as TrainResult;
+  assert.equal(r.resumedFrom, undefined);
+  assert.equal(r.trainLoss.length, 6, 'every step ran');
+  assert.ok(r.warnings.some((w) => /could not be resumed .*started over/.test(w)), JSON.stringify(r.warnings));
 });

@@ -6,7 +6,7 @@
  * The base is loaded on the GPU for the run and released after it: the copy a `generate` decoder holds is never
  * touched (the loop attaches its own adapter to the model it trains).
  */
-import type { ErrorInfo, LoraConfig, TrainResult } from '../../shared';
+import { AppError, type ErrorInfo, type LoraConfig, type TrainResult } from '../../shared';
 import { LlamaModel, type GpuContext } from '../engine';
 import { loadModelFolder, saveAdapter } from '../model';
 import { decodeCheckpoint, encodeCheckpoint, runDigest, runLoraTraining, type TrainingResume, type TrainingStep } from '../training';
@@ -79,7 +79,7 @@ export async function trainOnEngine(ctx: GpuContext, files: ModelFiles, req: Tra
       }
     }
     let lastStep: TrainingStep | null = null;
-    const result = await runLoraTraining({
+    const runFrom = (from: TrainingResume | undefined) => runLoraTraining({
       model,
       data: { jsonl: req.jsonl, tokenizer: loaded.tokenizer, seqLen, batchSize, evalFraction, eosIds: loaded.eosTokenIds },
       lora,
@@ -88,7 +88,7 @@ export async function trainOnEngine(ctx: GpuContext, files: ModelFiles, req: Tra
       gradAccumulation,
       seed,
       signal,
-      ...(resume ? { resume } : {}),
+      ...(from ? { resume: from } : {}),
       ...(req.checkpointEvery ? { checkpointEvery: req.checkpointEvery } : {}),
       onCheckpoint: (c) => {
         const loss = c.resume.stepLosses[c.resume.stepLosses.length - 1] ?? 0;
@@ -99,7 +99,17 @@ export async function trainOnEngine(ctx: GpuContext, files: ModelFiles, req: Tra
         onStep({ step: s.step, total: s.total, loss: s.loss, ...(s.evalLoss !== undefined ? { evalLoss: s.evalLoss } : {}), evaluated: s.evaluated, tokensPerSec: s.tokensPerSec });
       },
     });
-    const runResult = result;
+    let runResult;
+    try {
+      runResult = await runFrom(resume);
+    } catch (err) {
+      // A checkpoint that decodes but does not fit (another shape, a step past the run's end: a node that lied)
+      // costs the steps it claimed, not the task: the run starts over.
+      if (!resume || !(err instanceof AppError) || err.code !== 'TRAINING_CHECKPOINT_INVALID') throw err;
+      warnings.push(`The checkpoint given could not be resumed (${err.message}); the run started over.`);
+      resume = undefined;
+      runResult = await runFrom(undefined);
+    }
     const peft = saveAdapter({ ...runResult.adapter, baseModel: req.model, baseFingerprint: loaded.fingerprint }, loaded.config);
     return {
       adapterName: req.adapterName,
