@@ -76,6 +76,7 @@ export const ACCESS: Readonly<Record<string, Access>> = {
 
   // Adapters are shared by every tenant (one registry per base), so uploads take a token without a tenant.
   'PUT /v1/adapters/:base/:name': { roles: ['evolver'], shared: true },
+  'POST /v1/adapters/:base/:name/merge': { roles: ['evolver'], shared: true },
   'GET /v1/adapters': { roles: ['planner', 'evolver'] },
   'GET /v1/adapters/:base/:name': { roles: ['planner', 'evolver'] },
   'GET /v1/adapters/:base/:name/:file': { roles: ['planner', 'evolver'] },

@@ -21,10 +21,14 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { AppError, base64ToBytes, parseName, type PartRef, type TrainResult, type TrainedAdapterFiles } from '../shared';
 import { parseLlamaConfig, type LlamaConfig } from '../worker/model/config';
-import { readSafetensorsFiles } from '../worker/model/folder';
+import { loadModelFolder, readSafetensorsFiles } from '../worker/model/folder';
+import { mergeLora } from '../worker/model/merge';
+import { writeSafetensors } from '../worker/model/safetensors';
+import { buildDecoderOnnx } from '../tools/tiny-model/onnx-llama';
+import { encodeModel } from '../tools/tiny-model/onnx-proto';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, baseModelFingerprint, loadAdapter } from '../worker/model/peft';
 import type { ModelFile, ModelStore } from './models';
 
@@ -33,6 +37,8 @@ export type AdapterFileName = (typeof ADAPTER_FILES)[number];
 
 /** Largest adapter_model.safetensors an upload may carry. */
 export const MAX_ADAPTER_BYTES = 64 << 20;
+/** Largest base (bytes of its weight files) the coordinator merges an adapter into. */
+export const MAX_MERGE_BYTES = 1 << 30;
 /** Bases up to this size are read whole to compute the engine's fingerprint (checked against the adapter's metadata). */
 const ENGINE_FINGERPRINT_MAX_BYTES = 256 << 20;
 const META_FILE = 'meta.json';
@@ -283,6 +289,61 @@ export class AdapterRegistry {
     return out;
   }
 
+  /**
+   * Merges version `ref` of `base`'s adapter into the base (W + alpha/r · B·A, float32) and writes the result under
+   * `outRoot/<base>-<name>-v<version>/` as a model folder of its own: the base's config, tokenizer and other files,
+   * `model.safetensors` (the merged weights, F32, the merge in its metadata) and `onnx/model.onnx` (the decoder graph
+   * transformers.js loads), so it is served as its own model id. Answers the id and whether it was made now (a
+   * version already merged is kept). A base over MAX_MERGE_BYTES of weights: MODEL_TOO_LARGE (the merge holds it whole).
+   */
+  async merge(rawBase: string, ref: string, outRoot: string): Promise<{ model: string; created: boolean; version: AdapterVersion; files: Array<{ path: string; size: number }> }> {
+    const v = await this.resolve(rawBase, ref);
+    const model = parseName(`${v.base}-${v.name}-v${v.version}`);
+    const dir = join(outRoot, model);
+    const listed = async (): Promise<Array<{ path: string; size: number }>> => {
+      const out: Array<{ path: string; size: number }> = [];
+      for (const p of await filesUnder(dir)) out.push({ path: p, size: (await stat(join(dir, ...p.split('/')))).size });
+      return out;
+    };
+    if ((await stat(join(dir, 'config.json')).catch(() => null))?.isFile()) return { model, created: false, version: v, files: await listed() };
+    if (!this.#store) throw new AppError('MODEL_NOT_FOUND', `This coordinator serves no model folders, so it cannot merge into ${v.base}; start it with --models DIR.`, { model: v.base });
+    const folder = await this.#store.locate(v.base);
+    const manifest = await this.#store.manifest(v.base);
+    const weightBytes = manifest.files.filter((f) => f.path.endsWith('.safetensors') && !f.path.startsWith('adapters/')).reduce((n, f) => n + f.size, 0);
+    if (weightBytes > MAX_MERGE_BYTES) {
+      throw new AppError('MODEL_TOO_LARGE', `${v.base} has ${weightBytes} bytes of weights; the coordinator merges bases up to ${MAX_MERGE_BYTES} (it holds the whole model in float32, and an ONNX file is at most 2 GB).`, {
+        model: v.base,
+        bytes: weightBytes,
+        limit: MAX_MERGE_BYTES,
+      });
+    }
+    const read = async (p: string): Promise<Uint8Array> => new Uint8Array(await readFile(join(folder.dir, ...p.split('/'))));
+    const loaded = await loadModelFolder(read);
+    const adapter = loadAdapter({ configJson: await readFile(this.filePath(v, ADAPTER_CONFIG_FILE), 'utf8'), safetensors: await read0(this.filePath(v, ADAPTER_WEIGHTS_FILE)) }, loaded.config);
+    const merged = mergeLora(loaded.config, loaded.weights, adapter);
+    const from = `${v.base}:${v.name}@${v.version}`;
+    const tmp = join(outRoot, `.merge-${model}-${randomUUID()}`);
+    await mkdir(tmp, { recursive: true });
+    try {
+      // Everything of the base but its weights (safetensors, ONNX) and its own adapters.
+      for (const p of manifest.files.map((f) => f.path)) {
+        if (p.endsWith('.safetensors') || p.endsWith('.safetensors.index.json') || p.startsWith('onnx/') || p.startsWith('adapters/') || p.endsWith('.onnx') || p.endsWith('.onnx_data')) continue;
+        await mkdir(dirname(join(tmp, ...p.split('/'))), { recursive: true });
+        await writeFile(join(tmp, ...p.split('/')), await read(p));
+      }
+      const tensors = [...merged].map(([name, w]) => ({ name, dtype: 'F32' as const, shape: w.shape, data: w.data }));
+      await writeFile(join(tmp, 'model.safetensors'), writeSafetensors(tensors, { format: 'pt', merged_from: from, base_fingerprint: loaded.fingerprint }));
+      await mkdir(join(tmp, 'onnx'), { recursive: true });
+      await writeFile(join(tmp, 'onnx', 'model.onnx'), encodeModel(buildDecoderOnnx(loaded.config, merged, `${v.base} with adapter ${from} merged (W + alpha/r · B·A).`)));
+      await rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err; // merged meanwhile by another request
+      });
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+    return { model, created: true, version: v, files: await listed() };
+  }
+
   /** Whether `base` has an adapter `ref` (registry, or `adapters/<name>/adapter_config.json` in its folder). */
   async has(base: string, ref: string): Promise<boolean> {
     try {
@@ -332,6 +393,21 @@ function fromParts(ref: PartRef, parts: ReadonlyMap<string, { total: number; rec
     throw new AppError('ADAPTER_INVALID', `Invalid LoRA adapter: the parts of ${ref.part.slice(0, 64)} do not hash to the SHA-256 the result states.`);
   }
   return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+async function read0(path: string): Promise<Uint8Array> {
+  return new Uint8Array(await readFile(path));
+}
+
+/** Every file under `dir`, as `/`-separated paths relative to it. */
+async function filesUnder(dir: string, prefix = ''): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(join(dir, prefix), { withFileTypes: true }).catch(() => [])) {
+    const rel = prefix ? `${prefix}/${e.name}` : e.name;
+    if (e.isDirectory()) out.push(...(await filesUnder(dir, rel)));
+    else if (e.isFile()) out.push(rel);
+  }
+  return out.sort();
 }
 
 /** Visible subdirectory names of `dir` ([] when it does not exist). */

@@ -272,6 +272,7 @@ const SAMPLES: Record<string, { sample: (f: Fixture) => Sample; tenant: TenantRu
     }),
     tenant: 'shared',
   },
+  'POST /v1/adapters/:base/:name/merge': { sample: () => ({ path: '/v1/adapters/tiny/style/merge', method: 'POST', json: {} }), tenant: 'shared' },
   'GET /v1/adapters': { sample: () => ({ path: '/v1/adapters' }), tenant: 'none' },
   'GET /v1/adapters/:base/:name': { sample: () => ({ path: '/v1/adapters/tiny/style' }), tenant: 'none' },
   'GET /v1/adapters/:base/:name/:file': { sample: () => ({ path: '/v1/adapters/tiny/style@1/adapter_config.json' }), tenant: 'none' },

@@ -170,7 +170,9 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   const registry = new Registry(journal);
   const metrics = new Metrics(clock.now());
   const modelRoots = [...(opts.modelsDir ? [opts.modelsDir] : []), ...(opts.modelsDirs ?? [])];
-  const modelStore = modelRoots.length ? new ModelStore(modelRoots) : null;
+  // Adapters merged into their base (POST /v1/adapters/:base/:name/merge) are model folders of the coordinator's own, served after the others.
+  const mergedDir = join(dataDir, 'merged');
+  const modelStore = modelRoots.length ? new ModelStore([...modelRoots, mergedDir]) : null;
   const watch = new TaskWatch();
   const tracing = Tracing.create(opts.tracing);
   // A shared journal keeps the webhook secret itself, so that every coordinator signs alike (seeded from the first one's file).
@@ -249,7 +251,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   datasetRoutes(app, ctx);
   blobRoutes(app, ctx, new BlobStore(opts.blobsDir ?? join(dataDir, 'blobs'), LIMITS.maxBlobBytes, journal.shared ? journal : null));
   agentRoutes(app, ctx);
-  adapterRoutes(app, adapters);
+  adapterRoutes(app, adapters, mergedDir);
   opsRoutes(app, ctx);
   openApiRoutes(app); // GET /openapi.json and GET /docs (server/openapi.ts)
   poolRoutes(app, ctx, { sampleMs: opts.historySampleMs }); // GET /v1/pool, /v1/whoami: the operator page (ops.html)

@@ -635,6 +635,17 @@ export const OPERATIONS: Readonly<Record<string, Operation>> = {
     ok: { 201: { description: 'The new version.', schema: AdapterVersionSchema } },
     errors: ['ADAPTER_INVALID', 'ADAPTER_MISMATCH', 'MODEL_NOT_FOUND', 'SCHEMA_VIOLATION'],
   },
+  'POST /v1/adapters/:base/:name/merge': {
+    tag: 'Adapters',
+    summary: 'Merge an adapter version into its base: a model of its own (safetensors and ONNX)',
+    description: 'W + alpha/r · B·A in float32 for each adapted projection, written as the model folder `BASE-NAME-vN` (the base\'s config and tokenizer, model.safetensors, onnx/model.onnx) and served as that model id by /v1/models and generate.',
+    params: Type.Object({ base: Name, name: Type.String({ description: '`name` (the latest version) or `name@N`.' }) }),
+    ok: {
+      201: { description: 'Merged now.', schema: Type.Object({ model: Type.String(), base: Type.String(), adapter: Type.String(), files: Type.Array(Type.Object({ path: Type.String(), size: Type.Integer() })) }) },
+      200: { description: 'That version was merged before: the same model.' },
+    },
+    errors: ['ADAPTER_NOT_FOUND', 'MODEL_NOT_FOUND', 'MODEL_TOO_LARGE', 'ADAPTER_INVALID', 'ADAPTER_MISMATCH'],
+  },
   'GET /v1/adapters': {
     tag: 'Adapters',
     summary: 'List adapters',
