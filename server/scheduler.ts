@@ -583,15 +583,8 @@ export class Scheduler {
    * gave back lately is dropped; on any other lease it is refused (LEASE_NOT_HELD) and changes nothing.
    */
   progress(node: NodeSession, msg: ProgressMessage): void {
-    node.lastSeen = this.#opts.clock.now();
-    const lease = node.leases.get(msg.leaseId) ?? (node.heldOnce(msg.leaseId) ? undefined : this.#adopt(node, msg.leaseId));
-    if (!lease || lease.taskId !== msg.taskId) {
-      if (node.heldOnce(msg.leaseId)) return;
-      throw new AppError('LEASE_NOT_HELD', `This node does not hold lease ${msg.leaseId.slice(0, 64)} of task ${msg.taskId.slice(0, 64)}; progress is accepted only from the node that holds the lease.`, {
-        taskId: msg.taskId.slice(0, 64),
-        leaseId: msg.leaseId.slice(0, 64),
-      });
-    }
+    const lease = this.#reportedOn(node, msg, 'progress is');
+    if (!lease) return;
     node.lastWorkAt = node.lastSeen;
     lease.expiresAt = Math.max(lease.expiresAt, node.lastSeen + this.#opts.leaseMs);
     if (msg.progress.kind === 'checkpoint') this.#checkpoint(lease, msg.progress);
@@ -601,6 +594,21 @@ export class Scheduler {
     } else if (this.#watch.has(msg.taskId)) {
       this.#watch.emit(msg.taskId, { type: 'progress', at: node.lastSeen, progress: msg.progress });
     }
+  }
+
+  /**
+   * The lease a node's message reports on (adopted when another coordinator granted it to this node): undefined when
+   * the node gave it back lately (the message is dropped); on any other lease LEASE_NOT_HELD, and nothing changes.
+   */
+  #reportedOn(node: NodeSession, msg: { taskId: string; leaseId: string }, what: 'progress is' | 'parts are'): LeaseInfo | undefined {
+    node.lastSeen = this.#opts.clock.now();
+    const lease = node.leases.get(msg.leaseId) ?? (node.heldOnce(msg.leaseId) ? undefined : this.#adopt(node, msg.leaseId));
+    if (lease && lease.taskId === msg.taskId) return lease;
+    if (node.heldOnce(msg.leaseId)) return undefined;
+    throw new AppError('LEASE_NOT_HELD', `This node does not hold lease ${msg.leaseId.slice(0, 64)} of task ${msg.taskId.slice(0, 64)}; ${what} accepted only from the node that holds the lease.`, {
+      taskId: msg.taskId.slice(0, 64),
+      leaseId: msg.leaseId.slice(0, 64),
+    });
   }
 
   /**
@@ -627,15 +635,8 @@ export class Scheduler {
    * stated total, a total that changes, or data that is not base64: PROTOCOL_ERROR, and what came is dropped.
    */
   part(node: NodeSession, msg: PartMessage): void {
-    node.lastSeen = this.#opts.clock.now();
-    const lease = node.leases.get(msg.leaseId) ?? (node.heldOnce(msg.leaseId) ? undefined : this.#adopt(node, msg.leaseId));
-    if (!lease || lease.taskId !== msg.taskId) {
-      if (node.heldOnce(msg.leaseId)) return;
-      throw new AppError('LEASE_NOT_HELD', `This node does not hold lease ${msg.leaseId.slice(0, 64)} of task ${msg.taskId.slice(0, 64)}; parts are accepted only from the node that holds the lease.`, {
-        taskId: msg.taskId.slice(0, 64),
-        leaseId: msg.leaseId.slice(0, 64),
-      });
-    }
+    const lease = this.#reportedOn(node, msg, 'parts are');
+    if (!lease) return;
     const refuse = (why: string): never => {
       lease.parts?.delete(msg.name);
       throw new AppError('PROTOCOL_ERROR', `task.part ${msg.name} of task ${msg.taskId.slice(0, 64)}: ${why}; what came of it is dropped.`, { taskId: msg.taskId.slice(0, 64), name: msg.name });
