@@ -6,7 +6,7 @@
  * files (safetensors in base64), which the coordinator puts in its adapter registry before the task ends.
  * One run at a time: the node advertises room for one train lease.
  */
-import { LIMITS, PART_BYTES, bytesToBase64, checkpointInterval, errorFromAnswer, serializeError, AppError, type Assignment, type PartRef, type TrainPayload } from '../../shared';
+import { LIMITS, PART_BYTES, bytesToBase64, checkpointInterval, errorFromAnswer, serializeError, AppError, type Assignment, type PartMessage, type PartRef, type TrainPayload } from '../../shared';
 import { sha256Hex } from '../../worker/agents/module-cache';
 import type { InferenceRuntime, TrainRunRequest } from '../../worker/inference';
 import type { TrainingCurve } from './events';
@@ -119,16 +119,22 @@ export class TrainRunner implements TaskRunner {
    * `task.part` messages and named in the result (an adapter of high rank on a larger model).
    */
   async #weights(lease: Lease, bytes: Uint8Array): Promise<string | PartRef> {
-    const size = this.#partBytes;
-    if (bytes.length <= size) return bytesToBase64(bytes);
+    if (bytes.length <= this.#partBytes) return bytesToBase64(bytes);
     const name = 'adapter_model.safetensors';
-    for (let offset = 0; offset < bytes.length; offset += size) {
-      const data = bytesToBase64(bytes.subarray(offset, Math.min(bytes.length, offset + size)));
-      if (!this.#host.part(lease, { name, total: bytes.length, offset, data })) {
-        throw new AppError('RESULT_PARTS_INCOMPLETE', `The connection closed while the adapter (${bytes.length} bytes) was being sent in parts; the attempt runs again.`);
-      }
+    if (!this.#sendParts(lease, name, bytes)) {
+      throw new AppError('RESULT_PARTS_INCOMPLETE', `The connection closed while the adapter (${bytes.length} bytes) was being sent in parts; the attempt runs again.`);
     }
     return { part: name, bytes: bytes.length, sha256: await sha256Hex(bytes) };
+  }
+
+  /** `bytes` as `task.part` messages of #partBytes, in order; false when one could not be sent. */
+  #sendParts(lease: Lease, name: PartMessage['name'], bytes: Uint8Array): boolean {
+    const size = this.#partBytes;
+    for (let offset = 0; offset < bytes.length; offset += size) {
+      const data = bytesToBase64(bytes.subarray(offset, Math.min(bytes.length, offset + size)));
+      if (!this.#host.part(lease, { name, total: bytes.length, offset, data })) return false;
+    }
+    return true;
   }
 
   /**
@@ -138,12 +144,7 @@ export class TrainRunner implements TaskRunner {
   async #sendCheckpoint(lease: Lease, step: number, bytes: Uint8Array): Promise<void> {
     if (bytes.length > LIMITS.maxResultPartsBytes || lease.ended) return;
     const sha256 = await sha256Hex(bytes);
-    const size = this.#partBytes;
-    for (let offset = 0; offset < bytes.length; offset += size) {
-      const data = bytesToBase64(bytes.subarray(offset, Math.min(bytes.length, offset + size)));
-      if (!this.#host.part(lease, { name: 'checkpoint.safetensors', total: bytes.length, offset, data })) return;
-    }
-    this.#host.progress(lease, { kind: 'checkpoint', step, bytes: bytes.length, sha256 });
+    if (this.#sendParts(lease, 'checkpoint.safetensors', bytes)) this.#host.progress(lease, { kind: 'checkpoint', step, bytes: bytes.length, sha256 });
   }
 
   /** The checkpoint an earlier attempt left (fetched and checked); null when it cannot be had: the run starts over. */
