@@ -27,8 +27,8 @@ import { parseLlamaConfig, type LlamaConfig } from '../worker/model/config';
 import { loadModelFolder, readSafetensorsFiles } from '../worker/model/folder';
 import { mergeLora } from '../worker/model/merge';
 import { writeSafetensors } from '../worker/model/safetensors';
-import { buildDecoderOnnx } from '../tools/tiny-model/onnx-llama';
-import { encodeModel } from '../tools/tiny-model/onnx-proto';
+import { buildDecoderOnnx } from '../worker/model/onnx-llama';
+import { encodeModel } from '../worker/model/onnx-proto';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, baseModelFingerprint, loadAdapter } from '../worker/model/peft';
 import type { ModelFile, ModelStore } from './models';
 

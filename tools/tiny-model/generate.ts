@@ -14,9 +14,9 @@ import {
 } from '../../worker/model';
 import { trainBpe, tokenizerJson } from './bpe';
 import { CORPUS } from './corpus';
-import { buildDecoderOnnx } from './onnx-llama';
+import { buildDecoderOnnx } from '../../worker/model/onnx-llama';
 import type { ReferenceConfig } from '../../worker/engine/reference';
-import { encodeModel } from './onnx-proto';
+import { encodeModel } from '../../worker/model/onnx-proto';
 
 /** The shape of a tiny model: the size fields of a LlamaConfig. */
 export type TinySizes = Pick<

@@ -24,6 +24,6 @@ export {
   type ReferenceConfig,
   type RefLora,
 } from '../../worker/engine/reference';
-export { buildDecoderOnnx, MASKED_SCORE } from './onnx-llama';
-export { encodeModel, type OnnxModel } from './onnx-proto';
+export { buildDecoderOnnx, MASKED_SCORE } from '../../worker/model/onnx-llama';
+export { encodeModel, type OnnxModel } from '../../worker/model/onnx-proto';
 export { trainBpe, tokenizerJson, bytesToUnicode } from './bpe';

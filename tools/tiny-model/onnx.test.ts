@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import * as ort from 'onnxruntime-node';
 import { loraKey, mulberry32, type LlamaWeights, type LoraAdapter } from '../../worker/model';
 import { buildTinyModel } from './generate';
-import { buildDecoderOnnx } from './onnx-llama';
-import { encodeModel } from './onnx-proto';
+import { buildDecoderOnnx } from '../../worker/model/onnx-llama';
+import { encodeModel } from '../../worker/model/onnx-proto';
 import { emptyKvCache, referenceForward, type KvCache } from '../../worker/engine/reference';
 
 const tiny = buildTinyModel({ seed: 11 });

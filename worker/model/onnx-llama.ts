@@ -8,8 +8,8 @@
  * combines the padding mask (left padding) with causality offset by the past
  * length; RoPE follows HF's rotate_half convention; GQA repeats kv heads.
  */
-import { linearWeightName, type LinearModule, type LlamaWeights } from '../../worker/model';
-import type { ReferenceConfig } from '../../worker/engine/reference';
+import { linearWeightName, type LinearModule, type LlamaWeights } from './config';
+import type { ReferenceConfig } from '../engine/reference';
 import {
   DataType,
   floatTensor,
