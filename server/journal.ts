@@ -1700,12 +1700,12 @@ export class Journal {
 
   /** Writes chunk `n` of a blob's bytes (a shared journal keeps them for every coordinator); a chunk already there stays. */
   putBlobChunk(sha256: string, n: number, bytes: Uint8Array): void {
-    this.db.prepare('INSERT INTO blob_chunks (sha256, n, bytes) VALUES (?, ?, ?) ON CONFLICT DO NOTHING').run(sha256, n, bytes);
+    this.#prep('INSERT INTO blob_chunks (sha256, n, bytes) VALUES (?, ?, ?) ON CONFLICT DO NOTHING').run(sha256, n, bytes);
   }
 
   /** Chunk `n` of a blob's bytes, or null. */
   blobChunk(sha256: string, n: number): Buffer | null {
-    return this.db.prepare<[string, number], { bytes: Buffer }>('SELECT bytes FROM blob_chunks WHERE sha256 = ? AND n = ?').get(sha256, n)?.bytes ?? null;
+    return this.#prep<[string, number], { bytes: Buffer }>('SELECT bytes FROM blob_chunks WHERE sha256 = ? AND n = ?').get(sha256, n)?.bytes ?? null;
   }
 
   /**
@@ -1767,11 +1767,7 @@ export class Journal {
 
   /** The latest checkpoint of a train task (without its bytes), or null. */
   checkpointOf(taskId: TaskId): { step: number; sha256: string; bytes: number } | null {
-    return (
-      this.db
-        .prepare<[string], { step: number; sha256: string; bytes: number }>('SELECT step, sha256, length(bytes) AS bytes FROM train_checkpoints WHERE task_id = ?')
-        .get(taskId) ?? null
-    );
+    return this.#prep<[string], { step: number; sha256: string; bytes: number }>('SELECT step, sha256, length(bytes) AS bytes FROM train_checkpoints WHERE task_id = ?').get(taskId) ?? null;
   }
 
   checkpointBytes(taskId: TaskId): { step: number; sha256: string; bytes: Buffer } | null {
@@ -1786,7 +1782,7 @@ export class Journal {
 
   /** A task's webhook was delivered, or given up after its attempts: no coordinator delivers it again. */
   webhookDone(id: TaskId): void {
-    this.db.prepare('UPDATE tasks SET webhook_done = ? WHERE id = ? AND webhook_done IS NULL').run(this.#clock.now(), id);
+    this.#prep('UPDATE tasks SET webhook_done = ? WHERE id = ? AND webhook_done IS NULL').run(this.#clock.now(), id);
   }
 
   /**
@@ -1798,8 +1794,7 @@ export class Journal {
     const now = this.#clock.now();
     const pick = `SELECT id FROM tasks WHERE webhook IS NOT NULL AND webhook_done IS NULL AND finished_at <= ?
       AND (webhook_claim IS NULL OR webhook_claim < ?) ORDER BY finished_at LIMIT ?${this.shared ? ' FOR UPDATE SKIP LOCKED' : ''}`;
-    return this.db
-      .prepare<[number, number, number, number], { id: TaskId }>(`UPDATE tasks SET webhook_claim = ? WHERE id IN (${pick}) RETURNING id`)
+    return this.#prep<[number, number, number, number], { id: TaskId }>(`UPDATE tasks SET webhook_claim = ? WHERE id IN (${pick}) RETURNING id`)
       .all(now + claimMs, now - graceMs, now, limit)
       .map((r) => r.id);
   }
