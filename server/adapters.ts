@@ -30,7 +30,8 @@ import { writeSafetensors } from '../worker/model/safetensors';
 import { buildDecoderOnnx } from '../worker/model/onnx-llama';
 import { encodeModel } from '../worker/model/onnx-proto';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, baseModelFingerprint, loadAdapter } from '../worker/model/peft';
-import type { ModelFile, ModelStore } from './models';
+import { walk, type ModelFile, type ModelStore } from './models';
+import { wholePart, type ResultPart } from './node';
 
 export const ADAPTER_FILES = [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE] as const;
 export type AdapterFileName = (typeof ADAPTER_FILES)[number];
@@ -302,7 +303,7 @@ export class AdapterRegistry {
     const dir = join(outRoot, model);
     const listed = async (): Promise<Array<{ path: string; size: number }>> => {
       const out: Array<{ path: string; size: number }> = [];
-      for (const p of await filesUnder(dir)) out.push({ path: p, size: (await stat(join(dir, ...p.split('/')))).size });
+      for (const f of await walk(dir)) out.push({ path: f.rel, size: (await stat(f.abs)).size });
       return out;
     };
     if ((await stat(join(dir, 'config.json')).catch(() => null))?.isFile()) return { model, created: false, version: v, files: await listed() };
@@ -319,7 +320,7 @@ export class AdapterRegistry {
     }
     const read = async (p: string): Promise<Uint8Array> => new Uint8Array(await readFile(join(folder.dir, ...p.split('/'))));
     const loaded = await loadModelFolder(read);
-    const adapter = loadAdapter({ configJson: await readFile(this.filePath(v, ADAPTER_CONFIG_FILE), 'utf8'), safetensors: await read0(this.filePath(v, ADAPTER_WEIGHTS_FILE)) }, loaded.config);
+    const adapter = loadAdapter({ configJson: await readFile(this.filePath(v, ADAPTER_CONFIG_FILE), 'utf8'), safetensors: new Uint8Array(await readFile(this.filePath(v, ADAPTER_WEIGHTS_FILE))) }, loaded.config);
     const merged = mergeLora(loaded.config, loaded.weights, adapter);
     const from = `${v.base}:${v.name}@${v.version}`;
     const tmp = join(outRoot, `.merge-${model}-${randomUUID()}`);
@@ -379,35 +380,20 @@ function isPartRef(v: unknown): v is PartRef {
 }
 
 /** The bytes of a result file sent in parts, checked against what the result states of it. */
-function fromParts(ref: PartRef, parts: ReadonlyMap<string, { total: number; received: number; chunks: Uint8Array[] }> | null): Uint8Array {
+function fromParts(ref: PartRef, parts: ReadonlyMap<string, ResultPart> | null): Uint8Array {
   const file = parts?.get(ref.part);
-  if (!file || file.received !== file.total || file.total !== ref.bytes) {
-    throw new AppError('RESULT_PARTS_INCOMPLETE', `The train result names ${ref.part.slice(0, 64)} (${ref.bytes} bytes) in parts, but ${file ? `${file.received} of ${file.total} bytes` : 'none'} arrived on its lease.`, {
+  const whole = wholePart(file, ref.bytes, ref.sha256);
+  if ('missing' in whole) {
+    throw new AppError('RESULT_PARTS_INCOMPLETE', `The train result names ${ref.part.slice(0, 64)} (${ref.bytes} bytes) in parts, but ${whole.missing} arrived on its lease.`, {
       part: ref.part.slice(0, 64),
       bytes: ref.bytes,
       received: file?.received ?? 0,
     });
   }
-  const bytes = Buffer.concat(file.chunks);
-  if (sha256(bytes) !== ref.sha256.toLowerCase()) {
+  if ('mismatch' in whole) {
     throw new AppError('ADAPTER_INVALID', `Invalid LoRA adapter: the parts of ${ref.part.slice(0, 64)} do not hash to the SHA-256 the result states.`);
   }
-  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-async function read0(path: string): Promise<Uint8Array> {
-  return new Uint8Array(await readFile(path));
-}
-
-/** Every file under `dir`, as `/`-separated paths relative to it. */
-async function filesUnder(dir: string, prefix = ''): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(join(dir, prefix), { withFileTypes: true }).catch(() => [])) {
-    const rel = prefix ? `${prefix}/${e.name}` : e.name;
-    if (e.isDirectory()) out.push(...(await filesUnder(dir, rel)));
-    else if (e.isFile()) out.push(rel);
-  }
-  return out.sort();
+  return whole.bytes;
 }
 
 /** Visible subdirectory names of `dir` ([] when it does not exist). */
@@ -428,7 +414,7 @@ export async function storeTrainedAdapter(
   registry: AdapterRegistry,
   task: { model: string; adapterName: string } | null,
   result: unknown,
-  parts: ReadonlyMap<string, { total: number; received: number; chunks: Uint8Array[] }> | null = null,
+  parts: ReadonlyMap<string, ResultPart> | null = null,
 ): Promise<TrainResult> {
   if (!task) throw new AppError('TASK_NOT_FOUND', 'The train task of this result is not in the journal.');
   const r = result as Partial<TrainResult> | null;

@@ -189,7 +189,7 @@ async function foldersIn(root: string): Promise<ModelFolder[]> {
 }
 
 /** Regular files under `dir` (hidden entries skipped; links followed, each real directory once), sorted by path. */
-async function walk(dir: string): Promise<{ abs: string; rel: string }[]> {
+export async function walk(dir: string): Promise<{ abs: string; rel: string }[]> {
   const out: { abs: string; rel: string }[] = [];
   const seen = new Set<string>();
   const stack: { abs: string; rel: string }[] = [{ abs: dir, rel: '' }];

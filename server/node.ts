@@ -162,6 +162,16 @@ export interface ResultPart {
   chunks: Uint8Array[];
 }
 
+/**
+ * A part file as a message states it (`bytes`, `sha256`): its bytes when all of them came and hash so; else
+ * `missing` (what came, said for an error) or `mismatch` (they came, and hash otherwise).
+ */
+export function wholePart(file: ResultPart | undefined, bytes: number, sha256: string): { bytes: Uint8Array } | { missing: string } | { mismatch: true } {
+  if (!file || file.received !== file.total || file.total !== bytes) return { missing: file ? `${file.received} of ${file.total} bytes` : 'none' };
+  const whole = file.chunks.length === 1 ? file.chunks[0]! : Buffer.concat(file.chunks);
+  return createHash('sha256').update(whole).digest('hex') === sha256.toLowerCase() ? { bytes: whole } : { mismatch: true };
+}
+
 export class NodeSession {
   readonly id: NodeId;
   name: string;

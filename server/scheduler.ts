@@ -7,7 +7,6 @@
  * No per-task timers: one bounded periodic tick expires leases and picks up
  * tasks whose backoff has passed; submits and results trigger a dispatch too.
  */
-import { createHash } from 'node:crypto';
 import {
   AppError,
   DEFAULT_AGENT_LIMITS,
@@ -44,7 +43,7 @@ import {
 } from './journal';
 import type { PgBus } from './bus';
 import type { Metrics } from './metrics';
-import { INFRA_CODES, type LeaseInfo, type NodeSession, type ResultPart, type Slots } from './node';
+import { INFRA_CODES, wholePart, type LeaseInfo, type NodeSession, type ResultPart, type Slots } from './node';
 import { FairShare } from './fair';
 import type { Quota } from './registry';
 import { Reputations } from './reputation';
@@ -623,10 +622,10 @@ export class Scheduler {
       throw new AppError('PROTOCOL_ERROR', `The checkpoint of task ${lease.taskId} after step ${cp.step}: ${why}; it is not kept.`, { taskId: lease.taskId, step: cp.step });
     };
     if (lease.kind !== 'train') refuse('only train tasks checkpoint');
-    if (!file || file.received !== file.total || file.total !== cp.bytes) refuse(`${file ? `${file.received} of ${file.total}` : 'no'} bytes came in parts, where it states ${cp.bytes}`);
-    const bytes = concatBytes(file!.chunks);
-    if (createHash('sha256').update(bytes).digest('hex') !== cp.sha256) refuse('its parts do not hash to the SHA-256 it states');
-    this.#journal.putCheckpoint(lease.taskId, cp.step, cp.sha256, bytes);
+    const whole = wholePart(file, cp.bytes, cp.sha256);
+    if ('missing' in whole) refuse(`${whole.missing} came in parts, where it states ${cp.bytes} bytes`);
+    if ('mismatch' in whole) refuse('its parts do not hash to the SHA-256 it states');
+    this.#journal.putCheckpoint(lease.taskId, cp.step, cp.sha256, (whole as { bytes: Uint8Array }).bytes);
   }
 
   /**
@@ -1106,10 +1105,6 @@ function recordResults(tracing: Tracing, pending: readonly PendingResult[], ende
     const trace = pending[i]!.trace;
     if (trace) tracing.recorded(trace, t0, t1, ended[i]?.state ?? null);
   }
-}
-
-function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
 function mib(bytes: number): string {
