@@ -70,17 +70,27 @@ export class BlobStore {
    * kept under the digest (a second upload of the same bytes replaces nothing).
    */
   async put(body: Readable): Promise<{ sha256: string; bytes: number }> {
+    const { sha256, bytes } = await this.#spool(body as AsyncIterable<Uint8Array>, this.maxBytes, () => true);
+    if (this.#shelf) await this.#publish(sha256);
+    return { sha256, bytes };
+  }
+
+  /**
+   * Streams `chunks` into a temporary file in the folder, hashing and counting; past `limit` bytes it stops and
+   * throws BLOB_TOO_LARGE (the file removed). The bytes are then kept under their digest when `keep` says so (a
+   * second copy of bytes already here replaces nothing), else removed. Answers the digest, the size and whether kept.
+   */
+  async #spool(chunks: AsyncIterable<Uint8Array>, limit: number, keep: (sha256: string, bytes: number) => boolean): Promise<{ sha256: string; bytes: number; kept: boolean }> {
     const tmp = this.#path(`.upload-${randomUUID()}`);
     const out = createWriteStream(tmp);
     const hash = createHash('sha256');
     let bytes = 0;
     try {
-      for await (const chunk of body) {
-        const buf = chunk as Buffer;
-        bytes += buf.length;
-        if (bytes > this.maxBytes) throw this.tooLarge();
-        hash.update(buf);
-        if (!out.write(buf)) await once(out, 'drain');
+      for await (const chunk of chunks) {
+        bytes += chunk.length;
+        if (bytes > limit) throw this.tooLarge();
+        hash.update(chunk);
+        if (!out.write(chunk)) await once(out, 'drain');
       }
       await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
     } catch (err) {
@@ -89,10 +99,10 @@ export class BlobStore {
       throw err;
     }
     const sha256 = hash.digest('hex');
-    if (this.has(sha256)) rmSync(tmp, { force: true });
+    const kept = keep(sha256, bytes);
+    if (!kept || this.has(sha256)) rmSync(tmp, { force: true });
     else renameSync(tmp, this.#path(sha256));
-    if (this.#shelf) await this.#publish(sha256);
-    return { sha256, bytes };
+    return { sha256, bytes, kept };
   }
 
   /** Writes a blob's bytes to the shelf, chunk by chunk (chunks already there are kept). */
@@ -127,28 +137,23 @@ export class BlobStore {
   }
 
   async #fetch(hex: string, size: number): Promise<boolean> {
-    const tmp = this.#path(`.fetch-${randomUUID()}`);
-    const out = createWriteStream(tmp);
-    const hash = createHash('sha256');
-    let bytes = 0;
-    let complete = false;
-    try {
-      for (let n = 0; n === 0 || bytes < size; n++) {
-        const chunk = this.#shelf!.blobChunk(hex, n);
-        if (chunk === null || (chunk.length === 0 && bytes < size)) break;
-        bytes += chunk.length;
-        hash.update(chunk);
-        if (!out.write(chunk)) await once(out, 'drain');
+    const shelf = this.#shelf!;
+    async function* chunks(): AsyncGenerator<Uint8Array> {
+      let got = 0;
+      for (let n = 0; n === 0 || got < size; n++) {
+        const chunk = shelf.blobChunk(hex, n);
+        if (chunk === null || (chunk.length === 0 && got < size)) return;
+        got += chunk.length;
+        yield chunk;
         // Each chunk is one round trip to the journal: let the event loop run between them.
         await new Promise((r) => setImmediate(r));
       }
-      await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
-      complete = bytes === size && hash.digest('hex') === hex;
-    } finally {
-      out.destroy();
-      if (complete && !this.has(hex)) renameSync(tmp, this.#path(hex));
-      rmSync(tmp, { force: true });
     }
-    return complete;
+    try {
+      return (await this.#spool(chunks(), size, (sha256, bytes) => bytes === size && sha256 === hex)).kept;
+    } catch (err) {
+      if (err instanceof AppError && err.code === 'BLOB_TOO_LARGE') return false; // more bytes than the record says
+      throw err;
+    }
   }
 }
