@@ -73,6 +73,15 @@ trap cleanup EXIT
 "$CLANG" --target=wasm32-wasi --sysroot=/usr -Wl,--strip-all "$OUT/text_stats.o" -o "$OUT/text-stats.wasm"
 rm "$OUT/text_stats.o"
 
+# classify (a program of dist/programs/: text lines in, not a JSON agent) calls the node's model
+# through the agent_model host import (declared at upload: config {"imports":["agent_model"]});
+# wasm-ld leaves functions with an import_module as imports.
+mkdir -p "$OUT/programs"
+"$CLANG" --target=wasm32-wasi --sysroot=/usr -O2 -c -Wall -Wextra -Werror \
+  -ffile-prefix-map="$ROOT"=. agents/classify/classify.c -o "$OUT/programs/classify.o"
+"$CLANG" --target=wasm32-wasi --sysroot=/usr -Wl,--strip-all "$OUT/programs/classify.o" -o "$OUT/programs/classify.wasm"
+rm "$OUT/programs/classify.o"
+
 # WASI preview1 test programs, one per function family (agents/wasi-tests/*.c, sharing
 # check.h): built the same way into dist/wasi-tests/, apart from the sample agents.
 mkdir -p "$OUT/wasi-tests"

@@ -362,6 +362,11 @@ export class NodeSession {
     return true;
   }
 
+  /** Whether the node runs agents that call its model (agent_model imports): JSPI and the inference runtime. */
+  runsModelAgents(): boolean {
+    return this.capabilities.jspi === true && this.capabilities.inference !== undefined;
+  }
+
   /** Whether `bytes` fit the memory budget the node advertises (true when it advertises none: it decides). */
   canHold(bytes: number): boolean {
     const budget = this.capabilities.inference?.memoryBudgetBytes;

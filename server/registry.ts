@@ -101,7 +101,7 @@ export class Registry {
    * refused with AGENT_VERSION_EXISTS.
    */
   publish(name: string, version: string, bytes: Uint8Array, config: AgentConfig): { created: boolean; agent: AgentVersion } {
-    validateAgentModule(bytes);
+    validateAgentModule(bytes, { imports: config.imports ?? [] });
     const moduleHash = createHash('sha256').update(bytes).digest('hex');
     const existing = this.#versions(name, version)?.find((v) => v.version === version);
     if (existing) {

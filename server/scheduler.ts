@@ -466,7 +466,7 @@ export class Scheduler {
 
   /** Bytes a node must be able to hold for the task's model (null: no model, or its size unknown here). */
   #needOf(row: { kind: TaskKind; model: string | null }): number | null {
-    if (row.model === null || row.kind === 'agent' || !this.#opts.modelBytes) return null;
+    if (row.model === null || !this.#opts.modelBytes) return null;
     const bytes = this.#opts.modelBytes(row.model);
     if (bytes === null) return null;
     return Math.ceil(bytes * (row.kind === 'train' ? TRAIN_MEMORY_FACTOR : GENERATE_MEMORY_FACTOR));
@@ -494,8 +494,10 @@ export class Scheduler {
       let capable = 0;
       let resting = 0;
       let largest = -1;
+      // An agent that calls a model needs a node that runs such agents (JSPI and the inference runtime).
+      const modelAgent = task.kind === 'agent' && task.model !== null;
       for (const node of this.nodes.values()) {
-        if (!node.connected || node.draining || !node.fits(task.kind)) continue;
+        if (!node.connected || node.draining || !node.fits(task.kind) || (modelAgent && !node.runsModelAgents())) continue;
         ofKind++;
         if (need !== null && !node.canHold(need)) {
           largest = Math.max(largest, node.capabilities.inference?.memoryBudgetBytes ?? 0);
@@ -508,7 +510,9 @@ export class Scheduler {
         reason = 'no_capable_node';
         message =
           ofKind === 0
-            ? `No connected node runs ${task.kind} tasks${task.kind === 'train' ? ' (training needs a node with WebGPU)' : task.kind === 'generate' ? ' (a node with the inference runtime)' : ''}.`
+            ? modelAgent
+              ? `No connected node runs agents that call a model (they need JavaScript Promise Integration, WebAssembly.Suspending, and the inference runtime: a Chromium 137+ page with a model).`
+              : `No connected node runs ${task.kind} tasks${task.kind === 'train' ? ' (training needs a node with WebGPU)' : task.kind === 'generate' ? ' (a node with the inference runtime)' : ''}.`
             : `Model ${task.model} needs about ${mib(need!)} for ${task.kind === 'train' ? 'training' : 'inference'}; the largest memory budget of the ${ofKind} connected node${ofKind === 1 ? '' : 's'} that could run it is ${mib(largest)}.`;
       } else if (resting === capable) {
         reason = 'circuit_open';
@@ -526,7 +530,7 @@ export class Scheduler {
   /** A stored record with its `waiting` explained afresh (queued tasks only). */
   withWaiting<T extends StoredTask>(task: T): T {
     if (task.state !== 'queued') return task;
-    const model = task.kind === 'agent' ? null : (task.payload as { model: string }).model;
+    const model = (task.payload as { model?: string }).model ?? null;
     const row: QueuedRow = {
       id: task.id,
       kind: task.kind,
@@ -1013,6 +1017,7 @@ function pickNode(
   for (const [node, s] of free) {
     const room = roomFor(kind, s);
     if (room <= 0 || !node.fits(kind)) continue;
+    if (kind === 'agent' && model !== null && !node.runsModelAgents()) continue;
     if (avoid !== null && avoid.has(node.id)) continue;
     if (need !== null && !node.canHold(need)) continue;
     const cached = node.holds(model, adapter);
@@ -1060,9 +1065,9 @@ function roomFor(kind: TaskKind, s: Slots): number {
   return Math.min(room, s.cap);
 }
 
-/** The adapter a generate task names (the payload is parsed only when it mentions one). */
+/** The adapter a generate task (or an agent calling a model) names; the payload is parsed only when it mentions one. */
 function adapterOf(row: ReadyRow): string | null {
-  if (row.kind !== 'generate' || !row.payload.includes('"adapter"')) return null;
+  if ((row.kind !== 'generate' && (row.kind !== 'agent' || row.model === null)) || !row.payload.includes('"adapter"')) return null;
   try {
     const adapter = (JSON.parse(row.payload) as { adapter?: unknown }).adapter;
     return typeof adapter === 'string' ? adapter : null;

@@ -68,6 +68,8 @@ export interface NodeOptions {
   inferenceModels?: ModelCapability[];
   /** Advertised `inference.memoryBudgetBytes` (with `sequences`). */
   memoryBudgetBytes?: number;
+  /** Advertised `jspi` (runs agents that call its model). */
+  jspi?: boolean;
 }
 
 export const IDLE_METRICS: NodeMetrics = { running: 0, workers: 1, tasksDone: 0, tasksFailed: 0 };
@@ -198,6 +200,7 @@ export function capabilities(opts: NodeOptions = {}): Capabilities {
       : null,
     models: opts.models ?? [],
     adapters: [],
+    ...(opts.jspi !== undefined ? { jspi: opts.jspi } : {}),
     ...(opts.sequences !== undefined
       ? { inference: { maxSequences: opts.sequences, models: opts.inferenceModels ?? [], ...(opts.memoryBudgetBytes !== undefined ? { memoryBudgetBytes: opts.memoryBudgetBytes } : {}) } }
       : {}),

@@ -80,6 +80,11 @@ export const AgentConfigSchema = Type.Object(
     deterministic: Type.Optional(Type.Boolean()),
     /** false: the version's tasks run with exactly the env they give (no AGENT_TASK_ID/AGENT_NAME) unless a task says otherwise. */
     injectEnv: Type.Optional(Type.Boolean()),
+    /**
+     * Host import namespaces the module uses beside WASI: `agent_model` (the node's model; its tasks name a
+     * model and run on nodes with JSPI). A module importing one its version does not declare is refused.
+     */
+    imports: Type.Optional(Type.Array(Type.Literal('agent_model'), { maxItems: 1 })),
   },
   { additionalProperties: false },
 );

@@ -30,6 +30,14 @@ export const AGENT_IO_LIMITS = {
   maxFailureStreamBytes: 16 << 10,
   maxArgs: 256,
   maxOkExitCodes: 16,
+  /** Model calls a run makes when its payload gives no `modelCalls` (agents that import agent_model). */
+  defaultModelCalls: 64,
+  /** Largest `modelCalls` a payload may ask for. */
+  maxModelCalls: 4096,
+  /** Largest max_tokens of one agent_model.generate call. */
+  maxModelCallTokens: 4096,
+  /** Longest prompt of one call, in UTF-8 bytes (the model's context decides first, with PROMPT_TOO_LONG). */
+  maxModelPromptBytes: 1 << 20,
 } as const;
 
 const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' });
@@ -98,6 +106,15 @@ export const AgentPayloadSchema = Type.Object(
     /** Guest path (absolute, `/` included) → mount; preopened as fds 3+ in this order (after `/input` of `files`). */
     mounts: Type.Optional(Type.Record(Type.String({ minLength: 1, maxLength: AGENT_IO_LIMITS.maxPathBytes }), MountSchema)),
     limits: Type.Optional(AgentLimitsSchema),
+    /**
+     * The model the agent calls through agent_model (required when its version imports it, refused otherwise);
+     * the task runs on a node that holds it and has JSPI.
+     */
+    model: Type.Optional(Name),
+    /** A LoRA adapter of `model` the calls use. */
+    adapter: Type.Optional(Name),
+    /** Most agent_model.generate calls the run may make (default AGENT_IO_LIMITS.defaultModelCalls). */
+    modelCalls: Type.Optional(Type.Integer({ minimum: 1, maximum: AGENT_IO_LIMITS.maxModelCalls })),
   },
   { additionalProperties: false },
 );
@@ -136,6 +153,19 @@ export interface AgentResult {
   memoryBytes: number;
   /** From the run's start on the node to the agent's first instruction (worker and instance ready), when the node measured it. */
   spawnMs?: number;
+  /** An agent that called the node's model: its calls, their tokens, and the time it spent suspended waiting for them. */
+  model?: ModelCallStats;
+}
+
+/** What an agent's agent_model calls cost (in its result, and in a failed attempt's details). */
+export interface ModelCallStats {
+  calls: number;
+  /** Calls answered with an error (negative return). */
+  failed: number;
+  promptTokens: number;
+  completionTokens: number;
+  /** Wall time the agent was suspended in calls (its fuel does not count it; its deadline does). */
+  waitMs: number;
 }
 
 // ---------------------------------------------------------------- checks
@@ -242,6 +272,9 @@ function overlaps(a: string, b: string): boolean {
 export function checkAgentPayload(p: AgentPayload, path = '/payload'): MountPlan[] {
   if (p.stdin !== undefined && p.input !== undefined) {
     refuse('AGENT_PAYLOAD_INVALID', `${path}/stdin`, 'stdin and input cannot both be given: input is written to stdin as JSON.');
+  }
+  if (p.model === undefined && (p.adapter !== undefined || p.modelCalls !== undefined)) {
+    refuse('AGENT_PAYLOAD_INVALID', `${path}/${p.adapter !== undefined ? 'adapter' : 'modelCalls'}`, 'applies to agents that call a model: name it in model.');
   }
   const text = (where: string, s: string): void => {
     if (!isCleanText(s)) refuse('AGENT_BAD_ARGS', where, 'holds NUL or text that is not UTF-8 (a lone surrogate); pass bytes through a mount or stdin.');

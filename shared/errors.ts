@@ -42,7 +42,7 @@ export const ERRORS = {
   AGENT_VERSION_NOT_FOUND: { status: 404, retryable: false, message: 'The agent has no such version.' },
   AGENT_VERSION_EXISTS: { status: 409, retryable: false, message: 'This agent version exists with different content.' },
   WASM_INVALID: { status: 422, retryable: false, message: 'The file is not a valid WebAssembly module.' },
-  WASM_FORBIDDEN_IMPORT: { status: 422, retryable: false, message: 'The module imports something other than wasi_snapshot_preview1.' },
+  WASM_FORBIDDEN_IMPORT: { status: 422, retryable: false, message: 'The module imports something other than wasi_snapshot_preview1 (and agent_model, where its version declares it), or agent_model with the wrong name or type.' },
   WASM_MISSING_EXPORT: { status: 422, retryable: false, message: 'The module must export _start and memory.' },
   WASM_TOO_LARGE: { status: 413, retryable: false, message: 'The module is larger than the limit.' },
 
@@ -62,6 +62,13 @@ export const ERRORS = {
   AGENT_INPUT_TOO_LARGE: { status: 413, retryable: false, message: 'The inline input (input, stdin, files, mounts) is over its limit; upload large inputs once as blobs (POST /v1/blobs) and name them in a mount.' },
   AGENT_MOUNT_FULL: { status: 500, retryable: false, message: 'The agent failed after a writable mount refused a write past its maxBytes (NOSPC); raise the mount\'s maxBytes or write less.' },
   AGENT_OUTPUT_TOO_LARGE: { status: 500, retryable: false, message: 'The writable mounts held more bytes at exit than a result carries back; write less, or fewer files.' },
+  AGENT_JSPI_UNSUPPORTED: {
+    status: 503,
+    retryable: true,
+    message: 'The agent imports agent_model and this node has no JavaScript Promise Integration (WebAssembly.Suspending) to suspend it while the model works; the task goes to a node that has it.',
+  },
+  AGENT_MODEL_CALL_INVALID: { status: 400, retryable: false, message: 'The agent called agent_model.generate with pointers outside its memory, a prompt that is not UTF-8, or max_tokens out of range.' },
+  AGENT_MODEL_CALLS_EXHAUSTED: { status: 429, retryable: false, message: "The agent made more model calls than its payload's modelCalls allow." },
   AGENT_STOPPED: { status: 500, retryable: true, message: 'The agent was stopped before it finished.' },
   WORKER_CRASHED: { status: 500, retryable: true, message: 'The worker running the task died.' },
   AGENT_MODULE_MISSING: { status: 500, retryable: true, message: 'The node has not loaded this agent module; hand it to the runtime (addModule) first.' },

@@ -380,6 +380,11 @@ export const CapabilitiesSchema = Type.Object({
   adapters: Type.Array(Type.String()),
   /** Module hashes the node has compiled. */
   modules: Type.Optional(Type.Array(Type.String())),
+  /**
+   * The node runs agents that call its model (agent_model imports): it has JavaScript Promise Integration
+   * (WebAssembly.Suspending) and the inference runtime. Absent: false.
+   */
+  jspi: Type.Optional(Type.Boolean()),
   userAgent: Type.Optional(Type.String()),
 });
 export type Capabilities = Static<typeof CapabilitiesSchema>;

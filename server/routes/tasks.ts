@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   AppError,
   LIMITS,
+  MODEL_MODULE,
   TERMINAL_STATES,
   checkAgentPayload,
   newTaskId,
@@ -143,6 +144,11 @@ export function taskRoutes(app: FastifyInstance, ctx: Context, models: ModelCata
 async function checkGenerate(specs: readonly TaskSpec[], batch: boolean, models: ModelCatalog): Promise<void> {
   const known = new Map<string, boolean>();
   for (const [i, spec] of specs.entries()) {
+    // An agent that calls the node's model names it: the same check of model and adapter.
+    if (spec.kind === 'agent' && spec.payload.model !== undefined) {
+      await checkModel(batch ? `/tasks/${i}/payload` : '/payload', spec.payload.model, spec.payload.adapter, models, known);
+      continue;
+    }
     if (spec.kind !== 'generate') continue;
     const at = batch ? `/tasks/${i}/payload` : '/payload';
     const p = spec.payload;
@@ -157,17 +163,22 @@ async function checkGenerate(specs: readonly TaskSpec[], batch: boolean, models:
         throw err;
       }
     }
-    if (!models.servesModels) continue; // nothing to check against: the nodes say
-    if (!known.has(p.model)) known.set(p.model, await models.has(p.model));
-    if (!known.get(p.model)) {
-      throw new AppError('MODEL_NOT_FOUND', `${at}/model: no model ${p.model} is served here or held by a connected node; GET /v1/models lists them.`, { model: p.model });
-    }
-    if (p.adapter !== undefined && !(await models.hasAdapter(p.model, p.adapter))) {
-      throw new AppError('ADAPTER_NOT_FOUND', `${at}/adapter: ${p.model} has no adapter ${p.adapter} here; GET /v1/adapters lists them (upload one with PUT /v1/adapters/${p.model}/${p.adapter}).`, {
-        model: p.model,
-        adapter: p.adapter,
-      });
-    }
+    await checkModel(at, p.model, p.adapter, models, known);
+  }
+}
+
+/** A model (and adapter) a task names must be served here or held by a connected node, when this coordinator serves model folders. */
+async function checkModel(at: string, model: string, adapter: string | undefined, models: ModelCatalog, known: Map<string, boolean>): Promise<void> {
+  if (!models.servesModels) return; // nothing to check against: the nodes say
+  if (!known.has(model)) known.set(model, await models.has(model));
+  if (!known.get(model)) {
+    throw new AppError('MODEL_NOT_FOUND', `${at}/model: no model ${model} is served here or held by a connected node; GET /v1/models lists them.`, { model });
+  }
+  if (adapter !== undefined && !(await models.hasAdapter(model, adapter))) {
+    throw new AppError('ADAPTER_NOT_FOUND', `${at}/adapter: ${model} has no adapter ${adapter} here; GET /v1/adapters lists them (upload one with PUT /v1/adapters/${model}/${adapter}).`, {
+      model,
+      adapter,
+    });
   }
 }
 
@@ -338,6 +349,15 @@ function toNewTask(ctx: Context, spec: TaskSpec, path: string, traceparent: stri
     if (!replication && version.config.deterministic && spotCheck > 0 && Math.random() < spotCheck) replication = { ...SPOT_CHECK };
     // Mount paths, base64, NUL in args/env, inline size: a coded error before anything is written.
     checkAgentPayload(p, `${path}/payload`);
+    // A version that imports agent_model calls the model its task names, on a node that holds it (the router's `model`).
+    const callsModel = version.config.imports?.includes(MODEL_MODULE) === true;
+    if (callsModel && p.model === undefined) {
+      throw new AppError('AGENT_PAYLOAD_INVALID', `${path}/payload/model: ${p.agent}@${version.version} imports ${MODEL_MODULE}; name the model it calls.`, { agent: p.agent, version: version.version });
+    }
+    if (!callsModel && p.model !== undefined) {
+      throw new AppError('AGENT_PAYLOAD_INVALID', `${path}/payload/model: ${p.agent}@${version.version} does not import ${MODEL_MODULE} (config.imports at upload), so it cannot call a model.`, { agent: p.agent, version: version.version });
+    }
+    if (p.model !== undefined) model = p.model;
   } else {
     model = spec.payload.model;
   }

@@ -1,9 +1,13 @@
 export { ByteReader, readSections, findSection, SectionId, type Section } from './reader';
-export { readStructure, type ExternKind, type WasmImport, type WasmExport, type MemoryLimits, type ModuleStructure } from './module';
+export { readStructure, readFuncType, type FuncType, type ExternKind, type WasmImport, type WasmExport, type MemoryLimits, type ModuleStructure } from './module';
 export {
   validateAgentModule,
   WASI_MODULE,
   WASI_PREVIEW1_FUNCTIONS,
+  MODEL_MODULE,
+  MODEL_FUNCTIONS,
+  MODEL_ERRORS,
+  HOST_IMPORT_MODULES,
   FUEL_EXPORT,
   GROW_EXPORT,
   WASM_PAGE_BYTES,

@@ -8,6 +8,14 @@ export interface WasmImport {
   module: string;
   name: string;
   kind: ExternKind;
+  /** A function import's type index (into the type section). */
+  typeIndex?: number;
+}
+
+/** A function type: value type bytes of its params and results (0x7f i32, 0x7e i64, 0x7d f32, 0x7c f64, …). */
+export interface FuncType {
+  params: number[];
+  results: number[];
 }
 
 export interface WasmExport {
@@ -57,11 +65,11 @@ function skipValType(r: ByteReader): void {
   if (b === 0x63 || b === 0x64) r.s33();
 }
 
-function readImportDesc(r: ByteReader, kind: ExternKind): void {
+/** Reads an import's descriptor; a function's type index is returned (other kinds: undefined). */
+function readImportDesc(r: ByteReader, kind: ExternKind): number | undefined {
   switch (kind) {
     case 'func':
-      r.u32();
-      return;
+      return r.u32();
     case 'table':
       skipValType(r);
       readLimits(r);
@@ -106,8 +114,8 @@ export function readStructure(bytes: Uint8Array, sections: Section[]): ModuleStr
     const module = r.name();
     const name = r.name();
     const kind = readKind(r);
-    readImportDesc(r, kind);
-    return { module, name, kind };
+    const typeIndex = readImportDesc(r, kind);
+    return typeIndex === undefined ? { module, name, kind } : { module, name, kind, typeIndex };
   });
   const exports = readVector<WasmExport>(bytes, sections, SectionId.export, 'export', (r) => {
     const name = r.name();
@@ -129,4 +137,33 @@ export function readStructure(bytes: Uint8Array, sections: Section[]): ModuleStr
     definedGlobals: countOf(SectionId.global),
     definedFunctions: countOf(SectionId.function),
   };
+}
+
+/**
+ * The function type at `index` of the type section; null when there is none or it is not a plain function type
+ * (a GC recursion group, say). Reads the section only up to that entry.
+ */
+export function readFuncType(bytes: Uint8Array, sections: Section[], index: number): FuncType | null {
+  const section = findSection(sections, SectionId.type);
+  if (!section) return null;
+  const r = readerFor(bytes, section);
+  const n = r.u32();
+  if (index >= n) return null;
+  const vec = (): number[] => {
+    const count = r.u32();
+    const out: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const b = r.u8();
+      if (b === 0x63 || b === 0x64) r.s33();
+      out.push(b);
+    }
+    return out;
+  };
+  for (let i = 0; i <= index; i++) {
+    if (r.u8() !== 0x60) return null; // only plain function types are read; a module using others gets no match
+    const params = vec();
+    const results = vec();
+    if (i === index) return { params, results };
+  }
+  return null;
 }

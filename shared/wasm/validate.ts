@@ -2,9 +2,43 @@
 import { AppError } from '../errors';
 import { LIMITS } from '../limits';
 import { SectionId, readSections } from './reader';
-import { readStructure, type WasmExport, type WasmImport } from './module';
+import { readFuncType, readStructure, type WasmExport, type WasmImport } from './module';
 
 export const WASI_MODULE = 'wasi_snapshot_preview1';
+
+/**
+ * The one host import namespace an agent may use beside WASI: the node's model. A version declares it at upload
+ * (config `{ "imports": ["agent_model"] }`); its tasks name the model and run only on nodes with JSPI.
+ *
+ *   generate(prompt_ptr, prompt_len, out_ptr, out_cap, max_tokens) -> i32
+ *     the prompt (UTF-8) goes to the model; the answer's length in bytes comes back and as much of it as fits
+ *     is written at out_ptr; negative: MODEL_ERRORS. The agent is suspended while the model works.
+ *   last_error(out_ptr, out_cap) -> i32
+ *     the last failed call's "CODE: message" (UTF-8), its length back (as much as fits written).
+ */
+export const MODEL_MODULE = 'agent_model';
+
+const I32 = 0x7f;
+/** The functions of MODEL_MODULE and their types (all i32). */
+export const MODEL_FUNCTIONS: Readonly<Record<string, { params: number; results: number }>> = {
+  generate: { params: 5, results: 1 },
+  last_error: { params: 2, results: 1 },
+};
+
+/** What `agent_model.generate` answers when it fails: the number, and the codes each stands for. */
+export const MODEL_ERRORS = {
+  /** The prompt plus max_tokens do not fit the model's context (PROMPT_TOO_LONG). */
+  promptTooLong: -1,
+  /** Pointers outside memory, a prompt that is not UTF-8, max_tokens out of range (AGENT_MODEL_CALL_INVALID). */
+  invalid: -2,
+  /** The run made its payload's `modelCalls` calls already (AGENT_MODEL_CALLS_EXHAUSTED). */
+  exhausted: -3,
+  /** The model failed (its code: MODEL_NOT_FOUND, MODEL_LOAD_FAILED, …). */
+  failed: -4,
+} as const;
+
+/** Host import namespaces an agent version may declare (config.imports). */
+export const HOST_IMPORT_MODULES: readonly string[] = [MODEL_MODULE];
 
 /** Every function of WASI preview1; an import of any other name cannot link. */
 export const WASI_PREVIEW1_FUNCTIONS: ReadonlySet<string> = new Set([
@@ -40,7 +74,7 @@ export interface AgentModuleInfo {
  * Validates an agent module. Throws AppError WASM_TOO_LARGE, WASM_INVALID,
  * WASM_FORBIDDEN_IMPORT or WASM_MISSING_EXPORT; returns what the module declares.
  */
-export function validateAgentModule(bytes: Uint8Array, opts: { engine?: boolean } = {}): AgentModuleInfo {
+export function validateAgentModule(bytes: Uint8Array, opts: { engine?: boolean; imports?: readonly string[] } = {}): AgentModuleInfo {
   if (bytes.length > LIMITS.maxWasmBytes) {
     throw new AppError(
       'WASM_TOO_LARGE',
@@ -59,6 +93,20 @@ export function validateAgentModule(bytes: Uint8Array, opts: { engine?: boolean 
 
   for (const imp of s.imports) {
     const what = `${imp.module}.${imp.name} (${imp.kind})`;
+    if (imp.module === MODEL_MODULE) {
+      if (!opts.imports?.includes(MODEL_MODULE)) {
+        throw new AppError('WASM_FORBIDDEN_IMPORT', `The module imports ${what}; a version that calls the node's model declares it at upload: config {"imports":["${MODEL_MODULE}"]}.`, { import: imp });
+      }
+      const want = MODEL_FUNCTIONS[imp.name];
+      if (!want || imp.kind !== 'func') {
+        throw new AppError('WASM_FORBIDDEN_IMPORT', `The module imports ${what}; ${MODEL_MODULE} offers the functions ${Object.keys(MODEL_FUNCTIONS).join(', ')}.`, { import: imp });
+      }
+      const type = imp.typeIndex === undefined ? null : readFuncType(bytes, sections, imp.typeIndex);
+      if (!type || type.params.length !== want.params || type.results.length !== want.results || ![...type.params, ...type.results].every((t) => t === I32)) {
+        throw new AppError('WASM_FORBIDDEN_IMPORT', `The module imports ${what} with the wrong type; it takes ${want.params} i32 and returns ${want.results === 1 ? 'an i32' : 'nothing'}.`, { import: imp });
+      }
+      continue;
+    }
     if (imp.module !== WASI_MODULE) {
       throw new AppError('WASM_FORBIDDEN_IMPORT', `The module imports ${what}; agents may import only ${WASI_MODULE} functions. Build for wasm32-wasi without host bindings.`, { import: imp });
     }

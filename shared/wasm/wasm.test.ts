@@ -241,3 +241,20 @@ test('instrumentFuel adds the global and exports to modules that have none', asy
   assert.throws(() => new WebAssembly.Instance(mod), WebAssembly.RuntimeError);
   assert.equal(thrownCode(() => instrumentFuel(out)), 'WASM_INVALID');
 });
+
+test('validateAgentModule takes agent_model imports only where the version declares them, with their exact types', () => {
+  const gen = '(import "agent_model" "generate" (func (param i32 i32 i32 i32 i32) (result i32)))';
+  const last = '(import "agent_model" "last_error" (func (param i32 i32) (result i32)))';
+  const model = wat(`(module ${WASI} ${gen} ${last} (memory (export "memory") 1) (func (export "_start")))`);
+  assert.throws(() => validateAgentModule(model), (e: AppError) => e.code === 'WASM_FORBIDDEN_IMPORT' && e.message.includes('"imports":["agent_model"]'));
+  const info = validateAgentModule(model, { imports: ['agent_model'] });
+  assert.deepEqual(info.imports.filter((i) => i.module === 'agent_model').map((i) => i.name), ['generate', 'last_error']);
+  const bad = (imp: string): string | undefined =>
+    thrownCode(() => validateAgentModule(wat(`(module ${imp} (memory (export "memory") 1) (func (export "_start")))`), { imports: ['agent_model'] }));
+  assert.equal(bad('(import "agent_model" "generate" (func (param i32 i32 i32 i32) (result i32)))'), 'WASM_FORBIDDEN_IMPORT', 'a parameter short');
+  assert.equal(bad('(import "agent_model" "generate" (func (param i32 i32 i32 i32 i64) (result i32)))'), 'WASM_FORBIDDEN_IMPORT', 'an i64');
+  assert.equal(bad('(import "agent_model" "last_error" (func (param i32 i32)))'), 'WASM_FORBIDDEN_IMPORT', 'no result');
+  assert.equal(bad('(import "agent_model" "train" (func))'), 'WASM_FORBIDDEN_IMPORT', 'not a function it offers');
+  assert.equal(bad('(import "agent_model" "generate" (global i32))'), 'WASM_FORBIDDEN_IMPORT', 'not a function');
+  assert.equal(bad('(import "env" "generate" (func (param i32 i32 i32 i32 i32) (result i32)))'), 'WASM_FORBIDDEN_IMPORT', 'other namespaces stay closed');
+});

@@ -16,7 +16,9 @@ import {
   type ErrorInfo,
   type MountPlan,
 } from '../../shared';
-import type { AgentMount, AgentRunOutcome, AgentRunRequest, AgentRuntime } from '../../worker';
+import type { AgentMount, AgentRunOutcome, AgentRunRequest, AgentRuntime, ModelBridge } from '../../worker';
+import { hasJspi } from '../../worker/agents/model-import';
+import type { InferenceRuntime } from '../../worker/inference';
 import { fetchBlob } from './blobs';
 import { ModuleLoader, type FetchLike } from './modules';
 import { addSpan, type Lease, type RunnerHost, type RunOutcome, type TaskRunner } from './runner';
@@ -44,12 +46,20 @@ interface Pending {
   blobs?: Map<string, Uint8Array> | null;
 }
 
+/** The node's model as one agent run calls it, and the end of its calls. */
+interface RunModel {
+  bridge: ModelBridge;
+  /** The run ended: calls still in flight are cancelled (a run stopped at its deadline leaves no sequence decoding). */
+  close(): void;
+}
+
 export class AgentRunner implements TaskRunner {
   readonly kind = 'agent' as const;
   readonly #runtime: AgentRuntime;
   readonly #host: RunnerHost;
   readonly #loader: ModuleLoader;
   readonly #blob: BlobResolver;
+  readonly #inference: InferenceRuntime | null;
   readonly #encoder = new TextEncoder();
   /** Runs handed to the runtime at once: one per worker, so its spawn times are not queue waits. */
   readonly slots: number;
@@ -62,11 +72,12 @@ export class AgentRunner implements TaskRunner {
     this.#loader.setBase(httpBase);
   }
 
-  constructor(runtime: AgentRuntime, host: RunnerHost, httpBase: string, fetch?: FetchLike, blob: BlobResolver = fetchBlob) {
+  constructor(runtime: AgentRuntime, host: RunnerHost, httpBase: string, fetch?: FetchLike, blob: BlobResolver = fetchBlob, inference: InferenceRuntime | null = null) {
     this.#runtime = runtime;
     this.#host = host;
     this.#loader = new ModuleLoader(runtime, httpBase, fetch);
     this.#blob = blob;
+    this.#inference = inference;
     this.slots = Math.max(1, runtime.stats().workers);
   }
 
@@ -87,9 +98,20 @@ export class AgentRunner implements TaskRunner {
     return this.#loader.fetches;
   }
 
+  /** Whether agents that call the node's model run here: JSPI in this engine and an inference runtime (advertised as `jspi`). */
+  get modelAgents(): boolean {
+    return this.#inference !== null && hasJspi();
+  }
+
   start(a: Assignment, lease: Lease): void {
     const hash = a.module?.sha256;
     if (!hash) return this.#fail(lease, 'PROTOCOL_ERROR', 'An agent assignment came without its module hash.');
+    if ((a.payload as AgentPayload).model !== undefined && !this.modelAgents) {
+      // Retryable: the coordinator sends it to a node that advertises `jspi` (this one does not).
+      return this.#fail(lease, 'AGENT_JSPI_UNSUPPORTED', this.#inference
+        ? 'The agent calls the node\'s model, and this engine has no JavaScript Promise Integration (WebAssembly.Suspending) to suspend it; the task goes to a node that has it.'
+        : 'The agent calls the node\'s model, and this node has no inference runtime; the task goes to a node that has one.');
+    }
     const refs = blobRefs(a.payload as AgentPayload);
     if (refs) {
       // Blobs first (cached by the node like modules), then the module; either failing ends the lease.
@@ -152,13 +174,60 @@ export class AgentRunner implements TaskRunner {
     } catch (err) {
       return this.#host.finish(lease, { ok: false, error: serializeError(err) });
     }
+    const payload = a.payload as AgentPayload;
+    const model = payload.model !== undefined ? this.#model(a, payload, req.limits.timeoutMs) : null;
     lease.running = true;
     this.#inFlight++;
     if (lease.trace) p.runAt = performance.now();
-    this.#runtime.run(req).then(
-      (outcome) => this.#ran(p, outcome),
-      (err: unknown) => this.#ran(p, { ok: false, error: serializeError(err) }),
+    this.#runtime.run(req, model?.bridge).then(
+      (outcome) => {
+        model?.close();
+        this.#ran(p, outcome);
+      },
+      (err: unknown) => {
+        model?.close();
+        this.#ran(p, { ok: false, error: serializeError(err) });
+      },
     );
+  }
+
+  /**
+   * The model calls of one run: greedy generations of the payload's model (and adapter) in the node's inference
+   * runtime, batched there with every other sequence, each stopped at the run's deadline (AGENT_TIMEOUT then).
+   */
+  #model(a: Assignment, p: AgentPayload, timeoutMs: number): RunModel {
+    const inference = this.#inference!;
+    const deadline = Math.min(a.deadline ?? Infinity, Date.now() + timeoutMs);
+    const live = new Set<string>();
+    let n = 0;
+    let closed = false;
+    const timeout = (): { ok: false; error: ErrorInfo } => ({
+      ok: false,
+      error: serializeError(new AppError('AGENT_TIMEOUT', 'The agent\'s run passed its wall-clock deadline while the model worked; raise limits.timeoutMs or ask the model less.')),
+    });
+    const bridge: ModelBridge = {
+      generate: async ({ prompt, maxTokens }) => {
+        if (closed || Date.now() >= deadline) return timeout();
+        const id = `${a.taskId}~model${n++}`;
+        live.add(id);
+        try {
+          const out = await inference.generate({ taskId: id, model: p.model!, ...(p.adapter !== undefined ? { adapter: p.adapter } : {}), prompt, maxNewTokens: maxTokens, temperature: 0, deadline });
+          if (!out.ok) return out.error.code === 'DEADLINE_EXCEEDED' ? timeout() : { ok: false, error: out.error };
+          return { ok: true, text: out.result.text, promptTokens: out.result.usage.promptTokens, completionTokens: out.result.usage.completionTokens };
+        } catch (err) {
+          return { ok: false, error: serializeError(err) };
+        } finally {
+          live.delete(id);
+        }
+      },
+    };
+    return {
+      bridge,
+      close: () => {
+        closed = true;
+        for (const id of live) inference.cancel(id, 'the agent run that made this model call ended');
+      },
+    };
   }
 
   #ran(p: Pending, outcome: AgentRunOutcome): void {
@@ -191,7 +260,7 @@ export class AgentRunner implements TaskRunner {
     const p = a.payload as AgentPayload;
     const limits: AgentLimits = p.limits ? { ...DEFAULT_AGENT_LIMITS, ...p.limits } : DEFAULT_AGENT_LIMITS;
     const plain = p.stdin === undefined && p.stdout === undefined && p.mounts === undefined && p.okExitCodes === undefined
-      && p.injectEnv === undefined && p.argv0 === undefined;
+      && p.injectEnv === undefined && p.argv0 === undefined && p.modelCalls === undefined;
     if (plain) {
       let files = NO_FILES;
       if (p.files) {
@@ -235,6 +304,7 @@ export class AgentRunner implements TaskRunner {
       mounts,
       ...(p.stdout !== undefined ? { stdout: p.stdout } : {}),
       ...(p.okExitCodes !== undefined ? { okExitCodes: p.okExitCodes } : {}),
+      ...(p.modelCalls !== undefined ? { modelCalls: p.modelCalls } : {}),
       limits,
     };
   }

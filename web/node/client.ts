@@ -202,7 +202,7 @@ export class NodeClient {
       part: (lease, part) => !lease.ended && this.#send({ type: 'task.part', taskId: lease.taskId, leaseId: lease.leaseId, ...part }),
       capabilitiesChanged: () => this.#capabilitiesChanged(),
     };
-    this.#agents = new AgentRunner(opts.runtime, host, this.#urls().httpBase, opts.fetch);
+    this.#agents = new AgentRunner(opts.runtime, host, this.#urls().httpBase, opts.fetch, undefined, this.#inference);
     this.#generate = this.#inference ? new GenerateRunner(this.#inference, host) : null;
     const train = (this.#train = this.#inference?.trains && this.#inference.train ? new TrainRunner(this.#inference, host, { baseUrl: this.#urls().httpBase, maxMessageBytes: opts.maxMessageBytes ?? LIMITS.maxSocketMessageBytes, ...(this.#token ? { token: this.#token } : {}) }) : null);
     this.#runners = { agent: this.#agents, ...(this.#generate ? { generate: this.#generate } : {}), ...(train ? { train } : {}) };
@@ -399,6 +399,7 @@ export class NodeClient {
       adapters: [],
       modules: this.#agents.moduleHashes,
     };
+    if (this.#agents.modelAgents) caps.jspi = true;
     if (this.#generate) caps.inference = this.#generate.capabilities();
     if (this.#userAgent) caps.userAgent = this.#userAgent.slice(0, 512);
     return caps;

@@ -1,5 +1,6 @@
-export type { AgentMount, AgentRunRequest, AgentRunOutcome, AgentEvent, AgentRuntime, AgentRuntimeStats } from './types';
-export { runAgentInThread, wallClock, type RunOptions } from './run';
+export type { AgentMount, AgentRunRequest, AgentRunOutcome, AgentEvent, AgentRuntime, AgentRuntimeStats, ModelAnswer, ModelBridge, ModelCall } from './types';
+export { runAgent, runAgentInThread, wallClock, type RunOptions } from './run';
+export { hasJspi } from './model-import';
 export {
   ModuleCache,
   prepareAgentModule,

@@ -12,6 +12,7 @@ import {
   memoryAsImport,
   pagesForMB,
   validateAgentModule,
+  HOST_IMPORT_MODULES,
   type AgentModuleInfo,
   type HostMemoryDescriptor,
 } from '../../shared';
@@ -41,7 +42,7 @@ export const moduleKey = (hash: string, memoryMB: number): string => `${hash}:${
 
 /** Validates, instruments, caps and compiles bytes (no hash check). */
 export async function prepareAgentModule(bytes: Uint8Array, memoryMB: number, hash = ''): Promise<PreparedModule> {
-  validateAgentModule(bytes);
+  validateAgentModule(bytes, { imports: HOST_IMPORT_MODULES });
   return compileInstrumented(instrumentFuel(bytes), memoryMB, hash);
 }
 
@@ -197,7 +198,8 @@ export class ModuleCache {
       });
     }
     // The engine's own check happens in the compile below (compileCoded: WASM_INVALID).
-    const info = validateAgentModule(bytes, { engine: false });
+    // Host imports a version declares were checked against its config at upload; the node takes any it offers.
+    const info = validateAgentModule(bytes, { engine: false, imports: HOST_IMPORT_MODULES });
     const instrumented = instrumentFuel(bytes);
     const entry: Entry = { hash, info, instrumented, shared: null, compiled: new Map(), compiling: new Map(), bytes: instrumented.byteLength, state: 'adding' };
     if (info.initialPages <= pagesForMB(DEFAULT_AGENT_LIMITS.memoryMB)) {

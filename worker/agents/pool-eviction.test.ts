@@ -100,9 +100,9 @@ test('an evicted module is dropped from the worker; its run is AGENT_MODULE_MISS
 
     // The worker itself no longer holds v0, and still holds v1 and v2.
     const [api] = workers.apis;
-    assert.equal(code(api.run(moduleKey(v(0), MB), request(v(0)), 0).outcome), 'AGENT_MODULE_MISSING');
-    assert.equal(code(api.run(moduleKey(v(1), MB), request(v(1)), 0).outcome), 'ok');
-    assert.equal(code(api.run(moduleKey(v(2), MB), request(v(2)), 0).outcome), 'ok');
+    assert.equal(code((await api.run(moduleKey(v(0), MB), request(v(0)), 0)).outcome), 'AGENT_MODULE_MISSING');
+    assert.equal(code((await api.run(moduleKey(v(1), MB), request(v(1)), 0)).outcome), 'ok');
+    assert.equal(code((await api.run(moduleKey(v(2), MB), request(v(2)), 0)).outcome), 'ok');
 
     // Added again (v1 goes now): the pool posts it to the worker again, so its first run is cold.
     await pool.addModule(v(0), versions[0].bytes);

@@ -20,12 +20,12 @@
  * once more on a fresh worker, with the workers holding garbage recycled first; a second
  * refusal goes back to the coordinator, which retries the task (another node, maybe).
  */
-import { wrap, type Endpoint, type Remote } from 'comlink';
+import { proxy, wrap, type Endpoint, type Remote } from 'comlink';
 import { AppError, serializeError, type ErrorCode, type HostMemoryDescriptor } from '../../shared';
 import { isAgentStartNotice, type AgentWorkerApi, type WorkerRunAnswer } from './worker-api';
 import { DEFAULT_MAX_MODULE_BYTES, DEFAULT_MAX_MODULES, ModuleCache, type PreparedModule } from './module-cache';
 import { wallClock } from './run';
-import type { AgentEvent, AgentRunOutcome, AgentRunRequest, AgentRuntime, AgentRuntimeStats } from './types';
+import type { AgentEvent, AgentRunOutcome, AgentRunRequest, AgentRuntime, AgentRuntimeStats, ModelBridge } from './types';
 
 /**
  * What the pool needs of a worker: a DOM `Worker` fits; tests pass worker-like
@@ -96,6 +96,8 @@ interface Job {
   retried: boolean;
   /** The spawn time its worker reported (set once the agent started). */
   spawnMs?: number;
+  /** The node's model, for a module importing agent_model (proxied to the worker). */
+  model?: ModelBridge;
 }
 
 function defaultCreateWorker(): WorkerLike {
@@ -175,7 +177,7 @@ export class AgentPool implements AgentRuntime {
     return () => this.#listeners.delete(listener);
   }
 
-  run(req: AgentRunRequest): Promise<AgentRunOutcome> {
+  run(req: AgentRunRequest, model?: ModelBridge): Promise<AgentRunOutcome> {
     const requestedAt = wallClock();
     if (this.#closed) return Promise.resolve(failure('AGENT_STOPPED', 'The agent runtime is closed; create a new AgentPool.'));
     if (!this.#cache.has(req.moduleHash)) {
@@ -187,7 +189,7 @@ export class AgentPool implements AgentRuntime {
       return Promise.resolve(failure('INTERNAL', `Task ${req.taskId} is already running in this runtime; task ids must be unique.`));
     }
     return new Promise((resolve) => {
-      const job: Job = { req, requestedAt, resolve, slot: null, dispatchedAt: 0, timer: undefined, warm: true, done: false, retried: false };
+      const job: Job = { req, requestedAt, resolve, slot: null, dispatchedAt: 0, timer: undefined, warm: true, done: false, retried: false, ...(model ? { model } : {}) };
       this.#queue.push(job);
       this.#pump();
     });
@@ -390,7 +392,8 @@ export class AgentPool implements AgentRuntime {
       () => this.#kill(job, 'AGENT_TIMEOUT', `The agent ran past its ${job.req.limits.timeoutMs} ms deadline; raise limits.timeoutMs or give it less work.`, 'timeout'),
       job.req.limits.timeoutMs,
     );
-    slot.api.run(prepared.key, job.req, job.requestedAt).then(
+    // The model crosses to the worker as a comlink proxy (its own MessageChannel), released by the worker when the run ends.
+    slot.api.run(prepared.key, job.req, job.requestedAt, job.model ? proxy(job.model) : undefined).then(
       (answer) => this.#answered(slot, job, answer),
       (err: unknown) => {
         this.#release(slot, job);

@@ -3,7 +3,7 @@
  * module. Used inside each pooled worker and directly by Node tests.
  * Never throws for agent faults: every ending maps to an AgentRunOutcome.
  */
-import { File, OpenFile, type PreopenDirectory } from '@bjorn3/browser_wasi_shim';
+import { File, OpenFile, WASIProcExit, type PreopenDirectory } from '@bjorn3/browser_wasi_shim';
 import {
   AGENT_IO_LIMITS,
   AppError,
@@ -11,6 +11,7 @@ import {
   GROW_EXPORT,
   HOST_MEMORY_MODULE,
   HOST_MEMORY_NAME,
+  MODEL_MODULE,
   WASM_PAGE_BYTES,
   bytesToBase64,
   isCleanText,
@@ -22,9 +23,10 @@ import {
   type HostMemoryDescriptor,
 } from '../../shared';
 import { createMemory, isHostOutOfMemory, type HostMemories } from './memories';
+import { importsModel, jspi, modelImports, type ModelImportState } from './model-import';
 import { CappedOutput } from './output';
 import { AgentWasi, collectFiles, mountTree, type MountOptions } from './wasi';
-import type { AgentRunOutcome, AgentRunRequest } from './types';
+import type { AgentRunOutcome, AgentRunRequest, ModelBridge } from './types';
 
 const STDERR_TAIL = 2048;
 const lossy = new TextDecoder('utf-8', { fatal: false });
@@ -43,6 +45,8 @@ export interface RunOptions {
   memories?: HostMemories;
   /** The module variant's key in `memories` (PreparedModule.key). */
   memoryKey?: string;
+  /** How a module importing agent_model reaches the node's model. */
+  model?: ModelBridge;
 }
 
 /** Milliseconds on a clock shared by the page and its workers. */
@@ -144,8 +148,25 @@ function filesBack(writable: [string, PreopenDirectory][]): { files: ResultFiles
   return { files };
 }
 
-/** Runs one agent to its end in this thread. */
+/**
+ * Runs one agent to its end in this thread. A module importing agent_model runs suspendable (JSPI), and its
+ * outcome comes as a promise; any other runs to its end before this returns.
+ */
+export function runAgent(compiled: WebAssembly.Module, req: AgentRunRequest, options: RunOptions = {}): AgentRunOutcome | Promise<AgentRunOutcome> {
+  if (!importsModel(compiled, MODEL_MODULE)) return runAgentInThread(compiled, req, options);
+  if (!jspi()) {
+    return refuse('AGENT_JSPI_UNSUPPORTED', 'The agent imports agent_model, and this node has no JavaScript Promise Integration (WebAssembly.Suspending) to suspend it while the model works; the task goes to a node that has it.');
+  }
+  return runPrepared(compiled, req, options, true);
+}
+
+/** Runs one agent to its end in this thread (a module that imports nothing but WASI). */
 export function runAgentInThread(compiled: WebAssembly.Module, req: AgentRunRequest, options: RunOptions = {}): AgentRunOutcome {
+  return runPrepared(compiled, req, options, false) as AgentRunOutcome;
+}
+
+/** Sets a run up and runs it (`suspendable`: through JSPI, the outcome a promise). */
+function runPrepared(compiled: WebAssembly.Module, req: AgentRunRequest, options: RunOptions, suspendable: boolean): AgentRunOutcome | Promise<AgentRunOutcome> {
   const requestedAt = options.requestedAt ?? wallClock();
   const badArgs = checkArgs(req);
   if (badArgs) return badArgs;
@@ -157,8 +178,9 @@ export function runAgentInThread(compiled: WebAssembly.Module, req: AgentRunRequ
   const given = Object.entries(req.env).map(([k, v]) => `${k}=${v}`);
   const env = req.injectEnv === false ? given : [`AGENT_TASK_ID=${req.taskId}`, `AGENT_NAME=${req.agentName}`, ...given];
   const pre = preopens(req);
+  const deadline = wallClock() + limits.timeoutMs;
   const wasi = new AgentWasi([req.argv0 ?? req.agentName, ...req.args], env, [new OpenFile(new File(req.stdin, { readonly: true })), stdout, stderr, ...pre.fds], {
-    deadline: wallClock() + limits.timeoutMs,
+    deadline,
     mounts: pre.mounts,
     entryBytes: AGENT_IO_LIMITS.mountEntryBytes,
   });
@@ -176,56 +198,123 @@ export function runAgentInThread(compiled: WebAssembly.Module, req: AgentRunRequ
     }
     imports[HOST_MEMORY_MODULE] = { [HOST_MEMORY_NAME]: hostGiven };
   }
-  try {
-    return runInstance(compiled, req, imports, hostGiven, capPages, stdout, stderr, wasi, pre, t0, requestedAt, options);
-  } finally {
-    if (hostGiven && hostMemory) {
-      if (options.memories) options.memories.give(options.memoryKey ?? '', hostMemory, hostGiven);
+  const giveBack = (): void => {
+    if (hostGiven && hostMemory && options.memories) options.memories.give(options.memoryKey ?? '', hostMemory, hostGiven);
+  };
+  let model: ModelImportState | null = null;
+  let instanceMemory: WebAssembly.Memory | null = hostGiven;
+  if (suspendable) {
+    model = modelImports(jspi()!, options.model, {
+      deadline,
+      maxCalls: req.modelCalls ?? AGENT_IO_LIMITS.defaultModelCalls,
+      memory: () => instanceMemory!,
+      now: wallClock,
+    });
+    imports[MODEL_MODULE] = model.imports;
+  }
+  const run: Run = { req, imports, given: hostGiven, capPages, stdout, stderr, wasi, pre, t0, requestedAt, options, model, setMemory: (m) => (instanceMemory = m) };
+  if (suspendable) {
+    let out: Promise<AgentRunOutcome>;
+    try {
+      out = runSuspendable(compiled, run);
+    } catch (err) {
+      giveBack();
+      throw err;
     }
+    return out.finally(giveBack);
+  }
+  try {
+    return runInstance(compiled, run);
+  } finally {
+    giveBack();
   }
 }
 
-function runInstance(
-  compiled: WebAssembly.Module,
-  req: AgentRunRequest,
-  imports: WebAssembly.Imports,
-  given: WebAssembly.Memory | null,
-  capPages: number,
-  stdout: CappedOutput,
-  stderr: CappedOutput,
-  wasi: AgentWasi,
-  pre: Preopens,
-  t0: number,
-  requestedAt: number,
-  options: RunOptions,
-): AgentRunOutcome {
-  const { limits } = req;
+/** One run's parts, from its set-up to its outcome. */
+interface Run {
+  req: AgentRunRequest;
+  imports: WebAssembly.Imports;
+  given: WebAssembly.Memory | null;
+  capPages: number;
+  stdout: CappedOutput;
+  stderr: CappedOutput;
+  wasi: AgentWasi;
+  pre: Preopens;
+  t0: number;
+  requestedAt: number;
+  options: RunOptions;
+  /** The agent_model imports of a suspendable run. */
+  model: ModelImportState | null;
+  /** Tells the model imports which memory the instance uses. */
+  setMemory(memory: WebAssembly.Memory): void;
+}
+
+type Started = { instance: WebAssembly.Instance; memory: WebAssembly.Memory; fuel: WebAssembly.Global; lastGrow: WebAssembly.Global; fuelLimit: bigint };
+
+/** Instantiates the module and sets its fuel; an outcome when it cannot start. */
+function instantiate(compiled: WebAssembly.Module, r: Run): Started | AgentRunOutcome {
   let instance: WebAssembly.Instance;
   try {
-    instance = new WebAssembly.Instance(compiled, imports);
+    instance = new WebAssembly.Instance(compiled, r.imports);
   } catch (err) {
     if (isHostOutOfMemory(err)) return hostExhausted('allocate Wasm memory for the agent', err, { stage: 'instantiate' });
     return refuse('AGENT_TRAP', `The agent could not be instantiated: ${err instanceof Error ? err.message : String(err)}`);
   }
   const exports = instance.exports;
-  const memory = (given ?? exports.memory) as WebAssembly.Memory;
+  const memory = (r.given ?? exports.memory) as WebAssembly.Memory;
   const fuel = exports[FUEL_EXPORT];
   const lastGrow = exports[GROW_EXPORT];
   if (!(fuel instanceof WebAssembly.Global) || !(lastGrow instanceof WebAssembly.Global) || !(memory instanceof WebAssembly.Memory)) {
     return refuse('INTERNAL', 'The compiled module is not instrumented; compile it through the module cache (prepareAgentModule).');
   }
-  const fuelLimit = BigInt(limits.fuel);
+  r.setMemory(memory);
+  const fuelLimit = BigInt(r.req.limits.fuel);
   fuel.value = fuelLimit;
+  return { instance, memory, fuel, lastGrow, fuelLimit };
+}
 
+function runInstance(compiled: WebAssembly.Module, r: Run): AgentRunOutcome {
+  const s = instantiate(compiled, r);
+  if (!('instance' in s)) return s;
   let exitCode: number;
   let fault: unknown = null;
-  options.onStart?.(wallClock() - requestedAt);
+  r.options.onStart?.(wallClock() - r.requestedAt);
   try {
-    exitCode = wasi.start(instance as { exports: { memory: WebAssembly.Memory; _start: () => unknown } });
+    exitCode = r.wasi.start(s.instance as { exports: { memory: WebAssembly.Memory; _start: () => unknown } });
   } catch (err) {
     exitCode = -1;
     fault = err;
   }
+  return conclude(r, s, exitCode, fault);
+}
+
+/** runInstance for a module importing agent_model: `_start` through WebAssembly.promising, suspended in each model call. */
+async function runSuspendable(compiled: WebAssembly.Module, r: Run): Promise<AgentRunOutcome> {
+  const s = instantiate(compiled, r);
+  if (!('instance' in s)) return s;
+  const start = jspi()!.promising(s.instance.exports._start as () => unknown);
+  // The shim's functions read the memory through `inst` (its own start() sets it).
+  (r.wasi as unknown as { inst: { exports: { memory: WebAssembly.Memory } } }).inst = { exports: { memory: s.memory } };
+  let exitCode = 0;
+  let fault: unknown = null;
+  r.options.onStart?.(wallClock() - r.requestedAt);
+  try {
+    await start();
+  } catch (err) {
+    if (err instanceof WASIProcExit) exitCode = err.code;
+    else {
+      exitCode = -1;
+      fault = err;
+    }
+  }
+  return conclude(r, s, exitCode, fault);
+}
+
+/** The outcome of a run that started: its exit, fault, fuel, output and files. */
+function conclude(r: Run, s: Started, exitCode: number, fault: unknown): AgentRunOutcome {
+  const { req, stdout, stderr, pre, capPages, t0, wasi } = r;
+  const { memory, fuel, lastGrow, fuelLimit } = s;
+  const { limits } = req;
   const durationMs = performance.now() - t0;
   const remaining = fuel.value as bigint;
   const fuelUsed = Number(remaining < 0n ? fuelLimit : fuelLimit - remaining);
@@ -234,6 +323,7 @@ function runInstance(
   // A failed attempt keeps what the agent wrote (capped) and its writable mounts' files when they fit.
   const kept = (details: Record<string, unknown> = {}): Record<string, unknown> => {
     const out: Record<string, unknown> = { ...details, stdout: captured(stdout, req.stdout === 'base64'), stderr: captured(stderr, false) };
+    if (r.model) out.model = r.model.stats;
     if (pre.writable.length > 0) {
       const back = filesBack(pre.writable);
       if ('files' in back) out.files = back.files;
@@ -287,6 +377,13 @@ function runInstance(
       return { ...hostExhausted('grow the agent\'s memory below its cap', refused, { stage: 'grow' }), stderr: stderrText, fuelUsed, durationMs, memoryBytes };
     }
     const details = { exitCode, stderrTail: stderrText.slice(-STDERR_TAIL) };
+    // An agent that gives up after the model refused its call fails with the model's code (PROMPT_TOO_LONG, say).
+    const refusedCall = r.model?.lastError() ?? null;
+    if (refusedCall) {
+      return fail(refusedCall.code as ErrorCode, `The agent exited with code ${exitCode} after the model refused its call: ${refusedCall.message}`, {
+        ...details, modelError: { code: refusedCall.code, message: refusedCall.message },
+      });
+    }
     return mountFull(details) ?? fail('AGENT_EXIT_NONZERO', `The agent exited with code ${exitCode}; its stderr tail says why (list the code in okExitCodes if it means success).`, details);
   }
   let output: unknown;
@@ -304,6 +401,7 @@ function runInstance(
     }
   }
   const result: AgentResult = { exitCode, output, stderr: stderrText, fuelUsed, durationMs, memoryBytes: memory.buffer.byteLength };
+  if (r.model) result.model = { ...r.model.stats };
   if (pre.writable.length > 0) {
     const back = filesBack(pre.writable);
     if ('over' in back) {

@@ -44,6 +44,24 @@ export interface AgentRunRequest {
   /** Exit codes besides 0 that count as success. */
   okExitCodes?: readonly number[];
   limits: AgentLimits;
+  /** Most agent_model.generate calls (default AGENT_IO_LIMITS.defaultModelCalls); only for modules importing agent_model. */
+  modelCalls?: number;
+}
+
+/** One agent_model.generate call, as the agent's worker asks it of the node. */
+export interface ModelCall {
+  prompt: string;
+  maxTokens: number;
+}
+
+export type ModelAnswer = { ok: true; text: string; promptTokens: number; completionTokens: number } | { ok: false; error: ErrorInfo };
+
+/**
+ * How a run reaches the node's model: given to AgentRuntime.run for a task that names one (the pool hands it to
+ * the worker through a comlink proxy). Answers AGENT_TIMEOUT once the run's deadline passed.
+ */
+export interface ModelBridge {
+  generate(call: ModelCall): Promise<ModelAnswer>;
 }
 
 export type AgentRunOutcome =
@@ -88,8 +106,11 @@ export interface AgentRuntimeStats {
 }
 
 export interface AgentRuntime {
-  /** Runs one agent; never throws for agent faults: they come back as `{ ok: false }`. */
-  run(req: AgentRunRequest): Promise<AgentRunOutcome>;
+  /**
+   * Runs one agent; never throws for agent faults: they come back as `{ ok: false }`. `model`: how a module
+   * importing agent_model reaches the node's model (without it its calls fail).
+   */
+  run(req: AgentRunRequest, model?: ModelBridge): Promise<AgentRunOutcome>;
   /** Stops a running agent (its worker is terminated and replaced). */
   stop(taskId: string, reason?: string): boolean;
   /**

@@ -3,11 +3,11 @@
  * runAgentInThread that holds the compiled modules the pool posts to it.
  * The Web Worker entry is ./agent-worker.ts; Node's is ./testing/node-worker-entry.ts.
  */
-import { expose, type Endpoint } from 'comlink';
+import { expose, releaseProxy, type Endpoint, type Remote } from 'comlink';
 import { AppError, serializeError, type HostMemoryDescriptor } from '../../shared';
 import { HostMemories } from './memories';
-import { runAgentInThread, wallClock } from './run';
-import type { AgentRunOutcome, AgentRunRequest } from './types';
+import { runAgent, wallClock } from './run';
+import type { AgentRunOutcome, AgentRunRequest, ModelBridge } from './types';
 
 /** Posted by the worker, outside comlink's request/response, right before `_start`. */
 export interface AgentStartNotice {
@@ -35,8 +35,11 @@ export interface AgentWorkerApi {
   loadModule(key: string, module: WebAssembly.Module, capPages: number, memory?: HostMemoryDescriptor | null): void;
   /** Forgets modules the pool evicted; a later run of one is AGENT_MODULE_MISSING unless it is posted again. */
   dropModules(keys: string[]): void;
-  /** Runs one agent; `requestedAt` is the caller's wallClock() at run(). */
-  run(key: string, req: AgentRunRequest, requestedAt: number): WorkerRunAnswer;
+  /**
+   * Runs one agent; `requestedAt` is the caller's wallClock() at run(). `model` (a comlink proxy): the node's
+   * model for a module importing agent_model, whose run is suspendable and answers a promise.
+   */
+  run(key: string, req: AgentRunRequest, requestedAt: number, model?: ModelBridge): WorkerRunAnswer | Promise<WorkerRunAnswer>;
 }
 
 export function createAgentWorkerApi(notify: (notice: AgentStartNotice) => void): AgentWorkerApi {
@@ -51,7 +54,7 @@ export function createAgentWorkerApi(notify: (notice: AgentStartNotice) => void)
       for (const key of keys) modules.delete(key);
       memories.drop(keys);
     },
-    run(key, req, requestedAt) {
+    run(key, req, requestedAt, model) {
       const loaded = modules.get(key);
       if (!loaded) {
         return {
@@ -62,17 +65,25 @@ export function createAgentWorkerApi(notify: (notice: AgentStartNotice) => void)
           uncollected: memories.uncollected,
         };
       }
-      const outcome = runAgentInThread(loaded.module, req, {
+      const outcome = runAgent(loaded.module, req, {
         requestedAt,
         capPages: loaded.capPages,
         memory: loaded.memory,
         memories,
         memoryKey: key,
         onStart: (spawnMs) => notify({ type: 'agent.start', taskId: req.taskId, spawnMs }),
+        ...(model ? { model } : {}),
       });
-      // Out of address space: the kept memories are the ones this worker can give back now.
-      if (!outcome.ok && outcome.error.code === 'NODE_RESOURCE_EXHAUSTED') memories.drop();
-      return { outcome, uncollected: memories.uncollected };
+      const answer = (o: AgentRunOutcome): WorkerRunAnswer => {
+        // Out of address space: the kept memories are the ones this worker can give back now.
+        if (!o.ok && o.error.code === 'NODE_RESOURCE_EXHAUSTED') memories.drop();
+        return { outcome: o, uncollected: memories.uncollected };
+      };
+      // The proxied model's channel goes once the run has ended.
+      const release = (): void => (model as Remote<ModelBridge> | undefined)?.[releaseProxy]?.();
+      if (outcome instanceof Promise) return outcome.then(answer).finally(release);
+      release();
+      return answer(outcome);
     },
   };
 }
