@@ -20,8 +20,18 @@ export interface LinearAdapter {
   forward(ctx: GpuContext, layer: number, module: LinearModule, x: Tensor, y: Tensor, train: boolean): AdapterActivations | null;
   /** Accumulates the adapter's weight gradients and adds its share of dx. */
   backward(ctx: GpuContext, layer: number, module: LinearModule, dy: Tensor, saved: AdapterActivations, dx: Tensor): void;
-  /** The delta alone, [rows, out], for rows gathered from a mixed batch (inference; the caller releases it). */
-  delta(ctx: GpuContext, layer: number, module: LinearModule, x: Tensor): Tensor;
+  /** The factors on one projection (null: not adapted there), for batched inference over packed adapters (adapter-pack.ts). */
+  lowRank(layer: number, module: LinearModule): LowRankFactors | null;
+  /** Changes whenever the factors' values change (an optimizer step, an imported state): packs of older values are stale. */
+  readonly weightsVersion: number;
+}
+
+/** One projection's low-rank delta: scaling · B · A, A [rank, in] and B [out, rank] row-major. */
+export interface LowRankFactors {
+  a: Tensor;
+  b: Tensor;
+  rank: number;
+  scaling: number;
 }
 
 /** A model that a LoRA trainer can attach an adapter to and step. */

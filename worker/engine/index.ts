@@ -47,8 +47,9 @@ export {
   type AttnShape,
   type RopeTables,
 } from './kernels';
-export { ropeRows, kvWriteRows, attentionRows, gatherRows, scatterAddRows, type SlotRows, type SlotShape } from './slot-kernels';
-export type { AdaptableModel, AdapterActivations, LinearAdapter } from './adapter-types';
+export { ropeRows, kvWriteRows, attentionRows, type SlotRows, type SlotShape } from './slot-kernels';
+export { AdapterPack, NO_ADAPTER } from './adapter-pack';
+export type { AdaptableModel, AdapterActivations, LinearAdapter, LowRankFactors } from './adapter-types';
 export { LlamaModel, sampleToken, type GenerateOptions, type LoadOptions, type RowBatch, type SlotCache, type TokenRows } from './llama';
 export { EngineDecoder, type EngineDecoderOptions } from './decoder';
 export { GpuLoraAdapter, LoraTrainer, LoraSaved, type LoraOptimizerState, type LoraOptions, type LoraParamState, type TrainerOptions, type TrainStepResult } from './lora';

@@ -29,7 +29,8 @@ import {
 } from './kernels';
 import type { AdaptableModel, AdapterActivations, LinearAdapter } from './adapter-types';
 import { matmul } from './matmul';
-import { attentionRows, gatherRows, kvWriteRows, ropeRows, scatterAddRows, type SlotRows } from './slot-kernels';
+import { attentionRows, kvWriteRows, ropeRows, type SlotRows } from './slot-kernels';
+import { AdapterPack, NO_ADAPTER } from './adapter-pack';
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -123,9 +124,12 @@ interface ForwardState {
   lastOnly: boolean;
   /** Rows over a slot cache (forwardRows); B = rows, T = 1. */
   slots?: { rows: SlotRows; cache: SlotCache; outRows: readonly number[] };
-  /** Per-row adapters (forwardRows): idx null = every row. Replaces the attached adapter. */
-  loras?: readonly { adapter: LinearAdapter; idx: Tensor | null }[];
+  /** Per-row adapters (forwardRows): the pack and each row's slot in it (NO_ADAPTER: none). Replaces the attached adapter. */
+  packed?: { pack: AdapterPack; rowAd: Tensor };
 }
+
+/** Most adapters one pack holds: a batch naming more gets a pack of its own adapters only. */
+const MAX_PACKED_ADAPTERS = 32;
 
 function rowsOf(tokens: TokenRows): { ids: Uint32Array; B: number; T: number } {
   if ('rows' in tokens) {
@@ -145,6 +149,8 @@ export class LlamaModel implements AdaptableModel {
   #generation: number;
   #rope: RopeTables | null = null;
   #adapter: LinearAdapter | null = null;
+  /** The packed adapters forwardRows applies (rebuilt when a batch names one it lacks or holds stale). */
+  #pack: AdapterPack | null = null;
 
   private constructor(ctx: GpuContext, config: LlamaConfig) {
     this.ctx = ctx;
@@ -226,6 +232,8 @@ export class LlamaModel implements AdaptableModel {
   release(): void {
     for (const t of this.#w.values()) t.release();
     this.#w.clear();
+    this.#pack?.release();
+    this.#pack = null;
     this.#rope?.cos.release();
     this.#rope?.sin.release();
     this.#rope = null;
@@ -266,21 +274,9 @@ export class LlamaModel implements AdaptableModel {
     const y = matmul(ctx, x, this.#weight(linearWeightName(layer, module)), { transB: true });
     const bias = this.#w.get(linearWeightName(layer, module).replace(/\.weight$/, '.bias'));
     if (bias) addBias(ctx, y, bias);
-    if (st.loras) {
-      // The base ran once for every row; each adapter adds its delta to its own rows.
-      const rows = st.B * st.T;
-      for (const g of st.loras) {
-        if (!g.adapter.has(layer, module)) continue;
-        if (!g.idx) {
-          g.adapter.forward(ctx, layer, module, x, y, false)?.release();
-          continue;
-        }
-        const xg = gatherRows(ctx, x, g.idx, x.size / rows);
-        const d = g.adapter.delta(ctx, layer, module, xg);
-        scatterAddRows(ctx, d, g.idx, y, y.size / rows);
-        xg.release();
-        d.release();
-      }
+    if (st.packed) {
+      // The base ran once for every row; one shrink and one expand add each row's own adapter delta.
+      st.packed.pack.apply(ctx, layer, module, x, y, st.packed.rowAd);
       return y;
     }
     const a = this.#adapter;
@@ -422,14 +418,44 @@ export class LlamaModel implements AdaptableModel {
         }
       }
       const metaT = ctx.upload(meta, [R, 2]);
-      const loras = batch.adapters.filter((g) => g.rows.length > 0).map((g) => ({ adapter: g.adapter, idx: g.rows.length === R ? null : ctx.upload(Uint32Array.from(g.rows), [g.rows.length]) }));
+      const used = batch.adapters.filter((g) => g.rows.length > 0);
+      let packed: ForwardState['packed'];
+      if (used.length > 0) {
+        const pack = this.#packFor(used.map((g) => g.adapter));
+        const rowAd = new Uint32Array(R).fill(NO_ADAPTER);
+        for (const g of used) {
+          const slot = pack.slotOf(g.adapter);
+          for (const r of g.rows) rowAd[r] = slot;
+        }
+        packed = { pack, rowAd: ctx.upload(rowAd, [R]) };
+      }
       try {
-        return await this.#logits(batch.tokens, { B: R, T: 1, past: 0, train: false, lastOnly: false, slots: { rows: { meta: metaT, rows: R, Tk }, cache, outRows: batch.outRows }, loras });
+        return await this.#logits(batch.tokens, { B: R, T: 1, past: 0, train: false, lastOnly: false, slots: { rows: { meta: metaT, rows: R, Tk }, cache, outRows: batch.outRows }, ...(packed ? { packed } : {}) });
       } finally {
         metaT.release();
-        for (const g of loras) g.idx?.release();
+        packed?.rowAd.release();
       }
     });
+  }
+
+  /**
+   * A pack holding these adapters as they are now: the current one when it does, else a new one with them and
+   * the current one's other adapters still current (up to MAX_PACKED_ADAPTERS), so adapters that come and go in
+   * the batch do not repack every step. The copies are GPU-side (copyBufferToBuffer), recorded before the step.
+   */
+  #packFor(adapters: readonly LinearAdapter[]): AdapterPack {
+    const old = this.#pack;
+    if (old && old.covers(this.ctx, adapters)) return old;
+    const next = [...new Set(adapters)];
+    if (old) {
+      for (const a of old.adapters) {
+        if (next.length >= MAX_PACKED_ADAPTERS) break;
+        if (!next.includes(a) && old.covers(this.ctx, [a])) next.push(a);
+      }
+      old.release();
+    }
+    this.#pack = new AdapterPack(this.ctx, this.config, next);
+    return this.#pack;
   }
 
   /** Runs the forward pass on token ids and reads back only the logits. */

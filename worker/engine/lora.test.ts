@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { loraKey, mulberry32, peftTensorName, type Batch, type LoraPair } from '../model';
+import { linearShape, loraKey, mulberry32, peftTensorName, type Batch, type LinearModule, type LoraPair } from '../model';
+import { AdapterPack, NO_ADAPTER } from './adapter-pack';
 import { GpuContext } from './context';
 import { LlamaModel } from './llama';
 import { GpuLoraAdapter, LoraTrainer } from './lora';
 import { createNodeGpuContext } from './node-gpu';
-import { randomLlamaWeights, tinyLlamaConfig } from './random-weights';
+import { randomLlamaWeights, randomLoraPairs, tinyLlamaConfig } from './random-weights';
 import { crossEntropyRef, llamaForwardRef, type LoraRefMap } from './reference';
 
 let ctx: GpuContext;
@@ -245,5 +246,59 @@ describe('LoRA', () => {
     model.release();
     ad.release();
     copy.release();
+  });
+});
+
+describe('AdapterPack: every row its own adapter in two dispatches per projection', () => {
+  for (const mode of ['serial', 'workgroup'] as const)
+  it(`rows over adapters of ranks 1, 3 and 8 (one lacking the projection, one row with none) equal y + s·B·A·x per row (${mode} rows)`, async () => {
+    const before = ctx.rowMode;
+    ctx.rowMode = mode;
+    try {
+      const settings = (r: number, targets: LinearModule[]) => ({ r, alpha: 2 * r + 1, dropout: 0, targetModules: targets });
+      const make = (r: number, seed: number, targets: LinearModule[]) => {
+        const rng = mulberry32(seed);
+        return GpuLoraAdapter.fromPairs(ctx, cfg, settings(r, targets), randomLoraPairs(cfg, r, targets, () => rng.normal()));
+      };
+      const adapters = [make(1, 5, ['q_proj', 'down_proj']), make(3, 6, ['q_proj']), make(8, 7, ['down_proj', 'q_proj'])];
+      const pack = new AdapterPack(ctx, cfg, adapters);
+      assert.equal(pack.has(0, 'q_proj'), true);
+      assert.equal(pack.has(0, 'k_proj'), false);
+      const rowAdapter = [2, NO_ADAPTER, 0, 1, 2, 0];
+      const R = rowAdapter.length;
+      for (const module of ['q_proj', 'down_proj'] as const) {
+        const { in: inDim, out: outDim } = linearShape(cfg, module);
+        const rng = mulberry32(module.length);
+        const x = Float32Array.from({ length: R * inDim }, () => rng.normal());
+        const y0 = Float32Array.from({ length: R * outDim }, () => rng.normal());
+        const yT = ctx.upload(y0, [R, outDim]);
+        const rowAd = ctx.upload(Uint32Array.from(rowAdapter, (v) => v >>> 0), [R]);
+        pack.apply(ctx, 1, module, ctx.upload(x, [R, inDim]), yT, rowAd);
+        const got = await ctx.read(yT);
+        const pairs = await Promise.all(adapters.map((a) => a.toPairs()));
+        const want = Float32Array.from(y0);
+        for (let r = 0; r < R; r++) {
+          const ad = rowAdapter[r]!;
+          if (ad === NO_ADAPTER) continue;
+          const p = pairs[ad]!.get(loraKey(1, module));
+          if (!p) continue; // that adapter leaves this projection alone
+          const rank = adapters[ad]!.settings.r;
+          const s = adapters[ad]!.scaling;
+          const t = Array.from({ length: rank }, (_, k) => { let v = 0; for (let i = 0; i < inDim; i++) v += x[r * inDim + i]! * p.a[k * inDim + i]!; return v; });
+          for (let o = 0; o < outDim; o++) { let v = 0; for (let k = 0; k < rank; k++) v += t[k]! * p.b[o * rank + k]!; want[r * outDim + o]! += s * v; }
+        }
+        assert.ok(maxDiff(got, want) < 1e-4, `${module}: differs by ${maxDiff(got, want)}`);
+        assert.ok(maxDiff(got, y0) > 1e-2, `${module}: the adapters changed the rows`);
+        for (let o = 0; o < outDim; o++) assert.equal(got[1 * outDim + o], y0[1 * outDim + o], 'the row without an adapter is untouched');
+      }
+      // A pack covers its adapters until one of them trains: then it is stale.
+      assert.equal(pack.covers(ctx, adapters), true);
+      adapters[1]!.optimizerStep({ lr: 1e-3 });
+      assert.equal(pack.covers(ctx, adapters), false);
+      pack.release();
+      for (const a of adapters) a.release();
+    } finally {
+      ctx.rowMode = before;
+    }
   });
 });

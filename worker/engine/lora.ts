@@ -8,7 +8,7 @@
 import { AppError } from '../../shared';
 import { LINEAR_MODULES, linearShape, loraKey, mulberry32, peftTensorName, type Batch, type LinearModule, type LlamaConfig, type LoraPair, type LoraSettings } from '../model';
 import { GpuContext, Tensor } from './context';
-import type { AdaptableModel, AdapterActivations, LinearAdapter } from './adapter-types';
+import type { AdaptableModel, AdapterActivations, LinearAdapter, LowRankFactors } from './adapter-types';
 import { accumulate, adamw, dropout, gradClipFactor, scaleInPlace, sumSquares, type AdamWOptions } from './kernels';
 import { matmul } from './matmul';
 
@@ -82,6 +82,7 @@ export class GpuLoraAdapter implements LinearAdapter {
   #generation: number;
   #dropoutCalls = 0;
   #step = 0;
+  #version = 0;
   #hidden: number;
 
   private constructor(ctx: GpuContext, config: LlamaConfig, settings: LoraSettings, seed: number) {
@@ -203,13 +204,14 @@ export class GpuLoraAdapter implements LinearAdapter {
     return new LoraSaved(xd, drop, a, seed);
   }
 
-  /** scaling·B·A·x alone, [rows, out] (no dropout): the delta for rows gathered from a mixed batch. */
-  delta(ctx: GpuContext, layer: number, module: LinearModule, x: Tensor): Tensor {
-    const p = this.#pair(layer, module);
-    const a = matmul(ctx, x, p.a.value, { transB: true });
-    const d = matmul(ctx, a, p.b.value, { transB: true, alpha: this.scaling });
-    a.release();
-    return d;
+  lowRank(layer: number, module: LinearModule): LowRankFactors | null {
+    const p = this.#pairs.get(loraKey(layer, module));
+    return p ? { a: p.a.value, b: p.b.value, rank: this.settings.r, scaling: this.scaling } : null;
+  }
+
+  /** Bumped by every optimizer step and imported state (packs of the old values are stale then). */
+  get weightsVersion(): number {
+    return this.#version;
   }
 
   /** Accumulates dA, dB and adds the adapter's share of dx. */
@@ -269,6 +271,7 @@ export class GpuLoraAdapter implements LinearAdapter {
   /** Records one AdamW step on every A and B, then zeroes the gradients. */
   optimizerStep(opts: AdamWOptions): void {
     this.#step++;
+    this.#version++;
     for (const p of this.#pairs.values()) {
       for (const q of [p.a, p.b]) adamw(this.ctx, q.value, q.grad, q.m, q.v, this.#step, opts);
     }
@@ -290,6 +293,7 @@ export class GpuLoraAdapter implements LinearAdapter {
       slots.release();
     }
     this.#step++;
+    this.#version++;
     for (const p of this.#pairs.values()) {
       for (const q of [p.a, p.b]) adamw(this.ctx, q.value, q.grad, q.m, q.v, this.#step, opts, clip ?? undefined);
     }
@@ -352,6 +356,7 @@ export class GpuLoraAdapter implements LinearAdapter {
     }
     this.#step = state.step;
     this.#dropoutCalls = state.dropoutCalls;
+    this.#version++;
   }
 
   /** Accumulated gradients of A and B keyed by `loraKey` (for inspection, gradient norms and tests). */

@@ -202,34 +202,3 @@ export function attentionRows(ctx: GpuContext, q: Tensor, kCache: Tensor, vCache
   prob.release();
   return out;
 }
-
-const GATHER = `${struct('uu', ['n', 'width'])}
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read> IDX: array<u32>;
-@group(0) @binding(3) var<storage, read_write> O: array<f32>;
-${FLAT}
-  if (i >= p.n * p.width) { return; }
-  O[i] = X[IDX[i / p.width] * p.width + i % p.width];
-}`;
-
-/** Rows idx (u32 [n]) of x [rows, width], as [n, width]. */
-export function gatherRows(ctx: GpuContext, x: Tensor, idx: Tensor, width: number): Tensor {
-  const o = ctx.tensor([idx.size, width]);
-  ctx.dispatch(ctx.pipeline(GATHER), params('uu', [idx.size, width]), [x, idx, o], flat(ctx, idx.size * width));
-  return o;
-}
-
-const SCATTER_ADD = `${struct('uu', ['n', 'width'])}
-@group(0) @binding(1) var<storage, read> D: array<f32>;
-@group(0) @binding(2) var<storage, read> IDX: array<u32>;
-@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
-${FLAT}
-  if (i >= p.n * p.width) { return; }
-  let o = IDX[i / p.width] * p.width + i % p.width;
-  Y[o] = Y[o] + D[i];
-}`;
-
-/** y[idx[k]] += d[k] for rows of width `width`; idx must not repeat a row. */
-export function scatterAddRows(ctx: GpuContext, d: Tensor, idx: Tensor, y: Tensor, width: number): void {
-  ctx.dispatch(ctx.pipeline(SCATTER_ADD), params('uu', [idx.size, width]), [d, idx, y], flat(ctx, idx.size * width));
-}
