@@ -2,7 +2,8 @@
  * Checkpoints and resume in headless Chromium: two node pages train on the engine (WebGPU on SwiftShader); the page
  * that holds a train task is closed after its first checkpoint reached the coordinator, and the task goes on from
  * that checkpoint on the other page and ends with every loss, and the adapter, of an uninterrupted run of the same
- * seed. At most one checkpoint interval is lost.
+ * seed. At most one checkpoint interval is lost. Each checkpoint also went to the profile's IndexedDB first: the other page
+ * (same profile) resumes from that copy, the one the coordinator names, without downloading it.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -78,6 +79,25 @@ test("the training node's page is closed after a checkpoint: the task finishes o
   assert.equal(rec.attempts, 2);
   assert.notEqual(rec.nodeId, holder, 'it finished on the other node');
   const resumed = rec.result as TrainResult;
+  // The closed page wrote each checkpoint to the profile's IndexedDB before sending it: the other page of the same
+  // profile resumed from that copy (same SHA-256 as the coordinator's) without downloading it, and dropped it at the end.
+  const other = nodes.pages[nodes.nodeIds.indexOf(rec.nodeId!)]!;
+  const counts = await other.evaluate(() => window.__execNode!.stats().checkpoints);
+  assert.deepEqual(counts && { fromStore: counts.fromStore, fetched: counts.fetched }, { fromStore: 1, fetched: 0 }, JSON.stringify(counts));
+  const left = await other.evaluate(async (taskId) => {
+    const db = await new Promise<IDBDatabase>((resolve, reject) => {
+      const r = indexedDB.open('exec-node-checkpoints', 1);
+      r.onsuccess = () => resolve(r.result);
+      r.onerror = () => reject(r.error);
+    });
+    const got = await new Promise<unknown>((resolve) => {
+      const r = db.transaction('checkpoints').objectStore('checkpoints').get(taskId);
+      r.onsuccess = () => resolve(r.result ?? null);
+    });
+    db.close();
+    return got;
+  }, id);
+  assert.equal(left, null, 'a finished run leaves no checkpoint in IndexedDB');
   assert.ok(resumed.resumedFrom !== undefined && resumed.resumedFrom >= checkpointStep, `resumed from ${resumed.resumedFrom}`);
   assert.ok(lastStep - resumed.resumedFrom! <= EVERY, `lost ${lastStep - resumed.resumedFrom!} steps (at most one interval, ${EVERY})`);
 

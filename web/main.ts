@@ -16,7 +16,7 @@ import { AgentPool } from '../worker';
 import { RemoteInference, type InferenceWorkerConfig } from '../worker/inference';
 import './elements/exec-node-app';
 import { createHandle } from './handle';
-import { NodeClient, coordinatorUrls, probeWebGpu } from './node';
+import { NodeClient, coordinatorUrls, indexedDbCheckpoints, probeWebGpu } from './node';
 
 const params = new URLSearchParams(location.search);
 const [primary, ...others] = (params.get('coordinator') ?? '').split(',').map((u) => u.trim()).filter(Boolean);
@@ -65,6 +65,8 @@ const client = new NodeClient({
   resultDelayMs: params.has('flushMs') ? Number(params.get('flushMs')) : undefined,
   // The join token (a token with the node role) of a coordinator run with --auth: npm start prints the link.
   token: params.get('token') ?? undefined,
+  // Training checkpoints also go to this browser's IndexedDB: a reloaded page resumes without downloading them.
+  checkpoints: indexedDbCheckpoints(),
 });
 
 const app = document.createElement('exec-node-app');

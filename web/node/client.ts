@@ -30,6 +30,7 @@ import {
 } from '../../shared';
 import type { AgentRuntime, AgentRuntimeStats } from '../../worker';
 import type { InferenceRuntime, InferenceRuntimeStats } from '../../worker/inference';
+import type { CheckpointStore } from './checkpoints';
 import { AgentRunner } from './agent-runner';
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff';
 import type { ConnectionState, NodeEvent, NodeListener, RunningTask, TaskEntry, TrainingCurve } from './events';
@@ -106,6 +107,8 @@ export interface NodeClientOptions {
   maxMessageBytes?: number;
   /** How many finished tasks the page can list. */
   recentSize?: number;
+  /** The node's own copy of its training checkpoints (the page: IndexedDB, web/node/checkpoints.ts); none: the coordinator's only. */
+  checkpoints?: CheckpointStore | null;
   userAgent?: string;
 }
 
@@ -133,6 +136,8 @@ export interface NodeStats {
   pool: AgentRuntimeStats;
   /** The inference runtime's figures, when the node runs generate tasks. */
   inference: InferenceRuntimeStats | null;
+  /** Training checkpoints written to the node's store, and resumed from it or fetched (when the node trains). */
+  checkpoints: { saved: number; fromStore: number; fetched: number } | null;
   lastError: ErrorInfo | null;
 }
 
@@ -204,7 +209,9 @@ export class NodeClient {
     };
     this.#agents = new AgentRunner(opts.runtime, host, this.#urls().httpBase, opts.fetch, undefined, this.#inference);
     this.#generate = this.#inference ? new GenerateRunner(this.#inference, host) : null;
-    const train = (this.#train = this.#inference?.trains && this.#inference.train ? new TrainRunner(this.#inference, host, { baseUrl: this.#urls().httpBase, maxMessageBytes: opts.maxMessageBytes ?? LIMITS.maxSocketMessageBytes, ...(this.#token ? { token: this.#token } : {}) }) : null);
+    const train = (this.#train = this.#inference?.trains && this.#inference.train
+      ? new TrainRunner(this.#inference, host, { baseUrl: this.#urls().httpBase, maxMessageBytes: opts.maxMessageBytes ?? LIMITS.maxSocketMessageBytes, ...(this.#token ? { token: this.#token } : {}), checkpoints: opts.checkpoints ?? null })
+      : null);
     this.#runners = { agent: this.#agents, ...(this.#generate ? { generate: this.#generate } : {}), ...(train ? { train } : {}) };
     this.#maxConcurrent = Math.min(MAX_NODE_CONCURRENCY, this.#agents.slots);
     const asked = opts.tasksPerWorker;
@@ -300,6 +307,7 @@ export class NodeClient {
       moduleFetches: this.#agents.moduleFetches,
       pool: this.#runtime.stats(),
       inference: this.#inference?.stats() ?? null,
+      checkpoints: this.#train?.checkpointCounts ?? null,
       lastError: this.#lastError,
     };
   }

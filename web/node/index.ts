@@ -1,5 +1,6 @@
 export { NodeClient, type NodeClientOptions, type NodeStats, type SocketLike } from './client';
 export type { ConnectionState, NodeEvent, NodeListener, RunningTask, TaskEntry, TrainingCurve } from './events';
+export { indexedDbCheckpoints, type CheckpointStore, type StoredCheckpoint } from './checkpoints';
 export { probeWebGpu, type GpuProbe } from './gpu';
 export { ModuleLoader, type FetchLike } from './modules';
 export { BlobCache, configureBlobs, fetchBlob, blobHex, DEFAULT_MAX_BLOB_CACHE_BYTES, type BlobCacheOptions } from './blobs';

@@ -9,6 +9,7 @@
 import { LIMITS, PART_BYTES, bytesToBase64, checkpointInterval, errorFromAnswer, serializeError, AppError, type Assignment, type PartMessage, type PartRef, type TrainPayload } from '../../shared';
 import { sha256Hex } from '../../worker/agents/module-cache';
 import type { InferenceRuntime, TrainRunRequest } from '../../worker/inference';
+import type { CheckpointStore } from './checkpoints';
 import type { TrainingCurve } from './events';
 import type { Lease, RunnerHost, TaskRunner } from './runner';
 
@@ -29,6 +30,8 @@ export class TrainRunner implements TaskRunner {
   #running = 0;
   #waiting = 0;
   readonly #curves: TrainingCurve[] = [];
+  readonly #store: CheckpointStore | null;
+  readonly #counts = { saved: 0, fromStore: 0, fetched: 0 };
 
   /** Fetches datasets from another coordinator of the pool from now on (the node moved to it). */
   setBase(baseUrl: string): void {
@@ -38,8 +41,9 @@ export class TrainRunner implements TaskRunner {
   /** Raw bytes of one task.part (and the most sent inline in a result): half the connection's message limit, at most PART_BYTES. */
   readonly #partBytes: number;
 
-  constructor(runtime: InferenceRuntime, host: RunnerHost, opts: { baseUrl: string; token?: string; fetch?: DatasetFetch; maxMessageBytes?: number }) {
+  constructor(runtime: InferenceRuntime, host: RunnerHost, opts: { baseUrl: string; token?: string; fetch?: DatasetFetch; maxMessageBytes?: number; checkpoints?: CheckpointStore | null }) {
     this.#runtime = runtime;
+    this.#store = opts.checkpoints ?? null;
     this.#host = host;
     this.#partBytes = Math.max(1024, Math.min(PART_BYTES, Math.floor((opts.maxMessageBytes ?? LIMITS.maxSocketMessageBytes) / 2)));
     this.#base = opts.baseUrl.replace(/\/$/, '');
@@ -57,6 +61,11 @@ export class TrainRunner implements TaskRunner {
 
   start(a: Assignment, lease: Lease): void {
     void this.#run(a, lease);
+  }
+
+  /** Checkpoints written to the node's store, and resumed from it or fetched from the coordinator. */
+  get checkpointCounts(): { saved: number; fromStore: number; fetched: number } {
+    return { ...this.#counts };
   }
 
   /** The loss curves of the runs in progress and the last few ended, newest first. */
@@ -100,6 +109,8 @@ export class TrainRunner implements TaskRunner {
       curve.state = outcome.ok ? 'OK' : outcome.error.code;
       if (!outcome.ok) return this.#host.finish(lease, { ok: false, error: outcome.error });
       const { adapter, ...summary } = outcome.result;
+      // A finished run needs no checkpoint (the coordinator drops its copy too); failed and cancelled ones keep theirs.
+      await this.#store?.delete(a.taskId).catch(() => undefined);
       this.#host.finish(lease, {
         ok: true,
         result: { ...summary, adapter: { config: adapter.config, safetensors: await this.#weights(lease, adapter.safetensors) } },
@@ -144,16 +155,36 @@ export class TrainRunner implements TaskRunner {
   async #sendCheckpoint(lease: Lease, step: number, bytes: Uint8Array): Promise<void> {
     if (bytes.length > LIMITS.maxResultPartsBytes || lease.ended) return;
     const sha256 = await sha256Hex(bytes);
+    // The node's own copy first (IndexedDB in the page): a reload, or another page of this profile, resumes without a download.
+    if (this.#store) {
+      try {
+        await this.#store.put({ taskId: lease.taskId, step, sha256, bytes, savedAt: Date.now() });
+        this.#counts.saved++;
+      } catch {
+        // A full or unavailable store: the coordinator's copy is the one that counts.
+      }
+    }
+    if (lease.ended) return;
     if (this.#sendParts(lease, 'checkpoint.safetensors', bytes)) this.#host.progress(lease, { kind: 'checkpoint', step, bytes: bytes.length, sha256 });
   }
 
-  /** The checkpoint an earlier attempt left (fetched and checked); null when it cannot be had: the run starts over. */
+  /**
+   * The checkpoint an earlier attempt left: from the node's store when it holds the one named (same SHA-256), else
+   * fetched and checked; null when it cannot be had: the run starts over.
+   */
   async #checkpointOf(a: Assignment): Promise<Uint8Array | null> {
+    const local = await this.#store?.get(a.taskId).catch(() => null);
+    if (local && local.sha256 === a.checkpoint!.sha256 && (await sha256Hex(local.bytes)) === local.sha256) {
+      this.#counts.fromStore++;
+      return local.bytes;
+    }
     try {
       const res = await this.#fetch(`${this.#base}/v1/tasks/${a.taskId}/checkpoint`, this.#token ? { headers: { authorization: `Bearer ${this.#token}` } } : {});
       if (!res.ok) return null;
       const bytes = new Uint8Array(await res.arrayBuffer());
-      return (await sha256Hex(bytes)) === a.checkpoint!.sha256 ? bytes : null;
+      if ((await sha256Hex(bytes)) !== a.checkpoint!.sha256) return null;
+      this.#counts.fetched++;
+      return bytes;
     } catch {
       return null;
     }
