@@ -20,15 +20,15 @@
  * adapter uploaded to (or trained through) one coordinator is listed, served and applied by all of them.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { AppError, base64ToBytes, parseName, type PartRef, type TrainResult, type TrainedAdapterFiles } from '../shared';
 import { parseLlamaConfig, type LlamaConfig } from '../worker/model/config';
 import { loadModelFolder, readSafetensorsFiles } from '../worker/model/folder';
 import { mergeLora } from '../worker/model/merge';
-import { writeSafetensors } from '../worker/model/safetensors';
+import { safetensorsChunks } from '../worker/model/safetensors';
 import { buildDecoderOnnx } from '../worker/model/onnx-llama';
-import { encodeModel } from '../worker/model/onnx-proto';
+import { encodeModel, encodeModelExternal, externalDataChunks, tensorBytes } from '../worker/model/onnx-proto';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, baseModelFingerprint, loadAdapter } from '../worker/model/peft';
 import { walk, type ModelFile, type ModelStore } from './models';
 import { wholePart, type ResultPart } from './node';
@@ -38,8 +38,44 @@ export type AdapterFileName = (typeof ADAPTER_FILES)[number];
 
 /** Largest adapter_model.safetensors an upload may carry. */
 export const MAX_ADAPTER_BYTES = 64 << 20;
-/** Largest base (bytes of its weight files) the coordinator merges an adapter into. */
-export const MAX_MERGE_BYTES = 1 << 30;
+/**
+ * Largest base (bytes of its weight files) the coordinator merges an adapter into: it holds the base's files and the
+ * merged weights in float32 in memory (about 3× this for a bf16 base), writing the outputs a tensor at a time.
+ */
+export const MAX_MERGE_BYTES = 4 * 2 ** 30;
+/** Initializer bytes past which the merged ONNX keeps its weights in external data files (a protobuf is at most 2 GB). */
+export const MERGE_EXTERNAL_DATA_ABOVE = 2 ** 30;
+/** Most bytes in one external data file (`model.onnx_data`, `_1`, …): a browser reads each into one ArrayBuffer. */
+const EXTERNAL_CHUNK_BYTES = 2 ** 30;
+
+/** A whole file read through a handle (readFile stops at 2 GiB; one safetensors file of a 1B model is 2.5 GB). */
+async function readWhole(path: string): Promise<Uint8Array> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    const out = new Uint8Array(size);
+    for (let off = 0; off < size; ) {
+      const { bytesRead } = await fh.read(out, off, Math.min(2 ** 30, size - off), off);
+      if (bytesRead === 0) throw new AppError('MODEL_CORRUPT', `${path} ended at ${off} of its ${size} bytes while it was read.`);
+      off += bytesRead;
+    }
+    return out;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes chunks to a file as they are made (each let go once written). */
+async function writeChunks(path: string, chunks: Iterable<Uint8Array>): Promise<void> {
+  const fh = await open(path, 'w');
+  try {
+    for (const c of chunks) {
+      for (let off = 0; off < c.length; ) off += (await fh.write(c, off, c.length - off)).bytesWritten;
+    }
+  } finally {
+    await fh.close();
+  }
+}
 /** Bases up to this size are read whole to compute the engine's fingerprint (checked against the adapter's metadata). */
 const ENGINE_FINGERPRINT_MAX_BYTES = 256 << 20;
 const META_FILE = 'meta.json';
@@ -297,7 +333,7 @@ export class AdapterRegistry {
    * transformers.js loads), so it is served as its own model id. Answers the id and whether it was made now (a
    * version already merged is kept). A base over MAX_MERGE_BYTES of weights: MODEL_TOO_LARGE (the merge holds it whole).
    */
-  async merge(rawBase: string, ref: string, outRoot: string): Promise<{ model: string; created: boolean; version: AdapterVersion; files: Array<{ path: string; size: number }> }> {
+  async merge(rawBase: string, ref: string, outRoot: string, opts: { above?: number; chunkBytes?: number } = {}): Promise<{ model: string; created: boolean; version: AdapterVersion; files: Array<{ path: string; size: number }> }> {
     const v = await this.resolve(rawBase, ref);
     const model = parseName(`${v.base}-${v.name}-v${v.version}`);
     const dir = join(outRoot, model);
@@ -312,13 +348,13 @@ export class AdapterRegistry {
     const manifest = await this.#store.manifest(v.base);
     const weightBytes = manifest.files.filter((f) => f.path.endsWith('.safetensors') && !f.path.startsWith('adapters/')).reduce((n, f) => n + f.size, 0);
     if (weightBytes > MAX_MERGE_BYTES) {
-      throw new AppError('MODEL_TOO_LARGE', `${v.base} has ${weightBytes} bytes of weights; the coordinator merges bases up to ${MAX_MERGE_BYTES} (it holds the whole model in float32, and an ONNX file is at most 2 GB).`, {
+      throw new AppError('MODEL_TOO_LARGE', `${v.base} has ${weightBytes} bytes of weights; the coordinator merges bases up to ${MAX_MERGE_BYTES} (it holds the whole model in float32 in memory).`, {
         model: v.base,
         bytes: weightBytes,
         limit: MAX_MERGE_BYTES,
       });
     }
-    const read = async (p: string): Promise<Uint8Array> => new Uint8Array(await readFile(join(folder.dir, ...p.split('/'))));
+    const read = (p: string): Promise<Uint8Array> => readWhole(join(folder.dir, ...p.split('/')));
     const loaded = await loadModelFolder(read);
     const adapter = loadAdapter({ configJson: await readFile(this.filePath(v, ADAPTER_CONFIG_FILE), 'utf8'), safetensors: new Uint8Array(await readFile(this.filePath(v, ADAPTER_WEIGHTS_FILE))) }, loaded.config);
     const merged = mergeLora(loaded.config, loaded.weights, adapter);
@@ -333,9 +369,23 @@ export class AdapterRegistry {
         await writeFile(join(tmp, ...p.split('/')), await read(p));
       }
       const tensors = [...merged].map(([name, w]) => ({ name, dtype: 'F32' as const, shape: w.shape, data: w.data }));
-      await writeFile(join(tmp, 'model.safetensors'), writeSafetensors(tensors, { format: 'pt', merged_from: from, base_fingerprint: loaded.fingerprint }));
+      await writeChunks(join(tmp, 'model.safetensors'), safetensorsChunks(tensors, { format: 'pt', merged_from: from, base_fingerprint: loaded.fingerprint }));
       await mkdir(join(tmp, 'onnx'), { recursive: true });
-      await writeFile(join(tmp, 'onnx', 'model.onnx'), encodeModel(buildDecoderOnnx(loaded.config, merged, `${v.base} with adapter ${from} merged (W + alpha/r · B·A).`)));
+      const graph = buildDecoderOnnx(loaded.config, merged, `${v.base} with adapter ${from} merged (W + alpha/r · B·A).`);
+      const initializerBytes = graph.graph.initializers.reduce((n, t) => n + tensorBytes(t), 0);
+      if (initializerBytes > (opts.above ?? MERGE_EXTERNAL_DATA_ABOVE)) {
+        // Past a protobuf's 2 GB: the weights go to onnx/model.onnx_data (and _1, … of at most 1 GiB each), which
+        // transformers.js reads when config.json's transformers.js_config.use_external_data_format says how many.
+        const external = encodeModelExternal(graph, { modelName: 'model.onnx', chunkBytes: opts.chunkBytes ?? EXTERNAL_CHUNK_BYTES });
+        await writeFile(join(tmp, 'onnx', 'model.onnx'), external.model);
+        for (const f of external.files) await writeChunks(join(tmp, 'onnx', f.name), externalDataChunks(f));
+        const config = JSON.parse(await readFile(join(tmp, 'config.json'), 'utf8')) as Record<string, unknown>;
+        const tjs = (config['transformers.js_config'] ?? {}) as Record<string, unknown>;
+        config['transformers.js_config'] = { ...tjs, use_external_data_format: external.files.length };
+        await writeFile(join(tmp, 'config.json'), JSON.stringify(config, null, 2));
+      } else {
+        await writeFile(join(tmp, 'onnx', 'model.onnx'), encodeModel(graph));
+      }
       await rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
         if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err; // merged meanwhile by another request
       });

@@ -60,6 +60,11 @@ export { parseNodeMessage, parseSubmission, checkSpec } from './validate';
 const ORT_DIST = dirname(createRequire(import.meta.url).resolve('onnxruntime-web'));
 
 export interface CoordinatorOptions {
+  /**
+   * A merged model's ONNX keeps its weights in external data files when they pass `above` bytes (default 1 GiB:
+   * a protobuf is at most 2 GB), in files of at most `chunkBytes` (default 1 GiB).
+   */
+  mergeExternalData?: { above?: number; chunkBytes?: number };
   /** The journal: a SQLite file (':memory:' for unit tests) or a postgres:// URL. Default ./data/coordinator.db. */
   dbPath?: string;
   /**
@@ -251,7 +256,7 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   datasetRoutes(app, ctx);
   blobRoutes(app, ctx, new BlobStore(opts.blobsDir ?? join(dataDir, 'blobs'), LIMITS.maxBlobBytes, journal.shared ? journal : null));
   agentRoutes(app, ctx);
-  adapterRoutes(app, adapters, mergedDir);
+  adapterRoutes(app, adapters, mergedDir, opts.mergeExternalData ?? {});
   opsRoutes(app, ctx);
   openApiRoutes(app); // GET /openapi.json and GET /docs (server/openapi.ts)
   poolRoutes(app, ctx, { sampleMs: opts.historySampleMs }); // GET /v1/pool, /v1/whoami: the operator page (ops.html)

@@ -61,16 +61,24 @@ test('an adapter merged into its base is a model of its own whose greedy output 
   assert.equal(missing.status, 404);
   assert.equal(missing.body.error.code, 'ADAPTER_NOT_FOUND');
 
-  // A folder for the runtimes: the base with the adapter in adapters/style/, and the merged model as served.
-  const root = join(tmp.dir, 'runtime');
+  await sameAsBasePlusAdapter(join(tmp.dir, 'data', 'merged', 'tiny-llama-style-v1'), 'runtime');
+});
+
+/**
+ * The merged folder beside the base with the adapter in adapters/style/: greedy tokens of the merged model on the
+ * engine (its safetensors) and on transformers.js (its ONNX) equal the engine's base plus adapter, which differ from
+ * the base alone.
+ */
+async function sameAsBasePlusAdapter(mergedDir: string, runtimeName: string): Promise<void> {
+  const root = join(tmp.dir, runtimeName);
   await cp(join(tmp.dir, 'models', 'tiny-llama'), join(root, 'tiny-llama'), { recursive: true });
   await mkdir(join(root, 'tiny-llama', 'adapters', 'style'), { recursive: true });
   await writeFile(join(root, 'tiny-llama', 'adapters', 'style', 'adapter_config.json'), files.configJson);
   await writeFile(join(root, 'tiny-llama', 'adapters', 'style', 'adapter_model.safetensors'), files.safetensors);
-  await cp(join(tmp.dir, 'data', 'merged', 'tiny-llama-style-v1'), join(root, 'tiny-llama-style-v1'), { recursive: true });
+  await cp(mergedDir, join(root, 'tiny-llama-style-v1'), { recursive: true });
 
   const engine = new InferenceService({ source: folderSource(root), backends: [engineBackend({ gpu: async () => ctx })] });
-  const tjs = new InferenceService({ source: folderSource(root), backends: [transformersBackend({ device: 'cpu', env: { localModelPath: root, cacheDir: join(tmp.dir, '.cache') } })] });
+  const tjs = new InferenceService({ source: folderSource(root), backends: [transformersBackend({ device: 'cpu', env: { localModelPath: root, cacheDir: join(tmp.dir, `.cache-${runtimeName}`) } })] });
   try {
     const prompts = ['the cat', 'once upon a time there was', 'light and dark', 'we'];
     let differs = 0;
@@ -89,5 +97,31 @@ test('an adapter merged into its base is a model of its own whose greedy output 
   } finally {
     await engine.close();
     await tjs.close();
+  }
+}
+
+test('a merge whose weights pass the external-data threshold writes them beside the ONNX graph in chunks, and transformers.js loads them', async () => {
+  const dir = join(tmp.dir, 'external');
+  await mkdir(join(dir, 'data'), { recursive: true });
+  // Every initializer of 1 KiB or more goes out, in files of at most 128 KiB: several chunks even for the tiny model.
+  const ext = await createCoordinator({ dbPath: join(dir, 'c.db'), modelsDir: join(tmp.dir, 'models'), dataDir: join(dir, 'data'), mergeExternalData: { above: 0, chunkBytes: 128 << 10 } });
+  try {
+    const api = apiClient(ext.url);
+    const put = await api('/v1/adapters/tiny-llama/style', { method: 'PUT', json: { config: files.configJson, weights: Buffer.from(files.safetensors).toString('base64') } });
+    assert.equal(put.status, 201, JSON.stringify(put.body));
+    const merged = await api('/v1/adapters/tiny-llama/style/merge', { method: 'POST', json: {} });
+    assert.equal(merged.status, 201, JSON.stringify(merged.body));
+    const listed = merged.body.files as { path: string; size: number }[];
+    const chunks = listed.filter((f) => /^onnx\/model\.onnx_data(_\d+)?$/.test(f.path));
+    assert.ok(chunks.length >= 2, `external data in chunks: ${listed.map((f) => f.path).join(', ')}`);
+    for (const f of chunks) assert.ok(f.size <= 128 << 10, `${f.path} is ${f.size} bytes`);
+    const graph = listed.find((f) => f.path === 'onnx/model.onnx')!;
+    assert.ok(graph.size < chunks.reduce((n, f) => n + f.size, 0) / 4, 'the graph holds no weights');
+    const out = join(dir, 'data', 'merged', 'tiny-llama-style-v1');
+    const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8')) as Record<string, { use_external_data_format?: number }>;
+    assert.equal(config['transformers.js_config']?.use_external_data_format, chunks.length);
+    await sameAsBasePlusAdapter(out, 'runtime-external');
+  } finally {
+    await ext.close();
   }
 });

@@ -43,11 +43,11 @@ function tooLarge(req: FastifyRequest): AppError {
   return new AppError('BODY_TOO_LARGE', `The adapter upload is larger than ${limit} bytes; ${raw ? 'the registry takes adapters up to that size' : 'send adapter_model.safetensors as application/octet-stream (config in x-adapter-config) instead of base64 JSON'}.`, { limit });
 }
 
-export function adapterRoutes(app: FastifyInstance, registry: AdapterRegistry, mergedDir: string): void {
+export function adapterRoutes(app: FastifyInstance, registry: AdapterRegistry, mergedDir: string, externalData: { above?: number; chunkBytes?: number } = {}): void {
   // The adapter merged into its base, written as a model folder of its own (safetensors and ONNX) and served under its id.
   app.post('/v1/adapters/:base/:name/merge', async (req, reply) => {
     const params = req.params as { base: string; name: string };
-    const m = await registry.merge(params.base, params.name, mergedDir);
+    const m = await registry.merge(params.base, params.name, mergedDir, externalData);
     void reply.code(m.created ? 201 : 200);
     return { model: m.model, base: m.version.base, adapter: `${m.version.base}:${m.version.name}@${m.version.version}`, files: m.files };
   });

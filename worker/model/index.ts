@@ -9,6 +9,7 @@ export {
   tensorAsFloat32,
   tensorShape,
   writeSafetensors,
+  safetensorsChunks,
   MAX_HEADER_BYTES,
   type FloatDtype,
   type SafetensorsFile,

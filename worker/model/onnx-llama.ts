@@ -49,7 +49,7 @@ class GraphBuilder {
     return output;
   }
 
-  weight(name: string, dims: number[], data: Float32Array): string {
+  weight(name: string, dims: number[], data: Float32Array | (() => Float32Array)): string {
     this.initializers.push(floatTensor(name, dims, data));
     return name;
   }
@@ -116,7 +116,8 @@ export function buildDecoderOnnx(config: ReferenceConfig, weights: LlamaWeights,
     const w = weights.get(name);
     if (!w) throw new Error(`missing weight ${name}`);
     const [out, inp] = w.shape as [number, number];
-    const y = g.o('MatMul', [x, g.weight(`${name}.T`, [inp, out], transpose2d(w.data, out, inp))]);
+    // Made when written (lazy): a large model's transposed weights are never all in memory at once.
+    const y = g.o('MatMul', [x, g.weight(`${name}.T`, [inp, out], () => transpose2d(w.data, out, inp))]);
     return bias ? g.o('Add', [y, g.weight(bias, [out], get(bias))]) : y;
   };
   const eps = g.f32([config.rmsNormEps], []);
@@ -138,7 +139,7 @@ export function buildDecoderOnnx(config: ReferenceConfig, weights: LlamaWeights,
       : g.o('Mul', [x, g.o('Sigmoid', [x])]);
 
   // Embedding (Gemma multiplies it by √hidden).
-  let h = g.o('Gather', [g.weight(names.embed, [V, H], get(names.embed)), 'input_ids'], [int('axis', 0)]);
+  let h = g.o('Gather', [g.weight(names.embed, [V, H], () => get(names.embed)), 'input_ids'], [int('axis', 0)]);
   if (config.scaleEmbeddings) h = g.o('Mul', [h, g.f32([Math.sqrt(H)], [])]);
 
   // Rotary tables from position_ids: cos/sin [B, 1, S, hd].
@@ -197,8 +198,9 @@ export function buildDecoderOnnx(config: ReferenceConfig, weights: LlamaWeights,
     h = g.o('Add', [h, linear(g.o('Mul', [act, linear(y, i, 'up_proj')]), i, 'down_proj')]);
   }
   const final = rmsNorm(h, names.finalNorm);
-  const head = names.lmHead
-    ? g.weight(`${names.lmHead}.T`, [H, V], transpose2d(get(names.lmHead), V, H))
+  const lmHead = names.lmHead;
+  const head = lmHead
+    ? g.weight(`${lmHead}.T`, [H, V], () => transpose2d(get(lmHead), V, H))
     : g.o('Transpose', [names.embed], [ints('perm', [1, 0])]);
   g.named('MatMul', [final, head], 'logits');
 

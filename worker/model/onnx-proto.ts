@@ -89,8 +89,29 @@ export interface OnnxTensor {
   name: string;
   dataType: DataTypeCode;
   dims: number[];
-  /** Little-endian element bytes. */
-  raw: Uint8Array;
+  /**
+   * Little-endian element bytes, or a function that makes them when the tensor is written (a large weight:
+   * made, written and let go one at a time, so a model's initializers are never all in memory twice).
+   */
+  raw: Uint8Array | (() => Uint8Array);
+}
+
+const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+
+const ELEMENT_BYTES: Record<DataTypeCode, number> = { [DataType.FLOAT]: 4, [DataType.INT32]: 4, [DataType.INT64]: 8, [DataType.BOOL]: 1 };
+
+/** A tensor's raw byte length, from its dims (a lazy tensor is not made for it). */
+export function tensorBytes(t: OnnxTensor): number {
+  return typeof t.raw === 'function' ? t.dims.reduce((a, b) => a * b, 1) * ELEMENT_BYTES[t.dataType] : t.raw.length;
+}
+
+const rawOf = (t: OnnxTensor): Uint8Array => (typeof t.raw === 'function' ? t.raw() : t.raw);
+
+/** Where an initializer's bytes went: a file beside the model (its name relative to the model's folder), at an offset. */
+interface ExternalRef {
+  location: string;
+  offset: number;
+  length: number;
 }
 
 export type OnnxAttribute =
@@ -135,11 +156,19 @@ export interface OnnxModel {
   graph: OnnxGraph;
 }
 
-function writeTensor(w: Writer, t: OnnxTensor): void {
+function writeTensor(w: Writer, t: OnnxTensor, external?: ExternalRef): void {
   for (const d of t.dims) w.int(1, d);
   w.int(2, t.dataType);
   w.string(8, t.name);
-  w.bytes(9, t.raw);
+  if (!external) {
+    w.bytes(9, rawOf(t));
+    return;
+  }
+  // TensorProto.external_data (13: StringStringEntryProto key 1, value 2) and data_location (14) = EXTERNAL (1).
+  for (const [key, value] of [['location', external.location], ['offset', String(external.offset)], ['length', String(external.length)]] as const) {
+    w.message(13, (e) => e.string(1, key).string(2, value));
+  }
+  w.int(14, 1);
 }
 
 function writeAttribute(w: Writer, a: OnnxAttribute): void {
@@ -195,6 +224,52 @@ function writeNode(w: Writer, n: OnnxNode): void {
 }
 
 export function encodeModel(model: OnnxModel): Uint8Array {
+  return encode(model, new Map());
+}
+
+/** One file of external data: its name (beside model.onnx) and the initializers it holds, in order. */
+export interface ExternalDataFile {
+  name: string;
+  tensors: OnnxTensor[];
+  bytes: number;
+}
+
+/**
+ * The model with its initializers of `minBytes` or more in external data files, as ONNX Runtime and transformers.js
+ * read them: `<modelName>_data`, `<modelName>_data_1`, … (transformers.js' chunk names, `use_external_data_format`
+ * = the number of files), each at most `chunkBytes` (a tensor larger than that gets a file of its own). Answers the
+ * graph's bytes and the files' layout; write each file with `externalDataChunks` (the tensors' bytes are made then).
+ */
+export function encodeModelExternal(model: OnnxModel, opts: { modelName: string; minBytes?: number; chunkBytes?: number }): { model: Uint8Array; files: ExternalDataFile[] } {
+  const minBytes = opts.minBytes ?? 1024;
+  const chunkBytes = opts.chunkBytes ?? 1 << 30;
+  const files: ExternalDataFile[] = [];
+  const refs = new Map<OnnxTensor, ExternalRef>();
+  for (const t of model.graph.initializers) {
+    const length = tensorBytes(t);
+    if (length < minBytes) continue;
+    let file = files[files.length - 1];
+    if (!file || (file.bytes > 0 && file.bytes + length > chunkBytes)) {
+      file = { name: `${opts.modelName}_data${files.length === 0 ? '' : `_${files.length}`}`, tensors: [], bytes: 0 };
+      files.push(file);
+    }
+    refs.set(t, { location: file.name, offset: file.bytes, length });
+    file.tensors.push(t);
+    file.bytes += length;
+  }
+  return { model: encode(model, refs), files };
+}
+
+/** The bytes of one external data file, tensor by tensor (each made when reached, never all at once). */
+export function* externalDataChunks(file: ExternalDataFile): Generator<Uint8Array> {
+  for (const t of file.tensors) {
+    const raw = rawOf(t);
+    if (raw.length !== tensorBytes(t)) throw new Error(`initializer ${t.name} made ${raw.length} bytes where its dims say ${tensorBytes(t)}`);
+    yield raw;
+  }
+}
+
+function encode(model: OnnxModel, external: ReadonlyMap<OnnxTensor, ExternalRef>): Uint8Array {
   const w = new Writer();
   w.int(1, model.irVersion);
   w.string(2, model.producerName);
@@ -203,7 +278,7 @@ export function encodeModel(model: OnnxModel): Uint8Array {
   w.message(7, (g) => {
     for (const n of model.graph.nodes) g.message(1, (m) => writeNode(m, n));
     g.string(2, model.graph.name);
-    for (const t of model.graph.initializers) g.message(5, (m) => writeTensor(m, t));
+    for (const t of model.graph.initializers) g.message(5, (m) => writeTensor(m, t, external.get(t)));
     for (const v of model.graph.inputs) g.message(11, (m) => writeValueInfo(m, v));
     for (const v of model.graph.outputs) g.message(12, (m) => writeValueInfo(m, v));
   });
@@ -211,11 +286,17 @@ export function encodeModel(model: OnnxModel): Uint8Array {
   return w.finish();
 }
 
-export function floatTensor(name: string, dims: number[], data: Float32Array): OnnxTensor {
-  const raw = new Uint8Array(data.length * 4);
-  const view = new DataView(raw.buffer);
-  for (let i = 0; i < data.length; i++) view.setFloat32(i * 4, data[i] as number, true);
-  return { name, dataType: DataType.FLOAT, dims, raw };
+/** A float32 initializer; `data` may be a function making the values when the tensor is written. */
+export function floatTensor(name: string, dims: number[], data: Float32Array | (() => Float32Array)): OnnxTensor {
+  const bytes = (d: Float32Array): Uint8Array => {
+    // Little-endian hosts (all of them in practice) copy the values as they are.
+    if (LITTLE_ENDIAN) return new Uint8Array(d.buffer.slice(d.byteOffset, d.byteOffset + d.byteLength));
+    const raw = new Uint8Array(d.length * 4);
+    const view = new DataView(raw.buffer);
+    for (let i = 0; i < d.length; i++) view.setFloat32(i * 4, d[i] as number, true);
+    return raw;
+  };
+  return { name, dataType: DataType.FLOAT, dims, raw: typeof data === 'function' ? () => bytes(data()) : bytes(data) };
 }
 
 export function int64Tensor(name: string, dims: number[], data: readonly number[]): OnnxTensor {

@@ -184,6 +184,21 @@ export function tensorAsFloat32(file: SafetensorsFile, name: string): Float32Arr
  * same order, header padded with spaces so the data starts at a multiple of 8.
  */
 export function writeSafetensors(tensors: readonly TensorToWrite[], metadata?: Record<string, string>): Uint8Array {
+  const parts = [...safetensorsChunks(tensors, metadata)];
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let pos = 0;
+  for (const p of parts) {
+    out.set(p, pos);
+    pos += p.length;
+  }
+  return out;
+}
+
+/**
+ * writeSafetensors as its pieces: the length and header first, then each tensor's bytes (converted when reached),
+ * so a large file can be streamed to disk without ever being whole in memory.
+ */
+export function* safetensorsChunks(tensors: readonly TensorToWrite[], metadata?: Record<string, string>): Generator<Uint8Array> {
   const sorted = tensors.slice().sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length) {
@@ -206,22 +221,23 @@ export function writeSafetensors(tensors: readonly TensorToWrite[], metadata?: R
   const pad = (8 - (headerBytes.length % 8)) % 8;
   json += ' '.repeat(pad);
   headerBytes = enc.encode(json);
-  const out = new Uint8Array(8 + headerBytes.length + offset);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, headerBytes.length, true);
-  view.setUint32(4, 0, true);
-  out.set(headerBytes, 8);
-  let pos = 8 + headerBytes.length;
+  const head = new Uint8Array(8 + headerBytes.length);
+  const hv = new DataView(head.buffer);
+  hv.setUint32(0, headerBytes.length, true);
+  hv.setUint32(4, 0, true);
+  head.set(headerBytes, 8);
+  yield head;
   for (const t of sorted) {
     const n = t.data.length;
+    const out = new Uint8Array(n * (t.dtype === 'F32' ? 4 : 2));
+    const view = new DataView(out.buffer);
     if (t.dtype === 'F32') {
-      for (let i = 0; i < n; i++) view.setFloat32(pos + i * 4, t.data[i] as number, true);
-      pos += n * 4;
+      if (LITTLE_ENDIAN) out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+      else for (let i = 0; i < n; i++) view.setFloat32(i * 4, t.data[i] as number, true);
     } else {
       const conv = t.dtype === 'F16' ? f32ToF16 : f32ToBf16;
-      for (let i = 0; i < n; i++) view.setUint16(pos + i * 2, conv(t.data[i] as number), true);
-      pos += n * 2;
+      for (let i = 0; i < n; i++) view.setUint16(i * 2, conv(t.data[i] as number), true);
     }
+    yield out;
   }
-  return out;
 }
