@@ -20,19 +20,16 @@ import { FLAT, flat, params, rowGrid, rowPipeline, struct } from './kernels';
 /** ROW_AD value of a row that no adapter changes. */
 export const NO_ADAPTER = 0xffffffff;
 
-/** One projection's factors of every adapter of a pack. */
+/** One projection's place in the pack: its rows of META, the largest rank among the adapters (T's row width), its shape. */
 interface PackedProjection {
-  a: Tensor;
-  b: Tensor;
-  /** u32 [adapters, 4]: offset of A, offset of B (elements), rank, scaling (f32 bits). */
-  meta: Tensor;
-  /** The largest rank among the adapters (T's row width). */
+  /** Index of its first META row ([adapters] rows of 4 u32 from here). */
+  metaBase: number;
   rmax: number;
   inDim: number;
   outDim: number;
 }
 
-const SHRINK = `${struct('uuu', ['rows', 'inDim', 'rmax'])}
+const SHRINK = `${struct('uuuu', ['rows', 'inDim', 'rmax', 'metaBase'])}
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> A: array<f32>;
 @group(0) @binding(3) var<storage, read> AD: array<u32>;
@@ -45,15 +42,16 @@ ROW_PRELUDE
   let ad = RA[r];
   let some = ad != ${NO_ADAPTER}u;
   let a = select(0u, ad, some);
-  let valid = some && k < AD[4u * a + 2u];
-  let base = select(0u, AD[4u * a] + k * p.inDim, valid);
+  let m = 4u * (p.metaBase + a);
+  let valid = some && k < AD[m + 2u];
+  let base = select(0u, AD[m] + k * p.inDim, valid);
   var s = 0.0;
   for (var c = t; c < p.inDim; c = c + RSTRIDE) { s = s + X[r * p.inDim + c] * A[base + c]; }
   let ss = reduceSum(s, t);
   if (t == 0u) { T[row] = select(0.0, ss, valid); }
 }`;
 
-const EXPAND = `${struct('uuu', ['rows', 'outDim', 'rmax'])}
+const EXPAND = `${struct('uuuu', ['rows', 'outDim', 'rmax', 'metaBase'])}
 @group(0) @binding(1) var<storage, read> T: array<f32>;
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read> AD: array<u32>;
@@ -65,9 +63,10 @@ ${FLAT}
   let o = i % p.outDim;
   let ad = RA[r];
   if (ad == ${NO_ADAPTER}u) { return; }
-  let offB = AD[4u * ad + 1u];
-  let rank = AD[4u * ad + 2u];
-  let scale = bitcast<f32>(AD[4u * ad + 3u]);
+  let m = 4u * (p.metaBase + ad);
+  let offB = AD[m + 1u];
+  let rank = AD[m + 2u];
+  let scale = bitcast<f32>(AD[m + 3u]);
   var s = 0.0;
   for (var k = 0u; k < rank; k = k + 1u) { s = s + T[r * p.rmax + k] * B[offB + o * rank + k]; }
   Y[i] = Y[i] + scale * s;
@@ -82,6 +81,11 @@ export class AdapterPack {
   readonly #generation: number;
   #released = false;
 
+  /** Every adapter's A factors, B factors and the META rows (u32: offset of A, offset of B, rank, scaling bits), one buffer each. */
+  readonly #a: Tensor;
+  readonly #b: Tensor;
+  readonly #meta: Tensor;
+
   constructor(ctx: GpuContext, config: LlamaConfig, adapters: readonly LinearAdapter[]) {
     if (adapters.length === 0) throw new AppError('INTERNAL', 'AdapterPack: no adapters to pack.');
     this.adapters = [...adapters];
@@ -90,34 +94,56 @@ export class AdapterPack {
     this.#generation = ctx.generation;
     const scale = new Float32Array(1);
     const scaleBits = new Uint32Array(scale.buffer);
+    const metaRows: number[] = [];
+    const copies: Array<{ src: Tensor; into: 'a' | 'b'; at: number }> = [];
+    let offA = 0;
+    let offB = 0;
     for (let layer = 0; layer < config.numLayers; layer++) {
       for (const module of LINEAR_MODULES) {
         const factors = adapters.map((a) => a.lowRank(layer, module));
         if (factors.every((f) => f === null)) continue;
         const { in: inDim, out: outDim } = linearShape(config, module);
-        const meta = new Uint32Array(4 * adapters.length);
-        let offA = 0;
-        let offB = 0;
+        const metaBase = metaRows.length / 4;
         let rmax = 0;
-        factors.forEach((f, i) => {
-          if (!f) return;
+        for (const f of factors) {
+          if (!f) {
+            metaRows.push(0, 0, 0, 0);
+            continue;
+          }
           if (f.a.size !== f.rank * inDim || f.b.size !== outDim * f.rank) throw new AppError('ADAPTER_MISMATCH', `Adapter factors of layer ${layer} ${module} do not fit ${inDim}→${outDim} at rank ${f.rank}.`);
           scale[0] = f.scaling;
-          meta.set([offA, offB, f.rank, scaleBits[0]!], 4 * i);
+          metaRows.push(offA, offB, f.rank, scaleBits[0]!);
+          copies.push({ src: f.a, into: 'a', at: offA }, { src: f.b, into: 'b', at: offB });
           offA += f.a.size;
           offB += f.b.size;
           rmax = Math.max(rmax, f.rank);
-        });
-        const a = ctx.tensor([offA], 'f32', false);
-        const b = ctx.tensor([offB], 'f32', false);
-        factors.forEach((f, i) => {
-          if (!f) return;
-          ctx.copy(f.a, 0, a, meta[4 * i]!, f.a.size);
-          ctx.copy(f.b, 0, b, meta[4 * i + 1]!, f.b.size);
-        });
-        this.#projections.set(`${layer}.${module}`, { a, b, meta: ctx.upload(meta, [adapters.length, 4], false), rmax, inDim, outDim });
+        }
+        this.#projections.set(`${layer}.${module}`, { metaBase, rmax, inDim, outDim });
       }
     }
+    // Three buffers for the whole pack (not three per projection): a new adapter costs a few GPU copies.
+    this.#a = ctx.tensor([Math.max(1, offA)], 'f32', false);
+    this.#b = ctx.tensor([Math.max(1, offB)], 'f32', false);
+    this.#meta = ctx.upload(Uint32Array.from(metaRows.length ? metaRows : [0, 0, 0, 0]), [Math.max(1, metaRows.length / 4), 4], false);
+    for (const c of copies) ctx.copy(c.src, 0, c.into === 'a' ? this.#a : this.#b, c.at, c.src.size);
+  }
+
+  /** The larger of the A and B buffers a pack of these adapters would have, in bytes (each is one storage binding). */
+  static bindingBytes(config: LlamaConfig, adapters: readonly LinearAdapter[]): number {
+    let a = 0;
+    let b = 0;
+    for (let layer = 0; layer < config.numLayers; layer++) {
+      for (const module of LINEAR_MODULES) {
+        for (const ad of adapters) {
+          const f = ad.lowRank(layer, module);
+          if (f) {
+            a += f.a.size;
+            b += f.b.size;
+          }
+        }
+      }
+    }
+    return 4 * Math.max(a, b);
   }
 
   /** The pack slot of an adapter, or -1 when it is not packed here. */
@@ -147,19 +173,17 @@ export class AdapterPack {
     const rows = rowAd.size;
     if (x.size !== rows * p.inDim || y.size !== rows * p.outDim) throw new AppError('SHAPE_MISMATCH', `AdapterPack.apply: ${rows} rows of ${p.inDim}→${p.outDim} do not fit x ${x.size} and y ${y.size}.`);
     const t = ctx.tensor([rows, p.rmax]);
-    ctx.dispatch(rowPipeline(ctx, SHRINK), params('uuu', [rows, p.inDim, p.rmax]), [x, p.a, p.meta, rowAd, t], rowGrid(ctx, rows * p.rmax));
-    ctx.dispatch(ctx.pipeline(EXPAND), params('uuu', [rows, p.outDim, p.rmax]), [t, p.b, p.meta, rowAd, y], flat(ctx, rows * p.outDim));
+    ctx.dispatch(rowPipeline(ctx, SHRINK), params('uuuu', [rows, p.inDim, p.rmax, p.metaBase]), [x, this.#a, this.#meta, rowAd, t], rowGrid(ctx, rows * p.rmax));
+    ctx.dispatch(ctx.pipeline(EXPAND), params('uuuu', [rows, p.outDim, p.rmax, p.metaBase]), [t, this.#b, this.#meta, rowAd, y], flat(ctx, rows * p.outDim));
     t.release();
   }
 
   release(): void {
     if (this.#released) return;
     this.#released = true;
-    for (const p of this.#projections.values()) {
-      p.a.release();
-      p.b.release();
-      p.meta.release();
-    }
+    this.#a.release();
+    this.#b.release();
+    this.#meta.release();
     this.#projections.clear();
   }
 }

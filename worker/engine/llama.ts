@@ -446,13 +446,21 @@ export class LlamaModel implements AdaptableModel {
   #packFor(adapters: readonly LinearAdapter[]): AdapterPack {
     const old = this.#pack;
     if (old && old.covers(this.ctx, adapters)) return old;
-    const next = [...new Set(adapters)];
+    const own = [...new Set(adapters)];
+    let next = [...own];
     if (old) {
       for (const a of old.adapters) {
         if (next.length >= MAX_PACKED_ADAPTERS) break;
         if (!next.includes(a) && old.covers(this.ctx, [a])) next.push(a);
       }
       old.release();
+    }
+    // Each factor buffer is one storage binding: past the device's limit, only this batch's adapters are packed.
+    const limit = this.ctx.maxTensorBytes;
+    if (next.length > own.length && AdapterPack.bindingBytes(this.config, next) > limit) next = own;
+    if (AdapterPack.bindingBytes(this.config, next) > limit) {
+      this.#pack = null;
+      throw new AppError('MODEL_TOO_LARGE', `The ${next.length} adapters of this batch need ${AdapterPack.bindingBytes(this.config, next)} bytes of factors in one binding; the device binds at most ${limit}. Batch fewer adapters at once.`);
     }
     this.#pack = new AdapterPack(this.ctx, this.config, next);
     return this.#pack;
