@@ -1,6 +1,6 @@
 /*
- * fd: rights, append, flags, timestamps and sizes on descriptors. Run with stdin "hello" and
- * an empty writable directory preopened at /scratch.
+ * fd: rights (and what each fd_* function needs of them), append, flags, timestamps and sizes
+ * on descriptors. Run with stdin "hello" and an empty writable directory preopened at /scratch.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +27,114 @@ static long long size_of(int fd) {
 }
 
 static unsigned long long ns(struct timespec t) { return (unsigned long long)t.tv_sec * 1000000000ull + (unsigned long long)t.tv_nsec; }
+
+/* ---- rights: each fd_* function on a file needs the right the spec names (docs.md "rights") */
+
+static __wasi_rights_t FILE_BASE;
+
+/* /scratch/r.txt opened read-write, then narrowed to its rights less `drop`; -1 when that fails. */
+static int file_without(__wasi_rights_t drop) {
+  int fd = open("/scratch/r.txt", O_RDWR);
+  if (fd < 0) return -1;
+  if (__wasi_fd_fdstat_set_rights((__wasi_fd_t)fd, FILE_BASE & ~drop, 0) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+typedef __wasi_errno_t (*fd_op)(__wasi_fd_t);
+
+/* `op` on r.txt without `right`: NOTCAPABLE; on r.txt without some other right (`other`): works. */
+static void needs(const char *name, __wasi_rights_t right, __wasi_rights_t other, fd_op op) {
+  char what[160];
+  int fd = file_without(right);
+  snprintf(what, sizeof what, "%s without its right is NOTCAPABLE", name);
+  CHECK_EQ(what, __WASI_ERRNO_NOTCAPABLE, op((__wasi_fd_t)fd));
+  close(fd);
+  fd = file_without(other);
+  snprintf(what, sizeof what, "%s with its right works", name);
+  CHECK_EQ(what, 0, op((__wasi_fd_t)fd));
+  close(fd);
+}
+
+static uint8_t two[2];
+static __wasi_errno_t op_seek(__wasi_fd_t fd) {
+  __wasi_filesize_t at;
+  return __wasi_fd_seek(fd, 1, __WASI_WHENCE_SET, &at);
+}
+static __wasi_errno_t op_tell(__wasi_fd_t fd) {
+  __wasi_filesize_t at;
+  return __wasi_fd_tell(fd, &at);
+}
+static __wasi_errno_t op_pread(__wasi_fd_t fd) {
+  __wasi_iovec_t iov = {two, 2};
+  __wasi_size_t n;
+  return __wasi_fd_pread(fd, &iov, 1, 0, &n);
+}
+static __wasi_errno_t op_pwrite(__wasi_fd_t fd) {
+  __wasi_ciovec_t iov = {(const uint8_t *)"rr", 2};
+  __wasi_size_t n;
+  return __wasi_fd_pwrite(fd, &iov, 1, 0, &n);
+}
+static __wasi_errno_t op_fstat(__wasi_fd_t fd) {
+  __wasi_filestat_t st;
+  return __wasi_fd_filestat_get(fd, &st);
+}
+static __wasi_errno_t op_truncate(__wasi_fd_t fd) { return __wasi_fd_filestat_set_size(fd, 4); }
+static __wasi_errno_t op_times(__wasi_fd_t fd) { return __wasi_fd_filestat_set_times(fd, 0, 0, __WASI_FSTFLAGS_MTIM_NOW); }
+static __wasi_errno_t op_advise(__wasi_fd_t fd) { return __wasi_fd_advise(fd, 0, 1, __WASI_ADVICE_NORMAL); }
+static __wasi_errno_t op_allocate(__wasi_fd_t fd) { return __wasi_fd_allocate(fd, 0, 4); }
+static __wasi_errno_t op_datasync(__wasi_fd_t fd) { return __wasi_fd_datasync(fd); }
+static __wasi_errno_t op_sync(__wasi_fd_t fd) { return __wasi_fd_sync(fd); }
+static __wasi_errno_t op_setflags(__wasi_fd_t fd) { return __wasi_fd_fdstat_set_flags(fd, 0); }
+
+static void fd_rights(void) {
+  int w = open("/scratch/r.txt", O_CREAT | O_RDWR | O_TRUNC, 0644);
+  CHECK_EQ("write r.txt", 4, write(w, "rrrr", 4));
+  FILE_BASE = fdstat(w).fs_rights_base;
+  close(w);
+  const __wasi_rights_t SEEK = __WASI_RIGHTS_FD_SEEK, TELL = __WASI_RIGHTS_FD_TELL;
+  needs("fd_seek", SEEK, TELL, op_seek);
+  needs("fd_tell", TELL | SEEK, __WASI_RIGHTS_FD_ADVISE, op_tell);
+  needs("fd_pread (fd_read + fd_seek)", SEEK, TELL, op_pread);
+  needs("fd_pwrite (fd_write + fd_seek)", SEEK, TELL, op_pwrite);
+  needs("fd_filestat_get", __WASI_RIGHTS_FD_FILESTAT_GET, SEEK, op_fstat);
+  needs("fd_filestat_set_size", __WASI_RIGHTS_FD_FILESTAT_SET_SIZE, SEEK, op_truncate);
+  needs("fd_filestat_set_times", __WASI_RIGHTS_FD_FILESTAT_SET_TIMES, SEEK, op_times);
+  needs("fd_advise", __WASI_RIGHTS_FD_ADVISE, SEEK, op_advise);
+  needs("fd_allocate", __WASI_RIGHTS_FD_ALLOCATE, SEEK, op_allocate);
+  needs("fd_datasync", __WASI_RIGHTS_FD_DATASYNC, SEEK, op_datasync);
+  needs("fd_sync", __WASI_RIGHTS_FD_SYNC, SEEK, op_sync);
+  needs("fd_fdstat_set_flags", __WASI_RIGHTS_FD_FDSTAT_SET_FLAGS, SEEK, op_setflags);
+
+  /* fd_seek implies fd_tell; a seek of 0 from the current offset only tells */
+  int f = file_without(TELL);
+  __wasi_filesize_t at = 99;
+  CHECK_EQ("fd_tell with fd_seek but not fd_tell works", 0, __wasi_fd_tell((__wasi_fd_t)f, &at));
+  close(f);
+  f = file_without(SEEK);
+  CHECK_EQ("a seek of 0 from the current offset needs only fd_tell", 0, __wasi_fd_seek((__wasi_fd_t)f, 0, __WASI_WHENCE_CUR, &at));
+  errno = 0;
+  /* wasi-libc's lseek turns NOTCAPABLE into ESPIPE, as for a pipe */
+  check("lseek(SEEK_SET) without fd_seek fails with ESPIPE", lseek(f, 0, SEEK_SET) == -1 && errno == ESPIPE, "errno %d", errno);
+  close(f);
+  f = file_without(__WASI_RIGHTS_FD_FILESTAT_GET);
+  struct stat st;
+  errno = 0;
+  check("fstat without fd_filestat_get fails with ENOTCAPABLE", fstat(f, &st) == -1 && errno == ENOTCAPABLE, "errno %d", errno);
+  close(f);
+
+  /* without fd_write, ftruncate and fd_allocate stay EBADF (the fd is not open for writing) */
+  f = file_without(R_WRITE);
+  CHECK_EQ("fd_filestat_set_size without fd_write is BADF", __WASI_ERRNO_BADF, op_truncate((__wasi_fd_t)f));
+  CHECK_EQ("fd_allocate without fd_write is BADF", __WASI_ERRNO_BADF, op_allocate((__wasi_fd_t)f));
+  close(f);
+
+  /* stdout cannot seek (its rights say so) */
+  CHECK_EQ("fd_seek on stdout is NOTCAPABLE", __WASI_ERRNO_NOTCAPABLE, op_seek(1));
+  CHECK_EQ("fd_pwrite on stdout is NOTCAPABLE", __WASI_ERRNO_NOTCAPABLE, op_pwrite(1));
+}
 
 int main(void) {
   __wasi_fdstat_t s = fdstat(0);
@@ -134,5 +242,7 @@ int main(void) {
   CHECK_EQ("fd_fdstat_get on a closed fd is BADF", __WASI_ERRNO_BADF, __wasi_fd_fdstat_get(99, &s));
   char in[8] = {0};
   CHECK_EQ("stdin still reads", 5, read(0, in, sizeof in));
+
+  fd_rights();
   return finish();
 }

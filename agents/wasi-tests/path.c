@@ -1,6 +1,6 @@
 /*
- * path: symlinks, links, renames, directories, times and flag validation on paths. Run with
- * an empty writable directory preopened at /scratch.
+ * path: symlinks, links, renames, directories, times, flag validation and rights on paths. Run
+ * with an empty writable directory preopened at /scratch.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -35,6 +35,182 @@ static long long read_all(const char *path, char *buf, size_t cap) {
   ssize_t n = read(fd, buf, cap);
   close(fd);
   return n;
+}
+
+/* ---- rights: each path function needs its right on the directory fd it acts on (docs.md "rights") */
+
+static __wasi_rights_t DIR_BASE, DIR_INH;
+
+/* A second fd on the preopen holding only `base` (inheriting as the preopen's); (fd_t)-1 when it cannot be made. */
+static __wasi_fd_t dir_with(__wasi_rights_t base) {
+  __wasi_fd_t fd;
+  if (__wasi_path_open(D, 0, ".", __WASI_OFLAGS_DIRECTORY, DIR_BASE, DIR_INH, 0, &fd) != 0) return (__wasi_fd_t)-1;
+  if (__wasi_fd_fdstat_set_rights(fd, base, DIR_INH) != 0) {
+    (void)__wasi_fd_close(fd);
+    return (__wasi_fd_t)-1;
+  }
+  return fd;
+}
+
+typedef __wasi_errno_t (*dir_op)(__wasi_fd_t);
+
+/* `op` on a directory fd holding every right of the preopen but `right`: NOTCAPABLE. */
+static void without(const char *name, __wasi_rights_t right, dir_op op) {
+  char what[160];
+  snprintf(what, sizeof what, "%s without its right is NOTCAPABLE", name);
+  __wasi_fd_t fd = dir_with(DIR_BASE & ~right);
+  CHECK_EQ(what, __WASI_ERRNO_NOTCAPABLE, op(fd));
+  (void)__wasi_fd_close(fd);
+}
+
+/* `op` on a directory fd holding nothing but `rights`: works. */
+static void with_only(const char *name, __wasi_rights_t rights, dir_op op) {
+  char what[160];
+  snprintf(what, sizeof what, "%s with only its right works", name);
+  __wasi_fd_t fd = dir_with(rights);
+  CHECK_EQ(what, 0, op(fd));
+  (void)__wasi_fd_close(fd);
+}
+
+static __wasi_errno_t opened(__wasi_errno_t e, __wasi_fd_t fd) {
+  if (e == 0) (void)__wasi_fd_close(fd);
+  return e;
+}
+static __wasi_errno_t op_mkdir(__wasi_fd_t fd) { return __wasi_path_create_directory(fd, "r_dir"); }
+static __wasi_errno_t op_rmdir(__wasi_fd_t fd) { return __wasi_path_remove_directory(fd, "r_dir"); }
+static __wasi_errno_t op_stat(__wasi_fd_t fd) {
+  __wasi_filestat_t st;
+  return __wasi_path_filestat_get(fd, 0, "a.txt", &st);
+}
+static __wasi_errno_t op_times(__wasi_fd_t fd) { return __wasi_path_filestat_set_times(fd, 0, "a.txt", 0, 5000000000ull, __WASI_FSTFLAGS_MTIM); }
+static __wasi_errno_t op_open(__wasi_fd_t fd) {
+  __wasi_fd_t f;
+  return opened(__wasi_path_open(fd, 0, "a.txt", 0, __WASI_RIGHTS_FD_READ, 0, 0, &f), f);
+}
+static __wasi_errno_t op_creat(__wasi_fd_t fd) {
+  __wasi_fd_t f;
+  return opened(__wasi_path_open(fd, 0, "r_new.txt", __WASI_OFLAGS_CREAT | __WASI_OFLAGS_EXCL, __WASI_RIGHTS_FD_WRITE, 0, 0, &f), f);
+}
+static __wasi_errno_t op_trunc(__wasi_fd_t fd) {
+  __wasi_fd_t f;
+  return opened(__wasi_path_open(fd, 0, "r_trunc.txt", __WASI_OFLAGS_TRUNC, __WASI_RIGHTS_FD_READ, 0, 0, &f), f);
+}
+static __wasi_errno_t op_symlink(__wasi_fd_t fd) { return __wasi_path_symlink("a.txt", fd, "r_ln"); }
+static __wasi_errno_t op_readlink(__wasi_fd_t fd) {
+  uint8_t buf[16];
+  __wasi_size_t n;
+  return __wasi_path_readlink(fd, "r_ln", buf, sizeof buf, &n);
+}
+static __wasi_errno_t op_unlink(__wasi_fd_t fd) { return __wasi_path_unlink_file(fd, "r_moved"); }
+static __wasi_errno_t op_readdir(__wasi_fd_t fd) {
+  uint8_t buf[256];
+  __wasi_size_t used;
+  return __wasi_fd_readdir(fd, buf, sizeof buf, 0, &used);
+}
+
+static __wasi_filestat_t stat_of(const char *path) {
+  __wasi_filestat_t st;
+  memset(&st, 0, sizeof st);
+  (void)__wasi_path_filestat_get(D, 0, path, &st);
+  return st;
+}
+
+static void path_rights(void) {
+  __wasi_fdstat_t ds;
+  CHECK_EQ("fdstat of the preopen", 0, __wasi_fd_fdstat_get(D, &ds));
+  DIR_BASE = ds.fs_rights_base;
+  DIR_INH = ds.fs_rights_inheriting;
+  const __wasi_rights_t OPEN = __WASI_RIGHTS_PATH_OPEN;
+
+  without("path_create_directory", __WASI_RIGHTS_PATH_CREATE_DIRECTORY, op_mkdir);
+  with_only("path_create_directory", __WASI_RIGHTS_PATH_CREATE_DIRECTORY, op_mkdir);
+  without("path_filestat_get", __WASI_RIGHTS_PATH_FILESTAT_GET, op_stat);
+  with_only("path_filestat_get", __WASI_RIGHTS_PATH_FILESTAT_GET, op_stat);
+  without("path_filestat_set_times", __WASI_RIGHTS_PATH_FILESTAT_SET_TIMES, op_times);
+  CHECK_EQ("a refused set_times leaves mtime", 9000000000ull, stat_of("a.txt").mtim);
+  with_only("path_filestat_set_times", __WASI_RIGHTS_PATH_FILESTAT_SET_TIMES, op_times);
+  CHECK_EQ("set_times with its right sets mtime", 5000000000ull, stat_of("a.txt").mtim);
+
+  without("path_open", OPEN, op_open);
+  with_only("path_open", OPEN, op_open);
+  without("path_open creat", __WASI_RIGHTS_PATH_CREATE_FILE, op_creat);
+  CHECK_EQ("a refused creat makes nothing", __WASI_ERRNO_NOENT, __wasi_path_filestat_get(D, 0, "r_new.txt", &(__wasi_filestat_t){0}));
+  with_only("path_open creat (path_open + path_create_file)", OPEN | __WASI_RIGHTS_PATH_CREATE_FILE, op_creat);
+  {
+    __wasi_fd_t fd = dir_with(DIR_BASE & ~__WASI_RIGHTS_PATH_CREATE_FILE);
+    CHECK_EQ("path_open without creat works without path_create_file", 0, op_open(fd));
+    (void)__wasi_fd_close(fd);
+  }
+  put("r_trunc.txt", "12345");
+  without("path_open trunc", __WASI_RIGHTS_PATH_FILESTAT_SET_SIZE, op_trunc);
+  CHECK_EQ("a refused trunc leaves the size", 5, stat_of("r_trunc.txt").size);
+  with_only("path_open trunc (path_open + path_filestat_set_size)", OPEN | __WASI_RIGHTS_PATH_FILESTAT_SET_SIZE, op_trunc);
+  CHECK_EQ("trunc with its right empties the file", 0, stat_of("r_trunc.txt").size);
+
+  without("path_symlink", __WASI_RIGHTS_PATH_SYMLINK, op_symlink);
+  with_only("path_symlink", __WASI_RIGHTS_PATH_SYMLINK, op_symlink);
+  without("path_readlink", __WASI_RIGHTS_PATH_READLINK, op_readlink);
+  with_only("path_readlink", __WASI_RIGHTS_PATH_READLINK, op_readlink);
+
+  /* two directory fds: the source needs *_source, the target *_target */
+  __wasi_fd_t no_src = dir_with(DIR_BASE & ~(__WASI_RIGHTS_PATH_LINK_SOURCE | __WASI_RIGHTS_PATH_RENAME_SOURCE));
+  __wasi_fd_t no_dst = dir_with(DIR_BASE & ~(__WASI_RIGHTS_PATH_LINK_TARGET | __WASI_RIGHTS_PATH_RENAME_TARGET));
+  __wasi_fd_t src = dir_with(__WASI_RIGHTS_PATH_LINK_SOURCE | __WASI_RIGHTS_PATH_RENAME_SOURCE);
+  __wasi_fd_t dst = dir_with(__WASI_RIGHTS_PATH_LINK_TARGET | __WASI_RIGHTS_PATH_RENAME_TARGET);
+  CHECK_EQ("path_link without path_link_source is NOTCAPABLE", __WASI_ERRNO_NOTCAPABLE, __wasi_path_link(no_src, 0, "a.txt", D, "r_hard"));
+  CHECK_EQ("path_link without path_link_target is NOTCAPABLE", __WASI_ERRNO_NOTCAPABLE, __wasi_path_link(D, 0, "a.txt", no_dst, "r_hard"));
+  CHECK_EQ("path_link needs only source and target rights", 0, __wasi_path_link(src, 0, "a.txt", dst, "r_hard"));
+  CHECK_EQ("path_link with the target's rights on the source is NOTCAPABLE", __WASI_ERRNO_NOTCAPABLE, __wasi_path_link(dst, 0, "a.txt", src, "r_hard2"));
+  CHECK_EQ("path_rename without path_rename_source is NOTCAPABLE", __WASI_ERRNO_NOTCAPABLE, __wasi_path_rename(no_src, "r_hard", D, "r_moved"));
+  CHECK_EQ("path_rename without path_rename_target is NOTCAPABLE", __WASI_ERRNO_NOTCAPABLE, __wasi_path_rename(D, "r_hard", no_dst, "r_moved"));
+  CHECK_EQ("a refused rename leaves the source", 2, stat_of("r_hard").nlink);
+  CHECK_EQ("path_rename needs only source and target rights", 0, __wasi_path_rename(src, "r_hard", dst, "r_moved"));
+  (void)__wasi_fd_close(no_src);
+  (void)__wasi_fd_close(no_dst);
+  (void)__wasi_fd_close(src);
+  (void)__wasi_fd_close(dst);
+
+  without("path_unlink_file", __WASI_RIGHTS_PATH_UNLINK_FILE, op_unlink);
+  with_only("path_unlink_file", __WASI_RIGHTS_PATH_UNLINK_FILE, op_unlink);
+  CHECK_EQ("a.txt is down to one link again", 1, stat_of("a.txt").nlink);
+  without("path_remove_directory", __WASI_RIGHTS_PATH_REMOVE_DIRECTORY, op_rmdir);
+  with_only("path_remove_directory", __WASI_RIGHTS_PATH_REMOVE_DIRECTORY, op_rmdir);
+  CHECK_EQ("r_dir is gone", __WASI_ERRNO_NOENT, __wasi_path_filestat_get(D, 0, "r_dir", &(__wasi_filestat_t){0}));
+  without("fd_readdir", __WASI_RIGHTS_FD_READDIR, op_readdir);
+  with_only("fd_readdir", __WASI_RIGHTS_FD_READDIR, op_readdir);
+
+  /* through libc: the errno is ENOTCAPABLE */
+  __wasi_fd_t nomk = dir_with(DIR_BASE & ~__WASI_RIGHTS_PATH_CREATE_DIRECTORY);
+  errno = 0;
+  check("mkdirat on a directory without path_create_directory fails with ENOTCAPABLE", mkdirat((int)nomk, "r_x", 0755) == -1 && errno == ENOTCAPABLE,
+        "errno %d", errno);
+  (void)__wasi_fd_close(nomk);
+
+  /* a directory opened with fewer rights through path_open */
+  __wasi_fd_t few;
+  CHECK_EQ("open the preopen again asking for path_open and path_filestat_get only", 0,
+           __wasi_path_open(D, 0, ".", __WASI_OFLAGS_DIRECTORY, OPEN | __WASI_RIGHTS_PATH_FILESTAT_GET, DIR_INH, 0, &few));
+  CHECK_EQ("fdstat of the narrow directory", 0, __wasi_fd_fdstat_get(few, &ds));
+  CHECK_EQ("it holds what it asked for", OPEN | __WASI_RIGHTS_PATH_FILESTAT_GET, ds.fs_rights_base);
+  CHECK_EQ("path_filestat_get through it works", 0, op_stat(few));
+  CHECK_EQ("path_open through it works", 0, op_open(few));
+  CHECK_EQ("path_create_directory through it is NOTCAPABLE", __WASI_ERRNO_NOTCAPABLE, op_mkdir(few));
+  CHECK_EQ("path_unlink_file through it is NOTCAPABLE", __WASI_ERRNO_NOTCAPABLE, __wasi_path_unlink_file(few, "r_new.txt"));
+  CHECK_EQ("fd_readdir on it is NOTCAPABLE", __WASI_ERRNO_NOTCAPABLE, op_readdir(few));
+  (void)__wasi_fd_close(few);
+
+  /* inheriting rights bound what is opened through a directory */
+  __wasi_fd_t parent, child;
+  CHECK_EQ("open the preopen with inheriting rights lacking path_unlink_file", 0,
+           __wasi_path_open(D, 0, ".", __WASI_OFLAGS_DIRECTORY, DIR_BASE, DIR_INH & ~__WASI_RIGHTS_PATH_UNLINK_FILE, 0, &parent));
+  CHECK_EQ("open e through it", 0, __wasi_path_open(parent, 0, "e", __WASI_OFLAGS_DIRECTORY, DIR_BASE, DIR_INH, 0, &child));
+  CHECK_EQ("fdstat of e", 0, __wasi_fd_fdstat_get(child, &ds));
+  CHECK_EQ("e lacks path_unlink_file", 0, ds.fs_rights_base & __WASI_RIGHTS_PATH_UNLINK_FILE);
+  CHECK_EQ("unlink in e is NOTCAPABLE", __WASI_ERRNO_NOTCAPABLE, __wasi_path_unlink_file(child, "inner.txt"));
+  CHECK_EQ("e/inner.txt is still there", 0, __wasi_path_filestat_get(D, 0, "e/inner.txt", &(__wasi_filestat_t){0}));
+  CHECK_EQ("stat in e still works", 0, __wasi_path_filestat_get(child, 0, "inner.txt", &(__wasi_filestat_t){0}));
+  (void)__wasi_fd_close(child);
+  (void)__wasi_fd_close(parent);
 }
 
 int main(void) {
@@ -177,5 +353,7 @@ int main(void) {
   CHECK_EQ(".. above the preopen is NOTCAPABLE", __WASI_ERRNO_NOTCAPABLE, open_with("../a.txt", 0, 0, 0));
   CHECK_EQ("e/.. is the preopen itself", 0, open_with("e/..", 0, __WASI_OFLAGS_DIRECTORY, 0));
   CHECK_EQ("a path through a file is NOTDIR", __WASI_ERRNO_NOTDIR, open_with("a.txt/x", 0, 0, 0));
+
+  path_rights();
   return finish();
 }

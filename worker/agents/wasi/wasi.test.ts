@@ -168,13 +168,13 @@ function write(s: ReturnType<typeof setup>, fd: number, text: string): number {
 
 test('fd_write honours append from path_open and from fd_fdstat_set_flags', () => {
   const s = setup({ files: { 'log.txt': 'abc' } });
-  const [e, fd] = open(s, 'log.txt', 0, BigInt(W.RIGHTS_FD_WRITE), W.FDFLAGS_APPEND);
+  const [e, fd] = open(s, 'log.txt', 0, BigInt(W.RIGHTS_FD_WRITE | W.RIGHTS_FD_SEEK), W.FDFLAGS_APPEND);
   assert.equal(e, 0);
-  s.fn('fd_seek')(fd, 0n, W.WHENCE_SET, OUT + 32);
+  assert.equal(s.fn('fd_seek')(fd, 0n, W.WHENCE_SET, OUT + 32), 0);
   assert.equal(write(s, fd, 'de'), 0);
   const file = s.scratch.dir.contents.get('log.txt') as File;
   assert.equal(new TextDecoder().decode(file.data), 'abcde');
-  const [, fd2] = open(s, 'log.txt', 0, BigInt(W.RIGHTS_FD_WRITE));
+  const [, fd2] = open(s, 'log.txt', 0, BigInt(W.RIGHTS_FD_WRITE | W.RIGHTS_FD_FDSTAT_SET_FLAGS));
   assert.equal(s.fn('fd_fdstat_set_flags')(fd2, W.FDFLAGS_APPEND), 0);
   assert.equal(write(s, fd2, 'f'), 0);
   assert.equal(new TextDecoder().decode(file.data), 'abcdef');
@@ -205,7 +205,7 @@ test('fd_fdstat_get: filetype, flags and rights at offsets 0, 2, 8, 16', () => {
 test('fd_filestat_get: times at 40/48/56 (the shim writes 38/46/52), kept on create and write, set with validated fst_flags', () => {
   const s = setup();
   const before = BigInt(Date.now() - 5) * 1_000_000n;
-  const [e, fd] = open(s, 'new.txt', W.OFLAGS_CREAT);
+  const [e, fd] = open(s, 'new.txt', W.OFLAGS_CREAT, BigInt(W.RIGHTS_FD_READ | W.RIGHTS_FD_WRITE | W.RIGHTS_FD_FILESTAT_GET | W.RIGHTS_FD_FILESTAT_SET_TIMES));
   assert.equal(e, 0);
   assert.equal(write(s, fd, 'hello'), 0);
   const v = s.view;
@@ -270,4 +270,102 @@ test('path_open validates oflags, fdflags and lookupflags', () => {
   assert.equal(open(s, 'x', W.OFLAGS_DIRECTORY | W.OFLAGS_CREAT)[0], W.ERRNO_INVAL);
   assert.equal(open(s, 'a.txt', W.OFLAGS_CREAT | W.OFLAGS_EXCL)[0], W.ERRNO_EXIST);
   assert.equal(open(s, 'a.txt', W.OFLAGS_DIRECTORY)[0], W.ERRNO_NOTDIR);
+});
+
+const R_ALL = 0x1fffffff & ~W.RIGHTS_SOCK_SHUTDOWN;
+
+/** A new fd on `path` (a directory with `dir`) holding every right it can but `drop`; its number. */
+function narrowed(s: ReturnType<typeof setup>, path: string, drop: number, dir = false): number {
+  const [e, fd] = open(s, path, dir ? W.OFLAGS_DIRECTORY : 0, BigInt(dir ? R_ALL & ~W.RIGHTS_FD_WRITE : R_ALL));
+  assert.equal(e, 0, `open ${path}`);
+  assert.equal(s.fn('fd_fdstat_get')(fd, OUT + 200), 0);
+  const base = s.view().getBigUint64(OUT + 208, true);
+  const inheriting = s.view().getBigUint64(OUT + 216, true);
+  assert.ok((base & BigInt(drop)) !== 0n, `the fd holds the right ${drop} before it is dropped`);
+  assert.equal(s.fn('fd_fdstat_set_rights')(fd, base & ~BigInt(drop), inheriting), 0);
+  return fd;
+}
+
+test('rights: each fd_* function the spec ties to a right answers NOTCAPABLE without it, works with it', () => {
+  const s = setup({ files: { 'f.txt': 'hello' } });
+  s.view().setUint32(OUT + 300, OUT + 400, true); // one iovec of 2 bytes at OUT + 400, for pread and pwrite
+  s.view().setUint32(OUT + 304, 2, true);
+  const cases: [string, number, (fd: number) => number][] = [
+    ['fd_seek', W.RIGHTS_FD_SEEK, (fd) => s.fn('fd_seek')(fd, 1n, W.WHENCE_SET, OUT)],
+    ['fd_advise', W.RIGHTS_FD_ADVISE, (fd) => s.fn('fd_advise')(fd, 0n, 1n, W.ADVICE_NORMAL)],
+    ['fd_allocate', W.RIGHTS_FD_ALLOCATE, (fd) => s.fn('fd_allocate')(fd, 0n, 8n)],
+    ['fd_datasync', W.RIGHTS_FD_DATASYNC, (fd) => s.fn('fd_datasync')(fd)],
+    ['fd_sync', W.RIGHTS_FD_SYNC, (fd) => s.fn('fd_sync')(fd)],
+    ['fd_fdstat_set_flags', W.RIGHTS_FD_FDSTAT_SET_FLAGS, (fd) => s.fn('fd_fdstat_set_flags')(fd, 0)],
+    ['fd_filestat_get', W.RIGHTS_FD_FILESTAT_GET, (fd) => s.fn('fd_filestat_get')(fd, OUT)],
+    ['fd_filestat_set_size', W.RIGHTS_FD_FILESTAT_SET_SIZE, (fd) => s.fn('fd_filestat_set_size')(fd, 5n)],
+    ['fd_filestat_set_times', W.RIGHTS_FD_FILESTAT_SET_TIMES, (fd) => s.fn('fd_filestat_set_times')(fd, 0n, 0n, W.FSTFLAGS_MTIM_NOW)],
+    ['fd_pread', W.RIGHTS_FD_SEEK, (fd) => s.fn('fd_pread')(fd, OUT + 300, 1, 0n, OUT)],
+    ['fd_pwrite', W.RIGHTS_FD_SEEK, (fd) => s.fn('fd_pwrite')(fd, OUT + 300, 1, 0n, OUT)],
+  ];
+  for (const [name, right, run] of cases) {
+    assert.equal(run(narrowed(s, 'f.txt', right)), W.ERRNO_NOTCAPABLE, `${name} without its right`);
+    assert.equal(run(narrowed(s, 'f.txt', right === W.RIGHTS_FD_SEEK ? W.RIGHTS_FD_TELL : W.RIGHTS_FD_SEEK)), 0, `${name} with its right`);
+  }
+  // A seek of 0 from the current offset tells: fd_tell does for it, and fd_seek implies fd_tell.
+  const noSeek = narrowed(s, 'f.txt', W.RIGHTS_FD_SEEK);
+  assert.equal(s.fn('fd_seek')(noSeek, 0n, W.WHENCE_CUR, OUT), 0);
+  assert.equal(s.fn('fd_tell')(noSeek, OUT), 0);
+  const noTell = narrowed(s, 'f.txt', W.RIGHTS_FD_TELL);
+  assert.equal(s.fn('fd_tell')(noTell, OUT), 0);
+  assert.equal(s.fn('fd_seek')(noTell, 0n, W.WHENCE_CUR, OUT), 0);
+  assert.equal(s.fn('fd_fdstat_set_rights')(noTell, BigInt(W.RIGHTS_FD_READ), 0n), 0);
+  assert.equal(s.fn('fd_tell')(noTell, OUT), W.ERRNO_NOTCAPABLE);
+  assert.equal(s.fn('fd_seek')(noTell, 0n, W.WHENCE_CUR, OUT), W.ERRNO_NOTCAPABLE);
+  // Without fd_write, set_size and allocate stay BADF (as ftruncate on an fd not open for writing).
+  const readOnly = narrowed(s, 'f.txt', W.RIGHTS_FD_WRITE);
+  assert.equal(s.fn('fd_filestat_set_size')(readOnly, 0n), W.ERRNO_BADF);
+  assert.equal(s.fn('fd_allocate')(readOnly, 0n, 1n), W.ERRNO_BADF);
+  assert.equal(s.fn('fd_filestat_set_size')(99, 0n), W.ERRNO_BADF, 'an fd not open is BADF before any right');
+  // stdout has no fd_seek (the rights it reports): seeks and pwrite are NOTCAPABLE.
+  assert.equal(s.fn('fd_seek')(1, 0n, W.WHENCE_SET, OUT), W.ERRNO_NOTCAPABLE);
+  assert.equal(s.fn('fd_pwrite')(1, OUT + 300, 1, 0n, OUT), W.ERRNO_NOTCAPABLE);
+});
+
+test('rights: each path_* function and fd_readdir needs its right on the directory fd, and changes nothing without it', () => {
+  const s = setup({ files: { 'a.txt': 'hello', 'old.txt': 'o', 'gone.txt': 'g' } });
+  const tree = s.scratch.dir.contents;
+  const p = (path: string) => s.str(path);
+  const [a, an] = p('a.txt');
+  const cases: [string, number, (fd: number) => number, () => void][] = [
+    ['path_create_directory', W.RIGHTS_PATH_CREATE_DIRECTORY, (fd) => s.fn('path_create_directory')(fd, ...p('d')), () => assert.ok(!tree.has('d'))],
+    ['path_open', W.RIGHTS_PATH_OPEN, (fd) => s.fn('path_open')(fd, 0, a, an, 0, BigInt(W.RIGHTS_FD_READ), 0n, 0, OUT), () => undefined],
+    ['path_open creat', W.RIGHTS_PATH_CREATE_FILE, (fd) => s.fn('path_open')(fd, 0, ...p('new.txt'), W.OFLAGS_CREAT, 0n, 0n, 0, OUT), () => assert.ok(!tree.has('new.txt'))],
+    ['path_open trunc', W.RIGHTS_PATH_FILESTAT_SET_SIZE, (fd) => s.fn('path_open')(fd, 0, a, an, W.OFLAGS_TRUNC, 0n, 0n, 0, OUT),
+      () => assert.equal((tree.get('a.txt') as File).data.byteLength, 5)],
+    ['path_filestat_get', W.RIGHTS_PATH_FILESTAT_GET, (fd) => s.fn('path_filestat_get')(fd, 0, a, an, OUT), () => undefined],
+    ['path_filestat_set_times', W.RIGHTS_PATH_FILESTAT_SET_TIMES, (fd) => s.fn('path_filestat_set_times')(fd, 0, a, an, 0n, 7n, W.FSTFLAGS_MTIM),
+      () => assert.notEqual(s.w.metadata.times(tree.get('a.txt') as File).mtim, 7n)],
+    ['path_symlink', W.RIGHTS_PATH_SYMLINK, (fd) => s.fn('path_symlink')(a, an, fd, ...p('ln')), () => assert.ok(!tree.has('ln'))],
+    ['path_readlink', W.RIGHTS_PATH_READLINK, (fd) => s.fn('path_readlink')(fd, ...p('ln'), OUT, 64, OUT + 100), () => undefined],
+    ['path_link source', W.RIGHTS_PATH_LINK_SOURCE, (fd) => s.fn('path_link')(fd, 0, a, an, 3, ...p('h1')), () => assert.ok(!tree.has('h1'))],
+    ['path_link target', W.RIGHTS_PATH_LINK_TARGET, (fd) => s.fn('path_link')(3, 0, a, an, fd, ...p('h2')), () => assert.ok(!tree.has('h2'))],
+    ['path_rename source', W.RIGHTS_PATH_RENAME_SOURCE, (fd) => s.fn('path_rename')(fd, ...p('old.txt'), 3, ...p('mid.txt')), () => assert.ok(tree.has('old.txt'))],
+    ['path_rename target', W.RIGHTS_PATH_RENAME_TARGET, (fd) => s.fn('path_rename')(3, ...p('mid.txt'), fd, ...p('new2.txt')), () => assert.ok(tree.has('mid.txt'))],
+    ['path_unlink_file', W.RIGHTS_PATH_UNLINK_FILE, (fd) => s.fn('path_unlink_file')(fd, ...p('gone.txt')), () => assert.ok(tree.has('gone.txt'))],
+    ['path_remove_directory', W.RIGHTS_PATH_REMOVE_DIRECTORY, (fd) => s.fn('path_remove_directory')(fd, ...p('d')), () => assert.ok(tree.has('d'))],
+    ['fd_readdir', W.RIGHTS_FD_READDIR, (fd) => s.fn('fd_readdir')(fd, OUT, 256, 0n, OUT + 300), () => undefined],
+  ];
+  for (const [name, right, run, unchanged] of cases) {
+    assert.equal(run(narrowed(s, '.', right, true)), W.ERRNO_NOTCAPABLE, `${name} without its right`);
+    unchanged();
+    // Dropping a right no path function needs leaves the function working.
+    assert.equal(run(narrowed(s, '.', W.RIGHTS_FD_FILESTAT_SET_TIMES, true)), 0, `${name} with its right`);
+  }
+  assert.ok(tree.has('d') === false && tree.get('ln') instanceof Symlink && tree.has('h1') && tree.has('h2') && tree.has('new2.txt') && !tree.has('gone.txt'));
+  assert.equal((tree.get('a.txt') as File).data.byteLength, 0, 'truncated with the right');
+  // A directory opened through one whose inheriting rights lack a right lacks it too.
+  const DIR_ALL = BigInt(R_ALL & ~W.RIGHTS_FD_WRITE);
+  const [dot, dn] = p('.');
+  assert.equal(s.fn('path_open')(3, 0, dot, dn, W.OFLAGS_DIRECTORY, DIR_ALL, DIR_ALL & ~BigInt(W.RIGHTS_PATH_CREATE_DIRECTORY), 0, OUT), 0);
+  const sub = s.view().getUint32(OUT, true);
+  assert.equal(s.fn('path_open')(sub, 0, dot, dn, W.OFLAGS_DIRECTORY, DIR_ALL, DIR_ALL, 0, OUT), 0);
+  const grandchild = s.view().getUint32(OUT, true);
+  assert.equal(s.fn('path_create_directory')(grandchild, ...p('x')), W.ERRNO_NOTCAPABLE);
+  assert.equal(s.fn('path_create_directory')(sub, ...p('x')), 0, 'the middle fd itself still holds the right');
 });

@@ -2,8 +2,15 @@
  * WASI preview1 for agents: `@bjorn3/browser_wasi_shim` 0.4.2 with the imports it gets
  * wrong replaced. Same constructor as the shim's WASI (args, env, fds) plus options; the
  * shim's own import functions stay for everything not listed here (args_get, environ_*,
- * fd_close, fd_readdir, fd_seek, fd_tell, fd_prestat_*, fd_renumber, fd_advise, fd_sync,
- * fd_datasync, proc_*, sched_yield, random_get).
+ * fd_close, fd_prestat_*, fd_renumber, proc_*, sched_yield, random_get); fd_readdir,
+ * fd_seek, fd_tell, fd_advise, fd_sync and fd_datasync are the shim's behind a rights check.
+ *
+ * Rights: every fd_* and path_* function the spec ties to a right (docs.md "rights") needs
+ * it in the base rights of the fd it acts on, else NOTCAPABLE (see #need); a kind of fd that
+ * never has the right (stdout's fd_seek, a file's fd_readdir) answers NOTCAPABLE too. Checked
+ * after BADF (fd not open) and, for path_*, NOTDIR; before anything else, except that
+ * fd_read/fd_write/fd_pread/fd_pwrite, fd_filestat_set_size and fd_allocate on an fd without
+ * fd_read/fd_write answer BADF first (as read(2), ftruncate(2)).
  *
  * The spec referred to at each function is WebAssembly/WASI `legacy/preview1/docs.md`
  * (witx `wasi_snapshot_preview1.witx`, `typenames.witx`); where it is silent the POSIX
@@ -130,10 +137,23 @@ export class AgentWasi extends WASI {
     return s;
   }
 
-  #dir(fd: number): { ret: number; dir: Directory | null; st: FdState | null } {
+  /**
+   * The one rights check: 0 when the fd's base rights hold every bit of `rights` (or, when
+   * given, every bit of `orRights`), else NOTCAPABLE. `rights` are the shim's RIGHTS_* bits.
+   */
+  #need(f: Fd, rights: number, orRights?: number): number {
+    const base = this.#st(f).base;
+    if (has(base, BigInt(rights)) || (orRights !== undefined && has(base, BigInt(orRights)))) return 0;
+    return E.ERRNO_NOTCAPABLE;
+  }
+
+  /** The directory `fd` is, holding `rights`: BADF when not open, NOTDIR when not a directory, NOTCAPABLE when a right is missing. */
+  #dir(fd: number, rights: number): { ret: number; dir: Directory | null; st: FdState | null } {
     const f = this.fds[fd];
     if (f === undefined) return { ret: E.ERRNO_BADF, dir: null, st: null };
     if (!(f instanceof OpenDirectory)) return { ret: E.ERRNO_NOTDIR, dir: null, st: null };
+    const ret = this.#need(f, rights);
+    if (ret !== 0) return { ret, dir: null, st: null };
     return { ret: 0, dir: f.dir, st: this.#st(f) };
   }
 
@@ -164,6 +184,12 @@ export class AgentWasi extends WASI {
 
   #imports(shim: Record<string, (...args: never[]) => unknown>): Record<string, ImportFn> {
     const call = (name: string, ...args: unknown[]): number => (shim[name] as (...a: unknown[]) => number)(...args);
+    /** The shim's `name` behind the check that the fd (its first argument) holds `right`. */
+    const guarded = (name: string, right: number) => (fd: number, ...rest: unknown[]): number => {
+      const f = this.fds[fd];
+      if (f === undefined) return E.ERRNO_BADF;
+      return this.#need(f, right) || call(name, fd, ...rest);
+    };
 
     return {
       /**
@@ -215,6 +241,8 @@ export class AgentWasi extends WASI {
       fd_fdstat_set_flags: (fd: number, flags: number): number => {
         const f = this.fds[fd];
         if (f === undefined) return E.ERRNO_BADF;
+        const denied = this.#need(f, E.RIGHTS_FD_FDSTAT_SET_FLAGS);
+        if (denied !== 0) return denied;
         if ((flags & ~R.ALL_FDFLAGS) !== 0) return E.ERRNO_INVAL;
         this.#st(f).flags = flags;
         return 0;
@@ -235,6 +263,8 @@ export class AgentWasi extends WASI {
       fd_filestat_get: (fd: number, ptr: number): number => {
         const f = this.fds[fd];
         if (f === undefined) return E.ERRNO_BADF;
+        const denied = this.#need(f, E.RIGHTS_FD_FILESTAT_GET);
+        if (denied !== 0) return denied;
         const { ret, filestat } = f.fd_filestat_get();
         if (filestat === null) return ret;
         const node = this.#node(f);
@@ -245,11 +275,13 @@ export class AgentWasi extends WASI {
         return 0;
       },
 
-      /** fd_filestat_set_size: needs the fd open for writing (BADF, as ftruncate); updates mtime. */
+      /** fd_filestat_set_size: needs the fd open for writing (BADF, as ftruncate), then `rights::fd_filestat_set_size`; updates mtime. */
       fd_filestat_set_size: (fd: number, size: bigint): number => {
         const f = this.fds[fd];
         if (f === undefined) return E.ERRNO_BADF;
         if (f instanceof OpenFile && !has(this.#st(f).base, BigInt(E.RIGHTS_FD_WRITE))) return E.ERRNO_BADF;
+        const denied = this.#need(f, E.RIGHTS_FD_FILESTAT_SET_SIZE);
+        if (denied !== 0) return denied;
         const before = f instanceof OpenFile ? Number(f.file.size) : 0;
         if (f instanceof OpenFile && !this.#room(f, size, 0)) return E.ERRNO_NOSPC;
         const ret = f.fd_filestat_set_size(size);
@@ -262,16 +294,20 @@ export class AgentWasi extends WASI {
       fd_filestat_set_times: (fd: number, atim: bigint, mtim: bigint, fst: number): number => {
         const f = this.fds[fd];
         if (f === undefined) return E.ERRNO_BADF;
+        const denied = this.#need(f, E.RIGHTS_FD_FILESTAT_SET_TIMES);
+        if (denied !== 0) return denied;
         const node = this.#node(f);
         if (this.#mounts.readonly(node)) return E.ERRNO_ROFS;
         return this.#setTimes(node, atim, mtim, fst);
       },
 
-      /** fd_allocate: needs the fd open for writing; the shim grows read-only files too. */
+      /** fd_allocate: needs the fd open for writing (BADF), then `rights::fd_allocate`; the shim grows read-only files too. */
       fd_allocate: (fd: number, offset: bigint, len: bigint): number => {
         const f = this.fds[fd];
         if (f === undefined) return E.ERRNO_BADF;
         if (f instanceof OpenFile && !has(this.#st(f).base, BigInt(E.RIGHTS_FD_WRITE))) return E.ERRNO_BADF;
+        const denied = this.#need(f, E.RIGHTS_FD_ALLOCATE);
+        if (denied !== 0) return denied;
         if (f instanceof OpenFile && !this.#room(f, offset + len, 0)) return E.ERRNO_NOSPC;
         const ret = f.fd_allocate(offset, len);
         if (ret === 0) this.#meta.modified(this.#node(f));
@@ -286,11 +322,12 @@ export class AgentWasi extends WASI {
         return call('fd_read', fd, iovs, n, nread);
       },
 
+      /** fd_pread: BADF without `rights::fd_read`; "If rights::fd_seek is set, includes the right to invoke fd_pread": NOTCAPABLE without it. */
       fd_pread: (fd: number, iovs: number, n: number, offset: bigint, nread: number): number => {
         const f = this.fds[fd];
         if (f === undefined) return E.ERRNO_BADF;
         if (!has(this.#st(f).base, R.READ_BITS)) return E.ERRNO_BADF;
-        return call('fd_pread', fd, iovs, n, offset, nread);
+        return this.#need(f, E.RIGHTS_FD_SEEK) || call('fd_pread', fd, iovs, n, offset, nread);
       },
 
       /**
@@ -313,10 +350,13 @@ export class AgentWasi extends WASI {
         return ret;
       },
 
+      /** fd_pwrite: BADF without `rights::fd_write`, NOTCAPABLE without `rights::fd_seek` (as fd_pread). */
       fd_pwrite: (fd: number, iovs: number, n: number, offset: bigint, nwritten: number): number => {
         const f = this.fds[fd];
         if (f === undefined) return E.ERRNO_BADF;
         if (!has(this.#st(f).base, BigInt(E.RIGHTS_FD_WRITE))) return E.ERRNO_BADF;
+        const denied = this.#need(f, E.RIGHTS_FD_SEEK);
+        if (denied !== 0) return denied;
         if (f instanceof OpenFile && !this.#room(f, offset, this.#iovBytes(iovs, n))) return E.ERRNO_NOSPC;
         const ret = call('fd_pwrite', fd, iovs, n, offset, nwritten);
         if (ret === 0 && f instanceof OpenFile) this.#meta.modified(f.file);
@@ -324,17 +364,43 @@ export class AgentWasi extends WASI {
       },
 
       /**
+       * fd_seek: `rights::fd_seek`; a seek of 0 from the current offset only tells, so
+       * `rights::fd_tell` does for it (as wasmtime's wasi-common). fd_tell: `rights::fd_tell`,
+       * or `rights::fd_seek`, which "implies rights::fd_tell". Then the shim's.
+       */
+      fd_seek: (fd: number, offset: bigint, whence: number, out: number): number => {
+        const f = this.fds[fd];
+        if (f === undefined) return E.ERRNO_BADF;
+        const tells = offset === 0n && whence === E.WHENCE_CUR;
+        return this.#need(f, tells ? E.RIGHTS_FD_TELL : E.RIGHTS_FD_SEEK, E.RIGHTS_FD_SEEK) || call('fd_seek', fd, offset, whence, out);
+      },
+      fd_tell: (fd: number, out: number): number => {
+        const f = this.fds[fd];
+        if (f === undefined) return E.ERRNO_BADF;
+        return this.#need(f, E.RIGHTS_FD_TELL, E.RIGHTS_FD_SEEK) || call('fd_tell', fd, out);
+      },
+      /** fd_advise, fd_sync, fd_datasync, fd_readdir: the shim's, behind the right of the same name. */
+      fd_advise: guarded('fd_advise', E.RIGHTS_FD_ADVISE),
+      fd_sync: guarded('fd_sync', E.RIGHTS_FD_SYNC),
+      fd_datasync: guarded('fd_datasync', E.RIGHTS_FD_DATASYNC),
+      fd_readdir: guarded('fd_readdir', E.RIGHTS_FD_READDIR),
+
+      /**
        * path_open, with symlinks and validation. oflags, fdflags or lookupflags with unknown
        * bits: INVAL; `directory` with `creat`, `excl` or `trunc`: INVAL; a last component that
        * is a link not followed (no symlink_follow): LOOP (as O_NOFOLLOW); `creat` on a path
        * ending in `/`: ISDIR; a directory opened for writing or with `trunc`: ISDIR. The fd's
        * rights are those asked for, within the directory's inheriting rights and what the
-       * file can do; its fdflags are kept (append). Deviation: the shim ignores symlinks,
-       * rights and kept flags.
+       * file can do; its fdflags are kept (append). The directory fd needs `rights::path_open`,
+       * with `creat` also `path_create_file`, with `trunc` also `path_filestat_set_size` (the
+       * spec: "includes the right to invoke path_open with oflags::trunc"). Deviation: the
+       * shim ignores symlinks, rights and kept flags.
        */
       path_open: (fd: number, dirflags: number, pathPtr: number, pathLen: number, oflags: number,
         base: bigint, inheriting: bigint, fdflags: number, out: number): number => {
-        const d = this.#dir(fd);
+        const d = this.#dir(fd, E.RIGHTS_PATH_OPEN
+          | ((oflags & E.OFLAGS_CREAT) !== 0 ? E.RIGHTS_PATH_CREATE_FILE : 0)
+          | ((oflags & E.OFLAGS_TRUNC) !== 0 ? E.RIGHTS_PATH_FILESTAT_SET_SIZE : 0));
         if (!d.dir || !d.st) return d.ret;
         if ((oflags & ~R.ALL_OFLAGS) !== 0 || (fdflags & ~R.ALL_FDFLAGS) !== 0 || (dirflags & ~R.ALL_LOOKUPFLAGS) !== 0) return E.ERRNO_INVAL;
         if ((oflags & E.OFLAGS_DIRECTORY) !== 0 && (oflags & (E.OFLAGS_CREAT | E.OFLAGS_EXCL | E.OFLAGS_TRUNC)) !== 0) return E.ERRNO_INVAL;
@@ -389,7 +455,7 @@ export class AgentWasi extends WASI {
 
       /** path_create_directory: EXIST for any existing entry, a dangling link included (as mkdirat). */
       path_create_directory: (fd: number, pathPtr: number, pathLen: number): number => {
-        const d = this.#dir(fd);
+        const d = this.#dir(fd, E.RIGHTS_PATH_CREATE_DIRECTORY);
         if (!d.dir) return d.ret;
         const path = this.#str(pathPtr, pathLen);
         if (path === null) return E.ERRNO_ILSEQ;
@@ -409,7 +475,7 @@ export class AgentWasi extends WASI {
 
       /** path_filestat_get: follows the last link only with lookupflags.symlink_follow (lstat vs stat). */
       path_filestat_get: (fd: number, flags: number, pathPtr: number, pathLen: number, ptr: number): number => {
-        const d = this.#dir(fd);
+        const d = this.#dir(fd, E.RIGHTS_PATH_FILESTAT_GET);
         if (!d.dir) return d.ret;
         if ((flags & ~R.ALL_LOOKUPFLAGS) !== 0) return E.ERRNO_INVAL;
         const path = this.#str(pathPtr, pathLen);
@@ -422,7 +488,7 @@ export class AgentWasi extends WASI {
 
       /** path_filestat_set_times: as fd_filestat_set_times, on a path (utimensat). */
       path_filestat_set_times: (fd: number, flags: number, pathPtr: number, pathLen: number, atim: bigint, mtim: bigint, fst: number): number => {
-        const d = this.#dir(fd);
+        const d = this.#dir(fd, E.RIGHTS_PATH_FILESTAT_SET_TIMES);
         if (!d.dir) return d.ret;
         if ((flags & ~R.ALL_LOOKUPFLAGS) !== 0) return E.ERRNO_INVAL;
         const path = this.#str(pathPtr, pathLen);
@@ -439,9 +505,9 @@ export class AgentWasi extends WASI {
        * last link is followed only with symlink_follow.
        */
       path_link: (oldFd: number, oldFlags: number, oldPtr: number, oldLen: number, newFd: number, newPtr: number, newLen: number): number => {
-        const from = this.#dir(oldFd);
+        const from = this.#dir(oldFd, E.RIGHTS_PATH_LINK_SOURCE);
         if (!from.dir) return from.ret;
-        const to = this.#dir(newFd);
+        const to = this.#dir(newFd, E.RIGHTS_PATH_LINK_TARGET);
         if (!to.dir) return to.ret;
         if ((oldFlags & ~R.ALL_LOOKUPFLAGS) !== 0) return E.ERRNO_INVAL;
         const oldPath = this.#str(oldPtr, oldLen);
@@ -474,9 +540,9 @@ export class AgentWasi extends WASI {
        * file onto directory: ISDIR; a directory into itself: INVAL; the same inode: nothing.
        */
       path_rename: (fd: number, oldPtr: number, oldLen: number, newFd: number, newPtr: number, newLen: number): number => {
-        const from = this.#dir(fd);
+        const from = this.#dir(fd, E.RIGHTS_PATH_RENAME_SOURCE);
         if (!from.dir) return from.ret;
-        const to = this.#dir(newFd);
+        const to = this.#dir(newFd, E.RIGHTS_PATH_RENAME_TARGET);
         if (!to.dir) return to.ret;
         const oldPath = this.#str(oldPtr, oldLen);
         const newPath = this.#str(newPtr, newLen);
@@ -515,7 +581,7 @@ export class AgentWasi extends WASI {
 
       /** path_symlink: an in-memory link holding `old_path` as written. The shim: NOTSUP. */
       path_symlink: (oldPtr: number, oldLen: number, fd: number, newPtr: number, newLen: number): number => {
-        const d = this.#dir(fd);
+        const d = this.#dir(fd, E.RIGHTS_PATH_SYMLINK);
         if (!d.dir) return d.ret;
         const target = this.#str(oldPtr, oldLen);
         const path = this.#str(newPtr, newLen);
@@ -542,7 +608,7 @@ export class AgentWasi extends WASI {
        * BADF there). Not a link: INVAL (readlinkat).
        */
       path_readlink: (fd: number, pathPtr: number, pathLen: number, buf: number, bufLen: number, nread: number): number => {
-        const d = this.#dir(fd);
+        const d = this.#dir(fd, E.RIGHTS_PATH_READLINK);
         if (!d.dir) return d.ret;
         const path = this.#str(pathPtr, pathLen);
         if (path === null) return E.ERRNO_ILSEQ;
@@ -557,7 +623,7 @@ export class AgentWasi extends WASI {
 
       /** path_unlink_file: ISDIR for a directory; a link is removed, not followed; a trailing `/` on a file: NOTDIR. */
       path_unlink_file: (fd: number, pathPtr: number, pathLen: number): number => {
-        const d = this.#dir(fd);
+        const d = this.#dir(fd, E.RIGHTS_PATH_UNLINK_FILE);
         if (!d.dir) return d.ret;
         const path = this.#str(pathPtr, pathLen);
         if (path === null) return E.ERRNO_ILSEQ;
@@ -578,7 +644,7 @@ export class AgentWasi extends WASI {
 
       /** path_remove_directory: NOTEMPTY, NOTDIR for a non-directory (a link too), INVAL for `.`. */
       path_remove_directory: (fd: number, pathPtr: number, pathLen: number): number => {
-        const d = this.#dir(fd);
+        const d = this.#dir(fd, E.RIGHTS_PATH_REMOVE_DIRECTORY);
         if (!d.dir) return d.ret;
         const path = this.#str(pathPtr, pathLen);
         if (path === null) return E.ERRNO_ILSEQ;
