@@ -3,9 +3,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { AppError, LIMITS, type TaskSpec } from '../shared';
 import { Auth } from './auth';
+import { BlobStore } from './blobs';
 import type { Context } from './context';
 import { createCoordinator, type Coordinator } from './index';
 import { checkBlobRefs } from './routes/blobs';
@@ -150,6 +152,29 @@ describe('blobs, open mode', () => {
           return true;
         },
       );
+    }
+  });
+});
+
+describe('BlobStore', () => {
+  test('past the limit while a write to the temporary file is in flight: BLOB_TOO_LARGE, nothing kept, no error left behind', async () => {
+    const tmp = tempDir();
+    try {
+      const store = new BlobStore(tmp.dir, 1 << 20);
+      for (let i = 0; i < 20; i++) {
+        async function* body(): AsyncGenerator<Buffer> {
+          yield Buffer.alloc(1000, 1);
+          await new Promise((r) => setTimeout(r, 5)); // the file is open: the next write goes to the disk at once
+          yield Buffer.alloc(1000, 2); // below the high-water mark: accepted, the spool reads on while it is written
+          yield Buffer.alloc(1 << 20, 3); // past the limit: the file is dropped with that write in flight
+        }
+        await assert.rejects(store.put(Readable.from(body())), (e: unknown) => e instanceof AppError && e.code === 'BLOB_TOO_LARGE');
+      }
+      // The failed in-flight write surfaced as an 'error' nobody heard: an uncaught exception, failing this test.
+      await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual(readdirSync(tmp.dir), []);
+    } finally {
+      tmp.cleanup();
     }
   });
 });

@@ -83,10 +83,18 @@ export class BlobStore {
   async #spool(chunks: AsyncIterable<Uint8Array>, limit: number, keep: (sha256: string, bytes: number) => boolean): Promise<{ sha256: string; bytes: number; kept: boolean }> {
     const tmp = this.#path(`.upload-${randomUUID()}`);
     const out = createWriteStream(tmp);
+    // Heard for the stream's whole life, not only while a write waits: destroyed below while a write is in
+    // flight, the stream waits for that write, which then fails (ERR_STREAM_DESTROYED), and emits the failure
+    // as 'error' after destroy(); and a write that fails while none waits (ENOSPC) is emitted with none
+    // listening. Unheard, either is an uncaught exception.
+    let failed = null as Error | null;
+    out.on('error', (err) => (failed ??= err));
+    const closed = new Promise<void>((resolve) => out.once('close', resolve));
     const hash = createHash('sha256');
     let bytes = 0;
     try {
       for await (const chunk of chunks) {
+        if (failed) throw failed;
         bytes += chunk.length;
         if (bytes > limit) throw this.tooLarge();
         hash.update(chunk);
@@ -95,6 +103,7 @@ export class BlobStore {
       await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
     } catch (err) {
       out.destroy();
+      await closed; // after any write in flight and the descriptor's close: nothing more is written to the file
       rmSync(tmp, { force: true });
       throw err;
     }

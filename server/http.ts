@@ -218,27 +218,43 @@ const LINGER_MS = 2_000;
 
 /**
  * Refuses a request before its body is read. A small body is discarded as it arrives (keep-alive goes on);
- * a large or chunked one is never read at all: the answer is written on the socket, which then stops reading
- * (the client's sends stall, costing nothing here), half-closes, and is destroyed once the client closes or
- * after LINGER_MS. Reading 15 MiB only to throw it away kept the event loop busy for a fifth of a second.
+ * a large or chunked one is never read at all (answerAndClose). Reading 15 MiB only to throw it away kept
+ * the event loop busy for a fifth of a second.
  */
 function refuseBody(req: FastifyRequest, reply: FastifyReply, metrics: Metrics, err: AppError): void {
   const length = Number(req.headers['content-length'] ?? 0);
-  const socket = req.raw.socket;
-  if ((req.headers['transfer-encoding'] === undefined && length <= DISCARD_BYTES) || !socket.writable) throw err;
+  if (req.headers['transfer-encoding'] === undefined && length <= DISCARD_BYTES) throw err;
+  if (!answerAndClose(req.raw.socket, reply, metrics, err)) throw err;
+}
+
+/**
+ * Answers `err` and closes the connection without reading the rest of the request body, in stages, so that a
+ * client still sending gets the answer rather than a reset: the reply is hijacked and the answer (with
+ * `connection: close`) written on the socket, which stops reading (the client's sends stall, costing nothing
+ * here) and half-closes; it is destroyed after LINGER_MS (sooner should the client's end reach it). Node, after an answer
+ * with `connection: close`, destroys the socket as soon as the answer is flushed; with the client's bytes
+ * still arriving that is a reset (RST), and the client's next write fails with EPIPE or ECONNRESET, often
+ * before it has read the answer. Answers false, doing nothing, when the socket can no longer be written
+ * (the client is gone; the caller throws the error as usual). `socket` is the request's, taken before its body
+ * was read: Node detaches it from a request whose body stream was destroyed.
+ */
+export function answerAndClose(socket: Socket | null, reply: FastifyReply, metrics: Metrics, err: AppError): boolean {
+  if (socket === null || !socket.writable) return false;
   void reply.hijack();
   socket.pause();
   const status = ERRORS[err.code].status;
   const body = JSON.stringify(errorBody(err));
   metrics.httpAnswered(status);
+  // Not unref'd: a socket that reads nothing and has nothing left to write holds no event loop, and until it is
+  // destroyed the server's close() waits for it; unref'd, a process with nothing else to do never closed.
   const timer = setTimeout(() => socket.destroy(), LINGER_MS);
-  timer.unref();
   socket.once('close', () => clearTimeout(timer));
   socket.once('end', () => socket.destroy());
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
       `x-content-type-options: nosniff\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
   );
+  return true;
 }
 
 /**

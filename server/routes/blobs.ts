@@ -9,13 +9,15 @@
  * of the tasks it runs, and a blob is named by a 256-bit digest nobody guesses. Tokens without a tenant read any.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { AppError, type TaskSpec } from '../../shared';
 import { readerTenant, tenantOf } from '../access';
 import type { BlobStore } from '../blobs';
 import type { Context } from '../context';
-import type { RouteConfig } from '../http';
+import { answerAndClose, type RouteConfig } from '../http';
 import type { BlobRow } from '../journal';
+import type { Metrics } from '../metrics';
 import { datasetHash } from './datasets';
 
 function view(r: BlobRow) {
@@ -42,13 +44,15 @@ export function blobRoutes(app: FastifyInstance, ctx: Context, store: BlobStore)
     if (body === undefined || typeof body.pipe !== 'function') {
       throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'Upload a blob as the request body with content-type application/octet-stream.');
     }
+    // Taken now: Node detaches the socket from a request whose body stream is destroyed (the spool's, past the limit).
+    const socket = req.raw.socket;
     const declared = Number(req.headers['content-length'] ?? NaN);
-    if (declared > store.maxBytes) refuse(reply, store.tooLarge());
+    if (declared > store.maxBytes) return refuse(socket, reply, ctx.metrics, store.tooLarge());
     let put: { sha256: string; bytes: number };
     try {
       put = await store.put(body);
     } catch (err) {
-      if (err instanceof AppError && err.code === 'BLOB_TOO_LARGE') refuse(reply, err);
+      if (err instanceof AppError && err.code === 'BLOB_TOO_LARGE') return refuse(socket, reply, ctx.metrics, err);
       throw err;
     }
     const tenant = tenantOf(req);
@@ -85,12 +89,16 @@ export function blobRoutes(app: FastifyInstance, ctx: Context, store: BlobStore)
 }
 
 /**
- * An upload past the limit: answered at once with `connection: close`, so the rest of the body is never
- * read (Node would otherwise read and discard it to keep the connection).
+ * An upload past the limit: answered at once with `connection: close`, the rest of the body never read (Node
+ * would otherwise read and discard it to keep the connection), and the connection closed in stages
+ * (server/http.ts answerAndClose) so that the client, still sending, reads the 413 rather than a reset.
  */
-function refuse(reply: FastifyReply, err: AppError): never {
-  void reply.header('connection', 'close');
-  throw err;
+function refuse(socket: Socket | null, reply: FastifyReply, metrics: Metrics, err: AppError): FastifyReply {
+  if (!answerAndClose(socket, reply, metrics, err)) {
+    void reply.header('connection', 'close');
+    throw err;
+  }
+  return reply;
 }
 
 /** Every `{ "blob": "sha256:<hex>" }` a spec's mounts name, with its JSON pointer. */
