@@ -20,7 +20,7 @@
  *   what the pool costs around the loop (goal >= 0.9).
  * - multiAdapterBatch8Speedup: on the same pool, eight generate tasks over eight adapters of the base, one
  *   after another ÷ all at once (one continuous batch; goal >= 3), beside oneAdapterBatch8Speedup (the same
- *   over one adapter); adapterSwitchMs: a request's time on the node with an adapter it did not hold yet
+ *   over one adapter); adapterSwitchMs: a one-token request's time on the node with an adapter it did not hold yet
  *   (fetched from the registry, loaded on the GPU) minus the same request once it does (goal < 5 ms).
  * - resumeLostSteps: the steps lost when the page training a task (a checkpoint every 10 steps) is closed after
  *   its first checkpoint, the task going on on a second page from it (goal: at most one interval).
@@ -84,8 +84,10 @@ async function adapterFigures(url: string, baseDir: string): Promise<AdapterFigu
     const put = await fetch(`${url}/v1/adapters/tiny-llama/${name}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ config: files.configJson, weights: Buffer.from(files.safetensors).toString('base64') }) });
     if (put.status !== 201) throw new Error(`adapter upload: ${put.status} ${await put.text()}`);
   }
-  const gen = (adapter: string | null) => ({ kind: 'generate', payload: { model: 'tiny-llama', prompt: 'once upon a time there was', maxNewTokens: 32, ...(adapter ? { adapter } : {}) } });
-  const nodeMs = async (adapter: string): Promise<number> => ((await ended(url, (await submit(url, [gen(adapter)]))[0]!)).result as GenerateResult).durationMs;
+  const gen = (adapter: string | null, maxNewTokens = 32) => ({ kind: 'generate', payload: { model: 'tiny-llama', prompt: 'once upon a time there was', maxNewTokens, ...(adapter ? { adapter } : {}) } });
+  // One new token: the request is the adapter's switch plus one short step, so the decode's noise (±30 ms over 32
+  // tokens on a shared machine) does not drown a switch of a few milliseconds.
+  const nodeMs = async (adapter: string): Promise<number> => ((await ended(url, (await submit(url, [gen(adapter, 1)]))[0]!)).result as GenerateResult).durationMs;
   await ended(url, (await submit(url, [gen(null)]))[0]!); // the base is loaded
   const switchMs: number[] = [];
   const residentMs: number[] = [];
@@ -95,6 +97,7 @@ async function adapterFigures(url: string, baseDir: string): Promise<AdapterFigu
     switchMs.push(first - again);
     residentMs.push(again);
   }
+  process.stderr.write(`adapter switch (ms, per adapter): ${switchMs.map((v) => v.toFixed(1)).join(' ')}; resident: ${residentMs.map((v) => v.toFixed(0)).join(' ')}\n`);
   const timed = async (specs: unknown[][]): Promise<number> => {
     const t0 = performance.now();
     for (const group of specs) await Promise.all((await submit(url, group)).map((id) => ended(url, id)));

@@ -11,6 +11,8 @@ import { addSpan, type Lease, type RunnerHost, type TaskRunner } from './runner'
 const HELD_PER_SLOT = 2;
 /** Longest a streamed token waits for others to share its message. */
 const FLUSH_MS = 4;
+/** How long after a load, unload or adapter event the node reads its models again (one read for a burst). */
+const REFRESH_DELAY_MS = 100;
 /** Download progress goes to the coordinator at most this often per model (and always at the end). */
 const DOWNLOAD_EVERY_MS = 250;
 
@@ -32,6 +34,7 @@ export class GenerateRunner implements TaskRunner {
   readonly #downloadSent = new Map<string, number>();
   #running = 0;
   #models: ModelCapability[] = [];
+  #refreshTimer: ReturnType<typeof setTimeout> | null = null;
   readonly #off: () => void;
 
   constructor(runtime: InferenceRuntime, host: RunnerHost) {
@@ -39,7 +42,7 @@ export class GenerateRunner implements TaskRunner {
     this.#host = host;
     this.#off = runtime.on((e) => {
       if (e.type === 'download') this.#download(e.model, e.loadedBytes, e.totalBytes);
-      if (e.type === 'load' || e.type === 'unload' || e.type === 'adapter' || (e.type === 'download' && e.loadedBytes === e.totalBytes)) void this.refresh();
+      if (e.type === 'load' || e.type === 'unload' || e.type === 'adapter' || (e.type === 'download' && e.loadedBytes === e.totalBytes)) this.#refreshSoon();
     });
   }
 
@@ -83,8 +86,22 @@ export class GenerateRunner implements TaskRunner {
     this.#host.capabilitiesChanged();
   }
 
+  /**
+   * refresh() a little later, once for a burst of events: the event comes while the request that caused it (a model
+   * or adapter just loaded) starts decoding, and reading the runtime's models then competes with its first steps.
+   */
+  #refreshSoon(): void {
+    if (this.#refreshTimer !== null) return;
+    this.#refreshTimer = setTimeout(() => {
+      this.#refreshTimer = null;
+      void this.refresh();
+    }, REFRESH_DELAY_MS);
+  }
+
   close(): void {
     this.#off();
+    if (this.#refreshTimer !== null) clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
   }
 
   /** A model's download moved on: tell the coordinator, for every lease that waits on it. */

@@ -22,11 +22,31 @@ export interface LoraOptions {
   seed?: number;
 }
 
-interface Param {
-  value: Tensor;
-  grad: Tensor;
-  m: Tensor;
-  v: Tensor;
+/**
+ * One factor (A or B): its values, and its gradient and AdamW moments, made (zeros) when training first touches
+ * them: an adapter loaded only for inference holds its values alone (a quarter of the buffers to create and fill).
+ */
+class Param {
+  #grad: Tensor | null = null;
+  #m: Tensor | null = null;
+  #v: Tensor | null = null;
+  constructor(
+    readonly ctx: GpuContext,
+    readonly value: Tensor,
+    readonly shape: number[],
+  ) {}
+  get grad(): Tensor {
+    return (this.#grad ??= this.ctx.zeros(this.shape, 'f32', false));
+  }
+  get m(): Tensor {
+    return (this.#m ??= this.ctx.zeros(this.shape, 'f32', false));
+  }
+  get v(): Tensor {
+    return (this.#v ??= this.ctx.zeros(this.shape, 'f32', false));
+  }
+  release(): void {
+    for (const t of [this.value, this.#grad, this.#m, this.#v]) t?.release();
+  }
 }
 
 interface Pair {
@@ -143,12 +163,7 @@ export class GpuLoraAdapter implements LinearAdapter {
   }
 
   #param(data: Float32Array, shape: number[]): Param {
-    return {
-      value: this.ctx.upload(data, shape, false),
-      grad: this.ctx.zeros(shape, 'f32', false),
-      m: this.ctx.zeros(shape, 'f32', false),
-      v: this.ctx.zeros(shape, 'f32', false),
-    };
+    return new Param(this.ctx, this.ctx.upload(data, shape, false), shape);
   }
 
   #addPair(layer: number, module: LinearModule, s: { in: number; out: number }, a: Float32Array, b: Float32Array): void {
@@ -385,7 +400,7 @@ export class GpuLoraAdapter implements LinearAdapter {
   }
 
   release(): void {
-    for (const p of this.#pairs.values()) for (const q of [p.a, p.b]) for (const t of [q.value, q.grad, q.m, q.v]) t.release();
+    for (const p of this.#pairs.values()) for (const q of [p.a, p.b]) q.release();
     this.#pairs.clear();
   }
 }

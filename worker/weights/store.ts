@@ -14,6 +14,11 @@ import { cancelled, fetchManifest, fetchRange, ServedMismatch } from './remote';
 import { fileChunkRange, modelChunkRange, modelFileRange, openWeightDb, type ChunkRecord, type FileRecord, type ManifestFile, type ModelRecord, type WeightDatabase, type WeightManifest } from './schema';
 
 export const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
+/** Files up to this size are kept in memory once verified (WeightStore #hot), up to HOT_BYTES in all. */
+const HOT_FILE_BYTES = 4 << 20;
+const HOT_BYTES = 32 << 20;
+/** A model touched again within this long after it was the last one touched is not written again. */
+const TOUCH_EVERY_MS = 5_000;
 
 export interface WeightStoreOptions {
   /** Coordinator origin, e.g. `http://127.0.0.1:8080`; '' (default) is the page's own origin. */
@@ -150,6 +155,15 @@ export class WeightStore {
   #downloaded = 0;
   #requests = 0;
   #repaired = 0;
+  /**
+   * Small files verified lately (an adapter's two files, configs, tokenizers), by model, path and SHA-256, least
+   * recently used first: a read of one skips assembling and hashing its chunks again. Keyed by digest, so an entry
+   * never stands for other bytes; bounded by HOT_BYTES.
+   */
+  readonly #hot = new Map<string, Uint8Array>();
+  #hotBytes = 0;
+  /** The last model #touch wrote, and when. */
+  #lastTouch: { model: string; at: number } | null = null;
 
   constructor(opts: WeightStoreOptions = {}) {
     this.base = (opts.base ?? '').replace(/\/+$/, '');
@@ -160,6 +174,28 @@ export class WeightStore {
     this.#budgetOption = opts.budgetBytes;
     this.#quotaFraction = opts.quotaFraction ?? 0.8;
     this.#retries = opts.retries ?? 2;
+  }
+
+  #hotKey(rec: { model: string; path: string; sha256: string }): string {
+    return `${rec.model}\n${rec.path}\n${rec.sha256}`;
+  }
+
+  /** Keeps verified bytes of a small file (a copy) for the next read. */
+  #keepHot(rec: { model: string; path: string; sha256: string }, bytes: Uint8Array): void {
+    if (bytes.length > HOT_FILE_BYTES) return;
+    const key = this.#hotKey(rec);
+    const had = this.#hot.get(key);
+    if (had) {
+      this.#hot.delete(key);
+      this.#hotBytes -= had.length;
+    }
+    this.#hot.set(key, bytes.slice());
+    this.#hotBytes += bytes.length;
+    for (const [k, v] of this.#hot) {
+      if (this.#hotBytes <= HOT_BYTES) break;
+      this.#hot.delete(k);
+      this.#hotBytes -= v.length;
+    }
   }
 
   #open(): Promise<WeightDatabase> {
@@ -303,6 +339,7 @@ export class WeightStore {
           problem = still.length > 0 ? `chunks ${still.join(', ')} do not match their digests` : again.sha256 === rec.sha256 ? null : `digest ${again.sha256}`;
         } else {
           problem = check.sha256 === rec.sha256 ? null : `digest ${check.sha256}`;
+          if (problem === null) this.#keepHot(rec, check.bytes);
         }
       } catch (err) {
         if (!(err instanceof ServedMismatch)) throw err;
@@ -418,6 +455,14 @@ export class WeightStore {
       const db = await this.#open();
       const rec = await db.get('files', [model, path]);
       if (!rec) throw new AppError('MODEL_FILE_MISSING', `${model}/${path} is not in the weight store; ensure('${model}') first.`, { model, file: path });
+      const hot = rec.verified ? this.#hot.get(this.#hotKey(rec)) : undefined;
+      if (hot) {
+        const key = this.#hotKey(rec);
+        this.#hot.delete(key);
+        this.#hot.set(key, hot); // most recently used now
+        await this.#touch(model);
+        return hot.slice();
+      }
       let got = await this.#assemble(db, rec, !rec.verified);
       if (got.absent.length > 0) {
         throw new AppError('MODEL_FILE_MISSING', `${model}/${path} is only partly stored (${got.absent.length} of ${rec.chunkCount} chunks missing); ensure('${model}') fetches the rest.`, { model, file: path });
@@ -443,6 +488,7 @@ export class WeightStore {
         this.#repaired++;
       }
       if (!rec.verified) await db.put('files', { ...rec, verified: true });
+      this.#keepHot(rec, got.bytes);
       await this.#touch(model);
       return got.bytes;
     } finally {
@@ -456,6 +502,11 @@ export class WeightStore {
   }
 
   async #touch(model: string): Promise<void> {
+    // The model this store touched last, touched again within a few seconds: its place in the LRU order is the
+    // same (no other model was used since), so the write is skipped (a read-write transaction per file read).
+    const now = Date.now();
+    if (this.#lastTouch?.model === model && now - this.#lastTouch.at < TOUCH_EVERY_MS) return;
+    this.#lastTouch = { model, at: now };
     const db = await this.#open();
     const tx = db.transaction('models', 'readwrite');
     const rec = await tx.store.get(model);
