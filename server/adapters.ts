@@ -130,7 +130,12 @@ export interface AdapterShelf {
   putAdapterVersion(base: string, name: string, meta: (version: number) => object, config: Uint8Array, weights: Uint8Array): number;
   adapterVersions(): Array<{ base: string; name: string; version: number }>;
   adapterVersion(base: string, name: string, version: number): { meta: string; config: Uint8Array; weights: Uint8Array } | null;
+  /** A shared setting (first writer wins): merged models are recorded as `merged-model:<id>`. */
+  setting(key: string, make: () => string): string;
+  settingsWithPrefix(prefix: string): Array<{ key: string; value: string }>;
 }
+
+const MERGED_KEY = 'merged-model:';
 
 export class AdapterRegistry {
   readonly root: string;
@@ -333,7 +338,31 @@ export class AdapterRegistry {
    * transformers.js loads), so it is served as its own model id. Answers the id and whether it was made now (a
    * version already merged is kept). A base over MAX_MERGE_BYTES of weights: MODEL_TOO_LARGE (the merge holds it whole).
    */
+  /**
+   * Merged models another coordinator of the shared journal made (recorded there), by id: made here on first use
+   * (ModelStore.onDemand) from the same adapter version and this coordinator's copy of the base.
+   */
+  mergedElsewhere(): Map<string, { base: string; ref: string }> {
+    const out = new Map<string, { base: string; ref: string }>();
+    for (const { key, value } of this.#shelf?.settingsWithPrefix(MERGED_KEY) ?? []) {
+      try {
+        const r = JSON.parse(value) as { base: string; name: string; version: number };
+        out.set(key.slice(MERGED_KEY.length), { base: r.base, ref: `${r.name}@${r.version}` });
+      } catch {
+        // a record another version wrote: skipped
+      }
+    }
+    return out;
+  }
+
   async merge(rawBase: string, ref: string, outRoot: string, opts: { above?: number; chunkBytes?: number } = {}): Promise<{ model: string; created: boolean; version: AdapterVersion; files: Array<{ path: string; size: number }> }> {
+    const out = await this.#merge(rawBase, ref, outRoot, opts);
+    // On a shared journal every coordinator lists the merged model and makes its own copy when first asked for it.
+    this.#shelf?.setting(`${MERGED_KEY}${out.model}`, () => JSON.stringify({ base: out.version.base, name: out.version.name, version: out.version.version }));
+    return out;
+  }
+
+  async #merge(rawBase: string, ref: string, outRoot: string, opts: { above?: number; chunkBytes?: number }): Promise<{ model: string; created: boolean; version: AdapterVersion; files: Array<{ path: string; size: number }> }> {
     const v = await this.resolve(rawBase, ref);
     const model = parseName(`${v.base}-${v.name}-v${v.version}`);
     const dir = join(outRoot, model);

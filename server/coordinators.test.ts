@@ -154,6 +154,21 @@ describe('several coordinators on one PostgreSQL journal', () => {
     assert.ok(Buffer.from(await onA.arrayBuffer()).equals(Buffer.from(files.safetensors)), 'A serves the version B received');
     const models2 = await apiA('/v1/models');
     assert.ok(models2.body.data.some((m: { id: string }) => m.id === 'tiny-llama:shared'), 'A lists it for the OpenAI routes');
+
+    // Merged on A: B lists the merged model too and, asked for it, makes its own copy, byte for byte A's.
+    const merged = await apiA('/v1/adapters/tiny-llama/shared@2/merge', { method: 'POST', json: {} });
+    assert.equal(merged.status, 201, JSON.stringify(merged.body));
+    const id = merged.body.model as string;
+    assert.equal(id, 'tiny-llama-shared-v2');
+    await until(async () => ((await apiB('/v1/models')).body.data as { id: string }[]).some((m) => m.id === id), 5000, 'B lists the merged model');
+    const manifest = async (api: typeof apiA) => {
+      const r = await api(`/v1/models/${id}/manifest`);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      return (r.body.files as { path: string; size: number; sha256: string }[]).map((f) => `${f.path} ${f.size} ${f.sha256}`).sort();
+    };
+    const onB = await manifest(apiB);
+    assert.ok(onB.some((f) => f.startsWith('model.safetensors ')) && onB.some((f) => f.startsWith('onnx/model.onnx ')), onB.join('\n'));
+    assert.deepEqual(onB, await manifest(apiA), 'the same files, byte for byte');
   });
 
   test('a node that moves to another coordinator keeps its lease: its result there is the one recorded', async () => {

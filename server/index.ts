@@ -252,6 +252,29 @@ export async function createCoordinator(opts: CoordinatorOptions = {}): Promise<
   installInputGate(app, metrics, json); // content type before the body, the bounded JSON parser (before any route)
   await app.register(fastifyWebsocket, { options: { maxPayload: LIMITS.maxSocketMessageBytes } });
   const adapters = new AdapterRegistry(opts.adaptersDir ?? join(dataDir, 'adapters'), modelStore, journal.shared ? journal : null);
+  if (modelStore && journal.shared) {
+    // Adapters merged on another coordinator of the journal: listed here too, and merged here on first use.
+    const making = new Map<string, Promise<boolean>>();
+    // Read from the journal at most once a second (every /v1/models and generate submit asks).
+    let known: { at: number; names: string[] } = { at: -Infinity, names: [] };
+    modelStore.onDemand = {
+      names: () => {
+        const now = Date.now();
+        if (now - known.at >= 1000) known = { at: now, names: [...adapters.mergedElsewhere().keys()] };
+        return known.names;
+      },
+      make: (name) => {
+        let m = making.get(name);
+        if (!m) {
+          const rec = adapters.mergedElsewhere().get(name);
+          m = rec ? adapters.merge(rec.base, rec.ref, mergedDir, opts.mergeExternalData ?? {}).then(() => true, () => false) : Promise.resolve(false);
+          making.set(name, m);
+          void m.finally(() => making.delete(name));
+        }
+        return m;
+      },
+    };
+  }
   taskRoutes(app, ctx, new ModelCatalog(ctx, modelStore, adapters));
   datasetRoutes(app, ctx);
   blobRoutes(app, ctx, new BlobStore(opts.blobsDir ?? join(dataDir, 'blobs'), LIMITS.maxBlobBytes, journal.shared ? journal : null));

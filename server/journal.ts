@@ -1750,6 +1750,11 @@ export class Journal {
     return read.get(key)!.value;
   }
 
+  /** Settings whose key starts with `prefix`, by key. */
+  settingsWithPrefix(prefix: string): Array<{ key: string; value: string }> {
+    return this.db.prepare<[number, string], { key: string; value: string }>('SELECT key, value FROM settings WHERE substr(key, 1, ?) = ? ORDER BY key').all(prefix.length, prefix);
+  }
+
   // ---------------------------------------------------------------- train checkpoints
 
   /** Keeps a train task's checkpoint after `step` (the latest only: one of an earlier step does not replace it). */

@@ -64,6 +64,12 @@ export class ModelStore {
   /** Per model, the bytes of its weight files and when they were counted (weightBytes). */
   readonly #weights = new Map<string, { bytes: number; at: number }>();
 
+  /**
+   * Models this coordinator can make on first use though no folder holds them yet (adapters merged into their
+   * base on another coordinator of a shared journal): their names are listed, and `locate` makes one when asked.
+   */
+  onDemand: { names(): string[]; make(name: string): Promise<boolean> } | null = null;
+
   /** `roots` in priority order; missing roots are skipped (they may appear later). */
   constructor(roots: string | readonly string[]) {
     const list = (typeof roots === 'string' ? [roots] : [...roots]).map((r) => resolve(r));
@@ -87,7 +93,9 @@ export class ModelStore {
   }
 
   async list(): Promise<string[]> {
-    return (await this.folders()).folders.map((f) => f.name);
+    const names = (await this.folders()).folders.map((f) => f.name);
+    const extra = (this.onDemand?.names() ?? []).filter((n) => !names.includes(n));
+    return extra.length ? [...names, ...extra].sort() : names;
   }
 
   async collisions(): Promise<ModelCollision[]> {
@@ -97,7 +105,10 @@ export class ModelStore {
   /** The folder served under `name` (MODEL_NOT_FOUND if none). */
   async locate(rawName: string): Promise<ModelFolder> {
     const name = parseName(rawName);
-    const found = (await this.folders()).folders.find((f) => f.name === name);
+    let found = (await this.folders()).folders.find((f) => f.name === name);
+    if (!found && this.onDemand?.names().includes(name) && (await this.onDemand.make(name))) {
+      found = (await this.folders()).folders.find((f) => f.name === name);
+    }
     if (!found) throw new AppError('MODEL_NOT_FOUND', `No model folder ${name} under the models directories; GET /v1/models lists them.`, { model: name });
     return found;
   }
