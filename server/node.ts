@@ -355,8 +355,10 @@ export class NodeSession {
     };
   }
 
-  fits(kind: TaskKind): boolean {
+  /** Whether the node runs tasks of this kind; an agent task naming a model (`model`) also needs runsModelAgents. */
+  fits(kind: TaskKind, model: string | null = null): boolean {
     if (!this.capabilities.kinds.includes(kind)) return false;
+    if (kind === 'agent' && model !== null && !this.runsModelAgents()) return false;
     if (kind === 'train' && !this.capabilities.webgpu) return false;
     if (kind === 'generate' && !this.capabilities.inference) return false;
     return true;

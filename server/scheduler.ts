@@ -494,10 +494,10 @@ export class Scheduler {
       let capable = 0;
       let resting = 0;
       let largest = -1;
-      // An agent that calls a model needs a node that runs such agents (JSPI and the inference runtime).
+      // An agent that calls a model needs a node that runs such agents (JSPI and the inference runtime): fits says.
       const modelAgent = task.kind === 'agent' && task.model !== null;
       for (const node of this.nodes.values()) {
-        if (!node.connected || node.draining || !node.fits(task.kind) || (modelAgent && !node.runsModelAgents())) continue;
+        if (!node.connected || node.draining || !node.fits(task.kind, task.model)) continue;
         ofKind++;
         if (need !== null && !node.canHold(need)) {
           largest = Math.max(largest, node.capabilities.inference?.memoryBudgetBytes ?? 0);
@@ -1016,8 +1016,7 @@ function pickNode(
   let bestRep = -1;
   for (const [node, s] of free) {
     const room = roomFor(kind, s);
-    if (room <= 0 || !node.fits(kind)) continue;
-    if (kind === 'agent' && model !== null && !node.runsModelAgents()) continue;
+    if (room <= 0 || !node.fits(kind, model)) continue;
     if (avoid !== null && avoid.has(node.id)) continue;
     if (need !== null && !node.canHold(need)) continue;
     const cached = node.holds(model, adapter);

@@ -213,16 +213,8 @@ function runPrepared(compiled: WebAssembly.Module, req: AgentRunRequest, options
     imports[MODEL_MODULE] = model.imports;
   }
   const run: Run = { req, imports, given: hostGiven, capPages, stdout, stderr, wasi, pre, t0, requestedAt, options, model, setMemory: (m) => (instanceMemory = m) };
-  if (suspendable) {
-    let out: Promise<AgentRunOutcome>;
-    try {
-      out = runSuspendable(compiled, run);
-    } catch (err) {
-      giveBack();
-      throw err;
-    }
-    return out.finally(giveBack);
-  }
+  // An async function: whatever it meets comes as its promise's outcome, so the memory goes back when that settles.
+  if (suspendable) return runSuspendable(compiled, run).finally(giveBack);
   try {
     return runInstance(compiled, run);
   } finally {

@@ -457,10 +457,14 @@ export class LlamaModel implements AdaptableModel {
     }
     // Each factor buffer is one storage binding: past the device's limit, only this batch's adapters are packed.
     const limit = this.ctx.maxTensorBytes;
-    if (next.length > own.length && AdapterPack.bindingBytes(this.config, next) > limit) next = own;
-    if (AdapterPack.bindingBytes(this.config, next) > limit) {
+    let bytes = AdapterPack.bindingBytes(this.config, next);
+    if (bytes > limit && next.length > own.length) {
+      next = own;
+      bytes = AdapterPack.bindingBytes(this.config, next);
+    }
+    if (bytes > limit) {
       this.#pack = null;
-      throw new AppError('MODEL_TOO_LARGE', `The ${next.length} adapters of this batch need ${AdapterPack.bindingBytes(this.config, next)} bytes of factors in one binding; the device binds at most ${limit}. Batch fewer adapters at once.`);
+      throw new AppError('MODEL_TOO_LARGE', `The ${next.length} adapters of this batch need ${bytes} bytes of factors in one binding; the device binds at most ${limit}. Batch fewer adapters at once.`);
     }
     this.#pack = new AdapterPack(this.ctx, this.config, next);
     return this.#pack;
